@@ -1,0 +1,51 @@
+# Every target that runs Python first makes sure the project virtualenv (.venv) exists and
+# matches the lock file; `make serve` and `make test` are the README's two commands.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.setup-stamp
+HOST ?= 0.0.0.0
+PORT ?= 8000
+
+.PHONY: setup serve test lint typecheck format data train evaluate bench clean
+
+$(STAMP): requirements-dev.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install the pinned dependencies
+
+serve: $(STAMP)  ## run the service on the committed models (honours HOST and PORT)
+	$(BIN)/python -m service --host $(HOST) --port $(PORT)
+
+test: $(STAMP)  ## the whole test suite (what CI runs)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+data: $(STAMP)  ## regenerate the 100,000-system one-electron dataset under data/generated/
+	$(BIN)/python -m data.schrodinger --count 100000 --seed 1
+
+train: $(STAMP)  ## train, evaluate and export all four tasks into models/ (offline, slow)
+	$(BIN)/python -m training all
+
+evaluate: $(STAMP)  ## re-evaluate every exported SavedModel on its test split
+	$(BIN)/python -m training evaluate all
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
