@@ -93,7 +93,7 @@ def default_mnist_dir() -> Path:
     return _REPO_ROOT / "data" / "mnist"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Split:
     """One part of MNIST: ``images`` (N, 28, 28, 1), uint8 or float32 in [0, 1]; ``labels``
     int64 (N,) in 0..9."""
@@ -105,7 +105,7 @@ class Split:
         return len(self.labels)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MnistSplits:
     """The notebook's split: ``train`` (60,000), ``validation`` (the first 5,000 test images) and
     ``test`` (the last 5,000); ``test_full`` is all 10,000 test images (validation + test), on

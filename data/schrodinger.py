@@ -24,7 +24,7 @@ import os
 import pickle
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,13 +191,15 @@ _KINETIC_BAND = _kinetic_band()
 
 def _as_potentials(V: Any) -> np.ndarray:
     """Validate the solver's input and return it as a float64 (N, 64) array."""
+    expected = f"a real array of shape (N, {GRID_POINTS}) or ({GRID_POINTS},)"
     try:
-        arr = np.asarray(V, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(
-            f"V must be a numeric array of shape (N, {GRID_POINTS}) or ({GRID_POINTS},), "
-            f"got an object that is not convertible to float64 ({exc})"
-        ) from None
+        raw = np.asarray(V)
+    except ValueError as exc:  # ragged nested sequences
+        raise ValueError(f"V must be {expected}, got a ragged sequence ({exc})") from None
+    # Strings and complex numbers would convert to float64 silently (or lossily): refuse them.
+    if raw.dtype.kind not in "biuf":
+        raise ValueError(f"V must be {expected}, got an array of dtype {raw.dtype}")
+    arr = raw.astype(np.float64, copy=False)
     if arr.ndim not in (1, 2) or arr.shape[-1] != GRID_POINTS:
         raise ValueError(
             f"V must have shape (N, {GRID_POINTS}) or ({GRID_POINTS},) "
@@ -237,20 +239,38 @@ def _solve_chunk(V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _workers(requested: int | None) -> int:
+    """``requested``, or by default one per available core when forking is safe, else 1."""
     if requested is not None:
         if requested < 1:
             raise ValueError(f"workers must be >= 1, got {requested}")
         return requested
+    if not _fork_is_safe():
+        return 1
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
 
 
+def _fork_is_safe() -> bool:
+    # Forking a process that runs other threads (TensorFlow's, a server's) can deadlock the child
+    # on a lock held by a thread that was not copied; spawn/forkserver would instead need the
+    # caller's `if __name__ == "__main__"` guard. So by default we only fork a single-threaded
+    # process and otherwise stay in-process (about twice slower; the dataset is cached anyway).
+    import multiprocessing
+    import threading
+
+    return (
+        "fork" in multiprocessing.get_all_start_methods()
+        and threading.active_count() == 1
+        and "tensorflow" not in sys.modules
+    )
+
+
 def _pool(workers: int) -> ProcessPoolExecutor:
     import multiprocessing
 
-    # fork is cheapest (no re-import of numpy/scipy); elsewhere the platform default.
+    # fork: no re-import of numpy/scipy and no main-module guard needed in the caller.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
 
@@ -278,7 +298,7 @@ def solve_ground_state(V: Any, *, workers: int = 1) -> tuple[np.ndarray, np.ndar
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class OneElectronDataset:
     """Samples ``seed .. seed + count - 1``: grid ``x`` (64,), ``V`` and ``n`` (count, 64), ``E``.
 
@@ -357,8 +377,9 @@ def generate(
 ) -> OneElectronDataset:
     """Generate samples ``seed .. seed + count - 1`` (the published dataset: 100,000 from seed 1).
 
-    ``workers`` processes share the work (default: one per available CPU core); the result does
-    not depend on it. ``progress`` shows a tqdm bar on stderr.
+    ``workers`` processes share the work (default: one per available CPU core, or 1 in a process
+    that runs other threads, e.g. with TensorFlow imported, where forking is unsafe); the result
+    does not depend on it. ``progress`` shows a tqdm bar on stderr.
     """
     _check_count_seed(count, seed)
     count, seed = int(count), int(seed)
@@ -368,25 +389,25 @@ def generate(
     n = np.empty((count, GRID_POINTS))
     E = np.empty(count)
 
-    def results() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        if n_workers == 1 or count < _MIN_PARALLEL:
-            yield from map(_generate_chunk, jobs)
-        else:
-            with _pool(n_workers) as pool:
-                yield from pool.map(_generate_chunk, jobs)
-
-    bar = _progress_bar(count, progress)
+    pool = _pool(n_workers) if n_workers > 1 and count >= _MIN_PARALLEL else None
     try:
-        start = 0
-        for V_chunk, E_chunk, n_chunk in results():
-            stop = start + len(E_chunk)
-            V[start:stop], E[start:stop], n[start:stop] = V_chunk, E_chunk, n_chunk
-            start = stop
+        # Submitting starts the workers, before tqdm starts its monitor thread.
+        results = map(_generate_chunk, jobs) if pool is None else pool.map(_generate_chunk, jobs)
+        bar = _progress_bar(count, progress)
+        try:
+            start = 0
+            for V_chunk, E_chunk, n_chunk in results:
+                stop = start + len(E_chunk)
+                V[start:stop], E[start:stop], n[start:stop] = V_chunk, E_chunk, n_chunk
+                start = stop
+                if bar is not None:
+                    bar.update(len(E_chunk))
+        finally:
             if bar is not None:
-                bar.update(len(E_chunk))
+                bar.close()
     finally:
-        if bar is not None:
-            bar.close()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     return OneElectronDataset(x=GRID.copy(), V=V, n=n, E=E, seed=seed, count=count)
 
 
@@ -535,10 +556,14 @@ def load_pickles_trusted(directory: str | Path, *, seed: int = 1) -> OneElectron
             )
         with path.open("rb") as f:
             value = pickle.load(f)  # trusted local file, see the docstring
-        if not isinstance(value, np.ndarray):
-            raise DatasetError(f"{path}: expected a pickled numpy array, found {_describe(value)}")
+        per_sample = 1 if field == "E" else GRID_POINTS
+        if not isinstance(value, np.ndarray) or value.ndim == 0 or value[0].size != per_sample:
+            raise DatasetError(
+                f"{path}: expected a pickled numpy array of shape "
+                f"{'(N,)' if field == 'E' else f'(N, {GRID_POINTS})'}, found {_describe(value)}"
+            )
         # The notebook reshapes to (N, 64, 1) and (N, 1); accept those too.
-        arrays[field] = value.reshape(value.shape[0], GRID_POINTS) if field != "E" else value
+        arrays[field] = value.reshape(len(value), GRID_POINTS) if per_sample > 1 else value
     arrays["E"] = arrays["E"].reshape(-1)
     count = arrays["E"].shape[0]
     contents: dict[str, np.ndarray] = {

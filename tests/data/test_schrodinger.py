@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -97,7 +98,9 @@ def test_solve_accepts_one_potential_as_batch_of_one() -> None:
         (np.zeros((2, 2, 64)), r"got shape \(2, 2, 64\)"),
         (np.full(64, np.nan), "finite"),
         (np.full((2, 64), np.inf), "finite"),
-        ([["a"] * 64], "float64"),
+        ([["a"] * 64], "dtype <U1"),
+        (np.ones(64, dtype=complex), "dtype complex128"),
+        ([[0.0] * 64, [0.0] * 63], "ragged"),
     ],
 )
 def test_solve_invalid_input_raises_value_error(V: object, message: str) -> None:
@@ -159,6 +162,19 @@ def test_generate_parallel_equals_serial(monkeypatch: pytest.MonkeyPatch) -> Non
     np.testing.assert_array_equal(parallel.V, serial.V)
     np.testing.assert_array_equal(parallel.E, serial.E)
     np.testing.assert_array_equal(parallel.n, serial.n)
+
+
+def test_generate_stays_in_process_when_other_threads_run() -> None:
+    # Forking a multi-threaded process (TensorFlow, a server) is unsafe: default to one worker.
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert sch._workers(None) == 1
+    finally:
+        stop.set()
+        thread.join()
+    assert sch._workers(3) == 3
 
 
 @pytest.mark.parametrize(("count", "seed"), [(-1, 1), (3, -1), (10, 2**32 - 1234)])
