@@ -9,6 +9,13 @@ E and n between the two solvers on the subset, and the peak memory.
 
 from __future__ import annotations
 
+import os
+
+# One BLAS thread per process, unless told otherwise: with 64 x 64 matrices, OpenBLAS threads only
+# fight each other (and any other load) and make the dense loop erratically slow (up to 50x),
+# which would flatter the ratio. Must be set before NumPy is first imported.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import argparse
 import json
 import resource
@@ -54,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
 
+    load_before = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     start = time.perf_counter()
     ds = schrodinger.generate(args.count, args.seed, workers=args.workers)
     fast_s = time.perf_counter() - start
@@ -74,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     dn = float(np.abs(ds.n[:subset] - n_dense).max())
     results = {
         "count": args.count,
+        "load_average_before": load_before,
         "seed": args.seed,
         "generate_s": round(fast_s, 3),
         "dense_subset": subset,
@@ -86,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         "peak_rss_main_mib": round(own_mib, 1),
         "peak_rss_largest_worker_mib": round(worker_mib, 1),
     }
+    print(
+        f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}, "
+        f"load average before: {load_before}"
+    )
     print(f"generate({args.count}, seed={args.seed}):        {fast_s:8.2f} s  (all cores)")
     print(
         f"dense eigh loop on {subset} systems:     {dense_subset_s:8.2f} s  "
