@@ -30,7 +30,7 @@ from data import schrodinger
 
 def dense_reference(V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The straightforward solver: build each 64 x 64 Hamiltonian, full numpy.linalg.eigh."""
-    T = schrodinger.hamiltonian()
+    T = schrodinger.kinetic_matrix()
     E = np.empty(len(V))
     n = np.empty_like(V)
     for k in range(len(V)):

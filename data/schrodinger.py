@@ -46,7 +46,7 @@ __all__ = [
     "default_dataset_path",
     "export_pickles",
     "generate",
-    "hamiltonian",
+    "kinetic_matrix",
     "load_npz",
     "load_or_generate",
     "load_pickles_trusted",
@@ -164,11 +164,11 @@ def sample_potentials(count: int, seed: int = 1) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def hamiltonian() -> np.ndarray:
+def kinetic_matrix() -> np.ndarray:
     """The dense kinetic-energy matrix ``-1/2 D2`` (64 x 64), stencil truncated at the grid ends.
 
-    ``H = hamiltonian() + np.diag(V)``. Used by the tests and the benchmark; the solver itself works
-    on the banded form.
+    ``H = kinetic_matrix() + np.diag(V)``. Used by the tests and the benchmark; the solver itself
+    works on the banded form.
     """
     coefficients = STENCIL / 831600 / DX**2
     T = np.zeros((GRID_POINTS, GRID_POINTS))
