@@ -16,8 +16,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import secrets
 import shutil
-import tempfile
 import threading
 import urllib.error
 import urllib.request
@@ -241,9 +241,7 @@ def _download(directory: Path, name: str, fetch: Fetcher) -> None:
     failures = []
     for mirror in MIRRORS:
         url = mirror + name
-        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".part")
-        os.close(fd)
-        tmp = Path(tmp_name)
+        tmp = directory / f".{name}.{os.getpid()}.{secrets.token_hex(4)}.part"
         try:
             fetch(url, tmp)
             raw = _decompress(tmp)
