@@ -300,3 +300,32 @@ def test_cli_writes_npz_and_pickles(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert (ds.count, ds.seed) == (5, 2)
     assert (tmp_path / "density.db").is_file()
     assert "wrote 5 systems" in capsys.readouterr().out
+
+
+def test_load_or_generate_replaces_a_corrupted_cache(tmp_path: Path) -> None:
+    path = tmp_path / "cache.npz"
+    path.write_bytes(b"not an npz")
+    ds = sch.load_or_generate(4, seed=9, path=path)
+    assert_same(ds, sch.load_npz(path))
+
+
+def test_load_pickles_accepts_the_notebooks_reshaped_arrays(
+    tiny: sch.OneElectronDataset, tmp_path: Path
+) -> None:
+    # The notebook keeps (N, 64, 1) and (N, 1) arrays around; pickles of those load too.
+    for name, array in (
+        ("V.db", tiny.V[..., None]),
+        ("density.db", tiny.n[..., None]),
+        ("E.db", tiny.E[:, None]),
+    ):
+        with (tmp_path / name).open("wb") as f:
+            pickle.dump(array, f)
+    assert_same(tiny, sch.load_pickles_trusted(tmp_path))
+
+
+def test_load_pickles_wrong_content_raises_dataset_error(tmp_path: Path) -> None:
+    for name in ("V.db", "density.db", "E.db"):
+        with (tmp_path / name).open("wb") as f:
+            pickle.dump(np.zeros((3, 10)), f)
+    with pytest.raises(DatasetError, match=r"V\.db: expected a pickled numpy array of shape"):
+        sch.load_pickles_trusted(tmp_path)
