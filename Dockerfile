@@ -1,5 +1,69 @@
-FROM python:3.11-slim
+# The mldm-serving API with the committed models baked in.
+#   docker build -t mldm-serving .
+#   docker run --rm -p 8000:8000 -e MLDM_WORKERS=2 mldm-serving
+# Every setting is an MLDM_* environment variable (README, "Settings").
+# Linux x86-64 only: requirements.lock pins tensorflow-cpu, which has no arm64 wheel
+# (on an arm64 host: docker build --platform linux/amd64 ...).
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# ---- builder: a virtualenv with the pinned runtime dependencies and the project ----
+FROM ${PYTHON_IMAGE} AS builder
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+
+# Dependencies before code: this layer (TensorFlow, ~600 MB) is rebuilt only when the lock changes.
+# requirements.lock holds runtime dependencies only; the dev tools never enter the image.
+COPY requirements.lock ./
+RUN pip install --no-cache-dir -r requirements.lock
+
+# The code. --no-deps: every dependency is already pinned above; --no-build-isolation: build with
+# the pinned setuptools/wheel from the lock instead of fetching unpinned ones.
+COPY pyproject.toml README.md ./
+COPY data/ data/
+COPY training/ training/
+COPY service/ service/
+RUN pip install --no-cache-dir --no-deps --no-build-isolation .
+
+# ---- runtime: the same slim base, the virtualenv and the models, no compilers, no dev tools ----
+FROM ${PYTHON_IMAGE} AS runtime
+
+# A fixed, unprivileged uid/gid so volume permissions are predictable.
+RUN groupadd --system --gid 10001 mldm \
+    && useradd --system --uid 10001 --gid mldm --no-create-home \
+       --home-dir /nonexistent --shell /usr/sbin/nologin mldm
+
+COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
-COPY . .
-RUN pip install --no-cache-dir .
+# Owned by root and read-only for the service user: the process cannot alter its own models.
+COPY models/ /app/models/
+
+# MLDM_WORKERS: uvicorn worker processes (each loads every model; memory grows with it).
+# HOST must be 0.0.0.0 in a container (the service defaults to loopback outside one).
+# MPLCONFIGDIR: matplotlib (a dependency of training/) wants a writable cache; HOME is none.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    TF_CPP_MIN_LOG_LEVEL=2 \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    MLDM_MODEL_DIR=/app/models \
+    HOST=0.0.0.0 \
+    PORT=8000 \
+    MLDM_WORKERS=1
+
+USER 10001:10001
+EXPOSE 8000
+
+# Ready means every model is loaded (503 otherwise). The slim image has no curl: urllib raises on
+# any non-2xx status or connection error, so the exit code is the health verdict.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PORT', '8000') + '/v2/health/ready', timeout=4)"]
+
+# The service's own entry point: it reads HOST, PORT, MLDM_WORKERS and every other MLDM_* setting
+# and runs uvicorn with that many worker processes. Exec form: python is PID 1 and receives SIGTERM
+# itself, so requests in flight can finish before it exits.
 CMD ["python", "-m", "service"]

