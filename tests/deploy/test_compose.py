@@ -134,7 +134,7 @@ def test_compose_load_balancer_fronts_the_replica_pool(compose: dict) -> None:
         str(port) for port in container_ports(lb)
     ]
     assert lb["depends_on"]["api-replica"]["condition"] == "service_healthy"
-    assert "http_503" in conf, "a replica still loading its models must not get traffic"
+    assert "http_503" in conf, "a request to a replica still loading its models must be retried"
 
 
 def test_compose_variables_are_project_settings_with_defaults() -> None:
