@@ -62,7 +62,7 @@ def test_compose_builds_the_api_from_this_repository(compose: dict) -> None:
 def test_compose_publishes_the_port_the_api_listens_on(compose: dict) -> None:
     services = compose["services"]
     assert container_ports(services["api"]) == [8000]
-    assert str(services["api"]["ports"][0]).startswith("${MLDM_PORT:-8000}:")
+    assert str(services["api"]["ports"][0]).startswith("${MLDM_PUBLISH_PORT:-8000}:")
     assert container_ports(services["tfserving"]) == [8501]
     # Replicas publish nothing (N containers cannot share one host port); nginx fronts them.
     assert "ports" not in services["api-replica"]
@@ -137,7 +137,7 @@ def test_compose_load_balancer_fronts_the_replica_pool(compose: dict) -> None:
     assert "http_503" in conf, "a request to a replica still loading its models must be retried"
 
 
-def test_compose_variables_are_project_settings_with_defaults() -> None:
+def test_compose_variables_are_prefixed_and_defaulted() -> None:
     text = (ROOT / "docker-compose.yml").read_text()
     variables = re.findall(r"(?<!\$)\$\{([^}]*)\}", text)
     assert variables
@@ -155,7 +155,12 @@ def test_compose_environment_defaults_are_valid_settings(compose: dict, name: st
     }
     fields = {f"MLDM_{field.upper()}" for field in Settings.model_fields}
     assert set(defaults) <= fields, f"unknown settings: {sorted(set(defaults) - fields)}"
-    with mock.patch.dict(os.environ, defaults):
+    # What a careless .env could pass in through env_file; `environment` must win over it.
+    env_file = {"MLDM_PORT": "9999", "HOST": "127.0.0.1", "MLDM_MODEL_DIR": "/elsewhere"}
+    with mock.patch.dict(os.environ, {**env_file, **defaults}):
         settings = Settings()
     assert settings.workers == int(defaults["MLDM_WORKERS"])
     assert settings.log_level == defaults["MLDM_LOG_LEVEL"]
+    assert (settings.host, settings.port) == ("0.0.0.0", 8000)
+    assert settings.port in container_ports(compose["services"]["api"])
+    assert settings.model_dir == Path("/app/models")
