@@ -16,7 +16,8 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 
-# Dependencies before code: this layer (TensorFlow, ~600 MB) is rebuilt only when the lock changes.
+# Dependencies before code: this layer (TensorFlow: hundreds of MB) is rebuilt only when the lock
+# changes.
 # requirements.lock holds runtime dependencies only; the dev tools never enter the image.
 COPY requirements.lock ./
 RUN pip install --no-cache-dir -r requirements.lock
