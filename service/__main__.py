@@ -1,0 +1,82 @@
+"""`python -m service` / `mldm-serve`: run the model server with uvicorn.
+
+Options override the `MLDM_*` environment (and plain `HOST`/`PORT`); they are passed to the app
+through the environment so that every uvicorn worker process builds the same settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from pydantic import ValidationError
+
+from service.settings import Settings
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="mldm-serve",
+        description="Serve the SavedModels under the model directory over REST (task endpoints, "
+        "TensorFlow Serving's REST API, KServe V2). Every option also has an MLDM_* env var.",
+    )
+    parser.add_argument(
+        "--host", help="interface to bind (env MLDM_HOST or HOST; default 127.0.0.1)"
+    )
+    parser.add_argument("--port", type=int, help="TCP port (env MLDM_PORT or PORT; default 8000)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="uvicorn worker processes, each with its own copy of the "
+        "models (env MLDM_WORKERS; default 1)",
+    )
+    parser.add_argument(
+        "--model-dir", help="directory of <name>/<version>/ SavedModels (env MLDM_MODEL_DIR)"
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="log level (env MLDM_LOG_LEVEL; default info)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse options, validate the settings (fail fast), and run uvicorn until stopped."""
+    args = parse_args(argv)
+    overrides = {
+        "MLDM_HOST": args.host,
+        "MLDM_PORT": args.port,
+        "MLDM_WORKERS": args.workers,
+        "MLDM_MODEL_DIR": args.model_dir,
+        "MLDM_LOG_LEVEL": args.log_level,
+    }
+    for key, value in overrides.items():
+        if value is not None:
+            os.environ[key] = str(value)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"mldm-serve: invalid settings:\n{exc}")
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    import uvicorn
+
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        # The app answers oversized bodies itself; keep uvicorn's own limits generous.
+        timeout_graceful_shutdown=int(settings.request_timeout_s),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""HTTP layer: routers per protocol, dependencies, body parsing and error handlers."""

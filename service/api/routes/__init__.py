@@ -1,0 +1,1 @@
+"""Routers: task endpoints, TensorFlow Serving REST, KServe V2, model status."""

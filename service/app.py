@@ -1,0 +1,99 @@
+"""The app factory: settings + registry in, a FastAPI app out; models load in the lifespan.
+
+`create_app(settings, registry=None)`: with no registry, one is built from `settings.model_dir`
+and loaded at start-up (in a thread, so liveness answers while models load); a registry passed in
+and already loaded (tests, benchmarks) is used as is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from service import __version__
+from service.api.body import add_documented_models
+from service.api.errors import register_error_handlers
+from service.api.limits import BodySizeLimit
+from service.api.responses import JSONBody
+from service.api.routes import models, tasks, tfserving, v2
+from service.inference import InferenceService
+from service.registry import ModelRegistry
+from service.runtime import ModelRunner
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Serves the four models of the *Machine Learning Discussion Meeting* notebook: an MNIST digit
+classifier, a digit codec (encoder + decoder) and two one-electron energy functionals, E[V] and
+E[n], on the grid `linspace(-15, 15, 64)` bohr, energies in Hartree.
+
+Three interfaces: the task endpoints under `/api/v1`, TensorFlow Serving's REST API under
+`/v1/models`, and the Open Inference Protocol (KServe V2) under `/v2`. Every error is
+`{"error": "...", "field": ..., "expected": ..., "received": ...}`.
+"""
+
+
+def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> FastAPI:
+    """A ready-to-serve app; `registry` defaults to one over `settings.model_dir`."""
+    settings = settings or Settings()
+    registry = registry or ModelRegistry(settings.model_dir, settings.expected_models)
+    runner = ModelRunner(settings)
+    service = InferenceService(registry, settings, runner)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not registry.loaded:
+            await asyncio.to_thread(registry.load, settings.warmup)
+        for entry in registry.entries():
+            if entry.ready:
+                logger.info("model %s ready, versions %s", entry.name, sorted(entry.versions))
+            else:
+                logger.error("%s", entry.status_message())
+        try:
+            yield
+        finally:
+            runner.close()
+
+    app = FastAPI(
+        title="mldm-serving",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        default_response_class=JSONBody,
+    )
+    app.state.settings = settings
+    app.state.registry = registry
+    app.state.service = service
+
+    register_error_handlers(app)
+    app.include_router(tasks.router)
+    app.include_router(models.router)
+    app.include_router(tfserving.router)
+    app.include_router(v2.health)
+    app.include_router(v2.router)
+
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "Accept", "X-API-Key"],
+        )
+    # Outermost, so an oversized body is refused before anything else touches it.
+    app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = FastAPI.openapi(app)
+            app.openapi_schema = add_documented_models(schema)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,150 @@
+"""Validation of client arrays: nested JSON lists or numpy arrays in, checked numpy arrays out.
+
+The checks every task shares (a regular shape, numbers only, finite, a non-empty batch under the
+limit) live here, so that every endpoint words the same mistake the same way: the error names
+the field (with the index of the first bad element), what was expected and what came.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from service.errors import InvalidInput, describe
+
+_NUMERIC_KINDS = "iuf"
+
+
+def shape_text(shape: Sequence[int | None], batch: bool = True) -> str:
+    """`[N, 28, 28]` for a batch, `[28, 28]` for one item."""
+    dims = ["N"] if batch else []
+    dims += ["?" if d is None else str(d) for d in shape]
+    return "[" + ", ".join(dims) + "]"
+
+
+def _index(path: Sequence[int]) -> str:
+    return "".join(f"[{i}]" for i in path)
+
+
+def _find_non_number(value: Any, path: list[int], depth: int = 0) -> tuple[list[int], Any] | None:
+    """The first element that is not a (non-boolean) number, depth first."""
+    if isinstance(value, list | tuple):
+        if depth > 8:
+            return path, value
+        for i, item in enumerate(value):
+            found = _find_non_number(item, [*path, i], depth + 1)
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return path, value
+    if isinstance(value, int) and abs(value) > 2**63:
+        return path, value
+    return None
+
+
+def _find_ragged(value: Any, path: list[int]) -> tuple[list[int], str, str]:
+    """Where a nested list stops being rectangular: (path, expected length, received)."""
+    if not isinstance(value, list | tuple) or not value:
+        return path, "a non-empty list", describe(value)
+    first = value[0]
+    first_len = len(first) if isinstance(first, list | tuple) else None
+    for i, item in enumerate(value):
+        item_len = len(item) if isinstance(item, list | tuple) else None
+        if item_len != first_len:
+            expected = "a number" if first_len is None else f"a list of {first_len}"
+            return [*path, i], expected, describe(item)
+    for i, item in enumerate(value):
+        if isinstance(item, list | tuple):
+            deeper = _find_ragged(item, [*path, i])
+            if deeper[0] != [*path, i] or not item:
+                return deeper
+    return path, "a regular array", describe(value)
+
+
+def to_numeric_array(value: Any, field: str) -> np.ndarray:
+    """A nested list (or a numpy array) of numbers as a numpy array; anything else is a 422."""
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in _NUMERIC_KINDS:
+            raise InvalidInput.for_field(
+                field, "a numeric array (float or integer dtype)", f"dtype {value.dtype}"
+            )
+        return value
+    if not isinstance(value, list):
+        raise InvalidInput.for_field(field, "a (nested) list of numbers", describe(value))
+    try:
+        array = np.array(value)
+    except (ValueError, TypeError, OverflowError):
+        bad = _find_non_number(value, [])
+        if bad is not None:
+            path, item = bad
+            raise InvalidInput.for_field(field + _index(path), "a number", describe(item)) from None
+        path, expected, received = _find_ragged(value, [])
+        raise InvalidInput.for_field(
+            field + _index(path), expected, received, what=f"ragged array: expected {expected}"
+        ) from None
+    if array.dtype.kind not in _NUMERIC_KINDS or array.dtype == np.bool_:
+        bad = _find_non_number(value, [])
+        path, item = bad if bad is not None else ([], value)
+        raise InvalidInput.for_field(field + _index(path), "a number", describe(item))
+    return array
+
+
+def check_finite(array: np.ndarray, field: str) -> None:
+    """Reject NaN and infinities, naming the first one."""
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        where = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
+        raise InvalidInput.for_field(field + _index(where), "a finite number", str(array[where]))
+
+
+def as_batch(
+    value: Any,
+    field: str,
+    item_shape: tuple[int, ...],
+    max_items: int,
+    *,
+    squeeze_channel: bool = False,
+) -> np.ndarray:
+    """One item or a batch of items of `item_shape` as a float64 array `[N, *item_shape]`.
+
+    A value with the item's own rank is one item; one more leading dimension is a batch.
+    With `squeeze_channel`, a trailing channel dimension of 1 is accepted too (`[N, 28, 28, 1]`).
+    """
+    array = to_numeric_array(value, field)
+    if squeeze_channel and array.ndim == len(item_shape) + 2 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim == len(item_shape) and array.shape == item_shape:
+        array = array[np.newaxis]
+    expected = f"{shape_text(item_shape, batch=False)} or {shape_text(item_shape)}"
+    if array.ndim != len(item_shape) + 1 or array.shape[1:] != item_shape:
+        if array.size == 0 and array.ndim == 1:
+            raise InvalidInput.for_field(field, "at least one item", "an empty list", "empty batch")
+        received = "[" + ", ".join(map(str, array.shape)) + "]"
+        raise InvalidInput.for_field(field, f"shape {expected}", f"shape {received}", "wrong shape")
+    if array.shape[0] == 0:
+        raise InvalidInput.for_field(field, "at least one item", "an empty list", "empty batch")
+    if array.shape[0] > max_items:
+        raise InvalidInput.for_field(
+            field,
+            f"at most {max_items} items",
+            f"{array.shape[0]} items",
+            what=f"batch too large: at most {max_items} items per request",
+        )
+    check_finite(array, field)
+    return array
+
+
+def check_range(array: np.ndarray, field: str, low: float, high: float, what: str) -> None:
+    """Every value in [low, high], else a 422 naming the first value outside."""
+    outside = (array < low) | (array > high)
+    if outside.any():
+        where = tuple(int(i) for i in np.argwhere(outside)[0])
+        raise InvalidInput.for_field(
+            field + _index(where),
+            f"{what} in [{low:g}, {high:g}]",
+            f"{array[where]:g}",
+            what=f"value out of range: expected {what} in [{low:g}, {high:g}]",
+        )

@@ -1,0 +1,127 @@
+# ruff: noqa: N818  (HTTP status names read better than an Error suffix: NotFound, InvalidInput)
+"""The service's one error type, its subclasses by HTTP status, and the one error body shape.
+
+Every failure a client can cause is a `ServiceError` raised with a message that names the field,
+what was expected and what came; `service.api.errors` turns it into `{"error": ..., ...}`, the
+shape TensorFlow Serving uses, on every route and protocol.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_RECEIVED_LIMIT = 120
+
+
+def describe(value: Any) -> str:
+    """A short, safe description of a client value for an error message (never the whole body)."""
+    if isinstance(value, str):
+        text = repr(value)
+    elif isinstance(value, bytes | bytearray):
+        return f"{len(value)} bytes"
+    elif isinstance(value, list | tuple):
+        text = f"a list of {len(value)}"
+        if value and not isinstance(value[0], list | tuple | dict):
+            text = f"{text}: {value[:4]!r}"[:_RECEIVED_LIMIT]
+        return text
+    elif isinstance(value, dict):
+        return f"an object with keys {sorted(map(str, value))[:8]}"
+    elif value is None:
+        return "null"
+    else:
+        text = repr(value)
+    return text if len(text) <= _RECEIVED_LIMIT else text[: _RECEIVED_LIMIT - 3] + "..."
+
+
+class ServiceError(Exception):
+    """A failure with an HTTP status and a message meant for the client."""
+
+    status_code = 500
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        expected: str | None = None,
+        received: str | None = None,
+        status_code: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.expected = expected
+        self.received = received
+        self.headers = headers
+        if status_code is not None:
+            self.status_code = status_code
+
+    def to_body(self) -> dict[str, Any]:
+        """The JSON error body: `error` always, `field`/`expected`/`received` when known."""
+        body: dict[str, Any] = {"error": self.message}
+        for key in ("field", "expected", "received"):
+            value = getattr(self, key)
+            if value is not None:
+                body[key] = value
+        return body
+
+
+class MalformedRequest(ServiceError):
+    """The body cannot be parsed at all (not JSON, not a .npy file, not multipart)."""
+
+    status_code = 400
+
+
+class InvalidInput(ServiceError):
+    """The body parses but a value is wrong: shape, dtype, range, NaN, count, code..."""
+
+    status_code = 422
+
+    @classmethod
+    def for_field(cls, field: str, expected: str, received: str, what: str = "") -> InvalidInput:
+        """The common case: `<field>: expected <expected>, received <received>`."""
+        message = f"{field}: {what or 'expected ' + expected}, received {received}"
+        return cls(message, field=field, expected=expected, received=received)
+
+
+class Unauthorized(ServiceError):
+    """Missing or wrong API key."""
+
+    status_code = 401
+
+
+class NotFound(ServiceError):
+    """Unknown route, model or version."""
+
+    status_code = 404
+
+
+class NotAcceptable(ServiceError):
+    """The Accept header asks for a representation the route cannot produce."""
+
+    status_code = 406
+
+
+class PayloadTooLarge(ServiceError):
+    """The body is over `max_body_bytes`."""
+
+    status_code = 413
+
+
+class UnsupportedMediaType(ServiceError):
+    """The Content-Type is not one the route reads."""
+
+    status_code = 415
+
+
+class ModelNotReady(ServiceError):
+    """The model exists in the contract but is not loaded (failed, missing or still loading)."""
+
+    status_code = 503
+
+
+class InferenceTimeout(ServiceError):
+    """Inference took longer than `request_timeout_s`."""
+
+    status_code = 504

@@ -1,0 +1,304 @@
+"""The model repository: finds SavedModels under `model_dir`, loads every version, tracks state.
+
+TensorFlow Serving's layout (`<name>/<version>/saved_model.pb`). Each version's `serving_default`
+signature is looked up once at load time; its input and output specs (names, dtypes, shapes) are
+read from the signature itself, so nothing about a model is hard-coded here beyond its name.
+A model or version that fails to load is recorded with its error and never stops the others.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.errors import ModelNotReady, NotFound
+
+logger = logging.getLogger(__name__)
+
+SIGNATURE_NAME = "serving_default"
+
+
+class ModelState(enum.StrEnum):
+    """TensorFlow Serving's model version states (the ones this server goes through)."""
+
+    LOADING = "LOADING"
+    AVAILABLE = "AVAILABLE"
+    FAILED = "END"  # TF Serving reports a version that failed to load as END with an error
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named tensor of a signature: numpy dtype and shape (None for a free dimension)."""
+
+    name: str
+    dtype: np.dtype[Any]
+    shape: tuple[int | None, ...]
+
+    @property
+    def item_shape(self) -> tuple[int | None, ...]:
+        """The shape of one item, without the batch dimension."""
+        return self.shape[1:]
+
+    def describe_shape(self) -> str:
+        """`[N, 28, 28, 1]`: the shape as the docs write it."""
+        dims = ["N" if i == 0 else ("?" if d is None else str(d)) for i, d in enumerate(self.shape)]
+        return "[" + ", ".join(dims) + "]"
+
+
+@dataclass
+class ModelVersion:
+    """One loaded SavedModel version with its signature callable and its model card."""
+
+    name: str
+    version: int
+    path: Path
+    inputs: dict[str, TensorSpec]
+    outputs: dict[str, TensorSpec]
+    card: dict[str, Any]
+    card_markdown: str | None
+    _call: Callable[..., Mapping[str, Any]] = field(repr=False)
+    _keepalive: Any = field(repr=False, default=None)
+
+    @property
+    def input(self) -> TensorSpec:
+        """The single input of the contract's signatures."""
+        return next(iter(self.inputs.values()))
+
+    @property
+    def output(self) -> TensorSpec:
+        """The first (for the contract's models, the only) output."""
+        return next(iter(self.outputs.values()))
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Call the signature on arrays already of the right dtype and shape (blocking)."""
+        import tensorflow as tf
+
+        tensors = {key: tf.convert_to_tensor(value) for key, value in inputs.items()}
+        result = self._call(**tensors)
+        return {key: value.numpy() for key, value in result.items()}
+
+    def predict_one(self, array: np.ndarray) -> np.ndarray:
+        """Call a one-input, one-output signature: array in, array out (blocking)."""
+        return self.predict({self.input.name: array})[self.output.name]
+
+    def warm_up(self) -> None:
+        """Run the signature once on zeros, so the first request does not pay for tracing."""
+        dummy = {
+            spec.name: np.zeros([1 if d is None else d for d in spec.shape], dtype=spec.dtype)
+            for spec in self.inputs.values()
+        }
+        self.predict(dummy)
+
+
+@dataclass
+class ModelEntry:
+    """Everything the server knows about one model name: its versions and their states."""
+
+    name: str
+    versions: dict[int, ModelVersion] = field(default_factory=dict)
+    failed: dict[int, str] = field(default_factory=dict)
+    error: str | None = None
+    loading: bool = False
+
+    @property
+    def state(self) -> ModelState:
+        if self.loading:
+            return ModelState.LOADING
+        return ModelState.AVAILABLE if self.versions else ModelState.FAILED
+
+    @property
+    def ready(self) -> bool:
+        return self.state is ModelState.AVAILABLE
+
+    @property
+    def latest(self) -> ModelVersion:
+        return self.versions[max(self.versions)]
+
+    def status_message(self) -> str:
+        if self.loading:
+            return f"model {self.name!r} is still loading"
+        if self.error:
+            return f"model {self.name!r} is not available: {self.error}"
+        reasons = "; ".join(f"version {v}: {e}" for v, e in sorted(self.failed.items()))
+        return f"model {self.name!r} is not available: {reasons or 'no version loaded'}"
+
+
+def _numpy_dtype(tf_dtype: Any) -> np.dtype[Any]:
+    return np.dtype(tf_dtype.as_numpy_dtype)
+
+
+def _spec(name: str, tf_spec: Any) -> TensorSpec:
+    shape = tuple(None if d is None else int(d) for d in tf_spec.shape.as_list())
+    return TensorSpec(name=name, dtype=_numpy_dtype(tf_spec.dtype), shape=shape)
+
+
+def _read_card(version_dir: Path) -> tuple[dict[str, Any], str | None]:
+    card: dict[str, Any] = {}
+    metrics = version_dir / "metrics.json"
+    if metrics.is_file():
+        try:
+            loaded = json.loads(metrics.read_text(encoding="utf-8"))
+            card = loaded if isinstance(loaded, dict) else {"metrics.json": loaded}
+        except (OSError, ValueError) as exc:
+            logger.warning("unreadable model card %s: %s", metrics, exc)
+            card = {"error": f"metrics.json is unreadable: {exc}"}
+    markdown = version_dir / "MODEL_CARD.md"
+    text = markdown.read_text(encoding="utf-8") if markdown.is_file() else None
+    return card, text
+
+
+def load_version(name: str, version: int, path: Path) -> ModelVersion:
+    """Load one SavedModel version and pre-compute its signature callable and specs."""
+    import tensorflow as tf
+
+    if not (path / "saved_model.pb").is_file():
+        raise FileNotFoundError(f"no saved_model.pb in {path}")
+    loaded = tf.saved_model.load(str(path))
+    if SIGNATURE_NAME not in loaded.signatures:
+        raise ValueError(f"no {SIGNATURE_NAME!r} signature (found {sorted(loaded.signatures)})")
+    signature = loaded.signatures[SIGNATURE_NAME]
+    _, input_specs = signature.structured_input_signature
+    if not input_specs:
+        raise ValueError("the serving signature has no named inputs")
+    inputs = {key: _spec(key, spec) for key, spec in sorted(input_specs.items())}
+    outputs = {key: _spec(key, spec) for key, spec in sorted(signature.structured_outputs.items())}
+    card, markdown = _read_card(path)
+    return ModelVersion(
+        name=name,
+        version=version,
+        path=path,
+        inputs=inputs,
+        outputs=outputs,
+        card=card,
+        card_markdown=markdown,
+        _call=signature,
+        _keepalive=loaded,  # the signature needs its SavedModel object (variables) alive
+    )
+
+
+def discover_versions(model_path: Path) -> list[int]:
+    """Version numbers under `<model_dir>/<name>/`: positive-integer folder names, ascending."""
+    versions = []
+    for child in model_path.iterdir():
+        if child.is_dir() and child.name.isdigit() and int(child.name) > 0:
+            versions.append(int(child.name))
+    return sorted(versions)
+
+
+class ModelRegistry:
+    """All models of one server: loaded at start-up, looked up per request, reloadable."""
+
+    def __init__(self, model_dir: Path, expected: Iterable[str] = ()) -> None:
+        self.model_dir = Path(model_dir)
+        self.expected = tuple(expected)
+        self._entries: dict[str, ModelEntry] = {
+            name: ModelEntry(name=name, loading=True) for name in self.expected
+        }
+        self._lock = threading.Lock()
+        self.loaded = False
+
+    # Loading ---------------------------------------------------------------------------------
+
+    def model_names(self) -> list[str]:
+        """Expected models first (contract order), then any other model found on disk."""
+        extra = sorted(set(self._entries) - set(self.expected))
+        return [*self.expected, *extra]
+
+    def load(self, warm_up: bool = False) -> None:
+        """Scan `model_dir` and load every version not loaded yet (also a reload)."""
+        names = set(self.expected)
+        if self.model_dir.is_dir():
+            names |= {
+                p.name
+                for p in self.model_dir.iterdir()
+                if p.is_dir() and not p.name.startswith(".")
+            }
+        for name in sorted(names):
+            self.load_model(name, warm_up=warm_up)
+        self.loaded = True
+
+    def load_model(self, name: str, warm_up: bool = False) -> ModelEntry:
+        """Load the versions of one model that are new on disk; keep the ones already loaded."""
+        with self._lock:
+            old = self._entries.get(name)
+        loaded = dict(old.versions) if old else {}
+        entry = ModelEntry(name=name, versions=loaded)
+        model_path = self.model_dir / name
+        if not model_path.is_dir():
+            entry.error = f"no directory {model_path}"
+        else:
+            versions = discover_versions(model_path)
+            if not versions and not loaded:
+                entry.error = f"no version folders in {model_path}"
+            for version in versions:
+                if version in loaded:
+                    continue
+                try:
+                    model = load_version(name, version, model_path / str(version))
+                    if warm_up:
+                        model.warm_up()
+                except Exception as exc:  # any broken file must only disable this version
+                    logger.error("model %s version %s failed to load: %s", name, version, exc)
+                    entry.failed[version] = f"{type(exc).__name__}: {exc}"
+                else:
+                    entry.versions[version] = model
+                    logger.info("loaded model %s version %s from %s", name, version, model.path)
+        with self._lock:
+            self._entries[name] = entry
+        return entry
+
+    # Lookup ----------------------------------------------------------------------------------
+
+    def entry(self, name: str) -> ModelEntry:
+        """The entry of a known model; unknown names are a 404."""
+        entry = self._entries.get(name)
+        if entry is None:
+            raise NotFound(
+                f"model {name!r} not found; known models: {', '.join(self.model_names())}",
+                field="model",
+                expected=" | ".join(self.model_names()),
+                received=repr(name),
+            )
+        return entry
+
+    def get(self, name: str, version: int | None = None) -> ModelVersion:
+        """A servable version (the latest when `version` is None); 404 unknown, 503 not ready."""
+        entry = self.entry(name)
+        if version is None:
+            if not entry.ready:
+                raise ModelNotReady(entry.status_message())
+            return entry.latest
+        if version in entry.versions:
+            return entry.versions[version]
+        if version in entry.failed:
+            raise ModelNotReady(
+                f"model {name!r} version {version} failed to load: {entry.failed[version]}"
+            )
+        if entry.loading:
+            raise ModelNotReady(entry.status_message())
+        available = ", ".join(map(str, sorted(entry.versions))) or "none"
+        raise NotFound(
+            f"model {name!r} has no version {version}; loaded versions: {available}",
+            field="version",
+            expected=available,
+            received=str(version),
+        )
+
+    def entries(self) -> list[ModelEntry]:
+        return [self._entries[name] for name in self.model_names()]
+
+    @property
+    def ready(self) -> bool:
+        """True when every expected model has at least one loaded version."""
+        return all(self._entries[name].ready for name in self.expected)
+
+    def not_ready(self) -> list[str]:
+        return [name for name in self.expected if not self._entries[name].ready]

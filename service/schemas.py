@@ -1,0 +1,332 @@
+"""Wire schemas of the JSON APIs, named by role (`<Task>Request`, `<Task>Response`).
+
+Array fields are validated by `service.arrays` (numpy, with messages that point at the bad
+element), so pydantic only documents their JSON schema here and carries the rest: literals,
+flags, and unknown keys (forbidden, so a misspelt field is an error, not silently ignored).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+
+from service.inference import GRID_POINTS, GRID_START, GRID_STOP
+
+_ONE_DIGIT: Any = [
+    [1.0 if 12 <= col <= 15 and 4 <= row <= 23 else 0.0 for col in range(28)] for row in range(28)
+]
+_POTENTIAL: Any = [
+    round(0.5 * 0.1 * x * x, 4) for x in [GRID_START + i * 30 / 63 for i in range(64)]
+]
+
+
+def _array_schema(description: str, depth: int) -> Any:
+    schema: dict[str, Any] = {"type": "number"}
+    for _ in range(depth):
+        schema = {"type": "array", "items": schema}
+    return WithJsonSchema(
+        {"anyOf": [schema, {"type": "array", "items": schema}], "description": description}
+    )
+
+
+Images = Annotated[
+    Any,
+    _array_schema(
+        "One image [28, 28] or a batch [N, 28, 28] (a trailing channel [.., 1] is accepted), "
+        "pixels on the scale named by `scale`.",
+        2,
+    ),
+]
+GridArrays = Annotated[
+    Any,
+    _array_schema(
+        f"One array [{GRID_POINTS}] or a batch [N, {GRID_POINTS}] of values on the grid "
+        f"linspace({GRID_START:g}, {GRID_STOP:g}, {GRID_POINTS}) bohr.",
+        1,
+    ),
+]
+PixelScaleField = Annotated[
+    Literal["unit", "byte"],
+    Field(
+        description="How pixels are given: 'unit' = floats in [0, 1], 'byte' = integers 0-255. "
+        "Required: the server never guesses, and values outside the range are an error."
+    ),
+]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorResponse(BaseModel):
+    """The one error body of every route (TensorFlow Serving's `{"error": ...}`, extended)."""
+
+    error: str = Field(description="What went wrong, for a human.")
+    field: str | None = Field(default=None, description="The request field at fault, with index.")
+    expected: str | None = Field(default=None, description="What the field should have held.")
+    received: str | None = Field(default=None, description="What it held (abbreviated).")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "error": "images: wrong shape, received shape [2, 28, 27]",
+                    "field": "images",
+                    "expected": "shape [28, 28] or [N, 28, 28]",
+                    "received": "shape [2, 28, 27]",
+                }
+            ]
+        }
+    )
+
+
+class ModelRef(BaseModel):
+    """The model version that answered."""
+
+    name: str
+    version: int
+
+
+class Grid(BaseModel):
+    """The real-space grid of every 64-point array."""
+
+    start: float = Field(default=GRID_START, description="First point, bohr.")
+    stop: float = Field(default=GRID_STOP, description="Last point, bohr.")
+    points: int = GRID_POINTS
+    unit: Literal["bohr"] = "bohr"
+
+
+# Digits ---------------------------------------------------------------------------------------
+
+
+class ClassifyRequest(_Request):
+    """Images to classify."""
+
+    images: Images
+    scale: PixelScaleField
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"images": _ONE_DIGIT, "scale": "unit"}]}
+    )
+
+
+class DigitPrediction(BaseModel):
+    digit: int = Field(ge=0, le=9, description="The most probable digit.")
+    probabilities: list[float] = Field(description="P(digit = 0..9), summing to 1.")
+
+
+class ClassifyResponse(BaseModel):
+    """One prediction per image, in request order."""
+
+    model: ModelRef
+    predictions: list[DigitPrediction]
+
+
+class CompressRequest(_Request):
+    """Images to compress."""
+
+    images: Images
+    scale: PixelScaleField
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"images": _ONE_DIGIT, "scale": "unit"}]}
+    )
+
+
+class CompressResponse(BaseModel):
+    """One code per image: base64 of `0x01 || encoder version (uint16 BE) || latent bytes`."""
+
+    model: ModelRef = Field(description="The encoder that made the codes.")
+    format: int = Field(1, description="The code format byte.")
+    bytes_per_image: int = Field(description="Length of each code in bytes, header included.")
+    codes: list[str] = Field(description="Standard base64, one per image.")
+
+
+class DecompressRequest(_Request):
+    """Codes made by the compress endpoint (by any encoder version still deployed)."""
+
+    codes: list[Any] = Field(
+        json_schema_extra={"items": {"type": "string", "format": "byte"}},
+        description="Base64 codes, each decoded by the decoder of the version in its header.",
+    )
+    output: Literal["array", "png"] = Field(
+        "array", description="'array': 28x28 numbers in [0, 1]; 'png': base64 8-bit PNG files."
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"codes": ["AQABAAAAAAAAAAAAAAAAAAAAAA=="], "output": "array"}]
+        }
+    )
+
+
+class DecompressResponse(BaseModel):
+    """Images in request order, with the decoder version that made each."""
+
+    versions: list[int] = Field(description="Decoder (= encoder) version of each code.")
+    images: list[list[list[float]]] | None = Field(None, description="[N, 28, 28] in [0, 1].")
+    png: list[str] | None = Field(None, description="Base64 PNG files, 28x28 grayscale.")
+
+
+# Energies -------------------------------------------------------------------------------------
+
+
+class PotentialEnergyRequest(_Request):
+    """Potentials V(x) in Hartree on the grid."""
+
+    potentials: GridArrays
+    include_exact: bool = Field(
+        False, description="Also solve exactly and return the exact energy and the error."
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"potentials": _POTENTIAL, "include_exact": True}]}
+    )
+
+
+class DensityEnergyRequest(_Request):
+    """Densities n(x) in 1/bohr on the grid, each with sum(n) * dx = 1."""
+
+    densities: GridArrays
+    potentials: GridArrays | None = Field(
+        None,
+        description="Optional: the potential of each density (Hartree); if given, the exact "
+        "energy and the error are returned too.",
+    )
+
+
+class EnergyResponse(BaseModel):
+    """Energies in Hartree, in request order."""
+
+    model: ModelRef
+    grid: Grid = Field(default_factory=Grid)
+    unit: Literal["hartree"] = "hartree"
+    energies: list[float] = Field(description="Predicted ground-state energies, Hartree.")
+    exact_energies: list[float] | None = Field(None, description="Exact energies, Hartree.")
+    errors: list[float] | None = Field(None, description="Predicted - exact, Hartree.")
+
+
+class ExactRequest(_Request):
+    """Potentials V(x) in Hartree on the grid."""
+
+    potentials: GridArrays
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"potentials": _POTENTIAL}]})
+
+
+class ExactResponse(BaseModel):
+    """The exact ground state of each potential from the project's solver."""
+
+    grid: Grid = Field(default_factory=Grid)
+    unit: Literal["hartree"] = "hartree"
+    energies: list[float] = Field(description="Ground-state energies, Hartree.")
+    densities: list[list[float]] = Field(description="Ground-state densities n(x), 1/bohr.")
+
+
+# Models ---------------------------------------------------------------------------------------
+
+
+class ModelStatus(BaseModel):
+    name: str
+    ready: bool
+    state: str
+    versions: list[int]
+    failed_versions: dict[str, str] = {}
+    error: str | None = None
+
+
+class ModelList(BaseModel):
+    models: list[ModelStatus]
+
+
+# TensorFlow Serving REST ----------------------------------------------------------------------
+
+
+class TFServingPredictRequest(BaseModel):
+    """TensorFlow Serving's predict body: `instances` (row format) or `inputs` (columnar)."""
+
+    signature_name: str | None = None
+    instances: Any = None
+    inputs: Any = None
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"instances": [_POTENTIAL]}]})
+
+
+# KServe V2 / Open Inference Protocol ----------------------------------------------------------
+
+
+class V2RequestInput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: Any
+
+
+class V2RequestOutput(BaseModel):
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class V2InferenceRequest(BaseModel):
+    """An Open Inference Protocol request."""
+
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[V2RequestInput]
+    outputs: list[V2RequestOutput] | None = None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "inputs": [
+                        {
+                            "name": "potential",
+                            "shape": [1, 64],
+                            "datatype": "FP32",
+                            "data": _POTENTIAL,
+                        }
+                    ]
+                }
+            ]
+        }
+    )
+
+
+class V2ResponseOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: list[Any]
+
+
+class V2InferenceResponse(BaseModel):
+    model_name: str
+    model_version: str | None = None
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: list[V2ResponseOutput]
+
+
+class V2TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class V2ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[V2TensorMetadata]
+    outputs: list[V2TensorMetadata]
+    parameters: dict[str, Any] = {}
+
+
+class V2ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]

@@ -1,0 +1,139 @@
+"""Settings of the model server: one pydantic-settings class, read from `MLDM_*` env vars.
+
+Every limit the service enforces lives here, so that a deployment tunes it in one place and a test
+builds an app with `create_app(Settings(...))`. Validators fail at start-up on unsafe values
+instead of letting a bad limit surface as a slow or crashing request later.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: The models of the contract in docs/ARCHITECTURE.md; readiness means all of them are loaded.
+EXPECTED_MODELS: tuple[str, ...] = (
+    "digit_classifier",
+    "digit_encoder",
+    "digit_decoder",
+    "energy_from_potential",
+    "energy_from_density",
+)
+
+
+class BatchingOverride(BaseModel):
+    """Per-model adaptive batching knobs; a field left unset falls back to the global setting."""
+
+    enabled: bool | None = None
+    """Switch batching on or off for this model only."""
+    max_batch_size: int | None = Field(default=None, ge=1, le=65536)
+    """Largest merged batch (items, not requests) sent to the model in one call."""
+    max_wait_ms: float | None = Field(default=None, ge=0.0, le=1000.0)
+    """How long the first request of a batch waits for others to join it."""
+
+
+class Settings(BaseSettings):
+    """Configuration of the service; each field is the env var `MLDM_<FIELD>` (case-insensitive)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MLDM_",
+        extra="ignore",
+        populate_by_name=True,
+        protected_namespaces=("settings_",),
+    )
+
+    model_dir: Path = REPO_ROOT / "models"
+    """TensorFlow Serving layout: `<model_dir>/<name>/<version>/saved_model.pb`."""
+
+    expected_models: tuple[str, ...] = EXPECTED_MODELS
+    """Models that must be loaded for the server to report itself ready."""
+
+    host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("MLDM_HOST", "HOST"))
+    """Interface to bind; plain `HOST` (set by container platforms) is honoured too."""
+
+    port: int = Field(
+        default=8000, ge=1, le=65535, validation_alias=AliasChoices("MLDM_PORT", "PORT")
+    )
+    """TCP port to bind; plain `PORT` (set by container platforms) is honoured too."""
+
+    workers: int = Field(default=1, ge=1, le=64)
+    """Uvicorn worker processes; each one loads every model into its own memory."""
+
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    """Level of the service's and uvicorn's logs."""
+
+    max_batch_size: int = Field(default=1024, ge=1, le=100_000)
+    """Most items (images, arrays, codes) accepted in one request; more is a 422."""
+
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=1024**3)
+    """Largest request body in bytes; a larger one is refused with 413 before it is read in full."""
+
+    max_image_pixels: int = Field(default=4096 * 4096, ge=28 * 28, le=200_000_000)
+    """Largest uploaded image (width x height); checked from the header, before decoding."""
+
+    request_timeout_s: float = Field(default=30.0, gt=0.0, le=600.0)
+    """Longest time one inference may take before the request is answered 504."""
+
+    cors_origins: list[str] = []
+    """Origins allowed by CORS; empty (the default) adds no CORS headers at all."""
+
+    api_key: SecretStr | None = None
+    """If set, model routes require the header `X-API-Key` with this value (issue 7)."""
+
+    warmup: bool = True
+    """Run every model once on a dummy batch at start-up, so the first request is not slow."""
+
+    batching_enabled: bool = True
+    """Merge concurrent requests to the same model into one call (adaptive batching)."""
+
+    batch_max_size: int = Field(default=256, ge=1, le=65536)
+    """Default largest merged batch, in items, for adaptive batching."""
+
+    batch_max_wait_ms: float = Field(default=1.0, ge=0.0, le=1000.0)
+    """Default longest wait of the first queued request for others to join its batch."""
+
+    batching: dict[str, BatchingOverride] = {}
+    """Per-model overrides, as JSON: `{"digit_classifier": {"max_batch_size": 512}}`."""
+
+    inference_threads: int = Field(default=2, ge=1, le=256)
+    """Threads that run model calls off the event loop."""
+
+    @field_validator("model_dir")
+    @classmethod
+    def _model_dir_absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _cors_origins_explicit(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"CORS origin {origin!r} must start with http:// or https://")
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key_strong(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("api_key must be at least 16 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.api_key is not None and "*" in self.cors_origins:
+            raise ValueError(
+                "cors_origins='*' together with api_key would expose the key to any site"
+            )
+        return self
+
+    def batching_for(self, model: str) -> tuple[bool, int, float]:
+        """(enabled, max batch size, max wait in seconds) of adaptive batching for one model."""
+        override = self.batching.get(model, BatchingOverride())
+        enabled = self.batching_enabled if override.enabled is None else override.enabled
+        size = override.max_batch_size or self.batch_max_size
+        wait_ms = self.batch_max_wait_ms if override.max_wait_ms is None else override.max_wait_ms
+        return enabled, size, wait_ms / 1000.0
