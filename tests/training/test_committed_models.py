@@ -1,0 +1,115 @@
+"""The models committed under models/: they load, their cards meet the targets of issue 3, and a
+sample re-measured through the real signatures agrees with the cards."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data import mnist, schrodinger
+from training import energy
+from training.common import DEFAULT_MODELS_DIR, latest_version
+
+NAMES = [
+    "digit_classifier",
+    "digit_encoder",
+    "digit_decoder",
+    "energy_from_potential",
+    "energy_from_density",
+]
+#: The test split of the energy data is samples 75,000-99,999 of seed 1; sample k uses seed 1 + k.
+FIRST_TEST_SEED = 1 + 75_000
+
+
+def _path(name: str):
+    return DEFAULT_MODELS_DIR / name / str(latest_version(DEFAULT_MODELS_DIR, name))
+
+
+def _card(name: str) -> dict:
+    return json.loads((_path(name) / "metrics.json").read_text())
+
+
+def _signature(name: str):
+    loaded = tf.saved_model.load(str(_path(name)))
+    assert list(loaded.signatures) == ["serving_default"]
+    signature = loaded.signatures["serving_default"]
+    signature._loaded = loaded  # keep the SavedModel alive with its signature
+    return signature
+
+
+@pytest.fixture(scope="module")
+def mnist_splits() -> mnist.MnistSplits:
+    try:
+        return mnist.load_mnist(as_float=True, download=False)
+    except mnist.DatasetError as exc:
+        pytest.skip(f"MNIST files not available: {exc}")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_committed_model_card_describes_its_signature(name) -> None:
+    card = _card(name)
+    signature = _signature(name)
+
+    assert card["name"] == name and card["version"] == latest_version(DEFAULT_MODELS_DIR, name)
+    assert card["config"] == "default"
+    _, inputs = signature.structured_input_signature
+    assert {k: [spec.dtype.name, spec.shape.as_list()] for k, spec in inputs.items()} == {
+        k: [v["dtype"], v["shape"]] for k, v in card["signature"]["inputs"].items()
+    }
+    size = sum(p.stat().st_size for p in _path(name).rglob("*") if p.is_file())
+    assert size < 5_000_000
+
+
+def test_committed_classifier_meets_target_on_resampled_test_images(mnist_splits) -> None:
+    card = _card("digit_classifier")
+    assert card["metrics"]["test_accuracy"] >= 0.996
+    assert card["data"]["splits"]["test_full"] == 10_000
+    signature = _signature("digit_classifier")
+
+    images = mnist_splits.test_full.images[:1000]
+    probabilities = signature(images=tf.constant(images))["probabilities"].numpy()
+
+    accuracy = np.mean(probabilities.argmax(axis=1) == mnist_splits.test_full.labels[:1000])
+    assert accuracy >= card["metrics"]["test_accuracy"] - 0.01
+
+
+def test_committed_codec_meets_target_through_uint8_code(mnist_splits) -> None:
+    card = _card("digit_encoder")
+    assert card["metrics"]["bytes_per_code"] <= 64 and card["metrics"]["test_psnr_db"] >= 25.6
+    assert _card("digit_decoder")["version"] == card["version"]
+    encode, decode = _signature("digit_encoder"), _signature("digit_decoder")
+
+    images = mnist_splits.test.images[:500]
+    code = encode(images=tf.constant(images))["code"]
+    decoded = decode(code=code)["images"].numpy()
+
+    assert code.dtype == tf.uint8 and code.shape[1] + 3 == card["metrics"]["bytes_per_code"]
+    psnr = 10 * np.log10(1 / np.mean((decoded.astype(np.float64) - images) ** 2))
+    assert psnr >= card["metrics"]["test_psnr_db"] - 1.0
+
+
+def test_committed_energy_from_potential_meets_target_on_test_systems() -> None:
+    card = _card("energy_from_potential")
+    assert card["metrics"]["test_rmse_mha"] <= 1.0 and card["data"]["splits"]["test"] == 25_000
+    ds = schrodinger.generate(count=200, seed=FIRST_TEST_SEED)
+
+    predicted = _signature("energy_from_potential")(potential=tf.constant(ds.V, tf.float32))
+
+    rmse_mha = 1000 * np.sqrt(np.mean((predicted["energy"].numpy().astype(np.float64) - ds.E) ** 2))
+    assert rmse_mha <= 2 * card["metrics"]["test_rmse_mha"]
+
+
+def test_committed_energy_from_density_meets_target_on_test_systems() -> None:
+    card = _card("energy_from_density")
+    assert card["metrics"]["test_mse"] <= 0.0537
+    assert card["metrics"]["floor_var_c"] == pytest.approx(0.3975**2 / 3)
+    ds = schrodinger.generate(count=200, seed=FIRST_TEST_SEED)
+
+    predicted = _signature("energy_from_density")(density=tf.constant(ds.n, tf.float32))
+
+    # n cannot see the offset c; against E - c the error must be far below the floor.
+    error = predicted["energy"].numpy().astype(np.float64) - (ds.E - energy.offsets(ds.V))
+    assert np.mean(error**2) <= 0.001

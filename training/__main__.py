@@ -1,0 +1,136 @@
+"""Command line of the training pipeline (console script ``mldm-train``).
+
+    python -m training <task> [--config seed|default] [--epochs N] [--limit N]
+                              [--models-dir DIR] [--version V]
+    python -m training all [...]
+    python -m training evaluate <model|task|all> [--models-dir DIR] [--version V] [--limit N]
+
+Tasks: digit-classifier, digit-codec, energy-from-potential, energy-from-density. Training
+exports ``models/<name>/<version>/`` (SavedModel, ``metrics.json``, ``MODEL_CARD.md``, plots)
+and prints a summary table; ``evaluate`` re-measures exported SavedModels through their
+``serving_default`` signature on the test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from training.common import DEFAULT_MODELS_DIR, next_version, read_card
+from training.tasks import TASKS, Task, resolve_version, task_of_model
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mldm-train", description="Train, export and evaluate the four models."
+    )
+    parser.add_argument(
+        "command",
+        choices=[*TASKS, "all", "evaluate"],
+        help="a task to train, 'all' to train every task, or 'evaluate'",
+    )
+    parser.add_argument("target", nargs="?", help="evaluate: a model name, a task or 'all'")
+    parser.add_argument("--config", default="default", choices=["seed", "default"])
+    parser.add_argument("--epochs", type=int, help="override the config's number of epochs")
+    parser.add_argument(
+        "--limit", type=int, help="use only this many examples per split (tiny runs, tests)"
+    )
+    parser.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR)
+    parser.add_argument(
+        "--version", type=int, help="export/evaluate this version (default: next/latest)"
+    )
+    return parser
+
+
+def _format(value: float) -> str:
+    return f"{value:.6g}"
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def train_task(
+    task: Task,
+    config_name: str,
+    *,
+    epochs: int | None,
+    limit: int | None,
+    models_dir: Path,
+    version: int | None,
+) -> list[list[str]]:
+    """Train, export and measure one task; the summary rows of its models."""
+    config = task.config(config_name, epochs)
+    print(f"== {task.name}: config {config.name}", flush=True)
+    data = task.load_data(limit)
+    result = task.train(config, data)
+    version = version if version is not None else next_version(models_dir, task.models)
+    exported = task.export(result, data, models_dir, version)
+    rows = []
+    for model in exported:
+        figures = ", ".join(f"{k}={_format(model.metrics[k])}" for k in task.headline)
+        rows.append(
+            [
+                task.name,
+                model.name,
+                str(model.version),
+                config.name,
+                f"{result.seconds:.0f}",
+                figures,
+            ]
+        )
+        print(f"exported {model.path}: {figures}", flush=True)
+    return rows
+
+
+def evaluate_model(
+    task: Task, models_dir: Path, version: int | None, limit: int | None
+) -> list[str]:
+    """Re-measure one task's exported model(s); print measured and card figures side by side."""
+    version = resolve_version(task, models_dir, version)
+    data = task.load_data(limit)
+    metrics = task.evaluate(models_dir, version, data)
+    card = read_card(models_dir / task.models[0] / str(version))["metrics"]
+    print(f"== {task.name} v{version} ({', '.join(task.models)})")
+    rows = [["metric", "measured", "model card"]]
+    for key, value in metrics.items():
+        rows.append([key, _format(value), _format(card[key]) if key in card else "-"])
+    print(_table(rows), flush=True)
+    figures = ", ".join(f"{k}={_format(metrics[k])}" for k in task.headline)
+    return [task.name, ", ".join(task.models), str(version), figures]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "evaluate":
+        target = args.target or "all"
+        tasks = list(TASKS.values()) if target == "all" else [task_of_model(target)]
+        rows = [["task", "models", "version", "figures (test split)"]]
+        for task in tasks:
+            rows.append(evaluate_model(task, args.models_dir, args.version, args.limit))
+        print("\n" + _table(rows))
+        return 0
+    if args.target is not None:
+        _parser().error(f"unexpected argument {args.target!r}")
+    tasks = list(TASKS.values()) if args.command == "all" else [TASKS[args.command]]
+    rows = [["task", "model", "version", "config", "seconds", "figures (test split)"]]
+    for task in tasks:
+        rows += train_task(
+            task,
+            args.config,
+            epochs=args.epochs,
+            limit=args.limit,
+            models_dir=args.models_dir,
+            version=args.version,
+        )
+    print("\n" + _table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
