@@ -38,12 +38,13 @@ def open_image(data: bytes, max_pixels: int, field: str = "file") -> Image.Image
             f"{len(data)} bytes of another format or a corrupt file",
             what="not a readable PNG or JPEG image",
         ) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow's guard fires at open, from the header, before ours: report its numbers.
         raise PayloadTooLarge(
-            f"{field}: image has too many pixels (limit {max_pixels})",
+            f"{field}: image too large: {exc}",
             field=field,
             expected=f"at most {max_pixels} pixels",
-            received="a larger image",
+            received=str(exc).split(" exceeds", 1)[0],
         ) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidInput.for_field(

@@ -1,0 +1,151 @@
+"""The service layer called without HTTP: each task against the signatures it wraps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from data.schrodinger import DX, GRID, solve_ground_state
+from service import codec
+from service.errors import InvalidInput
+from service.inference import GRID as SERVICE_GRID
+from service.inference import InferenceService
+from tests.service.helpers import images, potentials
+
+
+def test_service_grid_matches_solver_grid() -> None:
+    np.testing.assert_array_equal(SERVICE_GRID, GRID)
+
+
+async def test_classify_returns_signature_probabilities(service: InferenceService) -> None:
+    batch = images(3)
+    result = await service.classify(batch.tolist(), "unit")
+    model = service.registry.get("digit_classifier")
+    expected = model.predict_one(batch.reshape(3, 28, 28, 1).astype(np.float32))
+    np.testing.assert_array_equal(result.probabilities, expected)
+    np.testing.assert_array_equal(result.digits, expected.argmax(axis=1))
+
+
+async def test_classify_byte_scale_equals_unit_scale(service: InferenceService) -> None:
+    pixels = np.random.default_rng(1).integers(0, 256, size=(2, 28, 28))
+    as_bytes = await service.classify(pixels.tolist(), "byte")
+    as_unit = await service.classify((pixels / 255.0).tolist(), "unit")
+    np.testing.assert_array_equal(as_bytes.probabilities, as_unit.probabilities)
+
+
+async def test_classify_accepts_one_image_and_channel_axis(service: InferenceService) -> None:
+    one = images(1)[0]
+    single = await service.classify(one.tolist(), "unit")
+    channel = await service.classify(one.reshape(1, 28, 28, 1).tolist(), "unit")
+    assert single.probabilities.shape == (1, 10)
+    np.testing.assert_array_equal(single.probabilities, channel.probabilities)
+
+
+async def test_classify_rejects_unit_pixels_above_one(service: InferenceService) -> None:
+    batch = images(1)
+    batch[0, 3, 4] = 255.0
+    with pytest.raises(InvalidInput, match=r"value out of range: expected pixels") as info:
+        await service.classify(batch.tolist(), "unit")
+    assert info.value.field == "images[0][3][4]"
+    assert info.value.received == "255"
+
+
+async def test_classify_rejects_fractional_byte_pixels(service: InferenceService) -> None:
+    pixels = np.zeros((28, 28))
+    pixels[1, 2] = 0.5
+    with pytest.raises(InvalidInput, match="expected an integer 0-255") as info:
+        await service.classify(pixels.tolist(), "byte")
+    assert info.value.field == "images[0][1][2]"
+
+
+async def test_compress_uses_newest_encoder_with_a_decoder(service: InferenceService) -> None:
+    result = await service.compress(images(2).tolist(), "unit")
+    assert result.model.version == 2
+    assert result.bytes_per_image == codec.HEADER_BYTES + 49
+    assert all(len(code) == result.bytes_per_image for code in result.codes)
+    assert result.codes[0][:3] == b"\x01\x00\x02"
+
+
+async def test_decompress_reproduces_decoder_output_exactly(service: InferenceService) -> None:
+    batch = images(4)
+    compressed = await service.compress(batch.tolist(), "unit")
+    decompressed = await service.decompress([codec.b64encode(c) for c in compressed.codes])
+    encoder = service.registry.get("digit_encoder", 2)
+    decoder = service.registry.get("digit_decoder", 2)
+    latent = encoder.predict_one(batch.reshape(4, 28, 28, 1).astype(np.float32))
+    expected = decoder.predict_one(latent).reshape(4, 28, 28)
+    np.testing.assert_array_equal(decompressed.images, expected)
+    assert decompressed.versions == [2, 2, 2, 2]
+
+
+async def test_decompress_decodes_each_code_with_its_own_version(
+    service: InferenceService,
+) -> None:
+    old = codec.pack(1, np.full(16, 255, np.uint8))
+    new = codec.pack(2, np.zeros(49, np.uint8))
+    result = await service.decompress([new, old, new])
+    assert result.versions == [2, 1, 2]
+    np.testing.assert_array_equal(result.images[1], np.ones((28, 28), np.float32))
+    np.testing.assert_array_equal(result.images[0], np.zeros((28, 28), np.float32))
+
+
+async def test_decompress_rejects_unknown_version(service: InferenceService) -> None:
+    code = codec.b64encode(codec.pack(9, np.zeros(16, np.uint8)))
+    with pytest.raises(InvalidInput, match="unknown model version 9") as info:
+        await service.decompress([code])
+    assert info.value.field == "codes[0]"
+    assert info.value.expected == "a code from a loaded encoder version (1, 2)"
+
+
+async def test_decompress_rejects_code_of_wrong_length(service: InferenceService) -> None:
+    code = codec.pack(1, np.zeros(15, np.uint8))
+    with pytest.raises(InvalidInput, match="corrupt code: wrong length") as info:
+        await service.decompress([codec.pack(1, np.zeros(16, np.uint8)), code])
+    assert info.value.field == "codes[1]"
+    assert info.value.expected == "19 bytes for version 1"
+
+
+async def test_energy_from_potential_adds_exact_and_error(service: InferenceService) -> None:
+    V = potentials(3)
+    result = await service.energy_from_potential(V.tolist(), include_exact=True)
+    model = service.registry.get("energy_from_potential")
+    predicted = model.predict_one(V.astype(np.float32))
+    exact, _ = solve_ground_state(V)
+    np.testing.assert_array_equal(result.energies, predicted)
+    assert result.exact is not None and result.errors is not None
+    np.testing.assert_allclose(result.exact, exact, rtol=1e-12)
+    np.testing.assert_allclose(result.errors, predicted.astype(np.float64) - exact, rtol=1e-12)
+
+
+async def test_energy_from_density_checks_exact_against_potentials(
+    service: InferenceService,
+) -> None:
+    V = potentials(2)
+    exact, densities = solve_ground_state(V)
+    result = await service.energy_from_density(densities.tolist(), V.tolist())
+    assert result.exact is not None
+    np.testing.assert_allclose(result.exact, exact, rtol=1e-12)
+
+
+async def test_energy_from_density_rejects_unnormalised_density(
+    service: InferenceService,
+) -> None:
+    _, densities = solve_ground_state(potentials(2))
+    densities[1] *= 2
+    with pytest.raises(InvalidInput, match="density not normalised") as info:
+        await service.energy_from_density(densities.tolist())
+    assert info.value.field == "densities[1]"
+    assert info.value.received == f"sum(n) * dx = {densities[1].sum() * DX:.6g}"
+
+
+async def test_exact_solution_matches_solver(service: InferenceService) -> None:
+    V = potentials(2)
+    result = await service.exact_solution(V.tolist())
+    energies, densities = solve_ground_state(V)
+    np.testing.assert_array_equal(result.energies, energies)
+    np.testing.assert_array_equal(result.densities, densities)
+
+
+async def test_predict_rejects_unknown_input_name(service: InferenceService) -> None:
+    with pytest.raises(InvalidInput, match="unknown input name"):
+        await service.predict("energy_from_density", None, {"potential": potentials(1)}, "inputs")
