@@ -41,9 +41,20 @@ def _find_non_number(value: Any, path: list[int], depth: int = 0) -> tuple[list[
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return path, value
-    if isinstance(value, int) and abs(value) > 2**63:
-        return path, value
     return None
+
+
+def _find_huge(value: Any, path: list[int]) -> tuple[list[int], Any]:
+    """The first integer too large for a float64 (JSON allows any number of digits)."""
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found = _find_huge(item, [*path, i])
+            if found[0]:
+                return found
+        return [], None
+    if isinstance(value, int) and abs(value) > 1.7e308:
+        return path, value
+    return [], None
 
 
 def _find_ragged(value: Any, path: list[int]) -> tuple[list[int], str, str]:
@@ -88,16 +99,31 @@ def to_numeric_array(value: Any, field: str) -> np.ndarray:
         ) from None
     if array.dtype.kind not in _NUMERIC_KINDS or array.dtype == np.bool_:
         bad = _find_non_number(value, [])
+        if bad is None and array.dtype == object:  # integers beyond int64 (JSON allows them)
+            try:
+                return np.array(value, dtype=np.float64)
+            except OverflowError:
+                path, item = _find_huge(value, [])
+                raise InvalidInput.for_field(
+                    field + _index(path), "a finite number", describe(item), "number too large"
+                ) from None
         path, item = bad if bad is not None else ([], value)
         raise InvalidInput.for_field(field + _index(path), "a number", describe(item))
     return array
 
 
-def check_finite(array: np.ndarray, field: str) -> None:
+def item_index(field: str, where: Sequence[int], single: bool) -> str:
+    """`field[i][j]` as the client sent it: an unbatched single item has no batch index."""
+    return field + _index(where[1:] if single else where)
+
+
+def check_finite(array: np.ndarray, field: str, single: bool = False) -> None:
     """Reject NaN and infinities, naming the first one."""
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         where = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
-        raise InvalidInput.for_field(field + _index(where), "a finite number", str(array[where]))
+        raise InvalidInput.for_field(
+            item_index(field, where, single), "a finite number", str(array[where])
+        )
 
 
 def as_batch(
@@ -107,16 +133,21 @@ def as_batch(
     max_items: int,
     *,
     squeeze_channel: bool = False,
-) -> np.ndarray:
+    value_range: tuple[float, float, str] | None = None,
+    integers: bool = False,
+) -> tuple[np.ndarray, bool]:
     """One item or a batch of items of `item_shape` as a float64 array `[N, *item_shape]`.
 
     A value with the item's own rank is one item; one more leading dimension is a batch.
     With `squeeze_channel`, a trailing channel dimension of 1 is accepted too (`[N, 28, 28, 1]`).
+    `value_range` = (low, high, what) and `integers` check the values. Returns the batch and
+    whether the client sent a single item (error indices then omit the batch index).
     """
     array = to_numeric_array(value, field)
     if squeeze_channel and array.ndim == len(item_shape) + 2 and array.shape[-1] == 1:
         array = array[..., 0]
-    if array.ndim == len(item_shape) and array.shape == item_shape:
+    single = array.ndim == len(item_shape) and array.shape == item_shape
+    if single:
         array = array[np.newaxis]
     expected = f"{shape_text(item_shape, batch=False)} or {shape_text(item_shape)}"
     if array.ndim != len(item_shape) + 1 or array.shape[1:] != item_shape:
@@ -133,17 +164,28 @@ def as_batch(
             f"{array.shape[0]} items",
             what=f"batch too large: at most {max_items} items per request",
         )
-    check_finite(array, field)
-    return array
+    check_finite(array, field, single)
+    if value_range is not None:
+        check_range(array, field, *value_range, single=single)
+    if integers:
+        fractional = array != np.rint(array)
+        if fractional.any():
+            where = tuple(int(i) for i in np.argwhere(fractional)[0])
+            raise InvalidInput.for_field(
+                item_index(field, where, single), "an integer", f"{array[where]:g}"
+            )
+    return array, single
 
 
-def check_range(array: np.ndarray, field: str, low: float, high: float, what: str) -> None:
+def check_range(
+    array: np.ndarray, field: str, low: float, high: float, what: str, single: bool = False
+) -> None:
     """Every value in [low, high], else a 422 naming the first value outside."""
     outside = (array < low) | (array > high)
     if outside.any():
         where = tuple(int(i) for i in np.argwhere(outside)[0])
         raise InvalidInput.for_field(
-            field + _index(where),
+            item_index(field, where, single),
             f"{what} in [{low:g}, {high:g}]",
             f"{array[where]:g}",
             what=f"value out of range: expected {what} in [{low:g}, {high:g}]",

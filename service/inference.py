@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 
 from service import codec, imaging
-from service.arrays import as_batch, check_range, shape_text
+from service.arrays import as_batch, item_index, shape_text
 from service.errors import InvalidInput, ModelNotReady, ServiceError, describe
 from service.registry import ModelRegistry, ModelVersion, TensorSpec
 from service.runtime import ModelRunner
@@ -101,22 +101,27 @@ class InferenceService:
 
     def images_from(self, value: Any, scale: PixelScale, field: str = "images") -> np.ndarray:
         """Validated images `[N, 28, 28]` in [0, 1] from unit floats or 0-255 integers."""
-        images = as_batch(
-            value, field, (28, 28), self.settings.max_batch_size, squeeze_channel=True
-        )
+        limit = self.settings.max_batch_size
         if scale == "unit":
-            check_range(images, field, 0.0, 1.0, "pixels (scale 'unit')")
+            images, _ = as_batch(
+                value,
+                field,
+                (28, 28),
+                limit,
+                squeeze_channel=True,
+                value_range=(0.0, 1.0, "pixels (scale 'unit')"),
+            )
             return images
         if scale == "byte":
-            check_range(images, field, 0.0, 255.0, "pixels (scale 'byte')")
-            fractional = images != np.rint(images)
-            if fractional.any():
-                where = tuple(int(i) for i in np.argwhere(fractional)[0])
-                raise InvalidInput.for_field(
-                    field + "".join(f"[{i}]" for i in where),
-                    "an integer 0-255 (scale 'byte')",
-                    f"{images[where]:g}",
-                )
+            images, _ = as_batch(
+                value,
+                field,
+                (28, 28),
+                limit,
+                squeeze_channel=True,
+                value_range=(0.0, 255.0, "pixels (scale 'byte')"),
+                integers=True,
+            )
             return images / 255.0
         raise InvalidInput.for_field("scale", "'unit' or 'byte'", describe(scale))
 
@@ -225,24 +230,26 @@ class InferenceService:
 
     # Energies --------------------------------------------------------------------------------
 
-    def grid_arrays(self, value: Any, field: str) -> np.ndarray:
-        """Validated `[N, 64]` float64 arrays on the grid, one or many."""
-        return as_batch(value, field, (GRID_POINTS,), self.settings.max_batch_size)
+    def grid_arrays(
+        self, value: Any, field: str, value_range: tuple[float, float, str]
+    ) -> tuple[np.ndarray, bool]:
+        """Validated `[N, 64]` float64 arrays on the grid, one or many (and whether one)."""
+        return as_batch(
+            value, field, (GRID_POINTS,), self.settings.max_batch_size, value_range=value_range
+        )
 
     def potentials_from(self, value: Any, field: str = "potentials") -> np.ndarray:
-        potentials = self.grid_arrays(value, field)
-        check_range(potentials, field, -MAX_ABS_POTENTIAL, MAX_ABS_POTENTIAL, "potential (Hartree)")
-        return potentials
+        limits = (-MAX_ABS_POTENTIAL, MAX_ABS_POTENTIAL, "potential (Hartree)")
+        return self.grid_arrays(value, field, limits)[0]
 
     def densities_from(self, value: Any, field: str = "densities") -> np.ndarray:
-        densities = self.grid_arrays(value, field)
-        check_range(densities, field, -1e-6, 1.0 / DX, "density (1/bohr)")
+        densities, single = self.grid_arrays(value, field, (-1e-6, 1.0 / DX, "density (1/bohr)"))
         norms = densities.sum(axis=1) * DX
         off = np.abs(norms - 1.0) > DENSITY_NORM_TOLERANCE
         if off.any():
             i = int(np.argmax(off))
             raise InvalidInput.for_field(
-                f"{field}[{i}]",
+                item_index(field, (i,), single),
                 f"a normalised density: sum(n) * dx = 1 +- {DENSITY_NORM_TOLERANCE:g} "
                 f"(dx = {DX:.6f} bohr)",
                 f"sum(n) * dx = {norms[i]:.6g}",
@@ -346,9 +353,15 @@ class InferenceService:
                     "APIs of this server do not support",
                     status_code=501,
                 )
-            batch = as_batch(inputs[key], where, item, self.settings.max_batch_size)  # type: ignore[arg-type]
-            if spec.dtype == np.uint8:
-                check_range(batch, where, 0, 255, "uint8 values")
+            limits = (0.0, 255.0, "uint8 values") if spec.dtype == np.uint8 else None
+            batch, _ = as_batch(
+                inputs[key],
+                where,
+                item,  # type: ignore[arg-type]
+                self.settings.max_batch_size,
+                value_range=limits,
+                integers=spec.dtype.kind in "iu",
+            )
             arrays[key] = fit_to_spec(batch, spec, where)
         if len({a.shape[0] for a in arrays.values()}) > 1:
             raise InvalidInput.for_field(

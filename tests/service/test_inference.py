@@ -53,9 +53,9 @@ async def test_classify_rejects_unit_pixels_above_one(service: InferenceService)
 async def test_classify_rejects_fractional_byte_pixels(service: InferenceService) -> None:
     pixels = np.zeros((28, 28))
     pixels[1, 2] = 0.5
-    with pytest.raises(InvalidInput, match="expected an integer 0-255") as info:
+    with pytest.raises(InvalidInput, match=r"images\[1\]\[2\]: expected an integer") as info:
         await service.classify(pixels.tolist(), "byte")
-    assert info.value.field == "images[0][1][2]"
+    assert info.value.received == "0.5"
 
 
 async def test_compress_uses_newest_encoder_with_a_decoder(service: InferenceService) -> None:
