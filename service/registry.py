@@ -233,11 +233,11 @@ class ModelRegistry:
         entry = ModelEntry(name=name, versions=loaded)
         model_path = self.model_dir / name
         if not model_path.is_dir():
-            entry.error = f"no directory {model_path}"
+            entry.error = f"no directory {name}/ in the model directory"
         else:
             versions = discover_versions(model_path)
             if not versions and not loaded:
-                entry.error = f"no version folders in {model_path}"
+                entry.error = f"no version folders in {name}/"
             for version in versions:
                 if version in loaded:
                     continue
@@ -247,7 +247,9 @@ class ModelRegistry:
                         model.warm_up()
                 except Exception as exc:  # any broken file must only disable this version
                     logger.error("model %s version %s failed to load: %s", name, version, exc)
-                    entry.failed[version] = f"{type(exc).__name__}: {exc}"
+                    # Clients see this text: name the folder, not the server's file system.
+                    text = str(exc).replace(str(self.model_dir), "<model_dir>")
+                    entry.failed[version] = f"{type(exc).__name__}: {text}"
                 else:
                     entry.versions[version] = model
                     logger.info("loaded model %s version %s from %s", name, version, model.path)
