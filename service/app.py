@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         try:
             yield
         finally:
-            runner.close()
+            await runner.aclose()
 
     app = FastAPI(
         title="mldm-serving",

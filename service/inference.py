@@ -312,9 +312,14 @@ class InferenceService:
             from data.schrodinger import solve_ground_state
         except ImportError as exc:  # the data package is optional at run time
             raise ModelNotReady(f"the exact solver is not available: {exc}") from None
-        energies, densities = await self.runner.call(
-            "the exact solver", solve_ground_state, np.asarray(potentials, dtype=np.float64)
-        )
+        try:
+            energies, densities = await self.runner.call(
+                "the exact solver", solve_ground_state, np.asarray(potentials, dtype=np.float64)
+            )
+        except ValueError as exc:  # the solver's own input checks
+            raise InvalidInput.for_field(
+                "potentials", "potentials the solver accepts", describe(str(exc))
+            ) from None
         return ExactSolution(
             np.asarray(energies, dtype=np.float64).reshape(potentials.shape[0]),
             np.asarray(densities, dtype=np.float64).reshape(potentials.shape[0], GRID_POINTS),
@@ -367,5 +372,4 @@ class InferenceService:
             raise InvalidInput.for_field(
                 field, "the same batch size for every input", "different sizes"
             )
-        outputs = await self.runner.call(f"model {name!r}", model.predict, arrays)
-        return model, outputs
+        return model, await self.runner.predict(model, arrays)

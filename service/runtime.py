@@ -1,18 +1,21 @@
-"""Runs model calls off the event loop, with a time limit.
+"""Runs model calls off the event loop, through an adaptive batcher per model version, with a
+time limit.
 
 Inference is CPU work in TensorFlow (which releases the GIL), so it runs in a small thread pool
-and the event loop stays free to accept and parse other requests meanwhile.
+and the event loop stays free to accept and parse other requests meanwhile. With batching on
+(the default, per model in the settings), concurrent calls to one model version are merged.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import numpy as np
 
+from service.batching import AdaptiveBatcher
 from service.errors import InferenceTimeout
 from service.registry import ModelVersion
 from service.settings import Settings
@@ -21,28 +24,69 @@ T = TypeVar("T")
 
 
 class ModelRunner:
-    """Calls `ModelVersion.predict_one` in worker threads; one per app, closed in the lifespan."""
+    """One per app: the thread pool and the batchers; closed in the lifespan."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._executor = ThreadPoolExecutor(
             max_workers=settings.inference_threads, thread_name_prefix="inference"
         )
+        self._batchers: dict[tuple[str, int], AdaptiveBatcher] = {}
+
+    def batcher(self, model: ModelVersion) -> AdaptiveBatcher | None:
+        """The batcher of a one-input model version, if batching is on for it."""
+        enabled, size, wait = self.settings.batching_for(model.name)
+        if not enabled or len(model.inputs) != 1:
+            return None
+        key = (model.name, model.version)
+        batcher = self._batchers.get(key)
+        if batcher is None:
+            input_name = model.input.name
+
+            def call(array: np.ndarray) -> Mapping[str, np.ndarray]:
+                return model.predict({input_name: array})
+
+            batcher = AdaptiveBatcher(
+                call, self._executor, size, wait, name=f"{model.name}/{model.version}"
+            )
+            self._batchers[key] = batcher
+        return batcher
+
+    async def predict(
+        self, model: ModelVersion, inputs: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """All outputs of the model for `inputs` (already of the inputs' dtypes and shapes)."""
+        batcher = self.batcher(model)
+        what = f"model {model.name!r}"
+        if batcher is None:
+            return await self.call(what, model.predict, inputs)
+        (array,) = inputs.values()
+        return await self._limit(what, batcher.submit(array))
 
     async def run(self, model: ModelVersion, array: np.ndarray) -> np.ndarray:
-        """The model's single output for `array` (already of the input's dtype and shape)."""
-        return await self.call(f"model {model.name!r}", model.predict_one, array)
+        """The model's single output for `array`."""
+        outputs = await self.predict(model, {model.input.name: array})
+        return outputs[model.output.name]
 
     async def call(self, what: str, function: Callable[..., T], *args: Any) -> T:
         """Any blocking call in the pool, limited to `request_timeout_s`."""
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, function, *args)
+        return await self._limit(what, loop.run_in_executor(self._executor, function, *args))
+
+    async def _limit(self, what: str, awaitable: Any) -> Any:
         try:
-            return await asyncio.wait_for(future, timeout=self.settings.request_timeout_s)
+            return await asyncio.wait_for(awaitable, timeout=self.settings.request_timeout_s)
         except TimeoutError:
             raise InferenceTimeout(
                 f"{what} did not answer within {self.settings.request_timeout_s:g} s"
             ) from None
+
+    async def aclose(self) -> None:
+        """Stop the batchers, then the threads."""
+        for batcher in self._batchers.values():
+            await batcher.close()
+        self._batchers.clear()
+        self.close()
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

@@ -93,8 +93,10 @@ class Settings(BaseSettings):
     batch_max_size: int = Field(default=256, ge=1, le=65536)
     """Default largest merged batch, in items, for adaptive batching."""
 
-    batch_max_wait_ms: float = Field(default=1.0, ge=0.0, le=1000.0)
-    """Default longest wait of the first queued request for others to join its batch."""
+    batch_max_wait_ms: float = Field(default=0.0, ge=0.0, le=1000.0)
+    """Default longest wait of the first queued request for others to join its batch. 0 (as
+    Triton's default) adds no latency: requests that queue while the model is busy form the next
+    batch, so batches still grow under load."""
 
     batching: dict[str, BatchingOverride] = {}
     """Per-model overrides, as JSON: `{"digit_classifier": {"max_batch_size": 512}}`."""

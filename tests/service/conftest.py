@@ -186,7 +186,6 @@ def settings(tiny_model_dir: Path) -> Settings:
         max_body_bytes=2 * 1024 * 1024,
         max_image_pixels=1_000_000,
         warmup=False,
-        batching_enabled=False,
     )
 
 
@@ -196,7 +195,7 @@ async def service(
 ) -> AsyncIterator[InferenceService]:
     runner = ModelRunner(settings)
     yield InferenceService(tiny_registry, settings, runner)
-    runner.close()
+    await runner.aclose()
 
 
 @pytest.fixture

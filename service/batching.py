@@ -1,0 +1,178 @@
+"""Adaptive batching: concurrent requests to one model merged into one call, then split back.
+
+As in TensorFlow Serving, Triton and MLServer: each model version has a queue and one worker task.
+The worker takes the first waiting request, lets others join until the batch holds
+`max_batch_size` items or `max_wait` has passed, concatenates them, runs the model once in a
+thread (never on the event loop) and hands each request its own rows, in order. Requests that
+arrive while a batch runs form the next one, so under load batches grow by themselves even with
+no wait at all. A request cancelled while it waits is dropped from its batch; if a merged call
+fails, each request of the batch is retried alone, so one bad input never fails its neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+Outputs = dict[str, np.ndarray]
+BatchFunction = Callable[[np.ndarray], Mapping[str, np.ndarray]]
+
+
+@dataclass
+class _Request:
+    array: np.ndarray
+    future: asyncio.Future[Outputs]
+
+    @property
+    def size(self) -> int:
+        return int(self.array.shape[0])
+
+
+@dataclass
+class BatchStats:
+    """Counters a test or a metrics exporter can read (issue 6 exports them)."""
+
+    batches: int = 0
+    requests: int = 0
+    items: int = 0
+    fallbacks: int = 0
+    sizes: list[int] = field(default_factory=list)
+
+    def record(self, requests: int, items: int) -> None:
+        self.batches += 1
+        self.requests += requests
+        self.items += items
+        if len(self.sizes) < 10_000:  # bounded: enough for tests and histograms
+            self.sizes.append(items)
+
+
+class AdaptiveBatcher:
+    """Merges concurrent calls of `function` on arrays `[n, ...]` into calls on `[sum n, ...]`."""
+
+    def __init__(
+        self,
+        function: BatchFunction,
+        executor: Executor,
+        max_batch_size: int,
+        max_wait_s: float,
+        name: str = "model",
+    ) -> None:
+        self.function = function
+        self.executor = executor
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self.name = name
+        self.stats = BatchStats()
+        self._queue: deque[_Request] = deque()
+        self._wakeup = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+
+    async def submit(self, array: np.ndarray) -> Outputs:
+        """The function's outputs for `array` alone, computed as part of a merged batch."""
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._run(), name=f"batcher-{self.name}")
+        future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Request(array, future))
+        self._wakeup.set()
+        # A cancelled await cancels `future` too; the worker then skips or drops the request.
+        return await future
+
+    async def close(self) -> None:
+        """Stop the worker; requests still queued are cancelled."""
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+        while self._queue:
+            self._queue.popleft().future.cancel()
+
+    def _queued_items(self) -> int:
+        return sum(r.size for r in self._queue if not r.future.done())
+
+    async def _collect(self) -> list[_Request]:
+        """Wait for a first request, then for more until the batch is full or the wait is over."""
+        while not self._queue:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        if self.max_wait_s > 0 and self._queued_items() < self.max_batch_size:
+            deadline = asyncio.get_running_loop().time() + self.max_wait_s
+            while self._queued_items() < self.max_batch_size:
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    break
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=remaining)
+                except TimeoutError:
+                    break
+        batch: list[_Request] = []
+        items = 0
+        while self._queue:
+            request = self._queue[0]
+            if request.future.done():  # cancelled while waiting: never runs
+                self._queue.popleft()
+                continue
+            if batch and items + request.size > self.max_batch_size:
+                break
+            batch.append(self._queue.popleft())
+            items += request.size
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._collect()
+            if not batch:
+                continue
+            sizes = [r.size for r in batch]
+            merged = batch[0].array if len(batch) == 1 else np.concatenate([r.array for r in batch])
+            self.stats.record(len(batch), int(merged.shape[0]))
+            try:
+                outputs = await loop.run_in_executor(self.executor, self.function, merged)
+            except Exception as exc:
+                if len(batch) == 1:
+                    _resolve(batch[0], error=exc)
+                    continue
+                # One bad request must not fail the others: run each alone.
+                self.stats.fallbacks += 1
+                logger.warning(
+                    "batch of %d on %s failed (%s); retrying alone", len(batch), self.name, exc
+                )
+                for request in batch:
+                    if request.future.done():
+                        continue
+                    try:
+                        alone = await loop.run_in_executor(
+                            self.executor, self.function, request.array
+                        )
+                    except Exception as single:
+                        _resolve(request, error=single)
+                    else:
+                        _resolve(request, outputs=dict(alone))
+                continue
+            bounds = np.cumsum(sizes)[:-1]
+            split = {key: np.split(value, bounds) for key, value in outputs.items()}
+            for i, request in enumerate(batch):
+                _resolve(request, outputs={key: parts[i] for key, parts in split.items()})
+
+
+def _resolve(
+    request: _Request, outputs: Outputs | None = None, error: Exception | None = None
+) -> None:
+    if request.future.done():  # cancelled (client gone or timed out) while the batch ran
+        return
+    if error is not None:
+        request.future.set_exception(error)
+    else:
+        assert outputs is not None
+        request.future.set_result(outputs)
