@@ -104,6 +104,15 @@ class Settings(BaseSettings):
     inference_threads: int = Field(default=2, ge=1, le=256)
     """Threads that run model calls off the event loop."""
 
+    reload_interval_s: float = Field(default=0.0, ge=0.0, le=86_400.0)
+    """Poll `model_dir` for new model versions every this many seconds (a cheap stat of the
+    tree; a changed one is loaded in a thread); 0, the default, turns polling off.
+    `POST /admin/reload` reloads on demand either way (it needs `api_key` to be set)."""
+
+    shutdown_grace_s: float = Field(default=30.0, ge=0.0, le=3600.0)
+    """On SIGTERM, how long requests in flight may take to finish (no new ones are accepted)
+    before they are cancelled; set it at least to `request_timeout_s`."""
+
     @field_validator("model_dir")
     @classmethod
     def _model_dir_absolute(cls, value: Path) -> Path:
