@@ -66,6 +66,21 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     """Level of the service's and uvicorn's logs."""
 
+    log_format: Literal["json", "text"] = "json"
+    """`json`: one JSON object per line (ts, level, logger, message, request_id, ...); `text`:
+    one human-readable line per record."""
+
+    metrics_enabled: bool = True
+    """Serve Prometheus metrics at `GET /metrics`."""
+
+    metrics_require_api_key: bool = False
+    """Ask for the `X-API-Key` header on `/metrics` too (needs `api_key`); off, `/metrics` is open
+    like the health routes, for a scraper on the private network."""
+
+    gzip_min_bytes: int = Field(default=4096, ge=0, le=1024**3)
+    """Responses of at least this many bytes are gzip-compressed for clients that accept it;
+    0 switches compression off."""
+
     max_batch_size: int = Field(default=1024, ge=1, le=100_000)
     """Most items (images, arrays, codes) accepted in one request; more is a 422."""
 
@@ -135,6 +150,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        if self.metrics_require_api_key and self.api_key is None:
+            raise ValueError("metrics_require_api_key needs api_key to be set")
         if self.api_key is not None and "*" in self.cors_origins:
             raise ValueError(
                 "cors_origins='*' together with api_key would expose the key to any site"
