@@ -15,15 +15,17 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipMiddleware
 
-from service import __version__
+from service import __version__, observability
 from service.api.body import add_documented_models
 from service.api.errors import register_error_handlers
 from service.api.limits import BodySizeLimit
 from service.api.responses import JSONBody
-from service.api.routes import models, tasks, tfserving, v2
+from service.api.routes import admin, models, tasks, tfserving, v2
 from service.inference import InferenceService
 from service.registry import ModelRegistry
+from service.reloader import Reloader
 from service.runtime import ModelRunner
 from service.settings import Settings
 
@@ -46,6 +48,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     registry = registry or ModelRegistry(settings.model_dir, settings.expected_models)
     runner = ModelRunner(settings)
     service = InferenceService(registry, settings, runner)
+    reloader = Reloader(registry, settings.reload_interval_s, settings.warmup)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -56,9 +59,11 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
                 logger.info("model %s ready, versions %s", entry.name, sorted(entry.versions))
             else:
                 logger.error("%s", entry.status_message())
+        reloader.start()
         try:
             yield
         finally:
+            await reloader.stop()
             await runner.aclose()
 
     app = FastAPI(
@@ -71,6 +76,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.state.settings = settings
     app.state.registry = registry
     app.state.service = service
+    app.state.reloader = reloader
 
     register_error_handlers(app)
     app.include_router(tasks.router)
@@ -78,7 +84,17 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.include_router(tfserving.router)
     app.include_router(v2.health)
     app.include_router(v2.router)
+    app.include_router(admin.router)
 
+    if settings.gzip_min_bytes:
+        # Level 1: most of the size gain on JSON numbers for a fraction of the CPU of level 9,
+        # which belongs to inference; .npy floats hardly compress, so they are left alone.
+        app.add_middleware(
+            GZipMiddleware,
+            minimum_size=settings.gzip_min_bytes,
+            compresslevel=1,
+            exclude_content_types=(*DEFAULT_EXCLUDED_CONTENT_TYPES, "application/x-npy"),
+        )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -88,6 +104,8 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         )
     # Outermost, so an oversized body is refused before anything else touches it.
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
+    # Around even the body limit: every response, a 413 too, is counted, timed and given an id.
+    observability.install(app, settings, registry)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
