@@ -7,11 +7,12 @@ through the environment so that every uvicorn worker process builds the same set
 from __future__ import annotations
 
 import argparse
-import logging
+import logging.config
 import os
 
 from pydantic import ValidationError
 
+from service import observability
 from service.settings import Settings
 
 
@@ -60,9 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"mldm-serve: invalid settings:\n{exc}")
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    log_config = observability.logging_config(settings)
+    logging.config.dictConfig(log_config)
     import uvicorn
 
     uvicorn.run(
@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         port=settings.port,
         workers=settings.workers,
         log_level=settings.log_level,
+        # Every worker applies this config; the app logs one access line per request itself.
+        log_config=log_config,
+        access_log=False,
         # The app answers oversized bodies itself; keep uvicorn's own limits generous.
         timeout_graceful_shutdown=int(settings.request_timeout_s),
     )

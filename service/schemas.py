@@ -146,10 +146,17 @@ class CompressResponse(BaseModel):
 class DecompressRequest(_Request):
     """Codes made by the compress endpoint (by any encoder version still deployed)."""
 
-    codes: list[Any] = Field(
-        json_schema_extra={"items": {"type": "string", "format": "byte"}},
-        description="Base64 codes, each decoded by the decoder of the version in its header.",
-    )
+    codes: Annotated[
+        Any,
+        WithJsonSchema(
+            {
+                "type": "array",
+                "items": {"type": "string", "format": "byte"},
+                "description": "Base64 codes, each decoded by the decoder of the version in "
+                "its header.",
+            }
+        ),
+    ]
     output: Literal["array", "png"] = Field(
         "array", description="'array': 28x28 numbers in [0, 1]; 'png': base64 8-bit PNG files."
     )

@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     """Responses of at least this many bytes are gzip-compressed for clients that accept it;
     0 switches compression off."""
 
-    max_batch_size: int = Field(default=1024, ge=1, le=100_000)
+    max_batch_size: int = Field(default=16384, ge=1, le=1_000_000)
     """Most items (images, arrays, codes) accepted in one request; more is a 422."""
 
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=1024**3)

@@ -13,6 +13,7 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from service.api.errors import from_validation_errors
+from service.api.npy import NPY, NPY_BODY_DOC, load_npy
 from service.errors import UnsupportedMediaType
 
 M = TypeVar("M", bound=BaseModel)
@@ -35,7 +36,23 @@ def _is_json(kind: str) -> bool:
 
 async def read_json(request: Request, model: type[M], accepted: tuple[str, ...] = (JSON,)) -> M:
     """The body validated as `model`; another content type is a 415."""
+    return await read_body(request, model, None)
+
+
+async def read_body(request: Request, model: type[M], array_field: str | None) -> M:
+    """The body validated as `model`, from JSON or, with `array_field`, from a .npy file.
+
+    A .npy body fills `array_field`; the other fields of the model come from the query string
+    (`?scale=byte`), validated by the same model, so both forms give the same errors.
+    """
     kind = media_type(request)
+    accepted = (JSON, NPY) if array_field else (JSON,)
+    if kind == NPY and array_field:
+        array = load_npy(await request.body(), array_field)
+        try:
+            return model.model_validate({**request.query_params, array_field: array})
+        except ValidationError as exc:
+            raise from_validation_errors(exc.errors()) from None
     if not _is_json(kind):
         raise UnsupportedMediaType(
             f"content type {kind!r} is not accepted here; send one of: {', '.join(accepted)}",
@@ -53,8 +70,9 @@ def parse_json(body: bytes, model: type[M]) -> M:
         raise from_validation_errors(exc.errors()) from None
 
 
-def json_body(model: type[BaseModel], *extra: tuple[str, dict[str, Any]]) -> dict[str, Any]:
-    """`openapi_extra` documenting a JSON body of `model` (plus other media types)."""
+def json_body(model: type[BaseModel], npy_query: dict[str, str] | None = None) -> dict[str, Any]:
+    """`openapi_extra` documenting a JSON body of `model`; with `npy_query`, also a .npy body
+    whose other fields are the query parameters named there (name -> description)."""
     if model not in DOCUMENTED_MODELS:
         DOCUMENTED_MODELS.append(model)
     schema = {"$ref": f"#/components/schemas/{model.__name__}"}
@@ -63,9 +81,20 @@ def json_body(model: type[BaseModel], *extra: tuple[str, dict[str, Any]]) -> dic
     examples = extra_schema.get("examples") if isinstance(extra_schema, dict) else None
     if examples:
         content[JSON]["example"] = examples[0]
-    for kind, spec in extra:
-        content[kind] = spec
-    return {"requestBody": {"required": True, "content": content}}
+    doc: dict[str, Any] = {"requestBody": {"required": True, "content": content}}
+    if npy_query is not None:
+        content[NPY] = NPY_BODY_DOC
+        doc["parameters"] = [
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "description": f"With a .npy body only: {description}",
+                "schema": {"type": "string"},
+            }
+            for name, description in npy_query.items()
+        ]
+    return doc
 
 
 def add_documented_models(openapi: dict[str, Any]) -> dict[str, Any]:

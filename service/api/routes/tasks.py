@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Depends, Request
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from service import codec, imaging
-from service.api.body import json_body, media_type, read_json
+from service.api.body import json_body, media_type, read_body
 from service.api.deps import ServiceDep, require_api_key
+from service.api.npy import JSON, NPY, NPY_RESPONSE, negotiate, npy_response
 from service.api.responses import JSONBody
 from service.errors import InvalidInput, MalformedRequest, UnsupportedMediaType, describe
 from service.inference import Classification, EnergyPrediction
@@ -47,11 +49,28 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 router = APIRouter(prefix="/api/v1", responses=ERRORS, dependencies=[Depends(require_api_key)])
 
 
+def _code_rows(codes: np.ndarray) -> list[bytes]:
+    """A uint8 `[N, L]` array of codes as N byte strings."""
+    if codes.dtype != np.uint8 or codes.ndim != 2:
+        raise InvalidInput.for_field(
+            "codes",
+            "a uint8 array [N, bytes_per_image]",
+            f"dtype {codes.dtype}, shape {list(codes.shape)}",
+        )
+    return [row.tobytes() for row in codes]
+
+
 def _model(result: Classification | EnergyPrediction) -> dict[str, Any]:
     return {"name": result.model.name, "version": result.model.version}
 
 
-def _classification(result: Classification) -> Response:
+def _model_headers(result: Classification | EnergyPrediction) -> dict[str, str]:
+    return {"X-Model-Name": result.model.name, "X-Model-Version": str(result.model.version)}
+
+
+def _classification(result: Classification, answer: str = JSON) -> Response:
+    if answer == NPY:
+        return npy_response(result.probabilities, _model_headers(result))
     return JSONBody(
         {
             "model": _model(result),
@@ -63,7 +82,12 @@ def _classification(result: Classification) -> Response:
     )
 
 
-def _energies(result: EnergyPrediction) -> Response:
+def _energies(result: EnergyPrediction, answer: str = JSON) -> Response:
+    if answer == NPY:
+        if result.exact is None or result.errors is None:
+            return npy_response(result.energies, _model_headers(result))
+        columns = np.stack([result.energies.astype(np.float64), result.exact, result.errors], 1)
+        return npy_response(columns, _model_headers(result))
     body: dict[str, Any] = {
         "model": _model(result),
         "grid": {"start": -15.0, "stop": 15.0, "points": 64, "unit": "bohr"},
@@ -76,16 +100,25 @@ def _energies(result: EnergyPrediction) -> Response:
     return JSONBody(body)
 
 
+_SCALE = {"scale": "'unit' (floats in [0, 1]) or 'byte' (integers 0-255); required."}
+
+
 @router.post(
     "/digits/classify",
     tags=["digits"],
     response_model=ClassifyResponse,
-    openapi_extra=json_body(ClassifyRequest),
+    responses=NPY_RESPONSE,
+    openapi_extra=json_body(ClassifyRequest, npy_query=_SCALE),
 )
 async def classify_digits(request: Request, service: ServiceDep) -> Response:
-    """Classify 28x28 digit images: the digit and the ten probabilities of each."""
-    body = await read_json(request, ClassifyRequest)
-    return _classification(await service.classify(body.images, body.scale))
+    """Classify 28x28 digit images: the digit and the ten probabilities of each.
+
+    Binary form: a .npy body `[N, 28, 28]` with `?scale=`; `Accept: application/x-npy` returns
+    the probabilities, float32 `[N, 10]`.
+    """
+    answer = negotiate(request)
+    body = await read_body(request, ClassifyRequest, "images")
+    return _classification(await service.classify(body.images, body.scale), answer)
 
 
 _UPLOAD_DOC = {
@@ -114,10 +147,12 @@ _UPLOAD_DOC = {
     "/digits/classify/image",
     tags=["digits"],
     response_model=ClassifyResponse,
+    responses=NPY_RESPONSE,
     openapi_extra=_UPLOAD_DOC,
 )
 async def classify_digit_image(request: Request, service: ServiceDep) -> Response:
     """Classify an uploaded PNG/JPEG photo or drawing of one digit (MNIST-style preprocessing)."""
+    answer = negotiate(request)
     kind = media_type(request)
     if kind != "multipart/form-data":
         raise UnsupportedMediaType(
@@ -143,19 +178,32 @@ async def classify_digit_image(request: Request, service: ServiceDep) -> Respons
         )
     data = await upload.read()
     await form.close()
-    return _classification(await service.classify_upload(data))
+    return _classification(await service.classify_upload(data), answer)
 
 
 @router.post(
     "/digits/compress",
     tags=["digits"],
     response_model=CompressResponse,
-    openapi_extra=json_body(CompressRequest),
+    responses=NPY_RESPONSE,
+    openapi_extra=json_body(CompressRequest, npy_query=_SCALE),
 )
 async def compress_digits(request: Request, service: ServiceDep) -> Response:
-    """Compress images into self-describing codes (header + the encoder's latent bytes)."""
-    body = await read_json(request, CompressRequest)
+    """Compress images into self-describing codes (header + the encoder's latent bytes).
+
+    Binary form: a .npy body `[N, 28, 28]` with `?scale=`; `Accept: application/x-npy` returns
+    the codes as uint8 `[N, bytes_per_image]`, header included.
+    """
+    answer = negotiate(request)
+    body = await read_body(request, CompressRequest, "images")
     result = await service.compress(body.images, body.scale)
+    if answer == NPY:
+        codes = np.frombuffer(b"".join(result.codes), dtype=np.uint8)
+        headers = {
+            "X-Model-Name": result.model.name,
+            "X-Model-Version": str(result.model.version),
+        }
+        return npy_response(codes.reshape(len(result.codes), -1), headers)
     return JSONBody(
         {
             "model": {"name": result.model.name, "version": result.model.version},
@@ -171,12 +219,23 @@ async def compress_digits(request: Request, service: ServiceDep) -> Response:
     tags=["digits"],
     response_model=DecompressResponse,
     response_model_exclude_none=True,
-    openapi_extra=json_body(DecompressRequest),
+    responses=NPY_RESPONSE,
+    openapi_extra=json_body(DecompressRequest, npy_query={}),
 )
 async def decompress_digits(request: Request, service: ServiceDep) -> Response:
-    """Decode codes back to 28x28 images, each with the decoder version named in its header."""
-    body = await read_json(request, DecompressRequest)
-    result = await service.decompress(body.codes)
+    """Decode codes back to 28x28 images, each with the decoder version named in its header.
+
+    Binary form: a .npy body of uint8 codes `[N, bytes_per_image]` (header included);
+    `Accept: application/x-npy` returns the images, float32 `[N, 28, 28]`.
+    """
+    answer = negotiate(request)
+    body = await read_body(request, DecompressRequest, "codes")
+    codes = body.codes
+    if isinstance(codes, np.ndarray):
+        codes = _code_rows(codes)
+    result = await service.decompress(codes)
+    if answer == NPY:
+        return npy_response(result.images)
     content: dict[str, Any] = {"versions": result.versions}
     if body.output == "png":
         content["png"] = [codec.b64encode(imaging.to_png(image)) for image in result.images]
@@ -190,12 +249,21 @@ async def decompress_digits(request: Request, service: ServiceDep) -> Response:
     tags=["energy"],
     response_model=EnergyResponse,
     response_model_exclude_none=True,
-    openapi_extra=json_body(PotentialEnergyRequest),
+    responses=NPY_RESPONSE,
+    openapi_extra=json_body(
+        PotentialEnergyRequest, npy_query={"include_exact": "true to add the exact energies"}
+    ),
 )
 async def energy_from_potential(request: Request, service: ServiceDep) -> Response:
-    """Predict ground-state energies (Hartree) from potentials V(x) (Hartree) on the grid."""
-    body = await read_json(request, PotentialEnergyRequest)
-    return _energies(await service.energy_from_potential(body.potentials, body.include_exact))
+    """Predict ground-state energies (Hartree) from potentials V(x) (Hartree) on the grid.
+
+    Binary form: a .npy body `[N, 64]`; `Accept: application/x-npy` returns the energies,
+    float32 `[N]`, or with `include_exact` float64 `[N, 3]`: predicted, exact, error.
+    """
+    answer = negotiate(request)
+    body = await read_body(request, PotentialEnergyRequest, "potentials")
+    result = await service.energy_from_potential(body.potentials, body.include_exact)
+    return _energies(result, answer)
 
 
 @router.post(
@@ -203,24 +271,39 @@ async def energy_from_potential(request: Request, service: ServiceDep) -> Respon
     tags=["energy"],
     response_model=EnergyResponse,
     response_model_exclude_none=True,
-    openapi_extra=json_body(DensityEnergyRequest),
+    responses=NPY_RESPONSE,
+    openapi_extra=json_body(DensityEnergyRequest, npy_query={}),
 )
 async def energy_from_density(request: Request, service: ServiceDep) -> Response:
-    """Predict ground-state energies (Hartree) from densities n(x) (1/bohr) on the grid."""
-    body = await read_json(request, DensityEnergyRequest)
-    return _energies(await service.energy_from_density(body.densities, body.potentials))
+    """Predict ground-state energies (Hartree) from densities n(x) (1/bohr) on the grid.
+
+    Binary form: a .npy body `[N, 64]`; `Accept: application/x-npy` returns the energies,
+    float32 `[N]` (float64 `[N, 3]` with potentials, in JSON only: predicted, exact, error).
+    """
+    answer = negotiate(request)
+    body = await read_body(request, DensityEnergyRequest, "densities")
+    result = await service.energy_from_density(body.densities, body.potentials)
+    return _energies(result, answer)
 
 
 @router.post(
     "/energy/exact",
     tags=["energy"],
     response_model=ExactResponse,
-    openapi_extra=json_body(ExactRequest),
+    responses=NPY_RESPONSE,
+    openapi_extra=json_body(ExactRequest, npy_query={}),
 )
 async def exact_solution(request: Request, service: ServiceDep) -> Response:
-    """Solve the Schrodinger equation exactly: ground-state energy and density of each potential."""
-    body = await read_json(request, ExactRequest)
+    """Solve the Schrodinger equation exactly: ground-state energy and density of each potential.
+
+    Binary form: a .npy body `[N, 64]`; `Accept: application/x-npy` returns float64 `[N, 65]`:
+    column 0 the energy, columns 1-64 the density.
+    """
+    answer = negotiate(request)
+    body = await read_body(request, ExactRequest, "potentials")
     result = await service.exact_solution(body.potentials)
+    if answer == NPY:
+        return npy_response(np.column_stack([result.energies, result.densities]))
     return JSONBody(
         {
             "grid": {"start": -15.0, "stop": 15.0, "points": 64, "unit": "bohr"},

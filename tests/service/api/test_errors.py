@@ -222,7 +222,7 @@ async def test_wrong_content_type_gets_415(client: httpx.AsyncClient) -> None:
         "/api/v1/energy/exact", content=b"1,2,3", headers={"content-type": "text/csv"}
     )
     body = assert_error(response, 415, "content type 'text/csv' is not accepted here")
-    assert body["expected"] == "application/json"
+    assert body["expected"] == "application/json | application/x-npy"
 
 
 async def test_body_over_limit_gets_413_from_declared_length(client: httpx.AsyncClient) -> None:

@@ -1,0 +1,123 @@
+"""Binary arrays over HTTP: `.npy` request bodies and responses, and content negotiation.
+
+Bulk clients send `Content-Type: application/x-npy` (the bytes of `numpy.save`) instead of JSON,
+and ask for `Accept: application/x-npy` to get the main output back the same way. The file is
+parsed without pickle: the header is read and checked first (dtype numeric, not an object or
+structured dtype; data length matching the declared shape), then the data is read.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+from fastapi import Request
+from starlette.responses import Response
+
+from service.errors import InvalidInput, MalformedRequest, NotAcceptable
+
+JSON = "application/json"
+NPY = "application/x-npy"
+_NUMERIC_KINDS = "iuf"
+
+
+def load_npy(body: bytes, field: str) -> np.ndarray:
+    """A numeric array from the bytes of a `.npy` file; never unpickles anything."""
+    stream = io.BytesIO(body)
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except (ValueError, OSError, SyntaxError, TypeError) as exc:
+        raise MalformedRequest(
+            f"body is not a valid .npy file: {exc}",
+            field="body",
+            expected="the bytes of numpy.save(array) (application/x-npy)",
+            received=f"{len(body)} bytes",
+        ) from None
+    if dtype.hasobject or dtype.names is not None or dtype.kind not in _NUMERIC_KINDS:
+        raise InvalidInput.for_field(
+            field,
+            "a numeric array (integer or float dtype)",
+            f"dtype {dtype}",
+            what="unsupported .npy dtype",
+        )
+    expected_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    data_bytes = len(body) - stream.tell()
+    if expected_bytes != data_bytes:
+        raise MalformedRequest(
+            f"body is not a valid .npy file: the header declares shape {list(shape)} "
+            f"({expected_bytes} bytes of data) but {data_bytes} bytes follow",
+            field="body",
+            expected=f"{expected_bytes} bytes of data",
+            received=f"{data_bytes} bytes",
+        )
+    flat = np.frombuffer(body, dtype=dtype, offset=stream.tell())
+    array = flat.reshape(shape, order="F") if fortran else flat.reshape(shape)
+    return array.astype(dtype.newbyteorder("="), copy=False)
+
+
+def dump_npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def npy_response(array: np.ndarray, headers: dict[str, str] | None = None) -> Response:
+    return Response(dump_npy(array), media_type=NPY, headers=headers)
+
+
+def _accepted(header: str) -> list[str]:
+    """Media types of an Accept header, most preferred first (q-values; ties keep order)."""
+    entries: list[tuple[float, int, str]] = []
+    for index, part in enumerate(header.split(",")):
+        pieces = [p.strip() for p in part.split(";")]
+        kind = pieces[0].lower()
+        if not kind:
+            continue
+        quality = 1.0
+        for param in pieces[1:]:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if quality > 0:
+            entries.append((-quality, index, kind))
+    return [kind for _, _, kind in sorted(entries)]
+
+
+def negotiate(request: Request, offers: tuple[str, ...] = (JSON, NPY)) -> str:
+    """The response media type for the Accept header: JSON by default; 406 if none fits."""
+    header = request.headers.get("accept")
+    if not header:
+        return offers[0]
+    for kind in _accepted(header):
+        if kind in offers:
+            return kind
+        if kind in ("*/*", "application/*"):
+            return offers[0]
+    raise NotAcceptable(
+        f"cannot answer with {header!r}; this endpoint produces {' or '.join(offers)}",
+        field="Accept",
+        expected=" | ".join(offers),
+        received=header,
+    )
+
+
+NPY_BODY_DOC: dict[str, Any] = {
+    "schema": {"type": "string", "format": "binary"},
+}
+NPY_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {NPY: {"schema": {"type": "string", "format": "binary"}}},
+        "description": "JSON, or with `Accept: application/x-npy` the main output as a .npy file",
+    },
+    406: {"description": "The Accept header names no type this endpoint produces"},
+}
