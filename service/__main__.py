@@ -40,6 +40,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=["critical", "error", "warning", "info", "debug"],
         help="log level (env MLDM_LOG_LEVEL; default info)",
     )
+    parser.add_argument(
+        "--log-format",
+        choices=["json", "text"],
+        help="json: one JSON object per log line; text: plain lines (env MLDM_LOG_FORMAT; "
+        "default json)",
+    )
     return parser.parse_args(argv)
 
 
@@ -52,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         "MLDM_WORKERS": args.workers,
         "MLDM_MODEL_DIR": args.model_dir,
         "MLDM_LOG_LEVEL": args.log_level,
+        "MLDM_LOG_FORMAT": args.log_format,
     }
     for key, value in overrides.items():
         if value is not None:
