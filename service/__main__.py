@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import logging.config
+import math
 import os
+import signal
+from types import FrameType
 
 from pydantic import ValidationError
 
@@ -49,6 +52,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse options, validate the settings (fail fast), and run uvicorn until stopped."""
     args = parse_args(argv)
@@ -72,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.config.dictConfig(log_config)
     import uvicorn
 
+    # After a graceful shutdown uvicorn re-raises the SIGTERM it caught, which with the default
+    # handler ends the process as "killed by signal 15" even though nothing was lost; exit 0
+    # instead, as orchestrators and process supervisors expect of a clean stop.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         "service.app:create_app",
         factory=True,
@@ -82,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         # Every worker applies this config; the app logs one access line per request itself.
         log_config=log_config,
         access_log=False,
-        # The app answers oversized bodies itself; keep uvicorn's own limits generous.
-        timeout_graceful_shutdown=int(settings.request_timeout_s),
+        # On SIGTERM uvicorn stops accepting, lets requests in flight finish for this long,
+        # then runs the lifespan shutdown.
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
     )
     return 0
 
