@@ -7,6 +7,7 @@ health, server and model metadata, and `infer` with JSON tensors (`name`, `shape
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -151,7 +152,7 @@ def _tensor(model: ModelVersion, index: int, item: Any) -> tuple[str, np.ndarray
     if any(d < 0 for d in item.shape):
         raise InvalidInput.for_field(f"{field}.shape", "non-negative sizes", str(item.shape))
     array = to_numeric_array(item.data, f"{field}.data")
-    size = int(np.prod(item.shape))
+    size = math.prod(item.shape)  # exact: np.prod wraps around int64 for huge shapes
     if array.size != size:
         raise InvalidInput.for_field(
             f"{field}.data",
