@@ -164,3 +164,16 @@ def test_compose_environment_defaults_are_valid_settings(compose: dict, name: st
     assert (settings.host, settings.port) == ("0.0.0.0", 8000)
     assert settings.port in container_ports(compose["services"]["api"])
     assert settings.model_dir == Path("/app/models")
+
+
+@pytest.mark.parametrize("name", API_SERVICES)
+def test_compose_stop_grace_period_outlasts_the_service_drain(compose: dict, name: str) -> None:
+    from service.settings import Settings
+
+    service = compose["services"][name]
+    grace = re.fullmatch(r"(\d+)s", service["stop_grace_period"])
+    assert grace, service["stop_grace_period"]
+    drain = service["environment"].get("MLDM_SHUTDOWN_GRACE_S")
+    drain_s = float(drain) if drain else Settings.model_fields["shutdown_grace_s"].default
+    # Otherwise docker's SIGKILL would cut off the requests the service is still finishing.
+    assert int(grace.group(1)) > drain_s
