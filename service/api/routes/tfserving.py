@@ -45,7 +45,8 @@ _TF_DTYPES = {
 
 def parse_version(text: str) -> int:
     """A version path segment as a positive integer; anything else is a 404."""
-    if not text.isdigit() or int(text) <= 0:
+    # ASCII digits only: str.isdigit() accepts '²', which int() then refuses (a 500).
+    if not (text.isascii() and text.isdigit()) or int(text) <= 0:
         raise NotFound(
             f"version must be a positive integer, received {text!r}",
             field="version",
