@@ -188,8 +188,10 @@ def discover_versions(model_path: Path) -> list[int]:
     """Version numbers under `<model_dir>/<name>/`: positive-integer folder names, ascending."""
     versions = []
     for child in model_path.iterdir():
-        if child.is_dir() and child.name.isdigit() and int(child.name) > 0:
-            versions.append(int(child.name))
+        # ASCII digits only: a folder named '²' passes str.isdigit() but not int().
+        name = child.name
+        if child.is_dir() and name.isascii() and name.isdigit() and int(name) > 0:
+            versions.append(int(name))
     return sorted(versions)
 
 
