@@ -49,7 +49,7 @@ def fingerprint(model_dir: Path) -> Fingerprint:
             continue
         entries.add((model.name, 0, 0))
         for version in model.iterdir():
-            if not (version.is_dir() and version.name.isdigit()):
+            if not (version.is_dir() and version.name.isascii() and version.name.isdigit()):
                 continue
             entries.add((f"{model.name}/{version.name}", 0, 0))
             for path in _files(version):
