@@ -14,12 +14,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from service import observability
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +34,7 @@ BatchFunction = Callable[[np.ndarray], Mapping[str, np.ndarray]]
 class _Request:
     array: np.ndarray
     future: asyncio.Future[Outputs]
+    queued_at: float = field(default_factory=time.perf_counter)
 
     @property
     def size(self) -> int:
@@ -137,6 +141,8 @@ class AdaptiveBatcher:
             sizes = [r.size for r in batch]
             merged = batch[0].array if len(batch) == 1 else np.concatenate([r.array for r in batch])
             self.stats.record(len(batch), int(merged.shape[0]))
+            waited = time.perf_counter() - batch[0].queued_at
+            observability.record_batch(self.name, int(merged.shape[0]), waited)
             try:
                 outputs = await loop.run_in_executor(self.executor, self.function, merged)
             except Exception as exc:
