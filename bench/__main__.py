@@ -1,6 +1,7 @@
 """Run benchmarks by name: ``python -m bench`` runs all, ``python -m bench schrodinger`` one.
 
 Each benchmark is a module ``bench.<name>`` with ``main(argv) -> int``; register it below.
+Options after a single name go to that benchmark: ``python -m bench serving --workers 2``.
 """
 
 from __future__ import annotations
@@ -10,21 +11,27 @@ import sys
 
 BENCHMARKS: dict[str, str] = {
     "schrodinger": "bench.schrodinger",
+    "serving": "bench.serving",
 }
 
 
 def main(argv: list[str]) -> int:
-    if any(arg in ("-h", "--help") for arg in argv):
-        print(f"usage: python -m bench [NAME ...]   (names: {', '.join(BENCHMARKS)})")
-        return 0
-    unknown = [name for name in argv if name not in BENCHMARKS]
+    split = next((i for i, arg in enumerate(argv) if arg.startswith("-")), len(argv))
+    names, options = argv[:split], argv[split:]
+    if options and len(names) != 1:
+        print(
+            f"usage: python -m bench [NAME ...] | python -m bench NAME [OPTIONS]   "
+            f"(names: {', '.join(BENCHMARKS)})"
+        )
+        return 0 if any(arg in ("-h", "--help") for arg in options) else 2
+    unknown = [name for name in names if name not in BENCHMARKS]
     if unknown:
         print(f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHMARKS)}", file=sys.stderr)
         return 2
     status = 0
-    for name in argv or list(BENCHMARKS):
+    for name in names or list(BENCHMARKS):
         print(f"== {name}", flush=True)
-        status |= importlib.import_module(BENCHMARKS[name]).main([])
+        status |= importlib.import_module(BENCHMARKS[name]).main(options)
     return status
 
 

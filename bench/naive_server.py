@@ -1,0 +1,116 @@
+"""The naive reference server of the serving benchmark: a model server as tutorials write one.
+
+A plain FastAPI app that loads the SavedModels into Keras models (`keras.layers.TFSMLayer` in a
+functional `keras.Model`) and calls `model.predict(x)` once per request, with pydantic bodies and
+`.tolist()` responses. It answers the same JSON bodies as our task endpoints for the benchmark's
+scenarios (classify, energy from potential) and `/v2/health/ready`. The routes are plain `def`,
+which FastAPI runs in its thread pool: the kinder of the two tutorial styles (an `async def`
+route calling `predict` would block the event loop outright).
+
+``python -m bench.naive_server --port P [--model-dir models]`` serves it with uvicorn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel
+
+REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
+
+
+def latest_version(model_dir: Path, name: str) -> Path | None:
+    """`<model_dir>/<name>/<highest integer version>`, or None if there is none."""
+    folder = model_dir / name
+    if not folder.is_dir():
+        return None
+    versions = [p for p in folder.iterdir() if p.name.isdigit() and (p / "saved_model.pb").exists()]
+    return max(versions, key=lambda p: int(p.name)) if versions else None
+
+
+def load_keras_model(path: Path, input_name: str, shape: tuple[int, ...]) -> Any:
+    """The SavedModel's `serving_default` as a Keras model, the way the Keras docs reload one."""
+    import keras
+
+    inputs = keras.Input(shape=shape, name=input_name)
+    outputs = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")(inputs)
+    return keras.Model(inputs, outputs)
+
+
+class ClassifyRequest(BaseModel):
+    images: list[Any]
+    scale: str = "unit"
+
+
+class PotentialRequest(BaseModel):
+    potentials: list[Any]
+
+
+def create_app(model_dir: Path = REPO_MODELS) -> FastAPI:
+    import numpy as np
+
+    models: dict[str, Any] = {}
+    classifier_path = latest_version(model_dir, "digit_classifier")
+    if classifier_path is not None:
+        models["digit_classifier"] = load_keras_model(classifier_path, "images", (28, 28, 1))
+    energy_path = latest_version(model_dir, "energy_from_potential")
+    if energy_path is not None:
+        models["energy_from_potential"] = load_keras_model(energy_path, "potential", (64,))
+
+    app = FastAPI(title="naive reference server")
+
+    def model(name: str) -> Any:
+        if name not in models:
+            raise HTTPException(503, f"model {name} is not loaded")
+        return models[name]
+
+    @app.get("/v2/health/ready")
+    def ready() -> dict[str, Any]:
+        return {"ready": True, "models": sorted(models)}
+
+    @app.post("/api/v1/digits/classify")
+    def classify(request: ClassifyRequest) -> dict[str, Any]:
+        x = np.array(request.images, dtype=np.float32)
+        if request.scale == "byte":
+            x = x / 255.0
+        x = x.reshape(-1, 28, 28, 1)
+        probabilities = model("digit_classifier").predict(x, verbose=0)["probabilities"]
+        return {
+            "model": {"name": "digit_classifier"},
+            "predictions": [
+                {"digit": int(p.argmax()), "probabilities": p.tolist()} for p in probabilities
+            ],
+        }
+
+    @app.post("/api/v1/energy/from-potential")
+    def energy_from_potential(request: PotentialRequest) -> dict[str, Any]:
+        x = np.array(request.potentials, dtype=np.float32).reshape(-1, 64)
+        energies = model("energy_from_potential").predict(x, verbose=0)["energy"]
+        return {
+            "model": {"name": "energy_from_potential"},
+            "unit": "hartree",
+            "energies": energies.reshape(-1).tolist(),
+        }
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.naive_server", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--model-dir", type=Path, default=REPO_MODELS)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import uvicorn
+
+    uvicorn.run(create_app(args.model_dir), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

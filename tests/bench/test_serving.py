@@ -1,0 +1,208 @@
+"""The serving benchmark's pure parts: statistics, HTTP framing, results table and targets.
+
+No server is started and nothing is timed here; `python -m bench serving` is the benchmark.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bench import __main__ as dispatcher
+from bench.loadgen import Request, ResponseParser, RunResult, percentile
+from bench.serving import (
+    RAW_BATCH,
+    Row,
+    evaluate_targets,
+    npy_bytes,
+    potentials,
+    render_markdown,
+    write_results,
+)
+
+
+@pytest.mark.parametrize("q", [0, 1, 25, 50, 90, 99, 99.9, 100])
+def test_percentile_matches_numpy_linear(q: float) -> None:
+    values = list(np.random.default_rng(0).exponential(size=101))
+    assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+
+
+def test_percentile_edge_cases() -> None:
+    assert math.isnan(percentile([], 50))
+    assert percentile([3.0], 99) == 3.0
+    assert percentile([4.0, 1.0, 3.0, 2.0], 50) == 2.5  # unsorted input
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+
+
+def test_run_result_summary_counts_errors_apart() -> None:
+    result = RunResult(concurrency=8, items_per_request=10, elapsed_s=2.0, client_cpu_s=0.5)
+    for latency in (0.001, 0.002, 0.003, 0.004):
+        result.record(200, latency)
+    result.record(503, 0.0005)
+    result.record("ConnectionResetError", 0.1)
+    summary = result.summary()
+    assert summary["requests"] == 6
+    assert summary["ok"] == 4 and summary["errors"] == 2
+    assert summary["rps"] == 2.0 and summary["items_per_s"] == 20.0
+    assert summary["p50_ms"] == pytest.approx(2.5)  # errors are not in the latencies
+    assert summary["client_cpu_us_per_req"] == pytest.approx(0.5 / 6 * 1e6)
+    assert math.isnan(summary["server_cpu_us_per_req"])
+    assert summary["statuses"] == {"200": 4, "503": 1, "ConnectionResetError": 1}
+
+
+def test_request_encodes_head_and_body() -> None:
+    wire = Request("POST", "/x?scale=unit", b"abc", (("Content-Type", "a/b"),)).encode("h:1")
+    assert wire == (
+        b"POST /x?scale=unit HTTP/1.1\r\nHost: h:1\r\nContent-Type: a/b\r\n"
+        b"Content-Length: 3\r\n\r\nabc"
+    )
+
+
+def test_response_parser_split_and_pipelined() -> None:
+    one = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX: y\r\n\r\nhello"
+    two = b"HTTP/1.1 422 Unprocessable\r\ncontent-length: 2\r\n\r\n{}"
+    parser = ResponseParser()
+    wire = one + two
+    got = []
+    for i in range(0, len(wire), 7):  # arbitrary TCP segment boundaries
+        got += parser.feed(wire[i : i + 7])
+    assert [(r.status, r.body) for r in got] == [(200, b"hello"), (422, b"{}")]
+    assert got[0].headers["x"] == "y"
+
+
+def test_response_parser_chunked() -> None:
+    wire = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"4\r\nwiki\r\n5\r\npedia\r\n0\r\n\r\n"
+        b"HTTP/1.1 204 No Content\r\n\r\n"
+    )
+    parser = ResponseParser()
+    got = parser.feed(wire[:30]) + parser.feed(wire[30:])
+    assert [(r.status, r.body) for r in got] == [(200, b"wikipedia"), (204, b"")]
+
+
+def test_npy_bytes_round_trip() -> None:
+    array = potentials(3, seed=0)
+    assert array.shape == (3, 64) and array.dtype == np.float32
+    loaded = np.load(io.BytesIO(npy_bytes(array)))
+    np.testing.assert_array_equal(loaded, array)
+
+
+def _summary(concurrency: int, rps: float, p50: float, p99: float, items: int = 1) -> dict:
+    return {
+        "concurrency": concurrency,
+        "requests": 100,
+        "ok": 100,
+        "errors": 0,
+        "statuses": {"200": 100},
+        "elapsed_s": 1.0,
+        "rps": rps,
+        "items_per_s": rps * items,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "client_cpu_us_per_req": 20.0,
+        "server_cpu_us_per_req": 500.0,
+    }
+
+
+def _report(tmp_path: Path) -> dict[str, Any]:
+    single = {"model": "digit_classifier", "bulk": False}
+    bulk = {"model": "digit_classifier", "bulk": True}
+    rows = [
+        Row("classify, 1 image, JSON", "service", _summary(1, 900.0, 1.1, 3.0), extra=single),
+        Row("classify, 1 image, JSON", "service", _summary(64, 2000.0, 30.0, 60.0), extra=single),
+        Row("classify, 1 image, JSON", "naive", _summary(64, 50.0, 900.0, 1500.0), extra=single),
+        Row(
+            "classify, 10000 images, npy",
+            "service",
+            _summary(1, 4.0, 200.0, 260.0, items=10_000),
+            extra=bulk,
+        ),
+    ]
+    raw = {"digit_classifier": {RAW_BATCH: {"items_per_s": 60_000.0, "ms_per_call": 4.3}}}
+    return {
+        "date": "2026-11-24 09:30 UTC",
+        "commit": "abc1234",
+        "dirty": False,
+        "command": "python -m bench serving",
+        "machine": {
+            "cores": 2,
+            "cpu": "Test CPU",
+            "memory_gib": 8.0,
+            "python": "3.12",
+            "tensorflow": "2.21.0",
+            "uvicorn": "0",
+            "fastapi": "0",
+            "uvloop": "no",
+            "httptools": "no",
+            "load_before": [0.1, 0.2, 0.3],
+        },
+        "model_dir": "models",
+        "models": {"digit_classifier": 1},
+        "workers": 1,
+        "client": "raw",
+        "duration_s": 10.0,
+        "max_requests": 1000,
+        "bulk_max_requests": 10,
+        "warmup_s": 1.0,
+        "rows": rows,
+        "raw": raw,
+        "ceiling": [("raw", _summary(64, 30_000.0, 2.0, 5.0))],
+        "targets": evaluate_targets(rows, raw),
+        "memory": [
+            {
+                "workers": 1,
+                "processes": [
+                    {"pid": 1, "role": "uvicorn (serves)", "rss": 512_000, "pss": 400_000}
+                ],
+                "rss": 512_000,
+                "pss": 400_000,
+            }
+        ],
+        "notes": ["a note"],
+    }
+
+
+def test_targets_are_computed_from_rows(tmp_path: Path) -> None:
+    targets = {t["target"]: t for t in _report(tmp_path)["targets"]}
+    one = targets["classify, 1 item, concurrency 1: p50 <= 2 ms"]
+    assert one["met"] and one["measured"] == "p50 1.10 ms"
+    many = targets["classify, 1 item, concurrency 64: >= 20x naive req/s, p99 <= 50 ms"]
+    assert not many["met"]  # 40x naive, but p99 60 ms
+    assert many["measured"] == "40.0x naive, p99 60.0 ms"
+    (bulk,) = [t for t in targets.values() if "npy" in t["target"]]
+    assert bulk["met"]
+    assert bulk["measured"] == "67% (40,000 of 60,000 items/s)"
+
+
+def test_results_file_has_date_commit_and_tables(tmp_path: Path) -> None:
+    path = write_results(_report(tmp_path), tmp_path)
+    assert path.name == "serving-2026-11-24-abc1234.md"
+    text = path.read_text()
+    assert text.startswith("# Serving benchmark, 2026-11-24 09:30 UTC, commit abc1234")
+    assert "2 cores (Test CPU)" in text and "TensorFlow 2.21.0" in text
+    assert "| classify, 1 image, JSON | service | 64 | 100 | 0 | 30.00 | 60.00 |" in text
+    assert "| 40.0x |" in text  # ours / naive at the same concurrency
+    assert "| 67% |" in text  # 40,000 of 60,000 items/s
+    assert "| 1 | **total** | 500 | 391 |" in text
+    assert "- a note" in text
+
+
+def test_markdown_marks_wrong_answers(tmp_path: Path) -> None:
+    report = _report(tmp_path)
+    report["rows"][0].check = "expected 1 prediction"
+    text = render_markdown(report)
+    assert "(**wrong answer**)" in text and "expected 1 prediction" in text
+
+
+def test_dispatcher_knows_serving_and_passes_options(capsys: pytest.CaptureFixture[str]) -> None:
+    assert dispatcher.BENCHMARKS["serving"] == "bench.serving"
+    assert "schrodinger" in dispatcher.BENCHMARKS
+    assert dispatcher.main(["serving", "schrodinger", "--duration", "1"]) == 2
+    assert dispatcher.main(["nope"]) == 2
