@@ -359,10 +359,9 @@ def logging_config(settings: Settings) -> dict[str, Any]:
     """`dictConfig` of the server process: one stderr handler in the configured format and level;
     uvicorn's loggers go through it, and its access log is switched off (ours replaces it)."""
     level = settings.log_level.upper()
+    text = settings.log_format == "text"
     formatter: dict[str, Any] = (
-        {"()": f"{__name__}.JsonFormatter"}
-        if settings.log_format == "json"
-        else {"format": TEXT_FORMAT}
+        {"format": TEXT_FORMAT} if text else {"()": f"{__name__}.JsonFormatter"}
     )
     return {
         "version": 1,
@@ -374,7 +373,8 @@ def logging_config(settings: Settings) -> dict[str, Any]:
                 "class": "logging.StreamHandler",
                 "stream": "ext://sys.stderr",
                 "formatter": "default",
-                "filters": ["request_id"],
+                # The JSON formatter reads the id itself (null outside a request).
+                "filters": ["request_id"] if text else [],
             }
         },
         "root": {"handlers": ["default"], "level": level},
