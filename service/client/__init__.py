@@ -1,0 +1,50 @@
+"""A typed Python client of the mldm-serving API, blocking (`Client`) and asyncio (`AsyncClient`).
+
+```python
+from service.client import Client
+
+with Client("http://localhost:8000", api_key=None) as client:
+    result = client.classify(images)                  # uint8 [N, 28, 28] -> digits, probabilities
+    codes = client.compress(images)                   # list of bytes
+    restored = client.decompress(codes)               # float32 [N, 28, 28]
+    energies = client.energy_from_potential(V, include_exact=True).energies
+```
+
+It needs only httpx, numpy and orjson (never TensorFlow), errors are `ServiceError`s carrying the
+server's message, and big batches travel as `.npy`.
+"""
+
+from service.client._calls import (
+    Classification,
+    Energies,
+    ExactSolution,
+    ModelRef,
+    ModelStatus,
+)
+from service.client._clients import AsyncClient, Client
+from service.client.errors import (
+    InvalidRequest,
+    NotFound,
+    ServerError,
+    ServiceConnectionError,
+    ServiceError,
+    ServiceUnavailable,
+    Unauthorized,
+)
+
+__all__ = [
+    "AsyncClient",
+    "Classification",
+    "Client",
+    "Energies",
+    "ExactSolution",
+    "InvalidRequest",
+    "ModelRef",
+    "ModelStatus",
+    "NotFound",
+    "ServerError",
+    "ServiceConnectionError",
+    "ServiceError",
+    "ServiceUnavailable",
+    "Unauthorized",
+]

@@ -1,0 +1,517 @@
+"""What each endpoint call sends and how its answer is read, shared by `Client` and `AsyncClient`.
+
+A `Call` is a plain description of one HTTP request plus the function that turns the response
+into the result; the two clients only differ in how they send it (and sleep between retries).
+Arrays go as JSON for small batches and as `.npy` bodies (`application/x-npy`, with the scalar
+options in the query string) for batches of `binary_min_items` or more, the answer then coming
+back as `.npy` too; `.npy` is read with `allow_pickle=False`.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import random
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
+from urllib.parse import quote
+
+import httpx
+import numpy as np
+import orjson
+
+from service.client.errors import ServiceConnectionError, ServiceError, error_for_status
+
+T = TypeVar("T")
+
+JSON = "application/json"
+NPY = "application/x-npy"
+API_KEY_HEADER = "X-API-Key"
+REQUEST_ID_HEADER = "X-Request-ID"
+#: Statuses worth a retry: the server (or a balancer) says "not now", nothing was computed.
+RETRY_STATUSES = frozenset({503})
+
+Scale = Literal["unit", "byte"]
+ArrayLike = Any  # numpy arrays, nested lists: anything np.asarray takes
+
+
+# Results --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """The model version that answered."""
+
+    name: str
+    version: int
+
+
+@dataclass(frozen=True)
+class Classification:
+    """One row per image: the most probable digit and the ten probabilities."""
+
+    digits: np.ndarray
+    """int64 `[N]`."""
+    probabilities: np.ndarray
+    """float32 `[N, 10]`."""
+    model: ModelRef | None
+
+
+@dataclass(frozen=True)
+class Energies:
+    """Ground-state energies in Hartree, one per input row."""
+
+    energies: np.ndarray
+    """Predicted, float64 `[N]`."""
+    model: ModelRef | None
+    exact: np.ndarray | None = None
+    """Exact energies, float64 `[N]` (when asked for)."""
+    errors: np.ndarray | None = None
+    """Predicted - exact, float64 `[N]` (when asked for)."""
+
+
+@dataclass(frozen=True)
+class ExactSolution:
+    """The exact ground state of each potential."""
+
+    energies: np.ndarray
+    """float64 `[N]`, Hartree."""
+    densities: np.ndarray
+    """float64 `[N, 64]`, 1/bohr."""
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """One model as `GET /api/v1/models` lists it."""
+
+    name: str
+    ready: bool
+    state: str
+    versions: list[int]
+    failed_versions: dict[int, str] = field(default_factory=dict)
+    error: str | None = None
+
+
+# Options and calls ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Options:
+    """Settings shared by both clients (see `Client` for their meaning)."""
+
+    retries: int = 3
+    backoff_s: float = 0.1
+    max_backoff_s: float = 5.0
+    binary: bool | None = None
+    binary_min_items: int = 64
+
+    def use_binary(self, items: int) -> bool:
+        if self.binary is None:
+            return items >= self.binary_min_items
+        return self.binary
+
+    def delay(self, attempt: int, retry_after: str | None = None) -> float:
+        """Seconds before retry `attempt` (0-based): exponential, capped, with jitter so that
+        many clients refused together do not come back together; `Retry-After` is honoured
+        (within the cap)."""
+        cap = min(self.max_backoff_s, self.backoff_s * 2**attempt)
+        if retry_after is not None:
+            try:
+                return min(self.max_backoff_s, max(float(retry_after), 0.0))
+            except ValueError:
+                pass
+        return cap / 2 + random.uniform(0, cap / 2)
+
+
+@dataclass
+class Call(Generic[T]):
+    """One request and the reader of its answer."""
+
+    method: str
+    path: str
+    read: Callable[[httpx.Response], T]
+    params: dict[str, str] | None = None
+    content: bytes | None = None
+    files: dict[str, tuple[str, bytes, str]] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    #: Error statuses that `read` handles itself instead of raising (readiness 503).
+    answers: frozenset[int] = frozenset()
+
+    def __post_init__(self) -> None:
+        # One id for every attempt, so the server's logs tie the retries together.
+        self.headers.setdefault(REQUEST_ID_HEADER, uuid.uuid4().hex)
+
+    @property
+    def request_id(self) -> str:
+        return self.headers[REQUEST_ID_HEADER]
+
+    @property
+    def safe_to_resend(self) -> bool:
+        """Whether a request that may have reached the server can be sent again (GETs only;
+        a request that never connected can always be)."""
+        return self.method == "GET"
+
+    def request(self, client: httpx.Client | httpx.AsyncClient) -> httpx.Request:
+        return client.build_request(
+            self.method,
+            self.path,
+            params=self.params,
+            content=self.content,
+            files=self.files,
+            headers=self.headers,
+        )
+
+
+def should_retry_status(call: Call[Any], response: httpx.Response) -> bool:
+    return response.status_code in RETRY_STATUSES and response.status_code not in call.answers
+
+
+def should_retry_error(call: Call[Any], error: httpx.TransportError) -> bool:
+    """Connection failures (nothing was sent) always; a failure after sending only for GETs.
+    A timeout is never retried: the server may still be working on the request."""
+    if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout):
+        return True
+    if isinstance(error, httpx.TimeoutException):
+        return False
+    return call.safe_to_resend
+
+
+def finish(call: Call[T], response: httpx.Response) -> T:
+    """The result of a final response, or the `ServiceError` of its status."""
+    if response.is_success or response.status_code in call.answers:
+        return call.read(response)
+    raise error_from(response, call.request_id)
+
+
+def error_from(response: httpx.Response, request_id: str | None = None) -> ServiceError:
+    body: dict[str, Any] = {}
+    try:
+        parsed = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict):
+        body = parsed
+    message = body.get("error")
+    if not isinstance(message, str):  # not our server's shape (a proxy's HTML page, ...)
+        text = response.text.strip()
+        message = text[:300] if text else response.reason_phrase or "no error message"
+    return error_for_status(
+        response.status_code,
+        body,
+        message,
+        response.headers.get(REQUEST_ID_HEADER) or request_id,
+    )
+
+
+def connection_error(call: Call[Any], error: httpx.TransportError) -> ServiceConnectionError:
+    detail = str(error) or "no detail"
+    return ServiceConnectionError(
+        f"{call.method} {call.path}: {type(error).__name__}: {detail}", request_id=call.request_id
+    )
+
+
+# Encoding -------------------------------------------------------------------------------------
+
+
+def _json(payload: dict[str, Any]) -> bytes:
+    return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _json_headers() -> dict[str, str]:
+    return {"Content-Type": JSON, "Accept": JSON}
+
+
+def _npy_headers() -> dict[str, str]:
+    return {"Content-Type": NPY, "Accept": NPY}
+
+
+def dump_npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def load_npy(response: httpx.Response) -> np.ndarray:
+    kind = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if kind != NPY:
+        raise ServiceError(
+            f"expected an {NPY} answer, got {kind or 'no content type'}",
+            status_code=response.status_code,
+            request_id=response.headers.get(REQUEST_ID_HEADER),
+        )
+    array: np.ndarray = np.load(io.BytesIO(response.content), allow_pickle=False)
+    return array
+
+
+def read_json(response: httpx.Response) -> Any:
+    return orjson.loads(response.content)
+
+
+def batch(values: ArrayLike, item_ndim: int, what: str) -> np.ndarray:
+    """`values` as a numeric array with a batch dimension (one item gets a batch of one)."""
+    array = np.asarray(values)
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"{what}: expected numbers, got an array of dtype {array.dtype}")
+    if array.dtype.kind == "f" and array.dtype.itemsize < 4:
+        array = array.astype(np.float32)  # orjson and the server read float32/float64
+    if array.ndim == item_ndim:
+        array = array[np.newaxis]
+    return np.ascontiguousarray(array)
+
+
+def images_batch(images: ArrayLike) -> np.ndarray:
+    array = batch(images, 2, "images")
+    if array.ndim == 3 and array.shape[1:] == (28, 28, 1):  # one image with a channel axis
+        array = array[np.newaxis]
+    return array
+
+
+def infer_scale(array: np.ndarray, scale: Scale | None) -> Scale:
+    """`byte` for uint8 pixels, `unit` for anything else, unless given."""
+    if scale is not None:
+        return scale
+    return "byte" if array.dtype == np.uint8 else "unit"
+
+
+def _model_from_headers(response: httpx.Response) -> ModelRef | None:
+    name = response.headers.get("x-model-name")
+    version = response.headers.get("x-model-version")
+    if name and version and version.isdigit():
+        return ModelRef(name, int(version))
+    return None
+
+
+def _model_from_json(body: dict[str, Any]) -> ModelRef | None:
+    model = body.get("model")
+    if isinstance(model, dict):
+        return ModelRef(str(model["name"]), int(model["version"]))
+    return None
+
+
+# The calls ------------------------------------------------------------------------------------
+
+
+def classify(options: Options, images: ArrayLike, scale: Scale | None) -> Call[Classification]:
+    array = images_batch(images)
+    scale = infer_scale(array, scale)
+    path = "/api/v1/digits/classify"
+    if options.use_binary(len(array)):
+
+        def read_npy(response: httpx.Response) -> Classification:
+            probabilities = load_npy(response).astype(np.float32, copy=False)
+            digits = probabilities.argmax(axis=1).astype(np.int64)
+            return Classification(digits, probabilities, _model_from_headers(response))
+
+        return Call(
+            "POST",
+            path,
+            read_npy,
+            params={"scale": scale},
+            content=dump_npy(array),
+            headers=_npy_headers(),
+        )
+    return Call(
+        "POST",
+        path,
+        _read_classification,
+        content=_json({"images": array, "scale": scale}),
+        headers=_json_headers(),
+    )
+
+
+def _read_classification(response: httpx.Response) -> Classification:
+    body = read_json(response)
+    predictions = body["predictions"]
+    digits = np.array([p["digit"] for p in predictions], dtype=np.int64)
+    probabilities = np.array([p["probabilities"] for p in predictions], dtype=np.float32)
+    return Classification(
+        digits, probabilities.reshape(len(predictions), 10), _model_from_json(body)
+    )
+
+
+def _sniff_image(data: bytes) -> tuple[str, str]:
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "digit.png", "image/png"
+    if data.startswith(b"\xff\xd8"):
+        return "digit.jpg", "image/jpeg"
+    return "digit", "application/octet-stream"
+
+
+def classify_image(
+    image: bytes, filename: str | None, content_type: str | None
+) -> Call[Classification]:
+    name, kind = _sniff_image(image)
+    return Call(
+        "POST",
+        "/api/v1/digits/classify/image",
+        _read_classification,
+        files={"file": (filename or name, bytes(image), content_type or kind)},
+        headers={"Accept": JSON},
+    )
+
+
+def compress(options: Options, images: ArrayLike, scale: Scale | None) -> Call[list[bytes]]:
+    array = images_batch(images)
+    scale = infer_scale(array, scale)
+    path = "/api/v1/digits/compress"
+    if options.use_binary(len(array)):
+
+        def read_npy(response: httpx.Response) -> list[bytes]:
+            return [row.tobytes() for row in load_npy(response).astype(np.uint8, copy=False)]
+
+        return Call(
+            "POST",
+            path,
+            read_npy,
+            params={"scale": scale},
+            content=dump_npy(array),
+            headers=_npy_headers(),
+        )
+
+    def read(response: httpx.Response) -> list[bytes]:
+        return [base64.b64decode(code) for code in read_json(response)["codes"]]
+
+    return Call(
+        "POST",
+        path,
+        read,
+        content=_json({"images": array, "scale": scale}),
+        headers=_json_headers(),
+    )
+
+
+def decompress(options: Options, codes: Sequence[bytes]) -> Call[np.ndarray]:
+    codes = [bytes(code) for code in codes]
+    path = "/api/v1/digits/decompress"
+    lengths = {len(code) for code in codes}
+    # A .npy body is one [N, L] array, so codes of different lengths (versions) go as JSON.
+    if options.use_binary(len(codes)) and len(lengths) == 1:
+        matrix = np.frombuffer(b"".join(codes), dtype=np.uint8).reshape(len(codes), -1)
+
+        def read_npy(response: httpx.Response) -> np.ndarray:
+            return load_npy(response).astype(np.float32, copy=False)
+
+        return Call("POST", path, read_npy, content=dump_npy(matrix), headers=_npy_headers())
+
+    def read(response: httpx.Response) -> np.ndarray:
+        images = read_json(response)["images"]
+        return np.array(images, dtype=np.float32).reshape(len(images), 28, 28)
+
+    payload = {"codes": [base64.b64encode(code).decode("ascii") for code in codes]}
+    return Call("POST", path, read, content=_json(payload), headers=_json_headers())
+
+
+def _read_energies(response: httpx.Response) -> Energies:
+    body = read_json(response)
+    exact = body.get("exact_energies")
+    errors = body.get("errors")
+    return Energies(
+        np.array(body["energies"], dtype=np.float64),
+        _model_from_json(body),
+        None if exact is None else np.array(exact, dtype=np.float64),
+        None if errors is None else np.array(errors, dtype=np.float64),
+    )
+
+
+def _read_energies_npy(response: httpx.Response) -> Energies:
+    array = load_npy(response).astype(np.float64)
+    model = _model_from_headers(response)
+    if array.ndim == 2:  # predicted, exact, error
+        return Energies(array[:, 0], model, array[:, 1], array[:, 2])
+    return Energies(array, model)
+
+
+def energy_from_potential(
+    options: Options, potentials: ArrayLike, include_exact: bool
+) -> Call[Energies]:
+    array = batch(potentials, 1, "potentials")
+    path = "/api/v1/energy/from-potential"
+    if options.use_binary(len(array)):
+        return Call(
+            "POST",
+            path,
+            _read_energies_npy,
+            params={"include_exact": "true" if include_exact else "false"},
+            content=dump_npy(array),
+            headers=_npy_headers(),
+        )
+    payload = {"potentials": array, "include_exact": include_exact}
+    return Call("POST", path, _read_energies, content=_json(payload), headers=_json_headers())
+
+
+def energy_from_density(
+    options: Options, densities: ArrayLike, potentials: ArrayLike | None
+) -> Call[Energies]:
+    array = batch(densities, 1, "densities")
+    path = "/api/v1/energy/from-density"
+    # The .npy form carries one array, so densities that come with potentials go as JSON.
+    if potentials is None and options.use_binary(len(array)):
+        return Call(
+            "POST", path, _read_energies_npy, content=dump_npy(array), headers=_npy_headers()
+        )
+    payload: dict[str, Any] = {"densities": array}
+    if potentials is not None:
+        payload["potentials"] = batch(potentials, 1, "potentials")
+    return Call("POST", path, _read_energies, content=_json(payload), headers=_json_headers())
+
+
+def exact(options: Options, potentials: ArrayLike) -> Call[ExactSolution]:
+    array = batch(potentials, 1, "potentials")
+    path = "/api/v1/energy/exact"
+    if options.use_binary(len(array)):
+
+        def read_npy(response: httpx.Response) -> ExactSolution:
+            columns = load_npy(response).astype(np.float64, copy=False)
+            return ExactSolution(columns[:, 0], columns[:, 1:])
+
+        return Call("POST", path, read_npy, content=dump_npy(array), headers=_npy_headers())
+
+    def read(response: httpx.Response) -> ExactSolution:
+        body = read_json(response)
+        energies = np.array(body["energies"], dtype=np.float64)
+        densities = np.array(body["densities"], dtype=np.float64).reshape(len(energies), -1)
+        return ExactSolution(energies, densities)
+
+    return Call("POST", path, read, content=_json({"potentials": array}), headers=_json_headers())
+
+
+def live() -> Call[bool]:
+    return Call("GET", "/v2/health/live", lambda response: response.is_success)
+
+
+def ready() -> Call[bool]:
+    # A 503 here is the answer "not ready", not a failure to retry.
+    return Call(
+        "GET", "/v2/health/ready", lambda response: response.is_success, answers=frozenset({503})
+    )
+
+
+def models() -> Call[list[ModelStatus]]:
+    def read(response: httpx.Response) -> list[ModelStatus]:
+        return [
+            ModelStatus(
+                name=m["name"],
+                ready=bool(m["ready"]),
+                state=m["state"],
+                versions=[int(v) for v in m["versions"]],
+                failed_versions={int(v): e for v, e in (m.get("failed_versions") or {}).items()},
+                error=m.get("error"),
+            )
+            for m in read_json(response)["models"]
+        ]
+
+    return Call("GET", "/api/v1/models", read)
+
+
+def metadata(name: str, version: int | None) -> Call[dict[str, Any]]:
+    path = f"/v1/models/{quote(name, safe='')}"
+    if version is not None:
+        path += f"/versions/{int(version)}"
+
+    def read(response: httpx.Response) -> dict[str, Any]:
+        body: dict[str, Any] = read_json(response)
+        return body
+
+    return Call("GET", f"{path}/metadata", read)

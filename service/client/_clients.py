@@ -1,0 +1,299 @@
+"""`Client` (blocking) and `AsyncClient` (asyncio) over httpx: one method per endpoint.
+
+Both build the same `Call`s (`service.client._calls`) and differ only in how they send them and
+wait between retries. Retries: a 503 (model not ready, replica starting) and a connection that
+could not be made are retried with exponential backoff and jitter, a dropped connection only on
+GETs; nothing else is retried, so a 4xx is raised at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import httpx
+import numpy as np
+
+from service.client import _calls
+from service.client._calls import (
+    API_KEY_HEADER,
+    ArrayLike,
+    Call,
+    Classification,
+    Energies,
+    ExactSolution,
+    ModelStatus,
+    Options,
+    Scale,
+)
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT_S = 30.0
+
+
+def _headers(api_key: str | None, headers: Mapping[str, str] | None) -> dict[str, str]:
+    merged = {"User-Agent": "mldm-serving-client", **(headers or {})}
+    if api_key is not None:
+        merged[API_KEY_HEADER] = api_key
+    return merged
+
+
+def _timeout(timeout: float | httpx.Timeout | None) -> httpx.Timeout:
+    if isinstance(timeout, httpx.Timeout):
+        return timeout
+    return httpx.Timeout(timeout, connect=min(timeout, 10.0) if timeout else None)
+
+
+class _Settings:
+    """Constructor arguments shared by both clients."""
+
+    def __init__(
+        self,
+        retries: int,
+        backoff_s: float,
+        max_backoff_s: float,
+        binary: bool | None,
+        binary_min_items: int,
+    ) -> None:
+        if retries < 0 or backoff_s < 0 or max_backoff_s < 0 or binary_min_items < 1:
+            raise ValueError(
+                "retries, backoff_s, max_backoff_s must be >= 0, binary_min_items >= 1"
+            )
+        self.options = Options(retries, backoff_s, max_backoff_s, binary, binary_min_items)
+
+
+class Client(_Settings):
+    """A blocking client of the mldm-serving API.
+
+    `Client("http://localhost:8000", api_key=None, timeout=30.0, retries=3)`; use it as a context
+    manager or call `close()`. Arrays are numpy in and out; a single item (one 28x28 image, one
+    64-point potential) is sent as a batch of one and the results always have a batch dimension.
+
+    - `timeout`: seconds per request (or an `httpx.Timeout`); a timed-out request is not retried.
+    - `retries`: extra attempts after a 503 or a failed connection; `backoff_s` doubles per
+      attempt up to `max_backoff_s`, with jitter; a `Retry-After` header is honoured.
+    - `binary`: True to always send and receive `.npy` (`application/x-npy`), False for JSON
+      only, None (default) for `.npy` from `binary_min_items` items per request up.
+    - `transport`: an httpx transport (tests: `starlette.testclient.TestClient`'s, or a mock).
+    """
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        *,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT_S,
+        retries: int = 3,
+        backoff_s: float = 0.1,
+        max_backoff_s: float = 5.0,
+        binary: bool | None = None,
+        binary_min_items: int = 64,
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(retries, backoff_s, max_backoff_s, binary, binary_min_items)
+        self._http = httpx.Client(
+            base_url=base_url,
+            headers=_headers(api_key, headers),
+            timeout=_timeout(timeout),
+            transport=transport,
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _execute(self, call: Call[T]) -> T:
+        options = self.options
+        for attempt in range(options.retries + 1):
+            last = attempt == options.retries
+            try:
+                response = self._http.send(call.request(self._http))
+            except httpx.TransportError as exc:
+                if last or not _calls.should_retry_error(call, exc):
+                    raise _calls.connection_error(call, exc) from exc
+                time.sleep(options.delay(attempt))
+                continue
+            if not last and _calls.should_retry_status(call, response):
+                time.sleep(options.delay(attempt, response.headers.get("retry-after")))
+                continue
+            return _calls.finish(call, response)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    # Digits -----------------------------------------------------------------------------------
+
+    def classify(self, images: ArrayLike, scale: Scale | None = None) -> Classification:
+        """Digits and probabilities of `[N, 28, 28]` (or one `[28, 28]`) images; `scale` is
+        `"unit"` (floats in [0, 1]) or `"byte"` (0-255), by default `"byte"` for uint8 arrays."""
+        return self._execute(_calls.classify(self.options, images, scale))
+
+    def classify_image(
+        self, image: bytes, *, filename: str | None = None, content_type: str | None = None
+    ) -> Classification:
+        """Classify the PNG or JPEG file `image` of one digit (any size; made MNIST-like)."""
+        return self._execute(_calls.classify_image(image, filename, content_type))
+
+    def compress(self, images: ArrayLike, scale: Scale | None = None) -> list[bytes]:
+        """One self-describing code per image (format byte, encoder version, latent bytes)."""
+        return self._execute(_calls.compress(self.options, images, scale))
+
+    def decompress(self, codes: Sequence[bytes]) -> np.ndarray:
+        """float32 `[N, 28, 28]` images in [0, 1], each code decoded by its own version."""
+        return self._execute(_calls.decompress(self.options, codes))
+
+    # Energies ---------------------------------------------------------------------------------
+
+    def energy_from_potential(self, potentials: ArrayLike, include_exact: bool = False) -> Energies:
+        """E[V] of `[N, 64]` potentials (Hartree on linspace(-15, 15, 64) bohr)."""
+        return self._execute(_calls.energy_from_potential(self.options, potentials, include_exact))
+
+    def energy_from_density(
+        self, densities: ArrayLike, potentials: ArrayLike | None = None
+    ) -> Energies:
+        """E[n] of `[N, 64]` densities (1/bohr, normalised); with `potentials`, exact too."""
+        return self._execute(_calls.energy_from_density(self.options, densities, potentials))
+
+    def exact(self, potentials: ArrayLike) -> ExactSolution:
+        """The exact ground-state energies and densities of `[N, 64]` potentials."""
+        return self._execute(_calls.exact(self.options, potentials))
+
+    # Server -----------------------------------------------------------------------------------
+
+    def health(self) -> bool:
+        """Liveness: True when the process answers."""
+        return self._execute(_calls.live())
+
+    def ready(self) -> bool:
+        """Readiness: True when every expected model is loaded (False, not an error, if not)."""
+        return self._execute(_calls.ready())
+
+    def models(self) -> list[ModelStatus]:
+        """Every model the server knows, ready or not, with loaded and failed versions."""
+        return self._execute(_calls.models())
+
+    def metadata(self, name: str, version: int | None = None) -> dict[str, Any]:
+        """TensorFlow Serving's metadata of a model version: signature and model card."""
+        return self._execute(_calls.metadata(name, version))
+
+
+class AsyncClient(_Settings):
+    """The asyncio twin of `Client`: the same constructor (with an async `transport`, e.g.
+    `httpx.ASGITransport(app=app)`) and the same methods, awaited; `async with` or `aclose()`."""
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        *,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT_S,
+        retries: int = 3,
+        backoff_s: float = 0.1,
+        max_backoff_s: float = 5.0,
+        binary: bool | None = None,
+        binary_min_items: int = 64,
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(retries, backoff_s, max_backoff_s, binary, binary_min_items)
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            headers=_headers(api_key, headers),
+            timeout=_timeout(timeout),
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _execute(self, call: Call[T]) -> T:
+        options = self.options
+        for attempt in range(options.retries + 1):
+            last = attempt == options.retries
+            try:
+                response = await self._http.send(call.request(self._http))
+            except httpx.TransportError as exc:
+                if last or not _calls.should_retry_error(call, exc):
+                    raise _calls.connection_error(call, exc) from exc
+                await asyncio.sleep(options.delay(attempt))
+                continue
+            if not last and _calls.should_retry_status(call, response):
+                await asyncio.sleep(options.delay(attempt, response.headers.get("retry-after")))
+                continue
+            return _calls.finish(call, response)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def classify(self, images: ArrayLike, scale: Scale | None = None) -> Classification:
+        """See `Client.classify`."""
+        return await self._execute(_calls.classify(self.options, images, scale))
+
+    async def classify_image(
+        self, image: bytes, *, filename: str | None = None, content_type: str | None = None
+    ) -> Classification:
+        """See `Client.classify_image`."""
+        return await self._execute(_calls.classify_image(image, filename, content_type))
+
+    async def compress(self, images: ArrayLike, scale: Scale | None = None) -> list[bytes]:
+        """See `Client.compress`."""
+        return await self._execute(_calls.compress(self.options, images, scale))
+
+    async def decompress(self, codes: Sequence[bytes]) -> np.ndarray:
+        """See `Client.decompress`."""
+        return await self._execute(_calls.decompress(self.options, codes))
+
+    async def energy_from_potential(
+        self, potentials: ArrayLike, include_exact: bool = False
+    ) -> Energies:
+        """See `Client.energy_from_potential`."""
+        call = _calls.energy_from_potential(self.options, potentials, include_exact)
+        return await self._execute(call)
+
+    async def energy_from_density(
+        self, densities: ArrayLike, potentials: ArrayLike | None = None
+    ) -> Energies:
+        """See `Client.energy_from_density`."""
+        return await self._execute(_calls.energy_from_density(self.options, densities, potentials))
+
+    async def exact(self, potentials: ArrayLike) -> ExactSolution:
+        """See `Client.exact`."""
+        return await self._execute(_calls.exact(self.options, potentials))
+
+    async def health(self) -> bool:
+        """See `Client.health`."""
+        return await self._execute(_calls.live())
+
+    async def ready(self) -> bool:
+        """See `Client.ready`."""
+        return await self._execute(_calls.ready())
+
+    async def models(self) -> list[ModelStatus]:
+        """See `Client.models`."""
+        return await self._execute(_calls.models())
+
+    async def metadata(self, name: str, version: int | None = None) -> dict[str, Any]:
+        """See `Client.metadata`."""
+        return await self._execute(_calls.metadata(name, version))
