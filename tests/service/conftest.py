@@ -209,7 +209,3 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield client
-
-
-def committed_models_present() -> bool:
-    return any(REPO_MODELS.glob("*/*/saved_model.pb"))
