@@ -32,12 +32,22 @@ def _parser() -> argparse.ArgumentParser:
         help="a task to train, 'all' to train every task, or 'evaluate'",
     )
     parser.add_argument("target", nargs="?", help="evaluate: a model name, a task or 'all'")
-    parser.add_argument("--config", default="default", choices=["seed", "default"])
+    parser.add_argument(
+        "--config",
+        default="default",
+        choices=["seed", "default"],
+        help="hyper-parameters: 'seed' = the notebook's, 'default' = the improved ones (default)",
+    )
     parser.add_argument("--epochs", type=int, help="override the config's number of epochs")
     parser.add_argument(
         "--limit", type=int, help="use only this many examples per split (tiny runs, tests)"
     )
-    parser.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR)
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        default=DEFAULT_MODELS_DIR,
+        help="where models/<name>/<version>/ are exported and read (default: the repo's models/)",
+    )
     parser.add_argument(
         "--version", type=int, help="export/evaluate this version (default: next/latest)"
     )
