@@ -263,23 +263,25 @@ class ObservabilityMiddleware:
                 self.metrics.in_flight.dec()
                 model = self.metrics.model_label(route, scope.get("path_params") or {})
                 self.metrics.observe_request(scope["method"], route, model, status, seconds)
-            client = scope.get("client")
-            access_logger.log(
-                logging.INFO if status < 500 else logging.WARNING,
-                "%s %s %d",
-                scope["method"],
-                route,
-                status,
-                extra={
-                    "method": scope["method"],
-                    "route": route,
-                    "path": scope.get("path", ""),
-                    "status": status,
-                    "duration_ms": round(seconds * 1000, 3),
-                    "model": model or None,
-                    "client": client[0] if client else None,
-                },
-            )
+            level = logging.INFO if status < 500 else logging.WARNING
+            if access_logger.isEnabledFor(level):
+                client = scope.get("client")
+                access_logger.log(
+                    level,
+                    "%s %s %d",
+                    scope["method"],
+                    route,
+                    status,
+                    extra={
+                        "method": scope["method"],
+                        "route": route,
+                        "path": scope.get("path", ""),
+                        "status": status,
+                        "duration_ms": round(seconds * 1000, 3),
+                        "model": model or None,
+                        "client": client[0] if client else None,
+                    },
+                )
             context.request_id = None
             _context.reset(token)
 
