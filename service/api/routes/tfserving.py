@@ -182,6 +182,27 @@ async def _predict(
     return JSONBody({"outputs": outputs})
 
 
+# Declared before the GET routes: `/{name}` also matches `x:predict`, and Starlette answers a
+# wrong method (OPTIONS, PUT) with the Allow header of the first route whose path matches.
+_PREDICT_DOC = json_body(TFServingPredictRequest)
+
+
+@router.post("/{name}:predict", openapi_extra=_PREDICT_DOC)
+async def predict(
+    name: str, request: Request, service: ServiceDep, registry: RegistryDep
+) -> Response:
+    """TF Serving predict on the latest version (`instances` or `inputs`)."""
+    return await _predict(name, None, request, service, registry)
+
+
+@router.post("/{name}/versions/{version}:predict", openapi_extra=_PREDICT_DOC)
+async def predict_version(
+    name: str, version: str, request: Request, service: ServiceDep, registry: RegistryDep
+) -> Response:
+    """TF Serving predict on one version."""
+    return await _predict(name, parse_version(version), request, service, registry)
+
+
 @router.get("/{name}")
 async def model_status(name: str, registry: RegistryDep) -> Response:
     """TF Serving model status: the state of every version."""
@@ -208,22 +229,3 @@ async def model_metadata(name: str, registry: RegistryDep) -> Response:
 async def model_version_metadata(name: str, version: str, registry: RegistryDep) -> Response:
     """TF Serving model metadata and model card of one version."""
     return JSONBody(metadata(registry.get(name, parse_version(version))))
-
-
-_PREDICT_DOC = json_body(TFServingPredictRequest)
-
-
-@router.post("/{name}:predict", openapi_extra=_PREDICT_DOC)
-async def predict(
-    name: str, request: Request, service: ServiceDep, registry: RegistryDep
-) -> Response:
-    """TF Serving predict on the latest version (`instances` or `inputs`)."""
-    return await _predict(name, None, request, service, registry)
-
-
-@router.post("/{name}/versions/{version}:predict", openapi_extra=_PREDICT_DOC)
-async def predict_version(
-    name: str, version: str, request: Request, service: ServiceDep, registry: RegistryDep
-) -> Response:
-    """TF Serving predict on one version."""
-    return await _predict(name, parse_version(version), request, service, registry)
