@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from bench import profile as profiling
 from bench.loadgen import Request, RunResult, run_load
 
 REPO = Path(__file__).resolve().parent.parent
@@ -571,6 +572,59 @@ def drive(
     return Row(scenario.name, server.name, result.summary(), check)
 
 
+def profile_run(
+    server: Server,
+    scenario: Scenario,
+    concurrency: int,
+    max_requests: int,
+    duration_s: float,
+    client: str,
+    out: Path,
+) -> profiling.Profile:
+    """An extra, unmeasured run with py-spy sampling the server (never the measured run)."""
+    requests = scenario.requests()
+    sampler = profiling.start(server.pids()[0], duration_s, out)
+    asyncio.run(
+        run_load(
+            "127.0.0.1",
+            server.port,
+            requests,
+            concurrency,
+            max_requests,
+            duration_s + 0.5,
+            scenario.items,
+            client,
+        )
+    )
+    sampler.wait(timeout=duration_s + 60)
+    return profiling.summarize(out.read_text() if out.exists() else "")
+
+
+#: Frames every request passes through (the event loop, thread bootstraps, middleware shells):
+#: left out of the "top functions" list of the results, which is about where time differs.
+_GENERIC_PACKAGES = ("<frozen runpy>", "asyncio", "threading", "concurrent")
+
+
+def profile_lines(profile: profiling.Profile) -> list[str]:
+    packages = ", ".join(f"{name} {share:.0%}" for name, share in profile.top_packages(8))
+    functions = [
+        (name, share)
+        for name, share in profile.top_functions(200)
+        if profiling.package_of(name) not in _GENERIC_PACKAGES
+        and not name.split(" (")[0].endswith("__call__")
+        and not name.startswith(("main (", "run (", "<module> (", "asyncio_run (", "Server.run ("))
+    ][:14]
+    out = [
+        f"busy samples {profile.samples:,} (plus {profile.waiting:,} of threads waiting); "
+        f"self time by package: {packages}",
+        "",
+        "| function (inclusive) | share of busy samples |",
+        "| --- | ---: |",
+    ]
+    out += [f"| `{name}` | {share:.0%} |" for name, share in functions]
+    return out
+
+
 # Results --------------------------------------------------------------------------------------
 
 
@@ -763,6 +817,17 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"| {entry['workers']} | **total** | {entry['rss'] / 1024:.0f} "
                 f"| {entry['pss'] / 1024:.0f} |"
             )
+    if report.get("profiles"):
+        out += [
+            "",
+            "## Profile of the service (py-spy, separate unmeasured runs)",
+            "",
+            "Shares of the samples in which a thread of the server was running Python (or a C "
+            "call made from it, such as TensorFlow's kernels), by the package of the innermost "
+            "frame, then by function including its callees.",
+        ]
+        for title, profile in report["profiles"]:
+            out += ["", f"### {title}", "", *profile_lines(profile)]
     if report.get("notes"):
         out += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
     return "\n".join(out) + "\n"
@@ -844,6 +909,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="run even while `python -m training` is running (numbers then are not honest)",
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="after each measured run of our service, profile an extra run with py-spy",
+    )
+    parser.add_argument("--profile-concurrency", type=int, nargs="+", default=[1, 64], metavar="N")
+    parser.add_argument(
+        "--profile-dir", type=Path, default=None, help="keep py-spy's collapsed stacks here"
+    )
+    parser.add_argument(
+        "--wait-for-training",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to this long for a running `python -m training` to finish first",
+    )
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--no-write", action="store_true", help="print only")
     return parser.parse_args(argv)
@@ -852,6 +933,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     busy = training_running()
+    waited_until = time.monotonic() + args.wait_for_training
+    while busy and time.monotonic() < waited_until:
+        print(f"waiting for training to finish: {busy[0]}", flush=True)
+        time.sleep(min(30.0, max(1.0, waited_until - time.monotonic())))
+        busy = training_running()
     if busy and not args.allow_training:
         print(
             "training is running on this machine; its load would distort the figures:\n  "
@@ -862,8 +948,18 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     model_dir = args.model_dir.resolve()
     wanted = ("digit_classifier", "energy_from_potential")
-    present = {name: latest_version(model_dir, name) for name in wanted}
-    models = [name for name, path in present.items() if path is not None]
+    # Every model of the contract that is committed gets loaded (readiness waits for them all),
+    # as in production; the load scenarios use two of them.
+    contract = (
+        "digit_classifier",
+        "digit_encoder",
+        "digit_decoder",
+        "energy_from_potential",
+        "energy_from_density",
+    )
+    present = {name: latest_version(model_dir, name) for name in contract}
+    loaded = [name for name, path in present.items() if path is not None]
+    models = [name for name in wanted if present[name] is not None]
     if not models:
         print(f"no SavedModels of {wanted} under {model_dir}", file=sys.stderr)
         return 2
@@ -871,8 +967,8 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     if busy:
         notes.append("training was running during this run: the figures are not honest ones")
-    for name, path in present.items():
-        if path is None:
+    for name in wanted:
+        if present[name] is None:
             notes.append(f"{name} is not under {model_dir}: its scenarios were skipped")
     report: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -895,13 +991,14 @@ def main(argv: list[str] | None = None) -> int:
         "ceiling": [],
         "targets": [],
         "memory": [],
+        "profiles": [],
         "notes": notes,
     }
     print(f"machine: {report['machine']}", flush=True)
     all_scenarios = [s for s in scenarios(args.bulk_images, args.bulk_arrays) if s.model in models]
 
     if "raw" in args.only:
-        for name in models:
+        for name in loaded:
             path = present[name]
             assert path is not None
             sizes = sorted(
@@ -947,7 +1044,7 @@ def main(argv: list[str] | None = None) -> int:
         if "service" in args.only:
             max_items = max([s.items for s in all_scenarios] + [1024])
             servers.append(
-                ("service", lambda: our_server(model_dir, models, args.workers, log_dir, max_items))
+                ("service", lambda: our_server(model_dir, loaded, args.workers, log_dir, max_items))
             )
         if "naive" in args.only:
             servers.append(("naive", lambda: naive_server(model_dir, log_dir)))
@@ -969,6 +1066,26 @@ def main(argv: list[str] | None = None) -> int:
                         )
                         row.extra = {"model": scenario.model, "bulk": scenario.bulk}
                         report["rows"].append(row)
+                        if (
+                            args.profile
+                            and name == "service"
+                            and concurrency in args.profile_concurrency
+                        ):
+                            stacks_dir = args.profile_dir or log_dir
+                            stacks_dir.mkdir(parents=True, exist_ok=True)
+                            slug = "".join(c if c.isalnum() else "-" for c in scenario.name)
+                            profile = profile_run(
+                                server,
+                                scenario,
+                                concurrency,
+                                args.bulk_max_requests if scenario.bulk else args.max_requests,
+                                min(args.duration, 6.0),
+                                args.client,
+                                stacks_dir / f"{slug}-c{concurrency}.txt",
+                            )
+                            report["profiles"].append(
+                                (f"{scenario.name}, concurrency {concurrency}", profile)
+                            )
                         s = row.summary
                         print(
                             f"{name:8s} {scenario.name:34s} c={concurrency:<3d} "
@@ -981,7 +1098,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if "memory" in args.only:
             for workers in (1, 2):
-                entry = measure_memory(model_dir, models, workers, log_dir)
+                entry = measure_memory(model_dir, loaded, workers, log_dir)
                 report["memory"].append(entry)
                 print(
                     f"memory, {workers} worker(s): RSS {entry['rss'] / 1024:.0f} MiB, "
