@@ -7,10 +7,11 @@ model off the event loop through the `ModelRunner`, and returns plain numpy resu
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import anyio
 import numpy as np
 
 from service import codec, imaging
@@ -36,6 +37,9 @@ MAX_ABS_POTENTIAL = 1.0e6
 DENSITY_NORM_TOLERANCE = 1.0e-2
 
 PixelScale = Literal["unit", "byte"]
+
+#: Nested-list inputs with more items than this are validated in a worker thread.
+_OFFLOAD_ITEMS = 64
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,15 @@ class InferenceService:
         self.settings = settings
         self.runner = runner
 
+    async def _offload(
+        self, check: Callable[..., np.ndarray], value: Any, *args: Any
+    ) -> np.ndarray:
+        """Run a validation inline for small inputs, in a worker thread for big nested lists
+        (converting thousands of JSON arrays takes long enough to stall the event loop)."""
+        if isinstance(value, list) and len(value) > _OFFLOAD_ITEMS:
+            return await anyio.to_thread.run_sync(check, value, *args)
+        return check(value, *args)
+
     # Digits ----------------------------------------------------------------------------------
 
     def images_from(self, value: Any, scale: PixelScale, field: str = "images") -> np.ndarray:
@@ -128,7 +141,7 @@ class InferenceService:
     async def classify(self, images: Any, scale: PixelScale = "unit") -> Classification:
         """Digit and the ten probabilities for each image."""
         model = self.registry.get(CLASSIFIER)
-        batch = self.images_from(images, scale)
+        batch = await self._offload(self.images_from, images, scale)
         return await self.classify_batch(model, batch)
 
     async def classify_upload(self, data: bytes, field: str = "file") -> Classification:
@@ -167,7 +180,7 @@ class InferenceService:
     async def compress(self, images: Any, scale: PixelScale = "unit") -> Compression:
         """Each image as a self-describing code: header + the encoder's latent bytes."""
         model = self.encoder_for_compression()
-        batch = self.images_from(images, scale)
+        batch = await self._offload(self.images_from, images, scale)
         latent = await self.runner.run(model, fit_to_spec(batch, model.input, "images"))
         latent = np.asarray(latent, dtype=np.uint8).reshape(latent.shape[0], -1)
         codes = [codec.pack(model.version, row) for row in latent]
@@ -267,7 +280,7 @@ class InferenceService:
     ) -> EnergyPrediction:
         """Ground-state energies (Hartree) predicted from potentials; optionally with the exact."""
         self.registry.get(ENERGY_FROM_POTENTIAL)  # 503 before any validation work
-        arrays = self.potentials_from(potentials)
+        arrays = await self._offload(self.potentials_from, potentials)
         prediction = await self._energy(ENERGY_FROM_POTENTIAL, arrays, "potentials")
         if not include_exact:
             return prediction
@@ -282,10 +295,10 @@ class InferenceService:
     async def energy_from_density(self, densities: Any, potentials: Any = None) -> EnergyPrediction:
         """Energies (Hartree) predicted from densities; with `potentials`, also the exact ones."""
         self.registry.get(ENERGY_FROM_DENSITY)
-        arrays = self.densities_from(densities)
+        arrays = await self._offload(self.densities_from, densities)
         exact_for = None
         if potentials is not None:
-            exact_for = self.potentials_from(potentials)
+            exact_for = await self._offload(self.potentials_from, potentials)
             if exact_for.shape[0] != arrays.shape[0]:
                 raise InvalidInput.for_field(
                     "potentials",
@@ -305,7 +318,7 @@ class InferenceService:
 
     async def exact_solution(self, potentials: Any) -> ExactSolution:
         """The exact ground state of each potential from the project's own solver."""
-        return await self._solve(self.potentials_from(potentials))
+        return await self._solve(await self._offload(self.potentials_from, potentials))
 
     async def _solve(self, potentials: np.ndarray) -> ExactSolution:
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
+import anyio
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
@@ -22,6 +23,8 @@ M = TypeVar("M", bound=BaseModel)
 DOCUMENTED_MODELS: list[type[BaseModel]] = []
 
 JSON = "application/json"
+#: Bodies larger than this are parsed in a worker thread, off the event loop.
+_OFFLOAD_BYTES = 256 * 1024
 
 
 def media_type(request: Request) -> str:
@@ -60,7 +63,10 @@ async def read_body(request: Request, model: type[M], array_field: str | None) -
             expected=" | ".join(accepted),
             received=kind,
         )
-    return parse_json(await request.body(), model)
+    body = await request.body()
+    if len(body) > _OFFLOAD_BYTES:  # a big body would hold up every other request while parsed
+        return await anyio.to_thread.run_sync(parse_json, body, model)
+    return parse_json(body, model)
 
 
 def parse_json(body: bytes, model: type[M]) -> M:

@@ -10,6 +10,9 @@ from service import codec
 from service.errors import InvalidInput
 from service.inference import GRID as SERVICE_GRID
 from service.inference import InferenceService
+from service.registry import ModelRegistry
+from service.runtime import ModelRunner
+from service.settings import Settings
 from tests.service.helpers import images, potentials
 
 
@@ -149,3 +152,21 @@ async def test_exact_solution_matches_solver(service: InferenceService) -> None:
 async def test_predict_rejects_unknown_input_name(service: InferenceService) -> None:
     with pytest.raises(InvalidInput, match="unknown input name"):
         await service.predict("energy_from_density", None, {"potential": potentials(1)}, "inputs")
+
+
+async def test_energy_from_potential_validates_big_batch_in_thread(
+    tiny_registry: ModelRegistry, settings: Settings
+) -> None:
+    # over _OFFLOAD_ITEMS items: validated in a worker thread, same answers and same errors
+    tuned = settings.model_copy(update={"max_batch_size": 500})
+    runner = ModelRunner(tuned)
+    service = InferenceService(tiny_registry, tuned, runner)
+    V = potentials(300)
+    result = await service.energy_from_potential(V.tolist())
+    expected = tiny_registry.get("energy_from_potential").predict_one(V.astype(np.float32))
+    np.testing.assert_allclose(result.energies, expected, rtol=1e-6)
+    bad = V.tolist()
+    bad[250][3] = "x"
+    with pytest.raises(InvalidInput, match=r"potentials\[250\]\[3\]: expected a number"):
+        await service.energy_from_potential(bad)
+    await runner.aclose()

@@ -32,6 +32,22 @@ async def test_classify_digits_returns_digit_and_probabilities(
     assert [p["digit"] for p in body["predictions"]] == expected.argmax(axis=1).tolist()
 
 
+async def test_classify_digits_parses_big_body(
+    client: httpx.AsyncClient, tiny_registry: ModelRegistry
+) -> None:
+    batch = images(60, seed=9)  # ~0.9 MB of JSON: parsed and validated off the event loop
+    response = await client.post(
+        "/api/v1/digits/classify", json={"images": batch.tolist(), "scale": "unit"}
+    )
+    assert response.status_code == 200, response.text
+    assert len(response.request.content) > 256 * 1024
+    expected = tiny_registry.get("digit_classifier").predict_one(
+        batch.reshape(60, 28, 28, 1).astype(np.float32)
+    )
+    got = np.array([p["probabilities"] for p in response.json()["predictions"]], np.float32)
+    np.testing.assert_array_equal(got, expected)
+
+
 async def test_classify_digits_accepts_byte_scale(client: httpx.AsyncClient) -> None:
     pixels = np.zeros((28, 28), dtype=int)
     pixels[5:20, 12:15] = 255
