@@ -109,9 +109,23 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = FastAPI.openapi(app)
-            app.openapi_schema = add_documented_models(schema)
+            schema = add_documented_models(FastAPI.openapi(app))
+            if settings.api_key is None:
+                _drop_api_key(schema)
+            app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _drop_api_key(schema: dict[str, Any]) -> None:
+    """Without a configured key no route asks for one: say so in the OpenAPI document too."""
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            if isinstance(operation, dict):
+                operation.pop("security", None)
+    schemes = schema.get("components", {}).get("securitySchemes", {})
+    schemes.pop("APIKeyHeader", None)
+    if not schemes:
+        schema.get("components", {}).pop("securitySchemes", None)

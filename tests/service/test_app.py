@@ -110,3 +110,12 @@ async def test_openapi_documents_request_bodies_and_errors(client: httpx.AsyncCl
     ):
         assert path in schema["paths"]
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_openapi_declares_api_key_only_when_configured(tiny_model_dir: Path) -> None:
+    for key, declared in ((None, False), ("k" * 24, True)):
+        app = create_app(Settings(model_dir=tiny_model_dir, warmup=False, api_key=key))
+        schema = app.openapi()
+        operation = schema["paths"]["/api/v1/energy/exact"]["post"]
+        assert ("security" in operation) is declared
+        assert ("securitySchemes" in schema.get("components", {})) is declared
