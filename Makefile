@@ -7,7 +7,7 @@ STAMP := $(VENV)/.setup-stamp
 HOST ?= 0.0.0.0
 PORT ?= 8000
 
-.PHONY: setup serve test lint typecheck format data train evaluate bench clean hadolint audit lock
+.PHONY: setup serve test lint typecheck format data train evaluate bench clean hadolint audit lock fuzz soak
 
 $(STAMP): requirements-dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ serve: $(STAMP)  ## run the service on the committed models (honours HOST and PO
 
 test: $(STAMP)  ## the whole test suite (what CI runs)
 	$(BIN)/python -m pytest
+
+fuzz: $(STAMP)  ## schemathesis against the real server on loopback, every operation (bounded, ~2 min)
+	MLDM_FUZZ=1 $(BIN)/python -m pytest -q -s tests/service/test_schema_fuzz.py
+
+soak: $(STAMP)  ## 60 s soak of the server on loopback at its highest sustainable rate
+	$(BIN)/python -m bench soak
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -11,12 +11,7 @@ dropped. Requests started after the signal must be refused at the connection.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,66 +21,24 @@ import httpx
 import pytest
 
 from tests.service.helpers import potentials
+from tests.service.live_server import LiveServer, live_server
 
-REPO = Path(__file__).resolve().parents[2]
 BURST = 8
 #: Potentials per request: enough solver work that the burst outlasts the signal's delivery.
 PER_REQUEST = 1024
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
 @pytest.fixture
-def server(tiny_model_dir: Path, tmp_path: Path) -> Iterator[Server]:
-    port = _free_port()
-    log = tmp_path / "server.log"
+def server(tiny_model_dir: Path, tmp_path: Path) -> Iterator[LiveServer]:
     env = {
-        **os.environ,
         "MLDM_WARMUP": "true",
         "MLDM_INFERENCE_THREADS": "1",
         "MLDM_SHUTDOWN_GRACE_S": "120",
         "MLDM_REQUEST_TIMEOUT_S": "120",
-        "MLDM_LOG_FORMAT": "text",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "MLDM_LOG_LEVEL": "info",
     }
-    command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--model-dir", str(tiny_model_dir), "--log-level", "info"]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=sink, stderr=sink)
-    server = Server(process, f"http://127.0.0.1:{port}", log)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"server exited with {process.returncode}:\n{server.output()}")
-            try:
-                if httpx.get(f"{server.url}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready within 120 s:\n{server.output()}")
-            time.sleep(0.25)
+    with live_server(tiny_model_dir, tmp_path / "server.log", env) as server:
         yield server
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 @dataclass
@@ -97,7 +50,7 @@ class Outcome:
     finished_after_signal: bool = False
 
 
-async def _burst(server: Server) -> tuple[list[Outcome], list[str]]:
+async def _burst(server: LiveServer) -> tuple[list[Outcome], list[str]]:
     body = {"potentials": potentials(PER_REQUEST, seed=3).tolist()}
     outcomes = [Outcome() for _ in range(BURST)]
     all_sent = asyncio.Event()
@@ -160,7 +113,7 @@ async def _probe_until_refused(url: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_sigterm_mid_burst_completes_accepted_requests_and_exits_0(server: Server) -> None:
+def test_sigterm_mid_burst_completes_accepted_requests_and_exits_0(server: LiveServer) -> None:
     outcomes, probes = asyncio.run(_burst(server))
     code = server.process.wait(timeout=180)
     output = server.output()
