@@ -165,9 +165,9 @@ def as_batch(
             what=f"batch too large: at most {max_items} items per request",
         )
     check_finite(array, field, single)
-    if value_range is not None:
+    if value_range is not None and not _dtype_within(array.dtype, value_range[0], value_range[1]):
         check_range(array, field, *value_range, single=single)
-    if integers:
+    if integers and array.dtype.kind == "f":
         fractional = array != np.rint(array)
         if fractional.any():
             where = tuple(int(i) for i in np.argwhere(fractional)[0])
@@ -175,6 +175,15 @@ def as_batch(
                 item_index(field, where, single), "an integer", f"{array[where]:g}"
             )
     return array, single
+
+
+def _dtype_within(dtype: np.dtype[Any], low: float, high: float) -> bool:
+    """Whether every value of an integer dtype lies in [low, high] (uint8 in [0, 255]): then
+    the per-element check of a bulk array can be skipped."""
+    if dtype.kind not in "iu":
+        return False
+    info = np.iinfo(dtype)
+    return bool(info.min >= low and info.max <= high)
 
 
 def check_range(

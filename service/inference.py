@@ -135,7 +135,8 @@ class InferenceService:
                 value_range=(0.0, 255.0, "pixels (scale 'byte')"),
                 integers=True,
             )
-            return images / 255.0
+            # float32 arithmetic: the model's dtype, and no float64 copy of a bulk batch
+            return images.astype(np.float32) / np.float32(255.0)
         raise InvalidInput.for_field("scale", "'unit' or 'byte'", describe(scale))
 
     async def classify(self, images: Any, scale: PixelScale = "unit") -> Classification:

@@ -187,3 +187,13 @@ def test_load_npy_reads_big_endian_and_fortran_order() -> None:
     loaded = load_npy(buffer.getvalue(), "x")
     np.testing.assert_array_equal(loaded, array)
     assert loaded.dtype == np.dtype("float32")
+
+
+async def test_npy_integer_pixels_outside_byte_range_get_422(client: httpx.AsyncClient) -> None:
+    pixels = np.zeros((2, 28, 28), dtype=np.int16)
+    pixels[1, 4, 5] = 300
+    response = await client.post(
+        "/api/v1/digits/classify", params={"scale": "byte"}, content=dump_npy(pixels), headers=NPY
+    )
+    body = assert_error(response, 422, "value out of range", field="images[1][4][5]")
+    assert body["received"] == "300"
