@@ -53,7 +53,8 @@ def from_validation_errors(errors: Sequence[Any]) -> ServiceError:
         return InvalidInput.for_field(field, "a value", "nothing", "required field missing")
     if kind == "extra_forbidden":
         return InvalidInput.for_field(field, "no such field", received, "unknown field")
-    if kind in ("model_type", "model_attributes_type", "dict_type") and len(loc) <= 1:
+    # Only the body itself: `{"parameters": [1]}` fails at loc ("parameters",), a field.
+    if kind in ("model_type", "model_attributes_type", "dict_type") and field == "body":
         return InvalidInput.for_field("body", "a JSON object", received)
     if kind == "literal_error":
         return InvalidInput.for_field(field, str(ctx.get("expected", first.get("msg"))), received)
