@@ -170,6 +170,16 @@ async def _predict(
     body = await read_json(request, TFServingPredictRequest)
     inputs, row = _named_inputs(body, model)
     field = "instances" if row else "inputs"
+    for key, value in inputs.items():
+        spec = model.inputs.get(key)
+        # b64 carries bytes: for a float input its bytes would silently become numbers 0-255.
+        if isinstance(value, np.ndarray) and spec is not None and spec.dtype != np.uint8:
+            raise InvalidInput.for_field(
+                field,
+                f"numbers for the {spec.dtype} input {key!r}",
+                "b64 bytes",
+                what="b64 values are accepted only for uint8 inputs",
+            )
     model, outputs = await service.predict(name, model.version, inputs, field)
     if row:
         if len(outputs) == 1:
