@@ -9,6 +9,7 @@ structured dtype; data length matching the declared shape), then the data is rea
 from __future__ import annotations
 
 import io
+import math
 from typing import Any
 
 import numpy as np
@@ -47,7 +48,15 @@ def load_npy(body: bytes, field: str) -> np.ndarray:
             f"dtype {dtype}",
             what="unsupported .npy dtype",
         )
-    expected_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if any(size < 0 for size in shape):  # reshape would read -1 as "infer" or fail (a 500)
+        raise MalformedRequest(
+            f"body is not a valid .npy file: negative size in shape {list(shape)}",
+            field="body",
+            expected="a shape of non-negative sizes",
+            received=f"shape {list(shape)}",
+        )
+    # Exact: np.prod wraps around int64, so (2**32, 2**32) would claim 0 bytes of data.
+    expected_bytes = math.prod(shape) * dtype.itemsize
     data_bytes = len(body) - stream.tell()
     if expected_bytes != data_bytes:
         raise MalformedRequest(
