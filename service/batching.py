@@ -75,6 +75,8 @@ class AdaptiveBatcher:
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.name = name
+        #: What the batcher serves (the runner keeps one batcher per model version object).
+        self.owner: object = None
         self.stats = BatchStats()
         self._queue: deque[_Request] = deque()
         self._wakeup = asyncio.Event()

@@ -31,14 +31,21 @@ class ModelRunner:
         self._executor = ThreadPoolExecutor(
             max_workers=settings.inference_threads, thread_name_prefix="inference"
         )
-        self._batchers: dict[tuple[str, int], AdaptiveBatcher] = {}
+        self._batchers: dict[int, AdaptiveBatcher] = {}
+        self._policies: dict[str, tuple[bool, int, float]] = {}
 
     def batcher(self, model: ModelVersion) -> AdaptiveBatcher | None:
         """The batcher of a one-input model version, if batching is on for it."""
-        enabled, size, wait = self.settings.batching_for(model.name)
+        policy = self._policies.get(model.name)
+        if policy is None:  # settings are frozen for the app's life: resolve once per model
+            policy = self._policies[model.name] = self.settings.batching_for(model.name)
+        enabled, size, wait = policy
         if not enabled or len(model.inputs) != 1:
             return None
-        key = (model.name, model.version)
+        # One queue per model object: a version folder replaced on disk and reloaded is a new
+        # object, and requests still holding the old one keep using the old queue. The batcher
+        # holds its model (`owner`), so the id cannot be reused while the entry exists.
+        key = id(model)
         batcher = self._batchers.get(key)
         if batcher is None:
             input_name = model.input.name
@@ -49,6 +56,7 @@ class ModelRunner:
             batcher = AdaptiveBatcher(
                 call, self._executor, size, wait, name=f"{model.name}/{model.version}"
             )
+            batcher.owner = model
             self._batchers[key] = batcher
         return batcher
 

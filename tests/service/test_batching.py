@@ -151,3 +151,20 @@ async def test_batching_switched_off_per_model(
     assert runner.batcher(tiny_registry.get("digit_classifier")) is None
     assert runner.batcher(tiny_registry.get("energy_from_density")) is not None
     await runner.aclose()
+
+
+async def test_runner_gives_reloaded_version_object_its_own_batcher(
+    tiny_registry: ModelRegistry, settings: Settings
+) -> None:
+    from service.registry import load_version
+
+    runner = ModelRunner(settings)
+    old = tiny_registry.get("energy_from_potential")
+    new = load_version(old.name, old.version, old.path)
+    old_batcher, new_batcher = runner.batcher(old), runner.batcher(new)
+    assert old_batcher is not None and new_batcher is not None
+    assert old_batcher is not new_batcher
+    V = potentials(2).astype(np.float32)
+    np.testing.assert_array_equal(await runner.run(old, V), await runner.run(new, V))
+    assert runner.batcher(old) is old_batcher and runner.batcher(new) is new_batcher
+    await runner.aclose()
