@@ -83,7 +83,20 @@ class AdaptiveBatcher:
         self._worker: asyncio.Task[None] | None = None
 
     async def submit(self, array: np.ndarray) -> Outputs:
-        """The function's outputs for `array` alone, computed as part of a merged batch."""
+        """The function's outputs for `array` alone, computed as part of a merged batch.
+
+        An array of more than `max_batch_size` items is queued as consecutive chunks, so one
+        bulk request neither holds the model for long nor needs the memory of one huge call.
+        """
+        if array.shape[0] > self.max_batch_size:
+            step = self.max_batch_size
+            parts = await asyncio.gather(
+                *(self._submit(array[i : i + step]) for i in range(0, array.shape[0], step))
+            )
+            return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+        return await self._submit(array)
+
+    async def _submit(self, array: np.ndarray) -> Outputs:
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._run(), name=f"batcher-{self.name}")
         future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()

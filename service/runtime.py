@@ -67,9 +67,14 @@ class ModelRunner:
         batcher = self.batcher(model)
         what = f"model {model.name!r}"
         if batcher is None:
-            return await self.call(what, model.predict, inputs)
+            return await self.call(what, _predict_in_chunks, model, inputs, self._chunk(model))
         (array,) = inputs.values()
         return await self._limit(what, batcher.submit(array))
+
+    def _chunk(self, model: ModelVersion) -> int:
+        """Largest number of items per model call (the batch size of batching, even when off)."""
+        policy = self._policies.get(model.name) or self.settings.batching_for(model.name)
+        return policy[1]
 
     async def run(self, model: ModelVersion, array: np.ndarray) -> np.ndarray:
         """The model's single output for `array`."""
@@ -98,3 +103,17 @@ class ModelRunner:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _predict_in_chunks(
+    model: ModelVersion, inputs: Mapping[str, np.ndarray], chunk: int
+) -> dict[str, np.ndarray]:
+    """`model.predict` in calls of at most `chunk` items, concatenated: bounded memory."""
+    count = next(iter(inputs.values())).shape[0]
+    if count <= chunk:
+        return model.predict(inputs)
+    parts = [
+        model.predict({key: value[i : i + chunk] for key, value in inputs.items()})
+        for i in range(0, count, chunk)
+    ]
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}

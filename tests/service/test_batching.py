@@ -168,3 +168,27 @@ async def test_runner_gives_reloaded_version_object_its_own_batcher(
     np.testing.assert_array_equal(await runner.run(old, V), await runner.run(new, V))
     assert runner.batcher(old) is old_batcher and runner.batcher(new) is new_batcher
     await runner.aclose()
+
+
+async def test_batcher_splits_request_over_max_batch_size(executor: ThreadPoolExecutor) -> None:
+    calls: list[int] = []
+    batcher = AdaptiveBatcher(_doubling(calls), executor, 4, max_wait_s=0.0)  # type: ignore[arg-type]
+    array = np.arange(20, dtype=np.float64).reshape(10, 2)
+    result = await batcher.submit(array)
+    np.testing.assert_array_equal(result["y"], array * 2)
+    assert calls == [4, 4, 2]
+    await batcher.close()
+
+
+async def test_runner_without_batching_calls_model_in_chunks(
+    tiny_registry: ModelRegistry, settings: Settings
+) -> None:
+    tuned = Settings(model_dir=settings.model_dir, batching_enabled=False, batch_max_size=7)
+    runner = ModelRunner(tuned)
+    model = tiny_registry.get("energy_from_potential")
+    V = potentials(30).astype(np.float32)
+    assert runner.batcher(model) is None
+    chunked = await runner.run(model, V)
+    np.testing.assert_allclose(chunked, model.predict_one(V), rtol=1e-6)
+    assert chunked.shape == (30,)
+    await runner.aclose()
