@@ -12,6 +12,7 @@ import sys
 BENCHMARKS: dict[str, str] = {
     "schrodinger": "bench.schrodinger",
     "serving": "bench.serving",
+    "soak": "bench.soak",
 }
 
 
