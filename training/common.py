@@ -79,13 +79,22 @@ def export_saved_model(
     Only the variables of ``tracked`` are saved (no optimizer state); ``fn`` takes one tensor
     whose signature name is ``input_name`` and returns a dict of named outputs.
     """
-    archive = keras.export.ExportArchive()
-    for model in tracked:
-        archive.track(model)
+    # A bare tf.Module rather than keras.export.ExportArchive: the archive tracks every variable
+    # twice (as `variables` and `_all_variables`), which doubles the size of variables/.
+    module = tf.Module()
+    module.weights = [_backing_variable(v) for model in tracked for v in model.weights]
     spec = tf.TensorSpec(input_spec.shape, input_spec.dtype, name=input_name)
-    archive.add_endpoint(name=SIGNATURE, fn=tf.function(fn), input_signature=[spec])
+    module.serve = tf.function(fn, input_signature=[spec])
     path.parent.mkdir(parents=True, exist_ok=True)
-    archive.write_out(str(path), verbose=False)
+    tf.saved_model.save(
+        module, str(path), signatures={SIGNATURE: module.serve.get_concrete_function()}
+    )
+
+
+def _backing_variable(variable: Any) -> tf.Variable:
+    """The tf.Variable behind a Keras 3 variable (what a traced function captures)."""
+    value = getattr(variable, "value", variable)
+    return value if isinstance(value, tf.Variable) else variable
 
 
 def load_signature(path: Path) -> Any:
@@ -160,6 +169,11 @@ def git_commit() -> str:
     return head + ("-dirty" if dirty else "")
 
 
+#: The commit this process's code came from, taken at import (before training starts), so that a
+#: commit made while a long run is going does not end up in its model card.
+STARTED_FROM = git_commit()
+
+
 def utc_now() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
@@ -182,6 +196,7 @@ def write_model_card(
     summary: str,
     targets: Mapping[str, str],
     plots: Sequence[str],
+    command: str,
 ) -> dict[str, Any]:
     """Write ``metrics.json`` and ``MODEL_CARD.md`` into the version folder ``path``."""
     card: dict[str, Any] = {
@@ -194,11 +209,12 @@ def write_model_card(
         "training_seconds": round(training_seconds, 1),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
-        "git_commit": git_commit(),
+        "git_commit": STARTED_FROM,
         "data": dict(data),
         "signature": signature_description(load_signature(path)),
         "metrics": {key: float(value) for key, value in metrics.items()},
         "created": utc_now(),
+        "command": command,
     }
     (path / "metrics.json").write_text(json.dumps(card, indent=2) + "\n")
     (path / "MODEL_CARD.md").write_text(_markdown_card(card, summary, targets, plots))
@@ -245,6 +261,7 @@ def _markdown_card(
         f"- git commit: `{card['git_commit']}`",
         f"- data: {card['data']['source']}; splits {json.dumps(card['data']['splits'])}",
         f"- created: {card['created']}",
+        f"- reproduce: `{card['command']}`",
         "",
         "## Plots",
         "",

@@ -254,6 +254,7 @@ def export(
             "test_accuracy_last_5000": "notebook: 0.9904",
         },
         plots=plot_files,
+        command=f"python -m training {TASK} --config {result.config.name}",
     )
     return [Exported(NAME, version, path, metrics)]
 

@@ -300,6 +300,7 @@ def export(result: TrainResult, data: CodecData, models_dir: Path, version: int)
                 "test_mse": "notebook: 0.0263",
             },
             plots=plot_files,
+            command=f"python -m training {TASK} --config {result.config.name}",
         )
         exported.append(Exported(name, version, path, metrics))
     return exported

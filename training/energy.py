@@ -389,6 +389,7 @@ def export(
         summary=_summary(task),
         targets=_TARGETS[task.task],
         plots=plot_files,
+        command=f"python -m training {task.task} --config {result.config.name}",
     )
     return [Exported(task.name, version, path, metrics)]
 
