@@ -71,7 +71,9 @@ async def read_body(request: Request, model: type[M], array_field: str | None) -
 
 def parse_json(body: bytes, model: type[M]) -> M:
     try:
-        return model.model_validate_json(body)
+        # Strict: JSON has real booleans and integers, so `"include_exact": 0` or `"shape": ["1"]`
+        # is a client's mistake to report, not to guess at (query strings stay lax: all text).
+        return model.model_validate_json(body, strict=True)
     except ValidationError as exc:
         raise from_validation_errors(exc.errors()) from None
 
