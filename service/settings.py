@@ -146,6 +146,11 @@ class Settings(BaseSettings):
     def _api_key_strong(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("api_key must be at least 16 characters")
+        # HTTP header values arrive as latin-1 text: a key with other characters (or spaces that
+        # proxies trim) could never match, and every request would be refused.
+        key = value.get_secret_value() if value is not None else ""
+        if key and not (key.isascii() and key.isprintable() and key == key.strip()):
+            raise ValueError("api_key must be printable ASCII without leading or trailing spaces")
         return value
 
     @model_validator(mode="after")
