@@ -73,7 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings()
     except ValidationError as exc:
-        print(f"mldm-serve: invalid settings:\n{exc}")
+        # Without the input values: pydantic would print a refused MLDM_API_KEY in clear.
+        problems = [
+            f"  {'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
+            for e in exc.errors(include_input=False, include_url=False)
+        ]
+        print("mldm-serve: invalid settings:\n" + "\n".join(problems))
         return 2
     log_config = observability.logging_config(settings)
     logging.config.dictConfig(log_config)
