@@ -757,3 +757,16 @@ def test_service_code_has_no_code_executing_deserialisation() -> None:
             if "allow_pickle" in keywords and not pickle_off:
                 problems.append(f"{path.name}:{call.lineno}: allow_pickle is not False")
     assert not problems, problems
+
+
+@pytest.mark.parametrize("key", ["too-short-key", "é" * 20, " " + "k" * 20])
+def test_refused_api_key_is_never_printed(
+    key: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.__main__ import main
+
+    monkeypatch.setenv("MLDM_API_KEY", key)
+    assert main([]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("mldm-serve: invalid settings:\n  api_key: Value error, api_key must")
+    assert key.strip() not in out
