@@ -66,7 +66,10 @@ async def live() -> Response:
     return JSONBody({"live": True})
 
 
-@health.get("/health/ready")
+@health.get(
+    "/health/ready",
+    responses={503: {"description": "An expected model is not loaded (yet, or it failed)"}},
+)
 async def ready(registry: RegistryDep) -> Response:
     """Readiness: 200 when every expected model is loaded, else 503 naming the missing ones."""
     if registry.ready:
