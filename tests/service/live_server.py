@@ -41,9 +41,13 @@ class LiveServer:
 
 @contextmanager
 def live_server(
-    model_dir: Path, log: Path, env: dict[str, str] | None = None, ready_within_s: float = 120
+    model_dir: Path,
+    log: Path,
+    env: dict[str, str] | None = None,
+    ready_within_s: float = 120,
+    ready_path: str = "/v2/health/ready",
 ) -> Iterator[LiveServer]:
-    """Start the server, wait until `/v2/health/ready` answers 200, SIGTERM it on the way out."""
+    """Start the server, wait until `ready_path` answers 200, SIGTERM it on the way out."""
     port = free_port()
     environment = {
         **os.environ,
@@ -62,7 +66,7 @@ def live_server(
             if process.poll() is not None:
                 pytest.fail(f"server exited with {process.returncode}:\n{server.output()}")
             try:
-                if httpx.get(f"{server.url}/v2/health/ready", timeout=2).status_code == 200:
+                if httpx.get(f"{server.url}{ready_path}", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass

@@ -32,46 +32,74 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def _fuzz(
+    url: str, examples: int, cwd: Path, checks_off: str = CHECKS_OFF
+) -> subprocess.CompletedProcess[str]:
+    schemathesis = Path(sys.executable).with_name("schemathesis")
+    command = [
+        str(schemathesis),
+        "--no-color",
+        "--config-file",
+        str(REPO / ".ci" / "schemathesis.toml"),
+        "run",
+        f"{url}/openapi.json",
+        "--header",
+        f"X-API-Key: {KEY}",
+        "--checks",
+        "all",
+        "--exclude-checks",
+        checks_off,
+        "--max-examples",
+        str(examples),
+        "--seed",
+        os.environ.get("MLDM_FUZZ_SEED", "1"),
+        # One worker: on CPython 3.11.7, two make hypothesis' lambda repr (ast.parse) fail
+        # with "AST constructor recursion depth mismatch" in the coverage phase.
+        "--workers",
+        "1",
+        "--request-timeout",
+        "30",
+    ]
+    result = subprocess.run(
+        command, cwd=cwd, capture_output=True, text=True, timeout=540, check=False
+    )
+    print(result.stdout[-6000:])  # the summary, in the CI log even when the run passes
+    return result
+
+
+ENV = {
+    "MLDM_API_KEY": KEY,
+    "MLDM_MAX_BATCH_SIZE": "64",
+    "MLDM_MAX_BODY_BYTES": str(2 * 1024 * 1024),
+    "MLDM_LOG_LEVEL": "warning",
+}
+EXAMPLES = int(os.environ.get("MLDM_FUZZ_EXAMPLES", "100"))
+
+
 @pytest.mark.slow
 def test_schema_fuzz_finds_no_server_errors_or_schema_violations(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    env = {
-        "MLDM_API_KEY": KEY,
-        "MLDM_MAX_BATCH_SIZE": "64",
-        "MLDM_MAX_BODY_BYTES": str(2 * 1024 * 1024),
-        "MLDM_LOG_LEVEL": "warning",
-    }
-    with live_server(tiny_model_dir, tmp_path / "server.log", env) as server:
-        schemathesis = Path(sys.executable).with_name("schemathesis")
-        command = [
-            str(schemathesis),
-            "--no-color",
-            "--config-file",
-            str(REPO / ".ci" / "schemathesis.toml"),
-            "run",
-            f"{server.url}/openapi.json",
-            "--header",
-            f"X-API-Key: {KEY}",
-            "--checks",
-            "all",
-            "--exclude-checks",
-            CHECKS_OFF,
-            "--max-examples",
-            os.environ.get("MLDM_FUZZ_EXAMPLES", "100"),
-            "--seed",
-            os.environ.get("MLDM_FUZZ_SEED", "1"),
-            # One worker: on CPython 3.11.7, two make hypothesis' lambda repr (ast.parse) fail
-            # with "AST constructor recursion depth mismatch" in the coverage phase.
-            "--workers",
-            "1",
-            "--request-timeout",
-            "30",
-        ]
-        result = subprocess.run(
-            command, cwd=tmp_path, capture_output=True, text=True, timeout=540, check=False
-        )
-        print(result.stdout[-6000:])  # the summary, in the CI log even when the run passes
+    with live_server(tiny_model_dir, tmp_path / "server.log", ENV) as server:
+        result = _fuzz(server.url, EXAMPLES, tmp_path)
         server_log = server.output()
     assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-4000:]
     assert "Traceback" not in server_log, server_log
+
+
+@pytest.mark.slow
+def test_schema_fuzz_with_failed_models_documents_every_503(
+    broken_model_dir: Path, tmp_path: Path
+) -> None:
+    """The same run, shorter, while two models failed to load: their 503s are documented too.
+
+    `not_a_server_error` is off here (a 503 is the right answer); the server's log shows any
+    unhandled exception (a 500) instead.
+    """
+    log = tmp_path / "server.log"
+    with live_server(broken_model_dir, log, ENV, ready_path="/v2/health/live") as server:
+        checks_off = f"{CHECKS_OFF},not_a_server_error"
+        result = _fuzz(server.url, max(1, EXAMPLES // 4), tmp_path, checks_off)
+        server_log = server.output()
+    assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-4000:]
+    assert "unhandled error" not in server_log and "Traceback" not in server_log, server_log
