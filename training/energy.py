@@ -437,7 +437,12 @@ def _summary(task: EnergyTask) -> str:
         "(`floor_var_c`; `test_offset_mean_square` is the same quantity measured on this test "
         "split). The best possible model predicts E - c; `test_mse_on_e_minus_c` is this "
         "model's MSE against E - c (c recovered from V by least squares on the generator's "
-        "basis), the part of its error that is not the floor."
+        "basis), the part of its error that is not the floor.\n\n"
+        "**How it is trained.** E itself would be a noisy target (the offset adds variance "
+        "0.0527 that n cannot explain). E - mean(V) does not depend on the offset, so it is a "
+        "function of n alone: the model (an MLP on the standardised n and log n) is fitted to "
+        "E - mean(V) plus the training average of mean(V), which stands in for the offset it "
+        "cannot see. The validation curve is against the true E, floor included."
     )
 
 
