@@ -932,6 +932,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+
+    def interrupted(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # so that `running()` stops the server it started
+
+    signal.signal(signal.SIGTERM, interrupted)
     busy = training_running()
     waited_until = time.monotonic() + args.wait_for_training
     while busy and time.monotonic() < waited_until:
@@ -1055,6 +1060,13 @@ def main(argv: list[str] | None = None) -> int:
                     if name == "naive" and not scenario.naive:
                         continue
                     for concurrency in args.concurrency:
+                        intruders = training_running()
+                        if intruders:
+                            report["notes"].append(
+                                f"training was running at the start of {name} / {scenario.name} "
+                                f"/ concurrency {concurrency}: not an honest figure "
+                                f"({intruders[0]})"
+                            )
                         row = drive(
                             server,
                             scenario,
