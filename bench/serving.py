@@ -898,6 +898,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bulk-arrays", type=int, default=10_000)
     parser.add_argument("--client", choices=["raw", "httpx"], default="raw")
     parser.add_argument(
+        "--scenarios",
+        nargs="+",
+        choices=["single", "bulk"],
+        default=["single", "bulk"],
+        help="one item per request (JSON), bulk .npy requests, or both",
+    )
+    parser.add_argument(
         "--only",
         nargs="+",
         choices=["raw", "ceiling", "service", "naive", "memory"],
@@ -1000,7 +1007,11 @@ def main(argv: list[str] | None = None) -> int:
         "notes": notes,
     }
     print(f"machine: {report['machine']}", flush=True)
-    all_scenarios = [s for s in scenarios(args.bulk_images, args.bulk_arrays) if s.model in models]
+    all_scenarios = [
+        s
+        for s in scenarios(args.bulk_images, args.bulk_arrays)
+        if s.model in models and ("bulk" if s.bulk else "single") in args.scenarios
+    ]
 
     if "raw" in args.only:
         for name in loaded:
