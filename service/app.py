@@ -72,6 +72,9 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         description=DESCRIPTION,
         lifespan=lifespan,
         default_response_class=JSONBody,
+        # Our own Prometheus metrics and logs cover this; FastAPI's native OpenTelemetry hook
+        # would otherwise wrap every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.settings = settings
     app.state.registry = registry

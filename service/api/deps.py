@@ -17,17 +17,17 @@ API_KEY_HEADER = "X-API-Key"
 _api_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_registry(request: Request) -> ModelRegistry:
+async def get_registry(request: Request) -> ModelRegistry:
     registry: ModelRegistry = request.app.state.registry
     return registry
 
 
-def get_service(request: Request) -> InferenceService:
+async def get_service(request: Request) -> InferenceService:
     service: InferenceService = request.app.state.service
     return service
 
@@ -37,7 +37,7 @@ RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 ServiceDep = Annotated[InferenceService, Depends(get_service)]
 
 
-def require_api_key(
+async def require_api_key(
     settings: SettingsDep, key: Annotated[str | None, Depends(_api_key_header)]
 ) -> None:
     """When `api_key` is configured, the header must carry it (compared in constant time)."""
