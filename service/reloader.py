@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 from collections.abc import Iterator
@@ -109,6 +110,9 @@ class Reloader:
                     for entry in self.registry.entries()
                 ]
             )
+        if report.loaded:
+            # As at start-up (service.app): keep the new model's objects out of full collections.
+            gc.freeze()
         for name, versions in report.loaded.items():
             logger.info("reload: model %s now serves new versions %s", name, versions)
         for change in report.models:
