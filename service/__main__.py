@@ -16,6 +16,7 @@ from types import FrameType
 from pydantic import ValidationError
 
 from service import observability
+from service.http_protocol import NoDelayHttpToolsProtocol
 from service.settings import Settings
 
 
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
+        http=NoDelayHttpToolsProtocol,
         log_level=settings.log_level,
         # Every worker applies this config; the app logs one access line per request itself.
         log_config=log_config,
