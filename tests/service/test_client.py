@@ -7,9 +7,7 @@ is mocked: a model that failed to load gives real 503s, bad values real 422s.
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -36,16 +34,8 @@ from service.client import (
 )
 from service.settings import Settings
 from tests.service.helpers import digit_image, encode, images, potentials
+from tests.service.live_server import REPO, free_port, live_server
 from tests.service.test_observability import value
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _async_client(app: FastAPI, **options: Any) -> AsyncClient:
@@ -228,7 +218,7 @@ async def test_api_key_is_sent_when_configured(tiny_model_dir: Path) -> None:
 
 
 def test_refused_connection_is_a_service_error() -> None:
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     with (
         Client(url, retries=1, backoff_s=0.001) as client,
         pytest.raises(ServiceConnectionError) as caught,
@@ -254,52 +244,11 @@ def test_client_import_does_not_load_tensorflow() -> None:
 def server(
     tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, Path]]:
-    """The real server on a loopback port; yields its URL and the file its stderr goes to."""
-    port = _free_port()
+    """The real server on a loopback port; yields its URL and the file its output goes to."""
     log = tmp_path_factory.mktemp("server") / "stderr.log"
-    env = {
-        **os.environ,
-        "MLDM_WARMUP": "false",
-        "MLDM_LOG_FORMAT": "json",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "service",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--model-dir",
-        str(tiny_model_dir),
-        "--log-level",
-        "info",
-    ]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=sink, stderr=sink)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready in time:\n{log.read_text()}")
-            time.sleep(0.3)
-        yield url, log
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    env = {"MLDM_WARMUP": "false", "MLDM_LOG_FORMAT": "json", "MLDM_LOG_LEVEL": "info"}
+    with live_server(tiny_model_dir, log, env, ready_within_s=180) as running:
+        yield running.url, log
 
 
 def test_blocking_client_over_tcp(server: tuple[str, Path]) -> None:
