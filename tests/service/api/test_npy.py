@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from data.schrodinger import solve_ground_state
-from service.api.npy import dump_npy, load_npy
+from service.codecs.npy import dump_npy, load_npy
 from service.errors import InvalidInput, MalformedRequest
 from tests.service.helpers import assert_error, images, potentials
 
