@@ -177,17 +177,24 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-class _InferenceCollector(Collector):
-    """The inference statistics (the numbers of `/v2/models/stats`) as Prometheus counters."""
-
-    def __init__(self, stats: InferenceStats) -> None:
-        self.stats = stats
+class _ScrapedCollector(Collector):
+    """Metric families computed at each scrape (`describe` gives them empty, for the names)."""
 
     def describe(self) -> Iterable[Metric]:
         return self._families(scrape=False)
 
     def collect(self) -> Iterable[Metric]:
         return self._families(scrape=True)
+
+    def _families(self, scrape: bool) -> Iterator[Metric]:
+        raise NotImplementedError
+
+
+class _InferenceCollector(_ScrapedCollector):
+    """The inference statistics (the numbers of `/v2/models/stats`) as Prometheus counters."""
+
+    def __init__(self, stats: InferenceStats) -> None:
+        self.stats = stats
 
     def _families(self, scrape: bool) -> Iterator[Metric]:
         labels = ["model", "version"]
@@ -226,17 +233,11 @@ class _InferenceCollector(Collector):
         yield from (requests, seconds, items, executions, queue, compute)
 
 
-class _ModelCollector(Collector):
+class _ModelCollector(_ScrapedCollector):
     """Model load state and versions, read from the model registry at each scrape."""
 
     def __init__(self, registry: ModelRegistry) -> None:
         self.model_registry = registry
-
-    def describe(self) -> Iterable[Metric]:
-        return self._families(scrape=False)
-
-    def collect(self) -> Iterable[Metric]:
-        return self._families(scrape=True)
 
     def _families(self, scrape: bool) -> Iterator[Metric]:
         ready = GaugeMetricFamily(

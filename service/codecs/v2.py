@@ -152,6 +152,10 @@ def decode_request(
             array = _binary_tensor(binary[offset : offset + size], item.datatype, item.shape, field)
             offset += size
         else:
+            if item.data is None:  # neither JSON data nor binary: the field is missing
+                raise InvalidInput.for_field(
+                    f"{field}.data", "a value", "nothing", "required field missing"
+                )
             array = to_numeric_array(item.data, f"{field}.data")
             count = math.prod(item.shape)  # exact: np.prod wraps around int64 for huge shapes
             if array.size != count:
