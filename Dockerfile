@@ -22,6 +22,13 @@ WORKDIR /src
 COPY requirements.lock ./
 RUN pip install --no-cache-dir -r requirements.lock
 
+# Diet (measured with deploy/image/size-report.py; README, "Image size"): what TensorFlow installs
+# but serving never loads. tensorflow/include (~290 MB) is C++ headers for building custom ops;
+# libclang (~60 MB) is a build-time dependency of TensorFlow's op generators, never imported at
+# run time. deploy/image/image-test.sh checks that every model still loads and answers after this.
+RUN pip uninstall --yes libclang \
+    && rm -rf /opt/venv/lib/python3.11/site-packages/tensorflow/include
+
 # The code. --no-deps: every dependency is already pinned above; --no-build-isolation: build with
 # the pinned setuptools/wheel from the lock instead of fetching unpinned ones.
 COPY pyproject.toml README.md ./
@@ -45,12 +52,11 @@ COPY models/ /app/models/
 
 # MLDM_WORKERS: uvicorn worker processes (each loads every model; memory grows with it).
 # HOST must be 0.0.0.0 in a container (the service defaults to loopback outside one).
-# MPLCONFIGDIR: matplotlib (a dependency of training/) wants a writable cache; HOME is none.
+# No matplotlib here: it is the `train` extra, so nothing rebuilds a font cache at start.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     TF_CPP_MIN_LOG_LEVEL=2 \
-    MPLCONFIGDIR=/tmp/matplotlib \
     MLDM_MODEL_DIR=/app/models \
     HOST=0.0.0.0 \
     PORT=8000 \
@@ -60,9 +66,10 @@ USER 10001:10001
 EXPOSE 8000
 
 # Ready means every model is loaded (503 otherwise). The slim image has no curl: urllib raises on
-# any non-2xx status or connection error, so the exit code is the health verdict.
+# any non-2xx status or connection error, so the exit code is the health verdict. The port is
+# looked up in the service's own order (service/settings.py): MLDM_PORT, then PORT, then 8000.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PORT', '8000') + '/v2/health/ready', timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request; port = os.environ.get('MLDM_PORT') or os.environ.get('PORT') or '8000'; urllib.request.urlopen('http://127.0.0.1:' + port + '/v2/health/ready', timeout=4)"]
 
 # The service's own entry point: it reads HOST, PORT, MLDM_WORKERS and every other MLDM_* setting
 # and runs uvicorn with that many worker processes. Exec form: python is PID 1 and receives SIGTERM

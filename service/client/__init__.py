@@ -14,15 +14,16 @@ It needs only httpx, numpy and orjson (never TensorFlow), errors are `ServiceErr
 server's message, and big batches travel as `.npy`.
 """
 
-from service.client._calls import (
+from ._calls import (
     Classification,
     Energies,
     ExactSolution,
+    Inference,
     ModelRef,
     ModelStatus,
 )
-from service.client._clients import AsyncClient, Client
-from service.client.errors import (
+from ._clients import AsyncClient, Client
+from .errors import (
     InvalidRequest,
     NotFound,
     ServerError,
@@ -38,6 +39,7 @@ __all__ = [
     "Client",
     "Energies",
     "ExactSolution",
+    "Inference",
     "InvalidRequest",
     "ModelRef",
     "ModelStatus",

@@ -22,7 +22,8 @@ import httpx
 import numpy as np
 import orjson
 
-from service.client.errors import ServiceConnectionError, ServiceError, error_for_status
+from . import _v2
+from .errors import ServiceConnectionError, ServiceError, error_for_status
 
 T = TypeVar("T")
 
@@ -80,6 +81,16 @@ class ExactSolution:
     """float64 `[N]`, Hartree."""
     densities: np.ndarray
     """float64 `[N, 64]`, 1/bohr."""
+
+
+@dataclass(frozen=True)
+class Inference:
+    """A V2 `infer` answer: every output the model version returned, by name."""
+
+    model_name: str
+    model_version: str | None
+    outputs: dict[str, np.ndarray]
+    id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -515,3 +526,43 @@ def metadata(name: str, version: int | None) -> Call[dict[str, Any]]:
         return body
 
     return Call("GET", f"{path}/metadata", read)
+
+
+def v2_infer(
+    options: Options,
+    model: str,
+    inputs: dict[str, ArrayLike],
+    version: int | None,
+    outputs: Sequence[str] | None,
+    binary: bool | None,
+) -> Call[Inference]:
+    """`POST /v2/models/{model}[/versions/{version}]/infer`; binary tensor data when `binary`
+    (or, when None, from `binary_min_items` rows of the first input up), for inputs and outputs.
+    Arrays keep their dtype (the server says which it expects: `GET /v2/models/{model}`)."""
+    if not inputs:
+        raise ValueError("inputs: expected at least one named tensor, got none")
+    arrays = {name: np.asarray(value) for name, value in inputs.items()}
+    first = next(iter(arrays.values()))
+    rows = first.shape[0] if first.ndim else 1
+    use_binary = options.use_binary(rows) if binary is None else binary
+    path = f"/v2/models/{quote(model, safe='')}"
+    if version is not None:
+        path += f"/versions/{int(version)}"
+    request_id = uuid.uuid4().hex
+    content, headers = _v2.encode_request(arrays, outputs, use_binary, use_binary, request_id)
+
+    def read(response: httpx.Response) -> Inference:
+        header, tensors = _v2.decode_response(
+            response.content, response.headers.get(_v2.HEADER_LENGTH)
+        )
+        version_answered = header.get("model_version")
+        return Inference(
+            model_name=str(header.get("model_name", model)),
+            model_version=None if version_answered is None else str(version_answered),
+            outputs=tensors,
+            id=header.get("id"),
+        )
+
+    headers = {**headers, "Accept": f"{JSON}, {_v2.BINARY_CONTENT_TYPE}"}
+    headers[REQUEST_ID_HEADER] = request_id
+    return Call("POST", f"{path}/infer", read, content=content, headers=headers)

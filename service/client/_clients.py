@@ -17,14 +17,15 @@ from typing import Any, Self, TypeVar
 import httpx
 import numpy as np
 
-from service.client import _calls
-from service.client._calls import (
+from . import _calls
+from ._calls import (
     API_KEY_HEADER,
     ArrayLike,
     Call,
     Classification,
     Energies,
     ExactSolution,
+    Inference,
     ModelStatus,
     Options,
     Scale,
@@ -189,6 +190,21 @@ class Client(_Settings):
         """TensorFlow Serving's metadata of a model version: signature and model card."""
         return self._execute(_calls.metadata(name, version))
 
+    # V2 / Open Inference Protocol --------------------------------------------------------------
+
+    def infer(
+        self,
+        model: str,
+        inputs: dict[str, ArrayLike],
+        *,
+        version: int | None = None,
+        outputs: Sequence[str] | None = None,
+        binary: bool | None = None,
+    ) -> Inference:
+        """V2 `infer`: named input tensors in, every (or the named) output tensor out; `binary`
+        uses the binary tensor data extension both ways (None: from `binary_min_items` rows)."""
+        return self._execute(_calls.v2_infer(self.options, model, inputs, version, outputs, binary))
+
 
 class AsyncClient(_Settings):
     """The asyncio twin of `Client`: the same constructor (with an async `transport`, e.g.
@@ -297,3 +313,17 @@ class AsyncClient(_Settings):
     async def metadata(self, name: str, version: int | None = None) -> dict[str, Any]:
         """See `Client.metadata`."""
         return await self._execute(_calls.metadata(name, version))
+
+    async def infer(
+        self,
+        model: str,
+        inputs: dict[str, ArrayLike],
+        *,
+        version: int | None = None,
+        outputs: Sequence[str] | None = None,
+        binary: bool | None = None,
+    ) -> Inference:
+        """See `Client.infer`."""
+        return await self._execute(
+            _calls.v2_infer(self.options, model, inputs, version, outputs, binary)
+        )
