@@ -22,12 +22,21 @@ WORKDIR /src
 COPY requirements.lock ./
 RUN pip install --no-cache-dir -r requirements.lock
 
-# Diet (measured with deploy/image/size-report.py; README, "Image size"): what TensorFlow installs
-# but serving never loads. tensorflow/include (~290 MB) is C++ headers for building custom ops;
-# libclang (~60 MB) is a build-time dependency of TensorFlow's op generators, never imported at
-# run time. deploy/image/image-test.sh checks that every model still loads and answers after this.
+# Diet (measured with deploy/image/size-report.sh; README, "Image size"): what the wheels install
+# but serving never loads. tensorflow/include (~290 MB): C++ headers for building custom ops;
+# libclang (~60 MB): a build-time dependency of TensorFlow's op generators, never imported at run
+# time; the test suites of numpy and scipy (~75 MB); the symbol tables of the shared libraries
+# (libtensorflow_cc.so.2 alone: 752 -> 557 MB): `--strip-unneeded` keeps the dynamic symbols that
+# loading and linking use, drops only the static ones (what Debian does to every package).
+# deploy/image/image-test.sh checks that every model still loads and answers after this.
+# strip comes from binutils (builder stage only: nothing of it reaches the runtime image).
+# hadolint ignore=DL3008
+RUN apt-get update && apt-get install -y --no-install-recommends binutils \
+    && rm -rf /var/lib/apt/lists/*
 RUN pip uninstall --yes libclang \
-    && rm -rf /opt/venv/lib/python3.11/site-packages/tensorflow/include
+    && cd /opt/venv/lib/python3.11/site-packages \
+    && rm -rf tensorflow/include numpy/*/tests numpy/tests scipy/*/tests scipy/*/*/tests \
+    && find . -name '*.so*' -type f -exec strip --strip-unneeded {} +
 
 # The code. --no-deps: every dependency is already pinned above; --no-build-isolation: build with
 # the pinned setuptools/wheel from the lock instead of fetching unpinned ones.
@@ -35,7 +44,9 @@ COPY pyproject.toml README.md ./
 COPY data/ data/
 COPY training/ training/
 COPY service/ service/
-RUN pip install --no-cache-dir --no-deps --no-build-isolation .
+# pip itself (13 MB) has no use at run time: it leaves the virtualenv once the project is in.
+RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
+    && python -m pip uninstall --yes pip
 
 # ---- runtime: the same slim base, the virtualenv and the models, no compilers, no dev tools ----
 FROM ${PYTHON_IMAGE} AS runtime

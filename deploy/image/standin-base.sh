@@ -31,20 +31,32 @@ case "$kind" in
     *) echo "usage: $0 python|nginx" >&2; exit 2 ;;
 esac
 
+# The stand-in's recipe revision: bump it when the recipe changes (cache key and image label).
+STANDIN_REVISION=2
 if have_image "$name"; then
-    say "base image $name is present"
-    exit 0
-fi
-say "pulling $name"
-if timeout "${MLDM_PULL_TIMEOUT_S:-60}" "$ENGINE" pull -q "$name" >/dev/null 2>&1; then
-    say "pulled $name"
-    exit 0
+    labels=$("$ENGINE" image inspect --format '{{json .Config.Labels}}' "$name" 2>/dev/null || true)
+    revision=$(sed -n 's/.*"mldm.standin-revision":"\([0-9]*\)".*/\1/p' <<< "$labels")
+    [[ -z "$revision" && "$labels" == *STAND-IN* ]] && revision=1  # before the revision label
+    if [[ -z "$revision" ]]; then
+        say "base image $name is present"
+        exit 0
+    elif [[ "$revision" == "$STANDIN_REVISION" ]]; then
+        say "base image $name is present: the STAND-IN built from Debian packages (revision $revision)"
+        exit 0
+    fi
+    say "base image $name is an older stand-in (revision $revision): replacing it"
+else
+    say "pulling $name"
+    if timeout "${MLDM_PULL_TIMEOUT_S:-60}" "$ENGINE" pull -q "$name" >/dev/null 2>&1; then
+        say "pulled $name"
+        exit 0
+    fi
 fi
 
 say "*** $name cannot be pulled (no image registry reachable): using a STAND-IN built from"
 say "*** Debian bookworm packages ($packages), imported under the name $name."
 mkdir -p "$CACHE_DIR"
-tarball="$CACHE_DIR/standin-$kind-$(echo "$packages" | sha256sum | cut -c1-12).tar"
+tarball="$CACHE_DIR/standin-$kind-$(echo "$STANDIN_REVISION $packages" | sha256sum | cut -c1-12).tar"
 if [[ ! -s "$tarball" ]]; then
     command -v debootstrap >/dev/null || {
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
@@ -58,8 +70,9 @@ if [[ ! -s "$tarball" ]]; then
         tail -20 "$CACHE_DIR/debootstrap-$kind.log" >&2
         exit 1
     }
-    chroot "$root" sh -c "$links && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin"
-    mkdir -p "$CACHE_DIR"
+    # As the official slim images do: no documentation, manual pages or translations.
+    chroot "$root" sh -c "$links && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
+        /usr/share/doc/* /usr/share/man/* /usr/share/info/* /usr/share/locale/*"
     tar -C "$root" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
     rm -rf "$root"
     trap - EXIT
@@ -70,5 +83,6 @@ fi
     --change "CMD $cmd" \
     --change 'ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8' \
     --change "LABEL org.opencontainers.image.description=STAND-IN-for-$name-built-from-Debian-bookworm-packages" \
+    --change "LABEL mldm.standin-revision=$STANDIN_REVISION" \
     "$tarball" "$name" >/dev/null
 say "imported the stand-in as $name ($("$ENGINE" image inspect --format '{{.Size}}' "$name") bytes)"

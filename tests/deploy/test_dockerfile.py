@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import socket
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -196,3 +202,50 @@ def test_dockerignore_admits_only_what_the_dockerfile_copies(
     assert all((ROOT / path).exists() for path in copied), sorted(
         p for p in copied if not (ROOT / p).exists()
     )
+
+
+def _answering(status: int) -> tuple[ThreadingHTTPServer, int]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status if self.path == "/v2/health/ready" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, server.server_address[1]
+
+
+@pytest.mark.parametrize("setting", ["MLDM_PORT", "PORT"])
+def test_dockerfile_healthcheck_asks_the_port_the_service_binds(
+    dockerfile: list[Instruction], setting: str
+) -> None:
+    """The HEALTHCHECK command itself, run here against a stand-in readiness route on the port
+    each setting names; MLDM_PORT wins over PORT as in service/settings.py."""
+    command = next(i for i in final_stage(dockerfile) if i.keyword == "HEALTHCHECK").exec_form()
+    ready, port = _answering(200)
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        elsewhere = str(unused.getsockname()[1])
+    env = {k: v for k, v in os.environ.items() if k not in ("MLDM_PORT", "PORT")}
+    env[setting] = str(port)
+    if setting == "MLDM_PORT":
+        env["PORT"] = elsewhere  # the service would ignore PORT here: so must the check
+    try:
+        result = subprocess.run([sys.executable, *command[1:]], env=env, capture_output=True)
+    finally:
+        ready.shutdown()
+    assert result.returncode == 0, result.stderr.decode()
+
+
+def test_dockerfile_healthcheck_fails_while_not_ready(dockerfile: list[Instruction]) -> None:
+    command = next(i for i in final_stage(dockerfile) if i.keyword == "HEALTHCHECK").exec_form()
+    loading, port = _answering(503)
+    env = {**os.environ, "MLDM_PORT": str(port)}
+    try:
+        result = subprocess.run([sys.executable, *command[1:]], env=env, capture_output=True)
+    finally:
+        loading.shutdown()
+    assert result.returncode != 0
