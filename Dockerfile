@@ -25,9 +25,11 @@ RUN pip install --no-cache-dir -r requirements.lock
 # Diet (measured with deploy/image/size-report.sh; README, "Image size"): what the wheels install
 # but serving never loads. tensorflow/include (~290 MB): C++ headers for building custom ops;
 # libclang (~60 MB): a build-time dependency of TensorFlow's op generators, never imported at run
-# time; the test suites of numpy and scipy (~75 MB); the symbol tables of the shared libraries
-# (libtensorflow_cc.so.2 alone: 752 -> 557 MB): `--strip-unneeded` keeps the dynamic symbols that
-# loading and linking use, drops only the static ones (what Debian does to every package).
+# time; the test suites of numpy and scipy (~75 MB); the static symbol tables of TensorFlow's two
+# core libraries (752 -> 583 MB and 63 -> 51 MB): `--strip-unneeded` keeps the dynamic symbols
+# that loading and linking use (what Debian does to every package). Only those two: the wheels'
+# auditwheel-repaired libraries (numpy.libs/, scipy.libs/, ...) were rewritten by patchelf and
+# no longer load once stripped ("ELF load command address/offset not page-aligned", measured).
 # deploy/image/image-test.sh checks that every model still loads and answers after this.
 # strip comes from binutils (builder stage only: nothing of it reaches the runtime image).
 # hadolint ignore=DL3008
@@ -36,7 +38,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends binutils \
 RUN pip uninstall --yes libclang \
     && cd /opt/venv/lib/python3.11/site-packages \
     && rm -rf tensorflow/include numpy/*/tests numpy/tests scipy/*/tests scipy/*/*/tests \
-    && find . -name '*.so*' -type f -exec strip --strip-unneeded {} +
+    && strip --strip-unneeded tensorflow/libtensorflow_cc.so.2 tensorflow/libtensorflow_framework.so.2
 
 # The code. --no-deps: every dependency is already pinned above; --no-build-isolation: build with
 # the pinned setuptools/wheel from the lock instead of fetching unpinned ones.

@@ -7,16 +7,27 @@ STAMP := $(VENV)/.setup-stamp
 HOST ?= 0.0.0.0
 PORT ?= 8000
 
-.PHONY: setup serve test lint typecheck format data train evaluate bench clean hadolint audit lock fuzz soak
+.PHONY: setup serve test lint typecheck format data train evaluate bench clean hadolint audit lock fuzz soak \
+	image image-test compose-test image-size deploy-tools validate-manifests checkov client-test
+
+# pip's own output, filtered to one line per package it collects or installs (no progress bars,
+# no "already satisfied" pages), so a first setup shows what it is doing without flooding the log.
+PIP_PROGRESS = bash -o pipefail -c '"$$0" "$$@" --progress-bar off 2>&1 | grep --line-buffered -E "^(Collecting|Installing|Successfully|ERROR|error)" || test "$${PIPESTATUS[0]}" = 0'
 
 $(STAMP): requirements-dev.lock requirements-nodeps.lock pyproject.toml
+	@echo "make setup: virtualenv $(VENV) ($$($(PYTHON) --version))"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements-dev.lock
-	# tritonclient and kserve pin versions that conflict with ours: see requirements-nodeps.lock
-	$(BIN)/pip install --quiet --no-deps -r requirements-nodeps.lock
-	$(BIN)/pip install --quiet --no-deps -e .
+	@echo "make setup: pip itself"
+	@$(PIP_PROGRESS) $(BIN)/pip install --upgrade pip
+	@echo "make setup: $$(grep -c '==' requirements-dev.lock) pinned packages from requirements-dev.lock (TensorFlow alone is ~600 MB: minutes on a cold cache)"
+	@$(PIP_PROGRESS) $(BIN)/pip install -r requirements-dev.lock
+	@# tritonclient and kserve pin versions that conflict with ours: see requirements-nodeps.lock
+	@echo "make setup: $$(grep -c '==' requirements-nodeps.lock) packages without their dependencies (requirements-nodeps.lock)"
+	@$(PIP_PROGRESS) $(BIN)/pip install --no-deps -r requirements-nodeps.lock
+	@echo "make setup: the project itself, editable"
+	@$(PIP_PROGRESS) $(BIN)/pip install --no-deps -e .
 	touch $(STAMP)
+	@echo "make setup: done"
 
 setup: $(STAMP)  ## create .venv and install the pinned dependencies
 
@@ -68,5 +79,53 @@ audit: $(STAMP)  ## check the image's pinned dependencies for known vulnerabilit
 lock: $(STAMP)  ## regenerate requirements.lock (runtime only) from pyproject.toml + requirements-dev.lock
 	$(BIN)/python deploy/lock.py
 
+# ---- Deployment (README, "Deployment" and "Scale out") ----
+# The image: docker or podman, whichever exists (podman is installed from Debian when neither).
+image:  ## build mldm-serving:latest (deploy/image/build.sh; a Debian stand-in base when no registry)
+	deploy/image/build.sh
+
+image-test: $(STAMP)  ## run the image as compose does and check it from outside (builds it if missing)
+	deploy/image/image-test.sh
+
+compose-test: $(STAMP) deploy-tools  ## docker-compose.yml: the api service, then 3 replicas behind nginx
+	deploy/image/compose-test.sh
+
+image-size:  ## the image's size by layer, by Python distribution and its largest files
+	deploy/image/size-report.sh
+
+# Deployment tools in their own virtualenv: none of them belongs in the project's.
+DEPLOY_VENV := .venv-deploy
+DEPLOY_STAMP := $(DEPLOY_VENV)/.stamp
+$(DEPLOY_STAMP): deploy/requirements-tools.txt
+	@echo "deploy-tools: $(DEPLOY_VENV) with $$(grep -c '==' $<) pinned tools"
+	test -x $(DEPLOY_VENV)/bin/python || $(PYTHON) -m venv $(DEPLOY_VENV)
+	@$(PIP_PROGRESS) $(DEPLOY_VENV)/bin/pip install -r $<
+	touch $@
+
+deploy-tools: $(DEPLOY_STAMP)
+
+validate-manifests: deploy-tools  ## k8s overlays + KServe resources against pinned schemas, offline
+	$(DEPLOY_VENV)/bin/python deploy/validate.py build/manifests
+
+# checkov has no policies for compose files: docker-compose.yml gets its secrets scan only (its
+# hardening is checked by tests/deploy/test_compose.py and exercised by compose-test).
+checkov: validate-manifests  ## security lint: rendered overlays, KServe resources, Dockerfile, compose secrets
+	$(DEPLOY_VENV)/bin/checkov --quiet --compact --skip-download --framework kubernetes -d build/manifests
+	$(DEPLOY_VENV)/bin/checkov --quiet --compact --skip-download --framework kubernetes -d deploy/kserve
+	$(DEPLOY_VENV)/bin/checkov --quiet --compact --skip-download --framework dockerfile -f Dockerfile
+	$(DEPLOY_VENV)/bin/checkov --quiet --compact --skip-download --framework secrets -f docker-compose.yml
+
+# The client distribution in a clean virtualenv without TensorFlow, against the real server
+# (run from the project's virtualenv on loopback by tests/client/conftest.py).
+CLIENT_VENV := .venv-client
+client-test: $(STAMP)  ## the client's own tests in a fresh TensorFlow-free virtualenv
+	rm -rf $(CLIENT_VENV) && $(PYTHON) -m venv $(CLIENT_VENV)
+	@echo "client-test: pip install ./service/client (one command) + pytest"
+	@$(PIP_PROGRESS) $(CLIENT_VENV)/bin/pip install ./service/client pytest==$$(sed -n 's/^pytest==//p' requirements-dev.lock) pytest-asyncio==$$(sed -n 's/^pytest-asyncio==//p' requirements-dev.lock)
+	rm -rf service/client/build service/client/*.egg-info
+	! $(CLIENT_VENV)/bin/python -c "import tensorflow" 2>/dev/null
+	$(CLIENT_VENV)/bin/pip list --format freeze | sed 's/^/client-test:   /'
+	MLDM_SERVER_PYTHON=$(BIN)/python $(CLIENT_VENV)/bin/python -m pytest -p no:cacheprovider -q tests/client
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(DEPLOY_VENV) $(CLIENT_VENV) .pytest_cache .mypy_cache .ruff_cache

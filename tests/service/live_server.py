@@ -46,8 +46,11 @@ def live_server(
     env: dict[str, str] | None = None,
     ready_within_s: float = 120,
     ready_path: str = "/v2/health/ready",
+    python: str = sys.executable,
 ) -> Iterator[LiveServer]:
-    """Start the server, wait until `ready_path` answers 200, SIGTERM it on the way out."""
+    """Start the server, wait until `ready_path` answers 200, SIGTERM it on the way out.
+    `python`: the interpreter that runs it (the client's tests run in a virtualenv without the
+    server's dependencies and start the server with the project's)."""
     port = free_port()
     environment = {
         **os.environ,
@@ -55,7 +58,7 @@ def live_server(
         "TF_CPP_MIN_LOG_LEVEL": "2",
         **(env or {}),
     }
-    command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
+    command = [python, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
     command += ["--model-dir", str(model_dir)]
     with log.open("wb") as sink:
         process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=sink, stderr=sink)
