@@ -5,6 +5,8 @@
 # Linux x86-64 only: requirements.lock pins tensorflow-cpu, which has no arm64 wheel
 # (on an arm64 host: docker build --platform linux/amd64 ...).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# checkov reads `FROM ${PYTHON_IMAGE}` as an untagged image; the tag is the ARG default above.
+# checkov:skip=CKV_DOCKER_7:the base image tag is pinned in the PYTHON_IMAGE ARG
 
 # ---- builder: a virtualenv with the pinned runtime dependencies and the project ----
 FROM ${PYTHON_IMAGE} AS builder

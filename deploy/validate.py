@@ -10,11 +10,14 @@ Runs in the tools virtualenv (.venv-deploy: deploy/requirements-tools.txt), need
 3. Every InferenceService: the v1beta1 openAPIV3Schema of KServe's CRD pinned in deploy/schemas
    (README there), made strict the way the API server's strict field validation is (an unknown
    field is an error wherever the schema does not preserve unknown fields).
-4. Writes the rendered overlays to OUT (default build/manifests) for checkov (`make checkov`).
+4. Writes the rendered overlays to OUT (default build/manifests) for checkov (`make checkov`),
+   and the pod of every custom KServe predictor as a plain Pod (checkov has no policies for
+   InferenceService: it scans none of them), so its securityContext and resources get linted.
 """
 
 from __future__ import annotations
 
+import copy
 import gzip
 import shutil
 import subprocess
@@ -80,6 +83,48 @@ def kserve_schema() -> dict[str, Any]:
     return schema
 
 
+POD_FIELDS = ("containers", "securityContext", "volumes", "automountServiceAccountToken")
+
+
+def predictor_pods(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pod KServe would run for each custom predictor (its container list), as a Pod."""
+    pods = []
+    for document in documents:
+        predictor = document.get("spec", {}).get("predictor", {})
+        if document["kind"] == "InferenceService" and "containers" in predictor:
+            spec = {key: predictor[key] for key in POD_FIELDS if key in predictor}
+            name = f"{document['metadata']['name']}-predictor"
+            metadata = {
+                "name": name,
+                **{
+                    k: v
+                    for k, v in document["metadata"].items()
+                    if k in ("namespace", "annotations")
+                },
+            }
+            pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+            pods.append(pod)
+    return pods
+
+
+def _self_test(
+    isvc: jsonschema.Draft7Validator, documents: list[tuple[str, dict[str, Any]]]
+) -> None:
+    """Both validators must reject an unknown field, or a pass below would mean nothing."""
+    service = copy.deepcopy(next(d for _, d in documents if d["kind"] == "InferenceService"))
+    service["spec"]["predictor"]["replicaz"] = 3
+    if not list(isvc.iter_errors(service)):
+        sys.exit("self-test: the KServe schema accepted an unknown field spec.predictor.replicaz")
+    deployment = copy.deepcopy(next(d for _, d in documents if d["kind"] == "Deployment"))
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGett"] = {}
+    try:
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
+    except kubernetes_validate.ValidationError:
+        print("self-test: both validators reject an unknown field")
+        return
+    sys.exit("self-test: kubernetes-validate accepted an unknown field in a Deployment")
+
+
 def main() -> None:
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "build" / "manifests"
     out.mkdir(parents=True, exist_ok=True)
@@ -91,7 +136,12 @@ def main() -> None:
     for path in KSERVE:
         documents += [(path.name, d) for d in yaml.safe_load_all(path.read_text()) if d]
 
+    pods = predictor_pods([d for _, d in documents])
+    (out / "kserve-predictor-pods.yaml").write_text(yaml.safe_dump_all(pods, sort_keys=True))
+    documents += [("kserve predictor pod", pod) for pod in pods]
+
     isvc = jsonschema.Draft7Validator(kserve_schema())
+    _self_test(isvc, documents)
     failures = 0
     for source, document in documents:
         what = f"{source}: {document['kind']}/{document['metadata']['name']}"
