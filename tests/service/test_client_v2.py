@@ -134,3 +134,14 @@ async def test_infer_with_a_wrong_shape_raises_the_servers_422(api: AsyncClient)
     with pytest.raises(InvalidRequest) as caught:
         await api.infer("energy_from_potential", {"potential": np.zeros((2, 63), np.float32)})
     assert caught.value.status_code == 422 and "[2, 63]" in str(caught.value)
+
+
+async def test_infer_binary_matches_json(api: AsyncClient) -> None:
+    pixels = (images(40, seed=4) * 255).astype(np.uint8)
+    batch = (pixels / np.float32(255))[..., np.newaxis].astype(np.float32)
+    as_json = await api.infer("digit_classifier", {"images": batch}, binary=False)
+    as_binary = await api.infer("digit_classifier", {"images": batch}, binary=True)
+    assert set(as_binary.outputs) == set(as_json.outputs)
+    for name, array in as_json.outputs.items():
+        assert as_binary.outputs[name].dtype == array.dtype
+        np.testing.assert_allclose(as_binary.outputs[name], array, rtol=1e-6)
