@@ -101,12 +101,17 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
 
     if settings.gzip_min_bytes:
         # Level 1: most of the size gain on JSON numbers for a fraction of the CPU of level 9,
-        # which belongs to inference; .npy floats hardly compress, so they are left alone.
+        # which belongs to inference; .npy floats and V2 binary tensors hardly compress, so
+        # they are left alone.
         app.add_middleware(
             GZipMiddleware,
             minimum_size=settings.gzip_min_bytes,
             compresslevel=1,
-            exclude_content_types=(*DEFAULT_EXCLUDED_CONTENT_TYPES, "application/x-npy"),
+            exclude_content_types=(
+                *DEFAULT_EXCLUDED_CONTENT_TYPES,
+                "application/x-npy",
+                "application/octet-stream",
+            ),
         )
     if settings.cors_origins:
         app.add_middleware(

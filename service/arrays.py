@@ -153,7 +153,8 @@ def as_batch(
     """
     array = to_numeric_array(value, field)
     if squeeze_channel and array.ndim == len(item_shape) + 2 and array.shape[-1] == 1:
-        array = array[..., 0]
+        # reshape, not `[..., 0]`: a view that stays contiguous, so no bulk copy later
+        array = array.reshape(array.shape[:-1])
     single = array.ndim == len(item_shape) and array.shape == item_shape
     if single:
         array = array[np.newaxis]
