@@ -26,6 +26,9 @@ DOCS_ASSETS = Path(str(files("fastapi_offline") / "static"))
 DEMO_DIR = Path(__file__).resolve().parent.parent / "static" / "demo"
 ASSETS_URL = "/static/docs"
 
+#: ReDoc 2.5.3 draws its sidebar footer logo from this URL, with no option to turn it off.
+REDOC_LOGO_URL = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
+
 router = APIRouter(prefix="/api/v1", tags=["models"], dependencies=[Depends(require_api_key)])
 
 
@@ -67,6 +70,15 @@ def install(app: FastAPI) -> None:
     """
     title = app.title
     openapi_url = app.openapi_url or "/openapi.json"
+    # The packaged ReDoc with its one hard-coded outside URL pointed at our own icon; a route
+    # ahead of the mount below, so it wins. tests/browser checks that nothing else leaves.
+    redoc_js = (DOCS_ASSETS / "redoc.standalone.js").read_bytes()
+    redoc_js = redoc_js.replace(REDOC_LOGO_URL, f"{ASSETS_URL}/favicon.png".encode())
+
+    @app.get(f"{ASSETS_URL}/redoc.standalone.js", include_in_schema=False)
+    async def redoc_script() -> Response:
+        return Response(redoc_js, media_type="text/javascript")
+
     app.mount(ASSETS_URL, StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
     app.mount("/demo", StaticFiles(directory=DEMO_DIR, html=True), name="demo")
     app.include_router(router)
@@ -94,6 +106,11 @@ def install(app: FastAPI) -> None:
             redoc_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
             with_google_fonts=False,
         )
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        # Browsers ask for it on every page, JSON answers included; a 404 there is noise.
+        return FileResponse(DOCS_ASSETS / "favicon.png", media_type="image/png")
 
     @app.get("/", include_in_schema=False)
     async def home(request: Request) -> Response:
