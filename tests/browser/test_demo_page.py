@@ -8,6 +8,8 @@ numbers the API gives for the very body the page sent; /docs and /redoc render o
 
 from __future__ import annotations
 
+import base64
+import itertools
 import json
 import math
 from typing import Any
@@ -71,7 +73,7 @@ def stroke(driver: Any, points: list[tuple[float, float]], kind: str) -> None:
     pointer = builder.pointer_action
     pointer.move_to(pad, *offset(points[0]))
     pointer.pointer_down()
-    for start, end in zip(points, points[1:], strict=False):
+    for start, end in itertools.pairwise(points):
         for step in range(1, 9):  # intermediate moves, as a hand gives them
             t = step / 8
             pointer.move_to(
@@ -146,7 +148,7 @@ def test_draw_digit_is_classified_and_compressed(
     assert facts.get_attribute("data-code") == code
     shown = facts.text
     assert code in shown
-    hex_code = " ".join(f"{b:02x}" for b in __import__("base64").b64decode(code))
+    hex_code = " ".join(f"{b:02x}" for b in base64.b64decode(code))
     assert hex_code in shown
     decoded = httpx.post(
         f"{server.url}/api/v1/digits/decompress", json={"codes": [code], "output": "array"}
