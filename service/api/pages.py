@@ -20,6 +20,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 
 from service.api.deps import RegistryDep, require_api_key
 from service.api.responses import JSONBody
+from service.api.routes.tfserving import parse_version
 from service.errors import NotFound
 
 DOCS_ASSETS = Path(str(files("fastapi_offline") / "static"))
@@ -32,14 +33,15 @@ REDOC_LOGO_URL = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
 router = APIRouter(prefix="/api/v1", tags=["models"], dependencies=[Depends(require_api_key)])
 
 
-def _plots(registry: RegistryDep, name: str, version: int) -> dict[str, Path]:
+def _plots(registry: RegistryDep, name: str, version: str) -> dict[str, Path]:
     """The PNG files of one loaded model version, by file name (never a path from the client)."""
-    model = registry.get(name, version)
+    # As on the TF Serving and V2 routes, a version that is not a positive integer is a 404.
+    model = registry.get(name, parse_version(version))
     return {path.name: path for path in sorted(model.path.glob("*.png"))}
 
 
 @router.get("/models/{name}/versions/{version}/plots")
-async def list_plots(name: str, version: int, registry: RegistryDep) -> Response:
+async def list_plots(name: str, version: str, registry: RegistryDep) -> Response:
     """The training plots (PNG) that the export wrote next to this model version."""
     plots = _plots(registry, name, version)
     prefix = f"/api/v1/models/{name}/versions/{version}/plots"
@@ -50,7 +52,7 @@ async def list_plots(name: str, version: int, registry: RegistryDep) -> Response
     "/models/{name}/versions/{version}/plots/{file}",
     responses={200: {"content": {"image/png": {}}, "description": "The PNG file"}},
 )
-async def get_plot(name: str, version: int, file: str, registry: RegistryDep) -> Response:
+async def get_plot(name: str, version: str, file: str, registry: RegistryDep) -> Response:
     """One training plot of a model version, as PNG."""
     plots = _plots(registry, name, version)
     if file not in plots:

@@ -557,7 +557,17 @@ async function loadModels() {
         card.append(dl);
         const gallery = el("div", { class: "plots" });
         for (const plot of plots.plots) {
-          gallery.append(el("img", { src: plot.url, alt: `${model.name} v${version}: ${plot.name}`, loading: "lazy" }));
+          const img = el("img", { alt: `${model.name} v${version}: ${plot.name}`, loading: "lazy" });
+          gallery.append(img);
+          const key = $("api-key").value;
+          if (!key) {
+            img.src = plot.url;
+          } else { // an <img> cannot send the X-API-Key header: fetch the file, show the blob
+            fetch(plot.url, { headers: { "X-API-Key": key } })
+              .then((r) => (r.ok ? r.blob() : Promise.reject(new Error(`${plot.url}: ${r.status}`))))
+              .then((blob) => { img.src = URL.createObjectURL(blob); })
+              .catch((error) => { img.alt = error.message; });
+          }
         }
         card.append(gallery);
       }
@@ -568,6 +578,8 @@ async function loadModels() {
 }
 
 // ---------------------------------------------------------------------------------------------
+
+$("api-key").addEventListener("change", () => { loadModels(); scheduleEnergy(); });
 
 resetStrokes();
 buildSliders();
