@@ -102,6 +102,8 @@ def posted(sent: list[dict[str, Any]], path: str) -> list[dict[str, Any]]:
 
 
 def test_page_loads_offline_with_no_console_errors(browser: Any, server: LiveServer) -> None:
+    from selenium.webdriver.common.by import By
+
     open_page(browser, server)
     sent = requests(browser)
     screenshot(browser, "01-page-loaded")
@@ -113,6 +115,18 @@ def test_page_loads_offline_with_no_console_errors(browser: Any, server: LiveSer
     cards = text_of(browser, "model-cards")
     for name in ("digit_classifier", "digit_encoder", "energy_from_potential"):
         assert name in cards
+    # Opened, a card shows the version's metrics and its training plots, served by the server.
+    card = browser.find_element(By.CSS_SELECTOR, 'details[data-model="digit_classifier"]')
+    card.find_element(By.TAG_NAME, "summary").click()
+    browser.execute_script("arguments[0].scrollIntoView()", card)
+    loaded = (
+        "return [...arguments[0].querySelectorAll('img')].map(i => i.complete && i.naturalWidth)"
+    )
+    wait(browser, lambda d: (sizes := d.execute_script(loaded, card)) and all(sizes))
+    assert "test_accuracy" in card.text
+    screenshot(browser, "01-model-card")
+    assert foreign(requests(browser), server.url) == []
+    assert console_errors(browser) == []
 
 
 @pytest.mark.parametrize(

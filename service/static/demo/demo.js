@@ -196,7 +196,11 @@ async function classify(form, mine, what) {
     const prediction = result.predictions[0];
     $("digit-status").textContent = `Predicted digit for ${what}:`;
     $("digit-value").textContent = String(prediction.digit);
-    const flags = extras(prediction, ["digit", "probabilities"]).map(([k, v]) => describeExtra(k, v));
+    // Extra outputs per prediction, or as top-level arrays of one value per image.
+    const flags = [
+      ...extras(prediction, ["digit", "probabilities"]),
+      ...extras(itemOf(result), ["model", "predictions"]),
+    ].map(([k, v]) => describeExtra(k, v));
     const box = $("digit-flags");
     box.replaceChildren();
     for (const [name, value, cls] of flags) {
