@@ -9,10 +9,12 @@ PORT ?= 8000
 
 .PHONY: setup serve test lint typecheck format data train evaluate bench clean hadolint audit lock fuzz soak browser-test
 
-$(STAMP): requirements-dev.lock pyproject.toml
+$(STAMP): requirements-dev.lock requirements-nodeps.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.lock
+	# tritonclient and kserve pin versions that conflict with ours: see requirements-nodeps.lock
+	$(BIN)/pip install --quiet --no-deps -r requirements-nodeps.lock
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 

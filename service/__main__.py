@@ -15,7 +15,7 @@ from types import FrameType
 
 from pydantic import ValidationError
 
-from service import observability
+from service import logs
 from service.http_protocol import NoDelayHttpToolsProtocol
 from service.settings import Settings
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         print("mldm-serve: invalid settings:\n" + "\n".join(problems))
         return 2
-    log_config = observability.logging_config(settings)
+    log_config = logs.logging_config(settings)
     logging.config.dictConfig(log_config)
     import uvicorn
 

@@ -18,14 +18,15 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipMiddleware
 
-from service import __version__, observability
-from service.api import pages
+from service import __version__
+from service.api import middleware, pages
 from service.api.body import add_documented_models
 from service.api.errors import register_error_handlers
 from service.api.limits import BodySizeLimit
 from service.api.responses import JSONBody, document_errors
 from service.api.routes import admin, models, tasks, tfserving, v2
 from service.inference import InferenceService
+from service.metrics import Metrics
 from service.registry import ModelRegistry
 from service.reloader import Reloader
 from service.runtime import ModelRunner
@@ -38,8 +39,10 @@ Serves the four models of the *Machine Learning Discussion Meeting* notebook: an
 classifier, a digit codec (encoder + decoder) and two one-electron energy functionals, E[V] and
 E[n], on the grid `linspace(-15, 15, 64)` bohr, energies in Hartree.
 
-Three interfaces: the task endpoints under `/api/v1`, TensorFlow Serving's REST API under
-`/v1/models`, and the Open Inference Protocol (KServe V2) under `/v2`. Every error is
+Three interfaces over one data plane: the task endpoints under `/api/v1`, TensorFlow Serving's
+REST API under `/v1/models`, and the Open Inference Protocol (KServe V2) under `/v2` with Triton's
+binary tensor data, model configuration and statistics extensions. Request bodies may be
+`Content-Encoding: gzip` or `deflate`. Every error is
 `{"error": "...", "field": ..., "expected": ..., "received": ...}`.
 """
 
@@ -118,7 +121,8 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     # Outermost, so an oversized body is refused before anything else touches it.
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
     # Around even the body limit: every response, a 413 too, is counted, timed and given an id.
-    observability.install(app, settings, registry)
+    metrics = Metrics(registry, runner.stats) if settings.metrics_enabled else None
+    middleware.install(app, settings, metrics)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

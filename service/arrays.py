@@ -112,17 +112,23 @@ def to_numeric_array(value: Any, field: str) -> np.ndarray:
     return array
 
 
-def item_index(field: str, where: Sequence[int], single: bool) -> str:
-    """`field[i][j]` as the client sent it: an unbatched single item has no batch index."""
+def item_index(
+    field: str, where: Sequence[int], single: bool, flat_shape: Sequence[int] | None = None
+) -> str:
+    """`field[i][j]` as the client sent it: an unbatched single item has no batch index; with
+    `flat_shape` (the array's shape), the index into the flat data (`data[k]` of a V2 tensor)."""
+    if flat_shape is not None:
+        return f"{field}[{int(np.ravel_multi_index(tuple(where), tuple(flat_shape)))}]"
     return field + _index(where[1:] if single else where)
 
 
-def check_finite(array: np.ndarray, field: str, single: bool = False) -> None:
+def check_finite(array: np.ndarray, field: str, single: bool = False, flat: bool = False) -> None:
     """Reject NaN and infinities, naming the first one."""
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         where = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
+        shape = array.shape if flat else None
         raise InvalidInput.for_field(
-            item_index(field, where, single), "a finite number", str(array[where])
+            item_index(field, where, single, shape), "a finite number", str(array[where])
         )
 
 
@@ -135,13 +141,15 @@ def as_batch(
     squeeze_channel: bool = False,
     value_range: tuple[float, float, str] | None = None,
     integers: bool = False,
+    flat_index: bool = False,
 ) -> tuple[np.ndarray, bool]:
     """One item or a batch of items of `item_shape` as a float64 array `[N, *item_shape]`.
 
     A value with the item's own rank is one item; one more leading dimension is a batch.
     With `squeeze_channel`, a trailing channel dimension of 1 is accepted too (`[N, 28, 28, 1]`).
     `value_range` = (low, high, what) and `integers` check the values. Returns the batch and
-    whether the client sent a single item (error indices then omit the batch index).
+    whether the client sent a single item (error indices then omit the batch index). With
+    `flat_index`, errors name the index into the flat data (a V2 tensor's `data[k]`).
     """
     array = to_numeric_array(value, field)
     if squeeze_channel and array.ndim == len(item_shape) + 2 and array.shape[-1] == 1:
@@ -164,15 +172,16 @@ def as_batch(
             f"{array.shape[0]} items",
             what=f"batch too large: at most {max_items} items per request",
         )
-    check_finite(array, field, single)
+    check_finite(array, field, single, flat_index)
     if value_range is not None and not _dtype_within(array.dtype, value_range[0], value_range[1]):
-        check_range(array, field, *value_range, single=single)
+        check_range(array, field, *value_range, single=single, flat=flat_index)
     if integers and array.dtype.kind == "f":
         fractional = array != np.rint(array)
         if fractional.any():
             where = tuple(int(i) for i in np.argwhere(fractional)[0])
+            shape = array.shape if flat_index else None
             raise InvalidInput.for_field(
-                item_index(field, where, single), "an integer", f"{array[where]:g}"
+                item_index(field, where, single, shape), "an integer", f"{array[where]:g}"
             )
     return array, single
 
@@ -187,14 +196,20 @@ def _dtype_within(dtype: np.dtype[Any], low: float, high: float) -> bool:
 
 
 def check_range(
-    array: np.ndarray, field: str, low: float, high: float, what: str, single: bool = False
+    array: np.ndarray,
+    field: str,
+    low: float,
+    high: float,
+    what: str,
+    single: bool = False,
+    flat: bool = False,
 ) -> None:
     """Every value in [low, high], else a 422 naming the first value outside."""
     outside = (array < low) | (array > high)
     if outside.any():
         where = tuple(int(i) for i in np.argwhere(outside)[0])
         raise InvalidInput.for_field(
-            item_index(field, where, single),
+            item_index(field, where, single, array.shape if flat else None),
             f"{what} in [{low:g}, {high:g}]",
             f"{array[where]:g}",
             what=f"value out of range: expected {what} in [{low:g}, {high:g}]",

@@ -16,18 +16,36 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from service import observability
-
 logger = logging.getLogger(__name__)
 
 Outputs = dict[str, np.ndarray]
 BatchFunction = Callable[[np.ndarray], Mapping[str, np.ndarray]]
+#: Told of each model call: (items, queue wait of its oldest request s, compute s).
+BatchListener = Callable[[int, float, float], None]
+
+
+def chunks(count: int, size: int) -> list[slice]:
+    """`count` items as consecutive slices of at most `size`: the one chunking of bulk requests
+    (queued chunk by chunk with batching on, called chunk by chunk with it off)."""
+    return [slice(i, min(i + size, count)) for i in range(0, count, size)]
+
+
+def concat(parts: Sequence[Mapping[str, np.ndarray]]) -> Outputs:
+    """The named outputs of consecutive chunks joined back into one batch."""
+    if len(parts) == 1:
+        return dict(parts[0])
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+
+def _timed(function: BatchFunction, array: np.ndarray) -> tuple[Mapping[str, np.ndarray], float]:
+    start = time.perf_counter()
+    return function(array), time.perf_counter() - start
 
 
 @dataclass
@@ -69,8 +87,10 @@ class AdaptiveBatcher:
         max_batch_size: int,
         max_wait_s: float,
         name: str = "model",
+        on_batch: BatchListener | None = None,
     ) -> None:
         self.function = function
+        self.on_batch = on_batch
         self.executor = executor
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
@@ -89,11 +109,10 @@ class AdaptiveBatcher:
         bulk request neither holds the model for long nor needs the memory of one huge call.
         """
         if array.shape[0] > self.max_batch_size:
-            step = self.max_batch_size
             parts = await asyncio.gather(
-                *(self._submit(array[i : i + step]) for i in range(0, array.shape[0], step))
+                *(self._submit(array[s]) for s in chunks(array.shape[0], self.max_batch_size))
             )
-            return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+            return concat(parts)
         return await self._submit(array)
 
     async def _submit(self, array: np.ndarray) -> Outputs:
@@ -157,9 +176,10 @@ class AdaptiveBatcher:
             merged = batch[0].array if len(batch) == 1 else np.concatenate([r.array for r in batch])
             self.stats.record(len(batch), int(merged.shape[0]))
             waited = time.perf_counter() - batch[0].queued_at
-            observability.record_batch(self.name, int(merged.shape[0]), waited)
             try:
-                outputs = await loop.run_in_executor(self.executor, self.function, merged)
+                outputs, seconds = await loop.run_in_executor(
+                    self.executor, _timed, self.function, merged
+                )
             except Exception as exc:
                 if len(batch) == 1:
                     _resolve(batch[0], error=exc)
@@ -181,6 +201,8 @@ class AdaptiveBatcher:
                     else:
                         _resolve(request, outputs=dict(alone))
                 continue
+            if self.on_batch is not None:
+                self.on_batch(int(merged.shape[0]), waited, seconds)
             bounds = np.cumsum(sizes)[:-1]
             split = {key: np.split(value, bounds) for key, value in outputs.items()}
             for i, request in enumerate(batch):

@@ -1,25 +1,41 @@
-"""The service layer: the five tasks and the generic predict, independent of HTTP.
+"""The task layer: the five tasks of the API as pre-steps and post-steps around the data plane.
 
-Routes (JSON, TF Serving, KServe V2) parse their wire format and call these methods; tests call
-them directly. Each method validates its inputs against the loaded model's signature, runs the
-model off the event loop through the `ModelRunner`, and returns plain numpy results.
+Task routes parse their JSON or `.npy` bodies and call these methods; tests call them directly.
+Each task turns its request into an `InferenceRequest` (pre-step: pixel scale, which encoder,
+which decoder version per code), runs it through the one `DataPlane` (validation, batching,
+timeout, statistics) and shapes the answer (post-step: digits, codes, energies). Every output a
+model version has beyond the task's primary one comes back in `extras`, by output name, so a new
+model version with extra outputs reaches the task answers without a code change.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import anyio
 import numpy as np
 
 from service import codec, imaging
-from service.arrays import as_batch, item_index, shape_text
-from service.errors import InvalidInput, ModelNotReady, ServiceError, describe
-from service.registry import ModelRegistry, ModelVersion, TensorSpec
+from service.arrays import as_batch
+from service.catalogue import (
+    BY_NAME,
+    DX,
+    GRID,
+    GRID_POINTS,
+    GRID_START,
+    GRID_STOP,
+    POTENTIAL_RANGE,
+)
+from service.dataplane import DataPlane, extra_outputs
+from service.errors import InvalidInput, ModelNotReady, describe
+from service.registry import ModelRegistry, ModelVersion
 from service.runtime import ModelRunner
 from service.settings import Settings
+from service.types import InferenceRequest, InferenceResponse
+
+__all__ = ["DX", "GRID", "GRID_POINTS", "GRID_START", "GRID_STOP", "InferenceService"]
 
 CLASSIFIER = "digit_classifier"
 ENCODER = "digit_encoder"
@@ -27,19 +43,12 @@ DECODER = "digit_decoder"
 ENERGY_FROM_POTENTIAL = "energy_from_potential"
 ENERGY_FROM_DENSITY = "energy_from_density"
 
-#: The grid of every 64-point array (docs/ARCHITECTURE.md): linspace(-15, 15, 64) bohr.
-GRID_START, GRID_STOP, GRID_POINTS = -15.0, 15.0, 64
-GRID = np.linspace(GRID_START, GRID_STOP, GRID_POINTS)
-DX = float(GRID[1] - GRID[0])
-#: Potentials beyond this (Hartree) are outside any physics the models or the solver can handle.
-MAX_ABS_POTENTIAL = 1.0e6
-#: How far `sum(n) * dx` may stray from 1 (a density of one electron).
-DENSITY_NORM_TOLERANCE = 1.0e-2
-
 PixelScale = Literal["unit", "byte"]
 
 #: Nested-list inputs with more items than this are validated in a worker thread.
 _OFFLOAD_ITEMS = 64
+
+Extras = Mapping[str, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,8 @@ class Classification:
     model: ModelVersion
     digits: np.ndarray  # int64 [N]
     probabilities: np.ndarray  # float32 [N, 10]
+    #: The classifier version's other outputs, by name, each [N, ...].
+    extras: Extras = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,7 @@ class Compression:
     model: ModelVersion
     codes: list[bytes]
     bytes_per_image: int
+    extras: Extras = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -68,6 +80,8 @@ class EnergyPrediction:
     energies: np.ndarray  # float32 [N], Hartree
     exact: np.ndarray | None = None  # float64 [N], Hartree
     errors: np.ndarray | None = None  # predicted - exact
+    #: The energy model version's other outputs, by name, each [N, ...].
+    extras: Extras = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -76,39 +90,37 @@ class ExactSolution:
     densities: np.ndarray  # float64 [N, 64], 1/bohr
 
 
-def fit_to_spec(array: np.ndarray, spec: TensorSpec, field: str) -> np.ndarray:
-    """Reshape `[N, ...]` to the signature's input shape (same item size) and cast its dtype."""
-    item = spec.item_shape
-    if array.shape[1:] != item:
-        known = all(d is not None for d in item)
-        size = int(np.prod([d for d in item if d is not None]))
-        if not known or size != int(np.prod(array.shape[1:])):
-            raise InvalidInput.for_field(
-                field,
-                f"items of shape {shape_text(item, batch=False)}",
-                f"shape {list(array.shape)}",
-                what="wrong shape for the model",
-            )
-        array = array.reshape((array.shape[0], *(int(d) for d in item if d is not None)))
-    return np.ascontiguousarray(array, dtype=spec.dtype)
+def _primary(response: InferenceResponse) -> tuple[np.ndarray, Extras]:
+    """The task's primary output (the catalogue's) and the others."""
+    name = BY_NAME[response.model.name].primary_output
+    if name not in response.outputs:  # a version that renamed it: its first output
+        name = next(iter(response.outputs))
+    return response.outputs[name], extra_outputs(response, name)
 
 
 class InferenceService:
-    """The tasks of the API over one registry, one runner and one settings object."""
+    """The tasks of the API over one data plane (built here from registry, settings, runner)."""
 
     def __init__(self, registry: ModelRegistry, settings: Settings, runner: ModelRunner) -> None:
         self.registry = registry
         self.settings = settings
         self.runner = runner
+        self.dataplane = DataPlane(registry, settings, runner)
 
     async def _offload(
         self, check: Callable[..., np.ndarray], value: Any, *args: Any
     ) -> np.ndarray:
-        """Run a validation inline for small inputs, in a worker thread for big nested lists
-        (converting thousands of JSON arrays takes long enough to stall the event loop)."""
+        """Run a pre-step inline for small inputs, in a worker thread for big nested lists."""
         if isinstance(value, list) and len(value) > _OFFLOAD_ITEMS:
             return await anyio.to_thread.run_sync(check, value, *args)
         return check(value, *args)
+
+    async def _infer(
+        self, model: ModelVersion, name: str, value: Any, field: str
+    ) -> InferenceResponse:
+        """One input under the task's field name through the data plane."""
+        request = InferenceRequest(model.name, {name: value}, model.version, fields={name: field})
+        return await self.dataplane.infer_on(model, request)
 
     # Digits ----------------------------------------------------------------------------------
 
@@ -139,15 +151,21 @@ class InferenceService:
             return images.astype(np.float32) / np.float32(255.0)
         raise InvalidInput.for_field("scale", "'unit' or 'byte'", describe(scale))
 
+    async def _unit_images(self, images: Any, scale: PixelScale) -> Any:
+        """Pre-step: the images on the model's unit scale (unit images go as they came: the
+        data plane validates them, once)."""
+        if scale == "unit":
+            return images
+        return await self._offload(self.images_from, images, scale)
+
     async def classify(self, images: Any, scale: PixelScale = "unit") -> Classification:
         """Digit and the ten probabilities for each image."""
-        model = self.registry.get(CLASSIFIER)
-        batch = await self._offload(self.images_from, images, scale)
-        return await self.classify_batch(model, batch)
+        model = self.dataplane.resolve(CLASSIFIER)
+        return await self._classify(model, await self._unit_images(images, scale))
 
     async def classify_upload(self, data: bytes, field: str = "file") -> Classification:
         """Classify one uploaded PNG/JPEG after MNIST-style preprocessing."""
-        model = self.registry.get(CLASSIFIER)
+        model = self.dataplane.resolve(CLASSIFIER)
         image = await self.runner.call(
             "image preprocessing",
             imaging.preprocess_upload,
@@ -155,12 +173,15 @@ class InferenceService:
             self.settings.max_image_pixels,
             field,
         )
-        return await self.classify_batch(model, image[np.newaxis])
+        return await self._classify(model, image[np.newaxis])
 
     async def classify_batch(self, model: ModelVersion, images: np.ndarray) -> Classification:
-        probabilities = await self.runner.run(model, fit_to_spec(images, model.input, "images"))
+        return await self._classify(model, images)
+
+    async def _classify(self, model: ModelVersion, images: Any) -> Classification:
+        probabilities, extras = _primary(await self._infer(model, "images", images, "images"))
         probabilities = probabilities.reshape(probabilities.shape[0], -1)
-        return Classification(model, probabilities.argmax(axis=1), probabilities)
+        return Classification(model, probabilities.argmax(axis=1), probabilities, extras)
 
     def encoder_for_compression(self) -> ModelVersion:
         """The newest encoder version whose decoder of the same version is loaded too."""
@@ -181,11 +202,13 @@ class InferenceService:
     async def compress(self, images: Any, scale: PixelScale = "unit") -> Compression:
         """Each image as a self-describing code: header + the encoder's latent bytes."""
         model = self.encoder_for_compression()
-        batch = await self._offload(self.images_from, images, scale)
-        latent = await self.runner.run(model, fit_to_spec(batch, model.input, "images"))
+        response = await self._infer(
+            model, "images", await self._unit_images(images, scale), "images"
+        )
+        latent, extras = _primary(response)
         latent = np.asarray(latent, dtype=np.uint8).reshape(latent.shape[0], -1)
         codes = [codec.pack(model.version, row) for row in latent]
-        return Compression(model, codes, codec.HEADER_BYTES + latent.shape[1])
+        return Compression(model, codes, codec.HEADER_BYTES + latent.shape[1], extras)
 
     async def decompress(self, codes: Sequence[bytes | str], field: str = "codes") -> Decompression:
         """28x28 images in [0, 1] from codes, each decoded by the version that made it."""
@@ -235,7 +258,7 @@ class InferenceService:
         for version, items in sorted(groups.items()):
             model = entry.versions[version]
             batch = np.stack([latent for _, latent in items])
-            out = await self.runner.run(model, fit_to_spec(batch, model.input, field))
+            out, _ = _primary(await self._infer(model, model.input.name, batch, field))
             out = np.asarray(out, dtype=np.float32).reshape(len(items), 28, 28)
             for (i, _), image in zip(items, out, strict=True):
                 images[i] = image
@@ -244,77 +267,51 @@ class InferenceService:
 
     # Energies --------------------------------------------------------------------------------
 
-    def grid_arrays(
-        self, value: Any, field: str, value_range: tuple[float, float, str]
-    ) -> tuple[np.ndarray, bool]:
-        """Validated `[N, 64]` float64 arrays on the grid, one or many (and whether one)."""
-        return as_batch(
-            value, field, (GRID_POINTS,), self.settings.max_batch_size, value_range=value_range
-        )
-
     def potentials_from(self, value: Any, field: str = "potentials") -> np.ndarray:
-        limits = (-MAX_ABS_POTENTIAL, MAX_ABS_POTENTIAL, "potential (Hartree)")
-        return self.grid_arrays(value, field, limits)[0]
+        """Validated potentials `[N, 64]` (float64) on the grid, for the exact solver."""
+        return as_batch(
+            value, field, (GRID_POINTS,), self.settings.max_batch_size, value_range=POTENTIAL_RANGE
+        )[0]
 
-    def densities_from(self, value: Any, field: str = "densities") -> np.ndarray:
-        densities, single = self.grid_arrays(value, field, (-1e-6, 1.0 / DX, "density (1/bohr)"))
-        norms = densities.sum(axis=1) * DX
-        off = np.abs(norms - 1.0) > DENSITY_NORM_TOLERANCE
-        if off.any():
-            i = int(np.argmax(off))
-            raise InvalidInput.for_field(
-                item_index(field, (i,), single),
-                f"a normalised density: sum(n) * dx = 1 +- {DENSITY_NORM_TOLERANCE:g} "
-                f"(dx = {DX:.6f} bohr)",
-                f"sum(n) * dx = {norms[i]:.6g}",
-                what="density not normalised to one electron",
-            )
-        return densities
-
-    async def _energy(self, name: str, arrays: np.ndarray, field: str) -> EnergyPrediction:
-        model = self.registry.get(name)
-        energies = await self.runner.run(model, fit_to_spec(arrays, model.input, field))
-        return EnergyPrediction(model, np.asarray(energies).reshape(arrays.shape[0]))
+    async def _energy(self, name: str, value: Any, field: str) -> EnergyPrediction:
+        model = self.dataplane.resolve(name)
+        energies, extras = _primary(await self._infer(model, model.input.name, value, field))
+        return EnergyPrediction(model, energies.reshape(energies.shape[0]), extras=extras)
 
     async def energy_from_potential(
         self, potentials: Any, include_exact: bool = False
     ) -> EnergyPrediction:
-        """Ground-state energies (Hartree) predicted from potentials; optionally with the exact."""
-        self.registry.get(ENERGY_FROM_POTENTIAL)  # 503 before any validation work
+        """Energies (Hartree) predicted from potentials; optionally the exact ones too."""
+        self.dataplane.resolve(ENERGY_FROM_POTENTIAL)  # 503 before any validation work
+        if not include_exact:
+            return await self._energy(ENERGY_FROM_POTENTIAL, potentials, "potentials")
         arrays = await self._offload(self.potentials_from, potentials)
         prediction = await self._energy(ENERGY_FROM_POTENTIAL, arrays, "potentials")
-        if not include_exact:
-            return prediction
-        exact = await self._solve(arrays)
-        return EnergyPrediction(
-            prediction.model,
-            prediction.energies,
-            exact.energies,
-            prediction.energies.astype(np.float64) - exact.energies,
-        )
+        return self._with_exact(prediction, await self._solve(arrays))
 
     async def energy_from_density(self, densities: Any, potentials: Any = None) -> EnergyPrediction:
         """Energies (Hartree) predicted from densities; with `potentials`, also the exact ones."""
-        self.registry.get(ENERGY_FROM_DENSITY)
-        arrays = await self._offload(self.densities_from, densities)
-        exact_for = None
-        if potentials is not None:
-            exact_for = await self._offload(self.potentials_from, potentials)
-            if exact_for.shape[0] != arrays.shape[0]:
-                raise InvalidInput.for_field(
-                    "potentials",
-                    f"one potential per density ({arrays.shape[0]})",
-                    f"{exact_for.shape[0]} potentials",
-                )
-        prediction = await self._energy(ENERGY_FROM_DENSITY, arrays, "densities")
-        if exact_for is None:
+        prediction = await self._energy(ENERGY_FROM_DENSITY, densities, "densities")
+        if potentials is None:
             return prediction
-        exact = await self._solve(exact_for)
+        exact_for = await self._offload(self.potentials_from, potentials)
+        count = prediction.energies.shape[0]
+        if exact_for.shape[0] != count:
+            raise InvalidInput.for_field(
+                "potentials",
+                f"one potential per density ({count})",
+                f"{exact_for.shape[0]} potentials",
+            )
+        return self._with_exact(prediction, await self._solve(exact_for))
+
+    @staticmethod
+    def _with_exact(prediction: EnergyPrediction, exact: ExactSolution) -> EnergyPrediction:
         return EnergyPrediction(
             prediction.model,
             prediction.energies,
             exact.energies,
             prediction.energies.astype(np.float64) - exact.energies,
+            prediction.extras,
         )
 
     async def exact_solution(self, potentials: Any) -> ExactSolution:
@@ -338,52 +335,3 @@ class InferenceService:
             np.asarray(energies, dtype=np.float64).reshape(potentials.shape[0]),
             np.asarray(densities, dtype=np.float64).reshape(potentials.shape[0], GRID_POINTS),
         )
-
-    # Generic (TF Serving, V2) ----------------------------------------------------------------
-
-    async def predict(
-        self, name: str, version: int | None, inputs: Mapping[str, Any], field: str
-    ) -> tuple[ModelVersion, dict[str, np.ndarray]]:
-        """Run any loaded model on named inputs (nested lists or arrays), all outputs back."""
-        model = self.registry.get(name, version)
-        unknown = set(inputs) - set(model.inputs)
-        if unknown:
-            raise InvalidInput.for_field(
-                field,
-                f"inputs named {sorted(model.inputs)}",
-                f"{sorted(unknown)}",
-                what="unknown input name",
-            )
-        missing = set(model.inputs) - set(inputs)
-        if missing:
-            raise InvalidInput.for_field(
-                field,
-                f"inputs named {sorted(model.inputs)}",
-                f"no {sorted(missing)}",
-                what="missing input",
-            )
-        arrays: dict[str, np.ndarray] = {}
-        for key, spec in model.inputs.items():
-            where = f"{field}.{key}" if len(model.inputs) > 1 else field
-            item = spec.item_shape
-            if any(d is None for d in item):
-                raise ServiceError(
-                    f"model {name!r} input {key!r} has a free item dimension, which the REST "
-                    "APIs of this server do not support",
-                    status_code=501,
-                )
-            limits = (0.0, 255.0, "uint8 values") if spec.dtype == np.uint8 else None
-            batch, _ = as_batch(
-                inputs[key],
-                where,
-                item,  # type: ignore[arg-type]
-                self.settings.max_batch_size,
-                value_range=limits,
-                integers=spec.dtype.kind in "iu",
-            )
-            arrays[key] = fit_to_spec(batch, spec, where)
-        if len({a.shape[0] for a in arrays.values()}) > 1:
-            raise InvalidInput.for_field(
-                field, "the same batch size for every input", "different sizes"
-            )
-        return model, await self.runner.predict(model, arrays)

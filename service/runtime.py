@@ -9,14 +9,16 @@ and the event loop stays free to accept and parse other requests meanwhile. With
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import numpy as np
 
-from service.batching import AdaptiveBatcher
+from service.batching import AdaptiveBatcher, chunks, concat
 from service.errors import InferenceTimeout
+from service.metrics import InferenceStats
 from service.registry import ModelVersion
 from service.settings import Settings
 
@@ -33,6 +35,8 @@ class ModelRunner:
         )
         self._batchers: dict[int, AdaptiveBatcher] = {}
         self._policies: dict[str, tuple[bool, int, float]] = {}
+        #: What every model call of this runner adds up to (`/metrics`, `/v2/models/stats`).
+        self.stats = InferenceStats()
 
     def batcher(self, model: ModelVersion) -> AdaptiveBatcher | None:
         """The batcher of a one-input model version, if batching is on for it."""
@@ -53,23 +57,45 @@ class ModelRunner:
             def call(array: np.ndarray) -> Mapping[str, np.ndarray]:
                 return model.predict({input_name: array})
 
+            def record(items: int, queue_s: float, compute_s: float) -> None:
+                self.stats.record_execution(model.name, model.version, items, queue_s, compute_s)
+
             batcher = AdaptiveBatcher(
-                call, self._executor, size, wait, name=f"{model.name}/{model.version}"
+                call,
+                self._executor,
+                size,
+                wait,
+                name=f"{model.name}/{model.version}",
+                on_batch=record,
             )
             batcher.owner = model
             self._batchers[key] = batcher
         return batcher
 
+    async def execute(
+        self, model: ModelVersion, inputs: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """All outputs of the model for `inputs` (already of the inputs' dtypes and shapes),
+        through the batcher or in chunks; no time limit of its own (the caller's `limit`)."""
+        batcher = self.batcher(model)
+        if batcher is not None:
+            (array,) = inputs.values()
+            return await batcher.submit(array)
+        loop = asyncio.get_running_loop()
+        queued = time.perf_counter()
+        outputs, started, timings = await loop.run_in_executor(
+            self._executor, _predict_in_chunks, model, inputs, self._chunk(model)
+        )
+        for items, seconds in timings:
+            queue_s = started - queued
+            self.stats.record_execution(model.name, model.version, items, queue_s, seconds)
+        return outputs
+
     async def predict(
         self, model: ModelVersion, inputs: Mapping[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
-        """All outputs of the model for `inputs` (already of the inputs' dtypes and shapes)."""
-        batcher = self.batcher(model)
-        what = f"model {model.name!r}"
-        if batcher is None:
-            return await self.call(what, _predict_in_chunks, model, inputs, self._chunk(model))
-        (array,) = inputs.values()
-        return await self._limit(what, batcher.submit(array))
+        """`execute` limited to `request_timeout_s`."""
+        return await self.limit(f"model {model.name!r}", self.execute(model, inputs))
 
     def _chunk(self, model: ModelVersion) -> int:
         """Largest number of items per model call (the batch size of batching, even when off)."""
@@ -84,9 +110,10 @@ class ModelRunner:
     async def call(self, what: str, function: Callable[..., T], *args: Any) -> T:
         """Any blocking call in the pool, limited to `request_timeout_s`."""
         loop = asyncio.get_running_loop()
-        return await self._limit(what, loop.run_in_executor(self._executor, function, *args))
+        return await self.limit(what, loop.run_in_executor(self._executor, function, *args))
 
-    async def _limit(self, what: str, awaitable: Any) -> Any:
+    async def limit(self, what: str, awaitable: Awaitable[T]) -> T:
+        """`awaitable` within `request_timeout_s`, else a 504 naming `what`."""
         try:
             return await asyncio.wait_for(awaitable, timeout=self.settings.request_timeout_s)
         except TimeoutError:
@@ -107,13 +134,14 @@ class ModelRunner:
 
 def _predict_in_chunks(
     model: ModelVersion, inputs: Mapping[str, np.ndarray], chunk: int
-) -> dict[str, np.ndarray]:
-    """`model.predict` in calls of at most `chunk` items, concatenated: bounded memory."""
+) -> tuple[dict[str, np.ndarray], float, list[tuple[int, float]]]:
+    """`model.predict` in calls of at most `chunk` items, concatenated: bounded memory. Also
+    when the work started and (items, seconds) of each call, for the statistics."""
+    started = time.perf_counter()
     count = next(iter(inputs.values())).shape[0]
-    if count <= chunk:
-        return model.predict(inputs)
-    parts = [
-        model.predict({key: value[i : i + chunk] for key, value in inputs.items()})
-        for i in range(0, count, chunk)
-    ]
-    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+    parts, timings = [], []
+    for part in chunks(count, chunk):
+        begin = time.perf_counter()
+        parts.append(model.predict({key: value[part] for key, value in inputs.items()}))
+        timings.append((part.stop - part.start, time.perf_counter() - begin))
+    return concat(parts), started, timings

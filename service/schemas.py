@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
-from service.inference import GRID_POINTS, GRID_START, GRID_STOP
+from service.catalogue import GRID_POINTS, GRID_START, GRID_STOP
 
 _ONE_DIGIT: Any = [
     [1.0 if 12 <= col <= 15 and 4 <= row <= 23 else 0.0 for col in range(28)] for row in range(28)
@@ -267,8 +267,12 @@ class V2RequestInput(BaseModel):
     name: str
     shape: list[int]
     datatype: str
-    parameters: dict[str, Any] | None = None
-    data: Any
+    parameters: dict[str, Any] | None = Field(
+        default=None,
+        description="`binary_data_size`: the tensor's bytes follow the JSON header (Triton's "
+        "binary tensor data extension; `Inference-Header-Content-Length` gives its length).",
+    )
+    data: Any = Field(default=None, description="The values, flat or nested; absent if binary.")
 
 
 class V2RequestOutput(BaseModel):

@@ -13,16 +13,11 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from service.catalogue import EXPECTED_MODELS
 
-#: The models of the contract in docs/ARCHITECTURE.md; readiness means all of them are loaded.
-EXPECTED_MODELS: tuple[str, ...] = (
-    "digit_classifier",
-    "digit_encoder",
-    "digit_decoder",
-    "energy_from_potential",
-    "energy_from_density",
-)
+__all__ = ["EXPECTED_MODELS", "REPO_ROOT", "BatchingOverride", "Settings"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class BatchingOverride(BaseModel):
@@ -113,6 +108,10 @@ class Settings(BaseSettings):
     Triton's default) adds no latency: requests that queue while the model is busy form the next
     batch, so batches still grow under load."""
 
+    version_labels: dict[str, dict[str, int]] = {}
+    """TensorFlow Serving version labels per model, as JSON: `{"digit_classifier": {"stable": 1,
+    "canary": 2}}`; `/v1/models/<name>/labels/<label>` then serves that version."""
+
     batching: dict[str, BatchingOverride] = {}
     """Per-model overrides, as JSON: `{"digit_classifier": {"max_batch_size": 512}}`."""
 
@@ -132,6 +131,17 @@ class Settings(BaseSettings):
     @classmethod
     def _model_dir_absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("version_labels")
+    @classmethod
+    def _labels_name_versions(cls, value: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+        for model, labels in value.items():
+            for label, version in labels.items():
+                if version < 1:
+                    raise ValueError(f"label {label!r} of {model!r}: versions are positive")
+                if not label or not label.replace("_", "").replace("-", "").isalnum():
+                    raise ValueError(f"label {label!r} of {model!r}: letters, digits, - and _")
+        return value
 
     @field_validator("cors_origins")
     @classmethod

@@ -14,7 +14,8 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from service.api.errors import from_validation_errors
-from service.api.npy import NPY, NPY_BODY_DOC, load_npy
+from service.api.npy import NPY_BODY_DOC
+from service.codecs.npy import NPY, load_npy
 from service.errors import UnsupportedMediaType
 
 M = TypeVar("M", bound=BaseModel)
@@ -35,6 +36,18 @@ def media_type(request: Request) -> str:
 
 def _is_json(kind: str) -> bool:
     return kind == JSON or (kind.startswith("application/") and kind.endswith("+json"))
+
+
+def require_json(request: Request) -> None:
+    """A 415 unless the body is JSON."""
+    kind = media_type(request)
+    if not _is_json(kind):
+        raise UnsupportedMediaType(
+            f"content type {kind!r} is not accepted here; send one of: {JSON}",
+            field="Content-Type",
+            expected=JSON,
+            received=kind,
+        )
 
 
 async def read_json(request: Request, model: type[M], accepted: tuple[str, ...] = (JSON,)) -> M:
@@ -63,8 +76,19 @@ async def read_body(request: Request, model: type[M], array_field: str | None) -
             expected=" | ".join(accepted),
             received=kind,
         )
-    body = await request.body()
-    if len(body) > _OFFLOAD_BYTES:  # a big body would hold up every other request while parsed
+    # A big body would hold up every other request while parsed: a worker thread parses it.
+    return await parse_json_offloaded(await request.body(), model)
+
+
+async def read_json_any_type(request: Request, model: type[M]) -> M:
+    """The body parsed as JSON whatever its Content-Type says, as TensorFlow Serving does (curl
+    `-d` sends `application/x-www-form-urlencoded`)."""
+    return await parse_json_offloaded(await request.body(), model)
+
+
+async def parse_json_offloaded(body: bytes, model: type[M]) -> M:
+    """`parse_json`, in a worker thread for a big body."""
+    if len(body) > _OFFLOAD_BYTES:
         return await anyio.to_thread.run_sync(parse_json, body, model)
     return parse_json(body, model)
 

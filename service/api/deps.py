@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 
+from service.dataplane import DataPlane
 from service.errors import Unauthorized
 from service.inference import InferenceService
 from service.registry import ModelRegistry
@@ -32,9 +33,15 @@ async def get_service(request: Request) -> InferenceService:
     return service
 
 
+async def get_dataplane(request: Request) -> DataPlane:
+    dataplane: DataPlane = request.app.state.service.dataplane
+    return dataplane
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 ServiceDep = Annotated[InferenceService, Depends(get_service)]
+DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
 
 
 async def require_api_key(

@@ -124,15 +124,27 @@ _BIG_NPY = {
 #: Operations that answer while their model is loading: the exact solver needs no model, TF
 #: Serving's status route reports the state (LOADING) with 200, and a code whose decoder is not
 #: loaded yet is refused as a code from an unknown version (422).
-_NO_503 = {"/api/v1/energy/exact", "/v1/models/{name}", "/api/v1/digits/decompress"}
+_NO_503 = {
+    "/api/v1/energy/exact",
+    "/v1/models/{name}",
+    "/v1/models/{name}/labels/{label}",
+    "/api/v1/digits/decompress",
+    "/v2/models/{name}/stats",
+}
+#: The version labels of every probed app, so the /v1 label routes have one to answer for.
+LABELS = {MODEL: {"stable": 1}}
 
 
-def _fill(path: str, name: str = MODEL, version: str = "1", file: str = "loss.png") -> str:
-    return path.replace("{name}", name).replace("{version}", version).replace("{file}", file)
+def _fill(
+    path: str, name: str = MODEL, version: str = "1", file: str = "loss.png", label: str = "stable"
+) -> str:
+    for key, value in (("name", name), ("version", version), ("file", file), ("label", label)):
+        path = path.replace(f"{{{key}}}", value)
+    return path
 
 
 def _predict_bodies(path: str) -> tuple[Any, Any, Any, str]:
-    """(valid, invalid, big) bodies of a TF Serving / V2 inference route, and the 422 story."""
+    """(valid, invalid, big) bodies of a TF Serving / V2 inference route, and the 4xx story."""
     if path.startswith("/v1/"):
         return (
             {"instances": [_POTENTIAL]},
@@ -177,7 +189,18 @@ def probes(method: str, path: str, operation: dict[str, Any], code: str) -> list
         out.append(Probe("401", "without the X-API-Key header", app="keyed"))
     if path.startswith("/admin"):
         out.append(Probe("403", "to a server with no API key configured"))
-    if json_body:
+    # TensorFlow Serving's conventions on /v1: the body is JSON whatever its content type says,
+    # and invalid arguments are 400, as TF Serving answers them.
+    tf_serving = path.startswith("/v1/")
+    if path.endswith((":classify", ":regress")):
+        out.append(
+            Probe(
+                "400", "any body: the model has no such signature", content=_json({"examples": []})
+            )
+        )
+    if json_body and tf_serving:
+        out.append(Probe("400", story, content=_json(invalid)))
+    elif json_body:
         out.append(Probe("400", "a body that is not JSON", content=b'{"oops": [1, 2'))
         out.append(
             Probe(
@@ -224,12 +247,15 @@ def probes(method: str, path: str, operation: dict[str, Any], code: str) -> list
     if json_body:
         limit = Settings().max_body_bytes
         out.append(Probe("413", f"a body of {limit + 1} bytes", content=b" " * (limit + 1)))
-        out.append(Probe("422", story, content=_json(invalid)))
+        if not tf_serving:
+            out.append(Probe("422", story, content=_json(invalid)))
     if "406" in declared:
         out.append(
             Probe("406", "Accept: text/csv", headers={"accept": "text/csv"}, content=_json(valid))
         )
-    if "{file}" in path:
+    if "{label}" in path:
+        out.append(Probe("404", "an unknown version label", path=_fill(path, label="nightly")))
+    elif "{file}" in path:
         out.append(Probe("404", "a plot that does not exist", path=_fill(path, file="none.png")))
     elif "{version}" in path:
         missing = _fill(path, MODEL, "99")
@@ -270,6 +296,10 @@ def probes(method: str, path: str, operation: dict[str, Any], code: str) -> list
     return out
 
 
+def _settings(model_dir: Path, **overrides: Any) -> Settings:
+    return Settings(model_dir=model_dir, warmup=False, version_labels=LABELS, **overrides)
+
+
 @asynccontextmanager
 async def _clients(registry: ModelRegistry) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
     from service.app import create_app
@@ -278,15 +308,10 @@ async def _clients(registry: ModelRegistry) -> AsyncIterator[dict[str, httpx.Asy
     empty = ModelRegistry(model_dir, EXPECTED_MODELS)  # never loaded: every model not ready
     empty.loaded = True  # so the lifespan leaves it as it is: every model still loading
     apps: dict[str, FastAPI] = {
-        "default": create_app(Settings(model_dir=model_dir, warmup=False), registry),
-        "keyed": create_app(
-            Settings(model_dir=model_dir, warmup=False, api_key=SecretStr(API_KEY)),
-            registry,
-        ),
-        "empty": create_app(Settings(model_dir=model_dir, warmup=False), empty),
-        "slow": create_app(
-            Settings(model_dir=model_dir, warmup=False, request_timeout_s=0.001), registry
-        ),
+        "default": create_app(_settings(model_dir), registry),
+        "keyed": create_app(_settings(model_dir, api_key=SecretStr(API_KEY)), registry),
+        "empty": create_app(_settings(model_dir), empty),
+        "slow": create_app(_settings(model_dir, request_timeout_s=0.001), registry),
     }
     async with AsyncExitStack() as stack:
         clients = {}
@@ -303,8 +328,7 @@ async def record(registry: ModelRegistry) -> tuple[dict[str, dict[str, Any]], li
     """{"METHOD path": {status: {"request", "response"}}} from the real app, and mismatches."""
     from service.app import create_app
 
-    settings = Settings(model_dir=registry.model_dir, warmup=False, api_key=SecretStr(API_KEY))
-    keyed = create_app(settings, registry)
+    keyed = create_app(_settings(registry.model_dir, api_key=SecretStr(API_KEY)), registry)
     schema = keyed.openapi()
     recorded: dict[str, dict[str, Any]] = {}
     problems: list[str] = []

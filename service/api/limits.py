@@ -1,7 +1,10 @@
-"""ASGI middleware that refuses request bodies over `max_body_bytes` with 413, before reading them.
+"""ASGI middleware that limits request bodies and decodes their content coding.
 
-A declared `Content-Length` over the limit is answered at once; a chunked body is counted as it
-streams and cut off as soon as it passes the limit, so a huge upload never sits in memory.
+A declared `Content-Length` over `max_body_bytes` is answered 413 at once; a chunked body is
+counted as it streams and cut off as soon as it passes the limit, so a huge upload never sits in
+memory. A body with `Content-Encoding: gzip` or `deflate` is inflated as it streams, and the
+limit applies to the decoded size too (`service.codecs.compression`): the routes only ever see
+decoded bodies.
 """
 
 from __future__ import annotations
@@ -9,16 +12,8 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.responses import JSONBody
-from service.errors import PayloadTooLarge
-
-
-def _too_large(limit: int, received: str) -> PayloadTooLarge:
-    return PayloadTooLarge(
-        f"request body too large: limit {limit} bytes, received {received}",
-        field="body",
-        expected=f"at most {limit} bytes",
-        received=received,
-    )
+from service.codecs.compression import Inflater, too_large
+from service.errors import ServiceError
 
 
 class BodySizeLimit:
@@ -32,6 +27,7 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        coding = ""
         for key, value in scope.get("headers", ()):
             if key == b"content-length":
                 try:
@@ -39,9 +35,26 @@ class BodySizeLimit:
                 except ValueError:
                     declared = -1
                 if declared > self.limit:
-                    error = _too_large(self.limit, f"{declared} bytes")
+                    error = too_large(self.limit, f"{declared} bytes")
                     await JSONBody(error.to_body(), status_code=413)(scope, receive, send)
                     return
+            elif key == b"content-encoding":
+                coding = value.decode("latin-1").strip().lower()
+        inflater: Inflater | None = None
+        if coding and coding != "identity":
+            try:
+                inflater = Inflater(coding, self.limit)
+            except ServiceError as error:
+                response = JSONBody(error.to_body(), status_code=error.status_code)
+                await response(scope, receive, send)
+                return
+            # The app sees the decoded body: its length is no longer the declared one.
+            scope = dict(scope)
+            scope["headers"] = [
+                (k, v)
+                for k, v in scope["headers"]
+                if k not in (b"content-encoding", b"content-length")
+            ]
         seen = 0
         limit = self.limit
 
@@ -49,9 +62,13 @@ class BodySizeLimit:
             nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
+                body = message.get("body", b"")
+                seen += len(body)
                 if seen > limit:
-                    raise _too_large(limit, f"more than {limit} bytes")
+                    raise too_large(limit, f"more than {limit} bytes")
+                if inflater is not None:
+                    final = not message.get("more_body", False)
+                    message = {**message, "body": inflater.feed(body, final=final)}
             return message
 
         await self.app(scope, limited_receive, send)

@@ -49,6 +49,20 @@ STATUS_DESCRIPTIONS = {
 }
 
 
+#: TensorFlow Serving answers every invalid argument with 400, and so do the /v1 routes.
+TF_SERVING_400 = (
+    "Invalid argument (TensorFlow Serving's convention): the body does not parse, a value is "
+    "wrong, or the model has no such signature"
+)
+
+
+def describe_status(path: str, status: str) -> str:
+    """The documented meaning of an error status on one route."""
+    if status == "400" and path.startswith("/v1/"):
+        return TF_SERVING_400
+    return STATUS_DESCRIPTIONS[status]
+
+
 def load_examples() -> dict[str, dict[str, dict[str, Any]]]:
     examples: dict[str, dict[str, dict[str, Any]]] = orjson.loads(EXAMPLES_FILE.read_bytes())
     return examples
@@ -74,7 +88,7 @@ def document_errors(schema: dict[str, Any], *, api_key: bool) -> dict[str, Any]:
                 if status == "401" and not api_key:
                     continue
                 responses[status] = {
-                    "description": STATUS_DESCRIPTIONS[status],
+                    "description": describe_status(path, status),
                     "content": {
                         "application/json": {
                             "schema": {"$ref": "#/components/schemas/ErrorResponse"},

@@ -209,3 +209,44 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield client
+
+
+def export_multi_output_energy(path: Path) -> None:
+    """energy_from_potential with extra outputs, as issue 11's v2 has them: the energy, a
+    1-sigma uncertainty and a bool `in_domain` (the data plane must carry all of them)."""
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.w = tf.Variable(np.linspace(-0.01, 0.01, 64).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 64], tf.float32, name="potential")])
+    def serve(potential: Any) -> Any:
+        energy = tf.reduce_sum(potential * module.w, axis=1)
+        spread = tf.math.reduce_std(potential, axis=1)
+        return {"energy": energy, "energy_std": spread * 0.1, "in_domain": spread < 1.0}
+
+    module.serve = serve
+    outputs = {"energy": [None], "energy_std": [None], "in_domain": [None]}
+    _export(
+        module, serve, path, _card("energy_from_potential", 2, {"potential": [None, 64]}, outputs)
+    )
+
+
+@pytest.fixture(scope="session")
+def multi_output_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny models plus energy_from_potential version 2 with extra outputs."""
+    root = tmp_path_factory.mktemp("multi")
+    shutil.copytree(tiny_model_dir, root, dirs_exist_ok=True)
+    export_multi_output_energy(root / "energy_from_potential" / "2")
+    return root
+
+
+@pytest.fixture
+async def multi_client(
+    multi_output_model_dir: Path, settings: Settings
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings.model_copy(update={"model_dir": multi_output_model_dir}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client

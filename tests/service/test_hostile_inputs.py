@@ -72,14 +72,14 @@ CASES = [
         V2,
         _with_token(_v2(V_MARKED), "Infinity"),
         422,
-        "inputs[0][5]: expected a finite number, received inf",
-        "inputs[0][5]",
+        "inputs[0].data[5]: expected a finite number, received inf",
+        "inputs[0].data[5]",
         id="infinity-in-v2-data",
     ),
     pytest.param(
         TF,
         _with_token({"instances": [V_MARKED]}, "-Infinity"),
-        422,
+        400,  # TF Serving: INVALID_ARGUMENT
         "instances[0][5]: expected a finite number, received -inf",
         "instances[0][5]",
         id="minus-infinity-in-tf-instances",
@@ -128,7 +128,7 @@ CASES = [
     pytest.param(
         TF,
         {"instances": [["a"] * 64]},
-        422,
+        400,  # TF Serving: INVALID_ARGUMENT
         "instances[0][0]: expected a number, received 'a'",
         "instances[0][0]",
         id="strings-in-tf-instances",
@@ -170,14 +170,14 @@ CASES = [
         V2,
         _v2(V[:63], [1, 63]),
         422,
-        "inputs: wrong shape, received shape [1, 63]",
-        "inputs",
+        "inputs[0].data: wrong shape, received shape [1, 63]",
+        "inputs[0].data",
         id="v2-63-point-potential",
     ),
     pytest.param(
         DECODER_V1,
         {"instances": [[1] * 15]},
-        422,
+        400,  # TF Serving: INVALID_ARGUMENT
         "instances: wrong shape, received shape [1, 15]",
         "instances",
         id="tf-code-one-byte-short",
@@ -195,14 +195,14 @@ CASES = [
         V2,
         _v2([], [0, 64]),
         422,
-        "inputs: empty batch, received an empty list",
-        "inputs",
+        "inputs[0].data: empty batch, received an empty list",
+        "inputs[0].data",
         id="v2-empty-batch",
     ),
     pytest.param(
         TF,
         {"instances": []},
-        422,
+        400,  # TF Serving: INVALID_ARGUMENT
         "instances: empty batch, received an empty list",
         "instances",
         id="tf-empty-batch",
@@ -218,7 +218,7 @@ CASES = [
     pytest.param(
         TF,
         {"instances": [V] * 65},
-        422,
+        400,  # TF Serving: INVALID_ARGUMENT
         "instances: batch too large: at most 64 items per request, received 65 items",
         "instances",
         id="tf-65-instances",
@@ -227,8 +227,8 @@ CASES = [
         V2,
         _v2([V] * 65, [65, 64]),
         422,
-        "inputs: batch too large: at most 64 items per request, received 65 items",
-        "inputs",
+        "inputs[0].data: batch too large: at most 64 items per request, received 65 items",
+        "inputs[0].data",
         id="v2-65-items",
     ),
     pytest.param(
@@ -415,7 +415,7 @@ CASES = [
         V2,
         {"inputs": _v2(V)["inputs"] * 2},
         422,
-        "inputs: expected each input once, received an input named twice",
+        "inputs: expected each input once, received 'potential' twice",
         "inputs",
         id="v2-input-twice",
     ),
@@ -455,7 +455,7 @@ CASES = [
     pytest.param(
         TF,
         [V],
-        422,
+        400,  # TF Serving: INVALID_ARGUMENT
         "body: expected a JSON object, received a list of 1",
         "body",
         id="tf-body-a-list",
@@ -463,7 +463,7 @@ CASES = [
     pytest.param(
         TF,
         {"instances": [{"density": V}]},
-        422,
+        400,  # TF Serving: INVALID_ARGUMENT
         "instances[0]: expected an object with keys ['potential'], received an object with keys "
         "['density']",
         "instances[0]",
@@ -472,7 +472,7 @@ CASES = [
     pytest.param(
         TF,
         {"inputs": {"density": [V]}},
-        422,
+        400,  # TF Serving: INVALID_ARGUMENT
         "inputs: unknown input name, received ['density']",
         "inputs",
         id="tf-columnar-wrong-name",
@@ -480,7 +480,7 @@ CASES = [
     pytest.param(
         TF,
         {"instances": [{"b64": _b64(bytes(64))}]},
-        422,
+        400,  # TF Serving: INVALID_ARGUMENT
         "instances: b64 values are accepted only for uint8 inputs, received b64 bytes",
         "instances",
         id="tf-b64-for-a-float-model",
@@ -488,7 +488,7 @@ CASES = [
     pytest.param(
         DECODER_V1,
         {"instances": [{"b64": _b64(bytes(16))}, {"b64": _b64(bytes(15))}]},
-        422,
+        400,  # TF Serving: INVALID_ARGUMENT
         "instances: expected b64 values of equal length, received lengths [15, 16]",
         "instances",
         id="tf-ragged-b64",
@@ -496,7 +496,7 @@ CASES = [
     pytest.param(
         DECODER_V1,
         {"instances": [{"b64": 5}]},
-        422,
+        400,  # TF Serving: INVALID_ARGUMENT
         "instances[0].b64: expected a base64 string, received 5",
         "instances[0].b64",
         id="tf-b64-number",
@@ -539,7 +539,6 @@ async def test_unknown_model_or_version_path_gets_404(
     ("url", "content_type", "expected"),
     [
         (V2, "text/plain", "application/json"),
-        (TF, "application/xml", "application/json"),
         ("/api/v1/digits/classify", "multipart/form-data; boundary=x", "application/json"),
     ],
 )

@@ -149,11 +149,6 @@ async def test_exact_solution_matches_solver(service: InferenceService) -> None:
     np.testing.assert_array_equal(result.densities, densities)
 
 
-async def test_predict_rejects_unknown_input_name(service: InferenceService) -> None:
-    with pytest.raises(InvalidInput, match="unknown input name"):
-        await service.predict("energy_from_density", None, {"potential": potentials(1)}, "inputs")
-
-
 async def test_energy_from_potential_validates_big_batch_in_thread(
     tiny_registry: ModelRegistry, settings: Settings
 ) -> None:

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.app import create_app
-from service.observability import JsonFormatter, logging_config
+from service.logs import JsonFormatter, logging_config
 from service.registry import ModelRegistry
 from service.settings import Settings
 from tests.service.helpers import images, potentials
@@ -236,7 +236,7 @@ async def test_log_lines_are_json_with_the_request_id_and_no_body(
 def test_logging_config_writes_the_chosen_format(log_format: str) -> None:
     script = (
         "import logging, logging.config\n"
-        "from service.observability import logging_config\n"
+        "from service.logs import logging_config\n"
         "from service.settings import Settings\n"
         f"logging.config.dictConfig(logging_config(Settings(log_format='{log_format}', "
         "log_level='warning')))\n"

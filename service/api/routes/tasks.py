@@ -71,15 +71,16 @@ def _model_headers(result: Classification | EnergyPrediction) -> dict[str, str]:
 def _classification(result: Classification, answer: str = JSON) -> Response:
     if answer == NPY:
         return npy_response(result.probabilities, _model_headers(result))
-    return JSONBody(
-        {
-            "model": _model(result),
-            "predictions": [
-                {"digit": int(digit), "probabilities": probabilities}
-                for digit, probabilities in zip(result.digits, result.probabilities, strict=True)
-            ],
-        }
-    )
+    predictions: list[dict[str, Any]] = [
+        {"digit": int(digit), "probabilities": probabilities}
+        for digit, probabilities in zip(result.digits, result.probabilities, strict=True)
+    ]
+    # Every other output of the classifier version, per item by output name (issue 12's
+    # `ood_score`, `is_digit`): a new model version's answers reach clients with no route change.
+    for name, values in result.extras.items():
+        for prediction, value in zip(predictions, values, strict=True):
+            prediction[name] = value
+    return JSONBody({"model": _model(result), "predictions": predictions})
 
 
 def _energies(result: EnergyPrediction, answer: str = JSON) -> Response:
@@ -97,6 +98,10 @@ def _energies(result: EnergyPrediction, answer: str = JSON) -> Response:
     if result.exact is not None:
         body["exact_energies"] = result.exact
         body["errors"] = result.errors
+    # Every other output of the model version, by output name, one value per item like
+    # `energies` (issue 11's `energy_std`, `domain_score`, `in_domain`).
+    for name, values in result.extras.items():
+        body.setdefault(name, values)
     return JSONBody(body)
 
 
@@ -210,6 +215,7 @@ async def compress_digits(request: Request, service: ServiceDep) -> Response:
             "format": codec.FORMAT_V1,
             "bytes_per_image": result.bytes_per_image,
             "codes": [codec.b64encode(code) for code in result.codes],
+            **{k: v for k, v in result.extras.items() if k not in ("model", "format", "codes")},
         }
     )
 

@@ -1,27 +1,29 @@
-"""The Open Inference Protocol (KServe V2), as MLServer and Triton implement it over REST.
+"""The Open Inference Protocol (KServe V2) over REST, as MLServer and Triton implement it.
 
 https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol/: server and model
-health, server and model metadata, and `infer` with JSON tensors (`name`, `shape`, `datatype`,
-`data` flat or nested).
+health, server and model metadata, `infer` with JSON tensors and with Triton's binary tensor data
+extension (both ways); Triton's model configuration (`/config`) and statistics (`/stats`)
+extensions, which `perf_analyzer` reads. Each route decodes (`service.codecs.v2`), calls the data
+plane and encodes.
 """
 
 from __future__ import annotations
 
-import math
+from enum import Enum
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from service import __version__
-from service.api.body import json_body, read_json
-from service.api.deps import RegistryDep, ServiceDep, require_api_key
+from service.api.body import json_body, parse_json_offloaded, require_json
+from service.api.deps import DataPlaneDep, RegistryDep, SettingsDep, require_api_key
 from service.api.responses import JSONBody
 from service.api.routes.tasks import ERRORS
 from service.api.routes.tfserving import parse_version
-from service.arrays import to_numeric_array
-from service.errors import InvalidInput, ModelNotReady, describe
+from service.codecs import v2
+from service.dataplane import DataPlane
+from service.errors import ModelNotReady
 from service.registry import ModelRegistry, ModelVersion
 from service.schemas import (
     V2InferenceRequest,
@@ -29,35 +31,21 @@ from service.schemas import (
     V2ModelMetadata,
     V2ServerMetadata,
 )
+from service.settings import Settings
 
-DATATYPES = {
-    "bool": "BOOL",
-    "uint8": "UINT8",
-    "uint16": "UINT16",
-    "uint32": "UINT32",
-    "uint64": "UINT64",
-    "int8": "INT8",
-    "int16": "INT16",
-    "int32": "INT32",
-    "int64": "INT64",
-    "float16": "FP16",
-    "float32": "FP32",
-    "float64": "FP64",
-}
-
-health = APIRouter(prefix="/v2", tags=["KServe V2 / Open Inference Protocol"])
+TAGS: list[str | Enum] = ["KServe V2 / Open Inference Protocol"]
+health = APIRouter(prefix="/v2", tags=TAGS)
 router = APIRouter(
-    prefix="/v2",
-    tags=["KServe V2 / Open Inference Protocol"],
-    responses=ERRORS,
-    dependencies=[Depends(require_api_key)],
+    prefix="/v2", tags=TAGS, responses=ERRORS, dependencies=[Depends(require_api_key)]
 )
 
 
 @health.get("", response_model=V2ServerMetadata)
 async def server_metadata() -> Response:
-    """Server metadata: name, version, protocol extensions."""
-    return JSONBody({"name": "mldm-serving", "version": __version__, "extensions": []})
+    """Server metadata: name, version, the protocol extensions served."""
+    return JSONBody(
+        {"name": "mldm-serving", "version": __version__, "extensions": list(v2.EXTENSIONS)}
+    )
 
 
 @health.get("/health/live")
@@ -80,43 +68,73 @@ async def ready(registry: RegistryDep) -> Response:
     )
 
 
-def _metadata(registry: ModelRegistry, model: ModelVersion, all_versions: bool) -> dict[str, Any]:
-    versions = sorted(registry.entry(model.name).versions) if all_versions else [model.version]
-    return {
-        "name": model.name,
-        "versions": [str(v) for v in versions],
-        "platform": "tensorflow_savedmodel",
-        "inputs": [
-            {
-                "name": s.name,
-                "datatype": DATATYPES.get(s.dtype.name, "BYTES"),
-                "shape": [-1 if d is None else d for d in s.shape],
-            }
-            for s in model.inputs.values()
-        ],
-        "outputs": [
-            {
-                "name": s.name,
-                "datatype": DATATYPES.get(s.dtype.name, "BYTES"),
-                "shape": [-1 if d is None else d for d in s.shape],
-            }
-            for s in model.outputs.values()
-        ],
-        "parameters": {"model_card": model.card, "version": model.version},
-    }
+# Declared before `/models/{name}`, which would otherwise take "stats" for a model name.
+@router.get("/models/stats")
+async def all_model_stats(registry: RegistryDep, dataplane: DataPlaneDep) -> Response:
+    """Statistics extension: inference statistics of every loaded model version."""
+    return JSONBody({"model_stats": _stats(registry, dataplane, None, None)})
+
+
+def _stats(
+    registry: ModelRegistry, dataplane: DataPlane, name: str | None, version: int | None
+) -> list[dict[str, Any]]:
+    entries = registry.entries() if name is None else [registry.entry(name)]
+    if version is not None and name is not None:
+        registry.get(name, version)  # 404 for a version that does not exist
+    found = []
+    for entry in entries:
+        for number in sorted(entry.versions):
+            if version is None or number == version:
+                found.append(v2.model_stats(dataplane.stats.of(entry.name, number)))
+    return found
 
 
 @router.get("/models/{name}", response_model=V2ModelMetadata)
 async def model_metadata(name: str, registry: RegistryDep) -> Response:
     """Model metadata (latest version) with its model card."""
-    return JSONBody(_metadata(registry, registry.get(name), all_versions=True))
+    model = registry.get(name)
+    return JSONBody(v2.metadata(model, sorted(registry.entry(name).versions)))
 
 
 @router.get("/models/{name}/versions/{version}", response_model=V2ModelMetadata)
 async def model_version_metadata(name: str, version: str, registry: RegistryDep) -> Response:
     """Metadata and model card of one model version."""
     model = registry.get(name, parse_version(version))
-    return JSONBody(_metadata(registry, model, all_versions=False))
+    return JSONBody(v2.metadata(model, [model.version]))
+
+
+def _config(model: ModelVersion, settings: Settings) -> Response:
+    enabled, size, _ = settings.batching_for(model.name)
+    batch = min(settings.max_batch_size, size) if enabled else settings.max_batch_size
+    return JSONBody(v2.model_config(model, batch, enabled, settings.inference_threads))
+
+
+@router.get("/models/{name}/config")
+async def model_config(name: str, registry: RegistryDep, settings: SettingsDep) -> Response:
+    """Model configuration extension: Triton's model configuration of the latest version."""
+    return _config(registry.get(name), settings)
+
+
+@router.get("/models/{name}/versions/{version}/config")
+async def model_version_config(
+    name: str, version: str, registry: RegistryDep, settings: SettingsDep
+) -> Response:
+    """Model configuration extension: one model version."""
+    return _config(registry.get(name, parse_version(version)), settings)
+
+
+@router.get("/models/{name}/stats")
+async def model_stats(name: str, registry: RegistryDep, dataplane: DataPlaneDep) -> Response:
+    """Statistics extension: every loaded version of one model."""
+    return JSONBody({"model_stats": _stats(registry, dataplane, name, None)})
+
+
+@router.get("/models/{name}/versions/{version}/stats")
+async def model_version_stats(
+    name: str, version: str, registry: RegistryDep, dataplane: DataPlaneDep
+) -> Response:
+    """Statistics extension: one model version."""
+    return JSONBody({"model_stats": _stats(registry, dataplane, name, parse_version(version))})
 
 
 def _ready(registry: ModelRegistry, name: str, version: int | None) -> Response:
@@ -139,78 +157,30 @@ async def model_version_ready(name: str, version: str, registry: RegistryDep) ->
     return _ready(registry, name, parse_version(version))
 
 
-def _tensor(model: ModelVersion, index: int, item: Any) -> tuple[str, np.ndarray]:
-    field = f"inputs[{index}]"
-    spec = model.inputs.get(item.name)
-    if spec is None:
-        raise InvalidInput.for_field(
-            f"{field}.name",
-            f"one of {sorted(model.inputs)}",
-            repr(item.name),
-            what="unknown input name",
-        )
-    expected_type = DATATYPES.get(spec.dtype.name, "BYTES")
-    if item.datatype != expected_type:
-        raise InvalidInput.for_field(f"{field}.datatype", expected_type, repr(item.datatype))
-    if any(d < 0 for d in item.shape):
-        raise InvalidInput.for_field(f"{field}.shape", "non-negative sizes", str(item.shape))
-    array = to_numeric_array(item.data, f"{field}.data")
-    size = math.prod(item.shape)  # exact: np.prod wraps around int64 for huge shapes
-    if array.size != size:
-        raise InvalidInput.for_field(
-            f"{field}.data",
-            f"{size} values for shape {item.shape}",
-            f"{array.size} values",
-            what="data does not match shape",
-        )
-    return spec.name, array.reshape(item.shape)
-
-
 async def _infer(
-    name: str, version: int | None, request: Request, service: ServiceDep, registry: ModelRegistry
+    name: str, version: int | None, request: Request, dataplane: DataPlane
 ) -> Response:
-    model = registry.get(name, version)
-    body = await read_json(request, V2InferenceRequest)
-    inputs = dict(_tensor(model, i, item) for i, item in enumerate(body.inputs))
-    if len(inputs) != len(body.inputs):
-        raise InvalidInput.for_field("inputs", "each input once", "an input named twice")
-    wanted = [o.name for o in body.outputs] if body.outputs else list(model.outputs)
-    for i, output in enumerate(wanted):
-        if output not in model.outputs:
-            raise InvalidInput.for_field(
-                f"outputs[{i}].name",
-                f"one of {sorted(model.outputs)}",
-                describe(output),
-                what="unknown output name",
-            )
-    model, outputs = await service.predict(name, model.version, inputs, "inputs")
-    response: dict[str, Any] = {
-        "model_name": model.name,
-        "model_version": str(model.version),
-        "outputs": [
-            {
-                "name": key,
-                "shape": list(outputs[key].shape),
-                "datatype": DATATYPES.get(outputs[key].dtype.name, "BYTES"),
-                "data": outputs[key].reshape(-1),
-            }
-            for key in wanted
-        ],
-    }
-    if body.id is not None:
-        response["id"] = body.id
-    return JSONBody(response)
+    model = dataplane.resolve(name, version)
+    length = request.headers.get(v2.HEADER_LENGTH)
+    if length is None:
+        require_json(request)  # a binary body says so with its header length, whatever its type
+    header, binary = v2.split_body(await request.body(), length)
+    body = await parse_json_offloaded(header, V2InferenceRequest)
+    response = await dataplane.infer_on(model, v2.decode_request(body, binary, model))
+    content, headers = v2.encode_response(response, body)
+    if headers is None:
+        return Response(content, media_type=JSONBody.media_type)
+    return Response(content, media_type=v2.OCTET_STREAM, headers=headers)
 
 
 _INFER_DOC = json_body(V2InferenceRequest)
 
 
 @router.post("/models/{name}/infer", response_model=V2InferenceResponse, openapi_extra=_INFER_DOC)
-async def infer(
-    name: str, request: Request, service: ServiceDep, registry: RegistryDep
-) -> Response:
-    """Inference on the latest version."""
-    return await _infer(name, None, request, service, registry)
+async def infer(name: str, request: Request, dataplane: DataPlaneDep) -> Response:
+    """Inference on the latest version (JSON, or binary tensor data with
+    `Inference-Header-Content-Length`)."""
+    return await _infer(name, None, request, dataplane)
 
 
 @router.post(
@@ -219,10 +189,10 @@ async def infer(
     openapi_extra=_INFER_DOC,
 )
 async def infer_version(
-    name: str, version: str, request: Request, service: ServiceDep, registry: RegistryDep
+    name: str, version: str, request: Request, dataplane: DataPlaneDep
 ) -> Response:
     """Inference on one model version."""
-    return await _infer(name, parse_version(version), request, service, registry)
+    return await _infer(name, parse_version(version), request, dataplane)
 
 
 __all__ = ["health", "router"]

@@ -152,21 +152,21 @@ JSON_CASES = [
     (
         "/v1/models/energy_from_potential:predict",
         {"instances": "lots"},
-        422,
+        400,  # TF Serving: INVALID_ARGUMENT
         "instances: expected a list of instances, received 'lots'",
         "instances",
     ),
     (
         "/v1/models/digit_decoder/versions/1:predict",
         {"instances": [{"b64": "%%%"}]},
-        422,
+        400,  # TF Serving: INVALID_ARGUMENT
         "instances[0].b64: not valid base64",
         "instances[0].b64",
     ),
     (
         "/v1/models/digit_decoder/versions/1:predict",
         {"instances": [[300] * 16]},
-        422,
+        400,  # TF Serving: INVALID_ARGUMENT
         "instances[0][0]: value out of range: expected uint8 values in [0, 255]",
         "instances[0][0]",
     ),

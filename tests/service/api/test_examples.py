@@ -8,7 +8,7 @@ import pytest
 from pydantic import SecretStr
 
 from service.api import examples
-from service.api.responses import STATUS_DESCRIPTIONS, load_examples
+from service.api.responses import describe_status, load_examples
 from service.app import create_app
 from service.registry import ModelRegistry
 from service.settings import EXPECTED_MODELS, Settings
@@ -53,7 +53,7 @@ def test_openapi_documents_exactly_the_recorded_errors(committed_registry: Model
             assert key in recorded, f"{key} has no recorded examples: {REGENERATE}"
             assert sorted(errors) == sorted(recorded[key]), key
             for status, response in errors.items():
-                assert response["description"] == STATUS_DESCRIPTIONS[status]
+                assert response["description"] == describe_status(path, status)
                 (example,) = response["content"]["application/json"]["examples"].values()
                 assert example["value"] == recorded[key][status]["response"]
                 if status == "422" and path.startswith("/api/v1/"):

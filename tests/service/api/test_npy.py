@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from data.schrodinger import solve_ground_state
-from service.api.npy import dump_npy, load_npy
-from service.errors import InvalidInput, MalformedRequest
+from service.codecs.npy import dump_npy
 from tests.service.helpers import assert_error, images, potentials
 
 NPY = {"content-type": "application/x-npy", "accept": "application/x-npy"}
@@ -166,27 +165,6 @@ async def test_pickled_object_array_is_refused_without_unpickling(
     response = await client.post("/api/v1/energy/exact", content=buffer.getvalue(), headers=NPY)
     body = assert_error(response, 422, "unsupported .npy dtype", field="potentials")
     assert body["received"] == "dtype object"
-
-
-def test_load_npy_rejects_garbage_truncated_and_strings() -> None:
-    with pytest.raises(MalformedRequest, match=r"not a valid \.npy file"):
-        load_npy(b"PK\x03\x04 not numpy", "images")
-    data = dump_npy(np.zeros((4, 64)))
-    with pytest.raises(MalformedRequest, match=r"declares shape \[4, 64\]"):
-        load_npy(data[:-8], "images")
-    with pytest.raises(InvalidInput, match=r"unsupported \.npy dtype"):
-        load_npy(dump_npy(np.array(["a", "b"])), "images")
-    with pytest.raises(InvalidInput, match=r"unsupported \.npy dtype"):
-        load_npy(dump_npy(np.zeros(3, dtype=np.complex64)), "images")
-
-
-def test_load_npy_reads_big_endian_and_fortran_order() -> None:
-    array = np.asfortranarray(np.arange(12, dtype=">f4").reshape(3, 4))
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    loaded = load_npy(buffer.getvalue(), "x")
-    np.testing.assert_array_equal(loaded, array)
-    assert loaded.dtype == np.dtype("float32")
 
 
 async def test_npy_integer_pixels_outside_byte_range_get_422(client: httpx.AsyncClient) -> None:

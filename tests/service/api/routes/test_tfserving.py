@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import base64
+import json
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 
+from service.app import create_app
+from service.registry import ModelRegistry
+from service.settings import Settings
 from tests.service.helpers import assert_error, images, potentials
 
 
@@ -104,7 +109,7 @@ async def test_predict_rejects_both_formats(client: httpx.AsyncClient) -> None:
     response = await client.post(
         "/v1/models/energy_from_potential:predict", json={"instances": [], "inputs": []}
     )
-    assert_error(response, 422, "exactly one of 'instances'")
+    assert_error(response, 400, "exactly one of 'instances'")
 
 
 async def test_predict_rejects_unknown_signature(client: httpx.AsyncClient) -> None:
@@ -112,14 +117,14 @@ async def test_predict_rejects_unknown_signature(client: httpx.AsyncClient) -> N
         "/v1/models/energy_from_potential:predict",
         json={"signature_name": "other", "instances": potentials(1).tolist()},
     )
-    assert_error(response, 422, "serving signature name 'other' not found")
+    assert_error(response, 400, "serving signature name 'other' not found")
 
 
 async def test_predict_rejects_wrong_shape(client: httpx.AsyncClient) -> None:
     response = await client.post(
         "/v1/models/energy_from_potential:predict", json={"instances": [[1.0, 2.0]]}
     )
-    body = assert_error(response, 422, "instances: wrong shape", field="instances")
+    body = assert_error(response, 400, "instances: wrong shape", field="instances")
     assert body["expected"] == "shape [64] or [N, 64]"
 
 
@@ -127,6 +132,60 @@ async def test_predict_route_matches_only_post_predict(client: httpx.AsyncClient
     get = await client.get("/v1/models/energy_from_potential:predict")
     assert_error(get, 404, "model 'energy_from_potential:predict' not found")
     regress = await client.post("/v1/models/energy_from_potential:regress", json={})
-    assert_error(regress, 405, "method POST not allowed")
+    assert_error(regress, 400, "Expected regression signature method_name")
     unknown = await client.post("/v1/models/nope:predict", json={"instances": [[1]]})
     assert_error(unknown, 404, "model 'nope' not found")
+
+
+async def test_predict_parses_body_as_json_whatever_the_content_type(
+    client: httpx.AsyncClient,
+) -> None:
+    # curl -d sends application/x-www-form-urlencoded; TF Serving reads JSON regardless.
+    body = json.dumps({"instances": potentials(1).tolist()})
+    response = await client.post(
+        "/v1/models/energy_from_potential:predict",
+        content=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 200, response.text
+    assert len(response.json()["predictions"]) == 1
+
+
+async def test_classify_and_regress_say_the_signature_is_predict(client: httpx.AsyncClient) -> None:
+    for method, kind in (("classify", "classification"), ("regress", "regression")):
+        response = await client.post(
+            f"/v1/models/digit_classifier:{method}", json={"examples": [{"x": 1}]}
+        )
+        body = assert_error(response, 400, f"Expected {kind} signature method_name")
+        assert body["error"].endswith("Was: tensorflow/serving/predict")
+    unknown = await client.post("/v1/models/nope:classify", json={})
+    assert_error(unknown, 404, "model 'nope' not found")
+
+
+@pytest.fixture
+async def labelled_client(settings: Settings, tiny_registry: ModelRegistry) -> Any:
+    labels = {"digit_decoder": {"stable": 1, "canary": 2}}
+    app = create_app(settings.model_copy(update={"version_labels": labels}), tiny_registry)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+async def test_version_labels_serve_their_versions(labelled_client: httpx.AsyncClient) -> None:
+    status = (await labelled_client.get("/v1/models/digit_decoder/labels/stable")).json()
+    assert [s["version"] for s in status["model_version_status"]] == ["1"]
+    meta = (await labelled_client.get("/v1/models/digit_decoder/labels/canary/metadata")).json()
+    assert meta["model_spec"]["version"] == "2"
+    code = [[0] * 16]
+    answer = await labelled_client.post(
+        "/v1/models/digit_decoder/labels/stable:predict", json={"instances": code}
+    )
+    assert answer.status_code == 200, answer.text
+    assert np.array(answer.json()["predictions"]).shape == (1, 28, 28, 1)
+    unknown = await labelled_client.get("/v1/models/digit_decoder/labels/beta")
+    assert_error(unknown, 404, "model 'digit_decoder' has no version label 'beta'", field="label")
+    response = await labelled_client.post(
+        "/v1/models/digit_classifier/labels/stable:predict", json={"instances": []}
+    )
+    assert_error(response, 404, "labels: none")

@@ -1,0 +1,189 @@
+"""The data plane: the one path of every inference, whatever protocol asked for it.
+
+`DataPlane.infer(InferenceRequest)` resolves the model version once, validates every input once
+against its signature and its catalogue contract (names, shape, dtype, value range, batch
+size), runs it on the one execution path (`ModelRunner`: the adaptive batcher or the chunked
+call, the inference threads) under the request timeout, counts it in the inference statistics
+and returns every named output (`InferenceResponse`). Protocol routes decode -> `infer` ->
+encode; task endpoints are a pre-step and a post-step around it (`service.inference`), as in
+MLServer's `handlers/dataplane.py` and KServe's `protocol/dataplane.py`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+import numpy as np
+
+from service.arrays import as_batch, shape_text
+from service.catalogue import UINT8_RANGE, InputContract, spec_of
+from service.errors import InvalidInput, ServiceError, describe
+from service.registry import ModelRegistry, ModelVersion, TensorSpec
+from service.runtime import ModelRunner
+from service.settings import Settings
+from service.types import InferenceRequest, InferenceResponse
+
+#: Nested-list inputs with more items than this are validated in a worker thread.
+_OFFLOAD_ITEMS = 64
+
+
+def fit_to_spec(array: np.ndarray, spec: TensorSpec, field: str) -> np.ndarray:
+    """Reshape `[N, ...]` to the signature's input shape (same item size) and cast its dtype."""
+    item = spec.item_shape
+    if array.shape[1:] != item:
+        known = all(d is not None for d in item)
+        size = int(np.prod([d for d in item if d is not None]))
+        if not known or size != int(np.prod(array.shape[1:])):
+            raise InvalidInput.for_field(
+                field,
+                f"items of shape {shape_text(item, batch=False)}",
+                f"shape {list(array.shape)}",
+                what="wrong shape for the model",
+            )
+        array = array.reshape((array.shape[0], *(int(d) for d in item if d is not None)))
+    return np.ascontiguousarray(array, dtype=spec.dtype)
+
+
+def contract_of(model: ModelVersion, spec: TensorSpec) -> InputContract:
+    """The input's catalogue contract, or one derived from the signature for other models."""
+    entry = spec_of(model.name)
+    known = entry.input(spec.name) if entry is not None else None
+    item = spec.item_shape
+    if known is not None and known.item_shape:
+        return known
+    if any(d is None for d in item):
+        raise ServiceError(
+            f"model {model.name!r} input {spec.name!r} has a free item dimension, which the "
+            "REST APIs of this server do not support",
+            status_code=501,
+        )
+    shape = tuple(int(d) for d in item if d is not None)
+    if known is not None:  # the catalogue leaves the item shape to the signature (codes)
+        return InputContract(
+            known.name, shape, known.value_range, known.integers, check=known.check
+        )
+    uint8 = spec.dtype == np.uint8
+    return InputContract(
+        spec.name,
+        shape,
+        UINT8_RANGE if uint8 else None,
+        integers=spec.dtype.kind in "iu",
+    )
+
+
+class DataPlane:
+    """Inference on the models of one registry, through one runner, under one settings object."""
+
+    def __init__(self, registry: ModelRegistry, settings: Settings, runner: ModelRunner) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.runner = runner
+        self.stats = runner.stats
+
+    def resolve(self, name: str, version: int | None = None) -> ModelVersion:
+        """The servable version (latest when None): 404 unknown, 503 not loaded."""
+        return self.registry.get(name, version)
+
+    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+        """Every output of the requested model version for the request's inputs."""
+        return await self.infer_on(self.resolve(request.model, request.version), request)
+
+    async def infer_on(self, model: ModelVersion, request: InferenceRequest) -> InferenceResponse:
+        """`infer` on a version the caller already resolved (one lookup per request)."""
+        requested = self._requested(model, request)
+        started = time.perf_counter()
+        try:
+            outputs, items, single = await self.runner.limit(
+                f"model {model.name!r}", self._validate_and_run(model, request)
+            )
+        except Exception:
+            self.stats.record_request(
+                model.name, model.version, 0, time.perf_counter() - started, ok=False
+            )
+            raise
+        self.stats.record_request(
+            model.name, model.version, items, time.perf_counter() - started, ok=True
+        )
+        return InferenceResponse(model, outputs, requested, request.id, single)
+
+    @staticmethod
+    def _requested(model: ModelVersion, request: InferenceRequest) -> tuple[str, ...]:
+        if not request.outputs:
+            return tuple(model.outputs)
+        for i, name in enumerate(request.outputs):
+            if name not in model.outputs:
+                raise InvalidInput.for_field(
+                    f"outputs[{i}].name",
+                    f"one of {sorted(model.outputs)}",
+                    describe(name),
+                    what="unknown output name",
+                )
+        return tuple(request.outputs)
+
+    async def _validate_and_run(
+        self, model: ModelVersion, request: InferenceRequest
+    ) -> tuple[dict[str, np.ndarray], int, bool]:
+        big = any(isinstance(v, list) and len(v) > _OFFLOAD_ITEMS for v in request.inputs.values())
+        if big:  # converting thousands of JSON arrays would stall the event loop
+            arrays, single = await anyio.to_thread.run_sync(self.validate, model, request)
+        else:
+            arrays, single = self.validate(model, request)
+        outputs = await self.runner.execute(model, arrays)
+        return outputs, next(iter(arrays.values())).shape[0], single
+
+    def validate(
+        self, model: ModelVersion, request: InferenceRequest
+    ) -> tuple[dict[str, np.ndarray], bool]:
+        """The request's inputs as arrays of the signature's dtypes and shapes (or a 4xx), and
+        whether the client sent one unbatched item."""
+        inputs = request.inputs
+        field = request.field
+        unknown = set(inputs) - set(model.inputs)
+        if unknown:
+            raise InvalidInput.for_field(
+                field,
+                f"inputs named {sorted(model.inputs)}",
+                f"{sorted(unknown)}",
+                what="unknown input name",
+            )
+        missing = set(model.inputs) - set(inputs)
+        if missing:
+            raise InvalidInput.for_field(
+                field,
+                f"inputs named {sorted(model.inputs)}",
+                f"no {sorted(missing)}",
+                what="missing input",
+            )
+        arrays: dict[str, np.ndarray] = {}
+        single = False
+        for key, spec in model.inputs.items():
+            where = request.fields.get(key) or (
+                f"{field}.{key}" if len(model.inputs) > 1 else field
+            )
+            contract = contract_of(model, spec)
+            batch, single = as_batch(
+                inputs[key],
+                where,
+                contract.item_shape,
+                self.settings.max_batch_size,
+                squeeze_channel=contract.squeeze_channel,
+                value_range=contract.value_range,
+                integers=contract.integers,
+                flat_index=request.flat_index,
+            )
+            if contract.check is not None:
+                contract.check(batch, where, single)
+            arrays[key] = fit_to_spec(batch, spec, where)
+        if len({a.shape[0] for a in arrays.values()}) > 1:
+            raise InvalidInput.for_field(
+                field, "the same batch size for every input", "different sizes"
+            )
+        return arrays, single
+
+
+def extra_outputs(response: InferenceResponse, primary: str) -> Mapping[str, Any]:
+    """The outputs of the model version beyond its primary one, by name (for task answers)."""
+    return {k: v for k, v in response.outputs.items() if k != primary}
