@@ -8,7 +8,7 @@ HOST ?= 0.0.0.0
 PORT ?= 8000
 
 .PHONY: setup serve test lint typecheck format data train evaluate bench clean hadolint audit lock fuzz soak \
-	image image-test compose-test image-size deploy-tools validate-manifests checkov client-test
+	image image-test compose-test image-size deploy-tools validate-manifests checkov client-test browser-test
 
 # pip's own output, filtered to one line per package it collects or installs (no progress bars,
 # no "already satisfied" pages), so a first setup shows what it is doing without flooding the log.
@@ -39,6 +39,15 @@ test: $(STAMP)  ## the whole test suite (what CI runs)
 
 fuzz: $(STAMP)  ## schemathesis against the real server on loopback, every operation (bounded, ~2 min)
 	MLDM_FUZZ=1 $(BIN)/python -m pytest -q -s tests/service/test_schema_fuzz.py
+
+# Debian's Chromium and its driver (Selenium is pointed at them; nothing is downloaded).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser-test: $(STAMP)  ## the demo page and /docs in a real headless Chromium (installs it with apt if missing)
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; \
+	fi
+	MLDM_BROWSER=1 $(BIN)/python -m pytest -q tests/browser
 
 soak: $(STAMP)  ## 60 s soak of the server on loopback at its highest sustainable rate
 	$(BIN)/python -m bench soak

@@ -19,11 +19,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipMiddleware
 
 from service import __version__
-from service.api import middleware
+from service.api import middleware, pages
 from service.api.body import add_documented_models
 from service.api.errors import register_error_handlers
 from service.api.limits import BodySizeLimit
-from service.api.responses import JSONBody
+from service.api.responses import JSONBody, document_errors
 from service.api.routes import admin, models, tasks, tfserving, v2
 from service.inference import InferenceService
 from service.metrics import Metrics
@@ -81,6 +81,8 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served from local assets by `pages`, not from a CDN
+        redoc_url=None,
         default_response_class=JSONBody,
         # Our own Prometheus metrics and logs cover this; FastAPI's native OpenTelemetry hook
         # would otherwise wrap every request.
@@ -98,6 +100,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.include_router(v2.health)
     app.include_router(v2.router)
     app.include_router(admin.router)
+    pages.install(app)
 
     if settings.gzip_min_bytes:
         # Level 1: most of the size gain on JSON numbers for a fraction of the CPU of level 9,
@@ -129,6 +132,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = add_documented_models(FastAPI.openapi(app))
+            document_errors(schema, api_key=settings.api_key is not None)
             if settings.api_key is None:
                 _drop_api_key(schema)
             app.openapi_schema = schema

@@ -1,0 +1,119 @@
+"""Pages for people: the API documentation and the demo page, served with no network at all.
+
+`/docs` (Swagger UI) and `/redoc` (ReDoc) load their JavaScript and CSS from the app itself: the
+files ship in the pinned `fastapi-offline` wheel (Swagger UI 5.32.6, ReDoc 2.5.3, MIT licences),
+so the documentation works on a machine without internet. The demo page (`/demo/`, `/`
+redirects there) is plain static files under `service/static/demo/`; every number it shows comes
+from the API. The plots that the training export writes next to each model version are served
+from the registry, so the demo's model view can show them.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.staticfiles import StaticFiles
+from starlette.responses import FileResponse, RedirectResponse, Response
+
+from service.api.deps import RegistryDep, require_api_key
+from service.api.responses import JSONBody
+from service.api.routes.tfserving import parse_version
+from service.errors import NotFound
+
+DOCS_ASSETS = Path(str(files("fastapi_offline") / "static"))
+DEMO_DIR = Path(__file__).resolve().parent.parent / "static" / "demo"
+ASSETS_URL = "/static/docs"
+
+#: ReDoc 2.5.3 draws its sidebar footer logo from this URL, with no option to turn it off.
+REDOC_LOGO_URL = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
+
+router = APIRouter(prefix="/api/v1", tags=["models"], dependencies=[Depends(require_api_key)])
+
+
+def _plots(registry: RegistryDep, name: str, version: str) -> dict[str, Path]:
+    """The PNG files of one loaded model version, by file name (never a path from the client)."""
+    # As on the TF Serving and V2 routes, a version that is not a positive integer is a 404.
+    model = registry.get(name, parse_version(version))
+    return {path.name: path for path in sorted(model.path.glob("*.png"))}
+
+
+@router.get("/models/{name}/versions/{version}/plots")
+async def list_plots(name: str, version: str, registry: RegistryDep) -> Response:
+    """The training plots (PNG) that the export wrote next to this model version."""
+    plots = _plots(registry, name, version)
+    prefix = f"/api/v1/models/{name}/versions/{version}/plots"
+    return JSONBody({"plots": [{"name": n, "url": f"{prefix}/{n}"} for n in plots]})
+
+
+@router.get(
+    "/models/{name}/versions/{version}/plots/{file}",
+    responses={200: {"content": {"image/png": {}}, "description": "The PNG file"}},
+)
+async def get_plot(name: str, version: str, file: str, registry: RegistryDep) -> Response:
+    """One training plot of a model version, as PNG."""
+    plots = _plots(registry, name, version)
+    if file not in plots:
+        raise NotFound(
+            f"model {name!r} version {version} has no plot {file!r}",
+            field="file",
+            expected=" | ".join(plots) or "no plots",
+            received=repr(file),
+        )
+    return FileResponse(plots[file], media_type="image/png")
+
+
+def install(app: FastAPI) -> None:
+    """Add /docs, /redoc, their assets, the demo page and the plot routes to `app`.
+
+    The app must be made with `docs_url=None, redoc_url=None` (FastAPI's own pages use a CDN).
+    """
+    title = app.title
+    openapi_url = app.openapi_url or "/openapi.json"
+    # The packaged ReDoc with its one hard-coded outside URL pointed at our own icon; a route
+    # ahead of the mount below, so it wins. tests/browser checks that nothing else leaves.
+    redoc_js = (DOCS_ASSETS / "redoc.standalone.js").read_bytes()
+    redoc_js = redoc_js.replace(REDOC_LOGO_URL, f"{ASSETS_URL}/favicon.png".encode())
+
+    @app.get(f"{ASSETS_URL}/redoc.standalone.js", include_in_schema=False)
+    async def redoc_script() -> Response:
+        return Response(redoc_js, media_type="text/javascript")
+
+    app.mount(ASSETS_URL, StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
+    app.mount("/demo", StaticFiles(directory=DEMO_DIR, html=True), name="demo")
+    app.include_router(router)
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> Response:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{openapi_url}",
+            title=f"{title} - Swagger UI",
+            swagger_js_url=f"{root}{ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
+            # Swagger UI's default sends the spec to validator.swagger.io for a badge: off.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> Response:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=f"{root}{openapi_url}",
+            title=f"{title} - ReDoc",
+            redoc_js_url=f"{root}{ASSETS_URL}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
+            with_google_fonts=False,
+        )
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        # Browsers ask for it on every page, JSON answers included; a 404 there is noise.
+        return FileResponse(DOCS_ASSETS / "favicon.png", media_type="image/png")
+
+    @app.get("/", include_in_schema=False)
+    async def home(request: Request) -> Response:
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/demo/")
