@@ -10,6 +10,8 @@ import importlib
 import sys
 
 BENCHMARKS: dict[str, str] = {
+    "peers": "bench.peers",
+    "protocols": "bench.protocols",
     "schrodinger": "bench.schrodinger",
     "serving": "bench.serving",
     "soak": "bench.soak",
