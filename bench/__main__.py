@@ -10,6 +10,8 @@ import importlib
 import sys
 
 BENCHMARKS: dict[str, str] = {
+    "memshapes": "bench.memshapes",
+    "overhead": "bench.overhead",
     "peers": "bench.peers",
     "protocols": "bench.protocols",
     "schrodinger": "bench.schrodinger",
