@@ -186,7 +186,7 @@ FULL_PEERS = (
     Config("kserve", "latency log on", {"latency_logging": True}),
     Config("kserve", "latency log off", {"latency_logging": False}),
     Config("bentoml", "plain", {"batching": False}),
-    Config("bentoml", "batch 64/20ms", {"batching": True, "max_batch": 64, "max_latency_ms": 20}),
+    Config("bentoml", "batch 64/200ms", {"batching": True, "max_batch": 64, "max_latency_ms": 200}),
 )
 QUICK_PEERS = (FULL_PEERS[1], FULL_PEERS[3], FULL_PEERS[5], FULL_PEERS[6], FULL_PEERS[7])
 
