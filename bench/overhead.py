@@ -35,7 +35,7 @@ from bench import bodies as wire
 from bench.serving import REPO
 
 
-def median_us(function: Callable[[], Any], calls: int) -> float:
+def median_us(function: Callable[..., Any], calls: int) -> float:
     for _ in range(min(50, calls)):
         function()
     times = []
@@ -46,7 +46,7 @@ def median_us(function: Callable[[], Any], calls: int) -> float:
     return statistics.median(times) * 1e6
 
 
-async def amedian_us(function: Callable[[], Awaitable[Any]], calls: int) -> float:
+async def amedian_us(function: Callable[..., Awaitable[Any]], calls: int) -> float:
     for _ in range(min(50, calls)):
         await function()
     times = []
@@ -241,8 +241,8 @@ async def measure(model_dir: Path, calls: int) -> list[tuple[str, str, float]]:
     for batching, stub in ((True, False), (False, False), (True, True), (False, True)):
         registry_module.ModelVersion.predict = real_predict  # type: ignore[method-assign]
         settings = Settings(
-            model_dir=str(model_dir),
-            expected_models=[c.model for c in wire.CASES.values()],
+            model_dir=model_dir,
+            expected_models=tuple(c.model for c in wire.CASES.values()),
             batching_enabled=batching,
             log_level="warning",
         )

@@ -111,7 +111,7 @@ def ensure_venv(peer: str, root: Path | None = None, python: str | None = None) 
 
     shutil.rmtree(folder, ignore_errors=True)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    interpreter = python or getattr(sys, "_base_executable", sys.executable)
+    interpreter: str = python or getattr(sys, "_base_executable", None) or sys.executable
     print(f"building the {peer} virtualenv in {folder} (minutes; cached afterwards)", flush=True)
     subprocess.run([interpreter, "-m", "venv", str(folder)], check=True)
     subprocess.run(

@@ -108,16 +108,16 @@ def main(argv: list[str] | None = None) -> int:
         stack.callback(server.stop)
         usable = set()
         reference: dict[str, np.ndarray] = {}
-        for (key, kind, items), bodies in requests.items():
+        for (name, kind, items), bodies in requests.items():
             if items != 1:
-                usable.add((key, kind, items))  # probed at one item; bulk checked by status
+                usable.add((name, kind, items))  # probed at one item; bulk checked by status
                 continue
-            note = probe(server, kind, wire.CASES[key], bodies[0], reference)
+            note = probe(server, kind, wire.CASES[name], bodies[0], reference)
             if note:
-                notes.append(f"{wire.KIND_TITLES[kind]}, {key}: {note}")
+                notes.append(f"{wire.KIND_TITLES[kind]}, {name}: {note}")
                 print("skip:", notes[-1], flush=True)
             else:
-                usable.add((key, kind, items))
+                usable.add((name, kind, items))
         for r in range(args.rounds):
             shift = r % len(points)
             for case, kind, c, items in points[shift:] + points[:shift]:
