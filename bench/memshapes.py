@@ -8,6 +8,7 @@ records the resident memory after every pass, in a fresh subprocess per variant:
 
 - ``constant``: every call the same batch size (what batching off gives);
 - ``distinct``: each pass every batch size 1..N once (what batching gives), same item count;
+- ``padded``: the same batches padded up to the next power of two (9 shapes; the fix idea);
 - ``distinct`` again with oneDNN's optimisations off (``TF_ENABLE_ONEDNN_OPTS=0``), with a
   small oneDNN primitive cache (``ONEDNN_PRIMITIVE_CACHE_CAPACITY``), and with glibc limited
   to two malloc arenas (``MALLOC_ARENA_MAX=2``).
@@ -32,6 +33,7 @@ from bench.serving import REPO
 VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "constant": ("constant", {}),
     "distinct": ("distinct", {}),
+    "distinct, padded to powers of two": ("padded", {}),
     "distinct, oneDNN off": ("distinct", {"TF_ENABLE_ONEDNN_OPTS": "0"}),
     "distinct, oneDNN cache 16": ("distinct", {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "16"}),
     "distinct, 2 malloc arenas": ("distinct", {"MALLOC_ARENA_MAX": "2"}),
@@ -71,6 +73,8 @@ def child(model: str, mode: str, sizes: int, passes: int) -> dict[str, Any]:
     if mode == "constant":  # the same items per pass, in batches of one size
         mean = max(1, round(sum(schedule) / len(schedule)))
         schedule = [mean] * len(schedule)
+    if mode == "padded":  # the fix idea: only 9 shapes, each batch padded up to a power of two
+        schedule = [1 << (size - 1).bit_length() for size in schedule]
     for _ in range(passes):
         list(pool.map(call, schedule))
         out["passes"].append(rss_mib())
