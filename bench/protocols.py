@@ -265,7 +265,8 @@ def render(
         out.append(
             f"| {key} | {wire.KIND_TITLES[kind]} | {c} | {items:,} "
             f"| {_num(_med(runs, 'items_per_s'), ',.0f')} "
-            f"| {_num(_med(runs, 'rps'), ',.1f')} | {_num(_med(runs, 'p50_ms'), '.2f')} | {_num(_med(runs, 'p99_ms'), '.1f')} "
+            f"| {_num(_med(runs, 'rps'), ',.1f')} | {_num(_med(runs, 'p50_ms'), '.2f')} "
+            f"| {_num(_med(runs, 'p99_ms'), '.1f')} "
             f"| {sum(r['errors'] for r in runs)} | {_num(_med(runs, 'cpu_us'), ',.0f')} "
             f"| {spread([r['rps'] for r in runs]) * 100:.0f}% |".replace("nan%", "-")
         )
