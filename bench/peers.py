@@ -560,6 +560,8 @@ def render(report: dict[str, Any]) -> str:
         ]
         for name, mem in report["memory"].items():
             out.append(f"| {name} | {mem['rss']:.0f} | {mem['pss']:.0f} | {mem['processes']} |")
+    for title, lines in report.get("profiles", []):
+        out += ["", f"## Profile of ours (py-spy, separate unmeasured run): {title}", "", *lines]
     if report["notes"]:
         out += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
     return "\n".join(out) + "\n"
@@ -646,10 +648,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--models", nargs="+", choices=MODEL_KEYS, default=list(MODEL_KEYS))
     parser.add_argument(
         "--peers",
-        nargs="+",
+        nargs="*",
         choices=sorted(PEER_PACKAGES),
         default=sorted(PEER_PACKAGES),
-        help="peer servers to include",
+        help="peer servers to include (none: ours only)",
     )
     parser.add_argument("--model-dir", type=Path, default=REPO / "models")
     parser.add_argument("--model-version", type=int, default=1)
@@ -658,6 +660,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--plan", action="store_true", help="print what would run and its duration, and stop"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="after the measured runs, py-spy ours on V2 JSON at concurrency 1 (unmeasured runs)",
     )
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--no-write", action="store_true")
@@ -692,9 +699,9 @@ def schedule(
 
 
 def estimate_s(plan_length: int, configs: int, duration: float, warmup: float) -> float:
-    """Wall time: per run the point plus warm-up plus ~1.5 s of wrk and probe overhead; ~25 s
-    to start each server; ~30 s of floors and ceiling."""
-    return plan_length * (duration + warmup + 1.5) + configs * 25 + 30
+    """Wall time: per run the point plus warm-up plus ~1.5 s of wrk and probe overhead; ~40 s
+    to start each server (TensorFlow import and model load, 25-55 s here); ~30 s of floors."""
+    return plan_length * (duration + warmup + 1.5) + configs * 40 + 30
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -749,6 +756,7 @@ def main(argv: list[str] | None = None) -> int:
         "single_item_floor_ms": {},
         "memory": {},
         "notes": [],
+        "profiles": [],
     }
     points: list[Point] = []
     cases = {key: wire.CASES[key] for key in args.models}
@@ -811,6 +819,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"errors {result['errors']} cpu {cpu_us:6.0f} us/req rss {rss:5.0f} MiB",
                 flush=True,
             )
+        if args.profile and OURS.name in servers:
+            report["profiles"] = profile_ours(servers[OURS.name], requests, cases, work)
         for name, server in servers.items():
             rss, pss = tree_rss_mib(server)
             report["memory"][name] = {"rss": rss, "pss": pss, "processes": len(server.pids())}
@@ -825,6 +835,28 @@ def main(argv: list[str] | None = None) -> int:
         path = write(report, args.results_dir)
         print(f"wrote {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
     return 0
+
+
+def profile_ours(
+    server: Server,
+    requests: dict[tuple[str, str], list[wrk.Body]],
+    cases: dict[str, wire.ModelCase],
+    work: Path,
+    seconds: float = 8.0,
+) -> list[tuple[str, list[str]]]:
+    """py-spy samples our server during an extra single-request loop per model (V2 JSON)."""
+    from bench import profile as profiling
+    from bench.serving import profile_lines
+
+    out = []
+    for key in cases:
+        stacks = work / f"profile-{key}.txt"
+        sampler = profiling.start(server.pids()[0], seconds, stacks)
+        wrk.run(server.url, requests[(key, "v2")], 1, seconds + 1, work / "wrk")
+        sampler.wait(timeout=seconds + 60)
+        profile = profiling.summarize(stacks.read_text() if stacks.exists() else "")
+        out.append((f"{key}, V2 JSON, concurrency 1", profile_lines(profile)))
+    return out
 
 
 def probe(
