@@ -484,6 +484,15 @@ def summary_rows(
     return rows
 
 
+def provenance(report: dict[str, Any]) -> str:
+    """The line saying which command, at which commit, took how long."""
+    return (
+        f"Command: `{report['command']}` at commit `{report['commit']}`"
+        + (" (with uncommitted changes)" if report["dirty"] else "")
+        + f"; wall time {report['wall_s'] / 60:.1f} min."
+    )
+
+
 def render(report: dict[str, Any]) -> str:
     stats = report["stats"]
     concurrencies = report["concurrencies"]
@@ -491,9 +500,7 @@ def render(report: dict[str, Any]) -> str:
     out = [
         f"# Peers benchmark, {report['date']}",
         "",
-        f"Command: `{report['command']}` at commit `{report['commit']}`"
-        + (" (with uncommitted changes)" if report["dirty"] else "")
-        + f"; wall time {report['wall_s'] / 60:.1f} min.",
+        provenance(report),
         "",
         f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Python {m['python']}, "
         f"TensorFlow {m['tensorflow']}; load average before the run {m['load_before']}. "

@@ -30,7 +30,14 @@ import numpy as np
 
 from bench import bodies as wire
 from bench import wrk
-from bench.peers import measure, model_folder, probe, request_once, tree_rss_mib
+from bench.peers import (
+    measure,
+    model_folder,
+    probe,
+    provenance,
+    request_once,
+    tree_rss_mib,
+)
 from bench.serving import (
     REPO,
     RESULTS_DIR,
@@ -239,9 +246,7 @@ def render(
     out = [
         f"# Protocols benchmark, {report['date']}",
         "",
-        f"Command: `{report['command']}` at commit `{report['commit']}`"
-        + (" (with uncommitted changes)" if report["dirty"] else "")
-        + f"; wall time {report['wall_s'] / 60:.1f} min. Machine: {m['cores']} cores ({m['cpu']}), "
+        provenance(report) + f" Machine: {m['cores']} cores ({m['cpu']}), "
         f"TensorFlow {m['tensorflow']}, load average before {m['load_before']}. wrk, "
         f"{report['duration_s']:g} s per single-item point, {report['bulk_requests']} sequential "
         "requests per bulk point (its p99 column: the slowest), "
