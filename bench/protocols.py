@@ -134,8 +134,16 @@ def main(argv: list[str] | None = None) -> int:
     points = [(case, kind, c, 1) for case in cases for kind in args.kinds for c in args.concurrency]
     if not args.no_bulk:
         points += [(case, kind, 1, args.bulk_items) for case in cases for kind in args.kinds]
-    # A bulk point: ~1-20 s per request (JSON bodies of 10,000 images are ~150 MB).
-    per_round = sum((args.bulk_requests * 8 if n > 1 else args.duration + 2.5) for *_, n in points)
+    # A bulk request: ~1 s of energy, ~5-50 s of classify (JSON bodies of 10,000 images are
+    # ~150 MB; measured on a loaded 2-core machine), plus building those bodies once.
+    per_round = sum(
+        (
+            args.bulk_requests * (15 if case.key == "classify" else 1)
+            if n > 1
+            else args.duration + 2.5
+        )
+        for case, _, _, n in points
+    )
     print(f"{len(points) * args.rounds} runs, about {per_round * args.rounds / 60 + 1:.0f} min")
     commit, dirty = git_commit()
     busy = training_running()
