@@ -10,6 +10,10 @@ import importlib
 import sys
 
 BENCHMARKS: dict[str, str] = {
+    "memshapes": "bench.memshapes",
+    "overhead": "bench.overhead",
+    "peers": "bench.peers",
+    "protocols": "bench.protocols",
     "schrodinger": "bench.schrodinger",
     "serving": "bench.serving",
     "soak": "bench.soak",

@@ -1,0 +1,200 @@
+"""The request bodies of the peer and protocol benchmarks, and how to read each answer back.
+
+Every server gets the same bytes for the same (model, protocol): the inputs are generated once
+from fixed seeds (`bench.serving.images` / `potentials`) and encoded here, one encoder per wire
+format: V2 JSON, V2 binary tensor data (Triton's binary data extension), our task routes' JSON,
+`.npy`, TF Serving's row format. `values` reads the primary output back out of any answer, so a
+run can check that every server computed the same numbers, not only that it said 200.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bench.serving import images, potentials
+from bench.wrk import Body
+
+JSON = "application/json"
+NPY = "application/x-npy"
+OCTET = "application/octet-stream"
+#: Triton's binary tensor data extension: length of the JSON part that precedes the tensors.
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+#: Protocol routes, in the order of the tables.
+KINDS = ("v2", "v2-binary", "task", "npy", "tfserving")
+KIND_TITLES = {
+    "v2": "V2 JSON",
+    "v2-binary": "V2 binary",
+    "task": "task JSON",
+    "npy": ".npy",
+    "tfserving": "TF Serving row",
+}
+
+
+@dataclass(frozen=True)
+class ModelCase:
+    """One of the two benchmarked models: its V2 input and output, and its task route."""
+
+    key: str  # "classify" | "energy"
+    model: str
+    input_name: str
+    output_name: str
+    task_path: str
+    values_per_item: int
+
+    def inputs(self, count: int, seed: int) -> np.ndarray:
+        """The model input [count, ...] as its signature takes it (float32)."""
+        if self.key == "classify":
+            return images(count, seed)[..., None]
+        return potentials(count, seed)
+
+
+CLASSIFY = ModelCase(
+    "classify", "digit_classifier", "images", "probabilities", "/api/v1/digits/classify", 10
+)
+ENERGY = ModelCase(
+    "energy", "energy_from_potential", "potential", "energy", "/api/v1/energy/from-potential", 1
+)
+CASES = {case.key: case for case in (CLASSIFY, ENERGY)}
+
+
+def _json(path: str, body: Any) -> Body:
+    return Body(
+        "POST", path, json.dumps(body, separators=(",", ":")).encode(), (("Content-Type", JSON),)
+    )
+
+
+def v2_path(case: ModelCase) -> str:
+    return f"/v2/models/{case.model}/infer"
+
+
+def v2_json(case: ModelCase, array: np.ndarray) -> Body:
+    return _json(
+        v2_path(case),
+        {
+            "inputs": [
+                {
+                    "name": case.input_name,
+                    "shape": list(array.shape),
+                    "datatype": "FP32",
+                    "data": array.reshape(-1).tolist(),
+                }
+            ]
+        },
+    )
+
+
+def v2_binary(case: ModelCase, array: np.ndarray) -> Body:
+    """Triton's binary tensor data extension: a JSON header, then the raw little-endian tensor.
+
+    `Inference-Header-Content-Length` gives the JSON part's length, `binary_data_size` each
+    tensor's bytes, and `binary_data_output` asks for every output in binary too.
+    """
+    raw = np.ascontiguousarray(array, dtype="<f4").tobytes()
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": case.input_name,
+                    "shape": list(array.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        },
+        separators=(",", ":"),
+    ).encode()
+    return Body(
+        "POST",
+        v2_path(case),
+        header + raw,
+        (("Content-Type", OCTET), (HEADER_LENGTH, str(len(header)))),
+    )
+
+
+def task_json(case: ModelCase, array: np.ndarray) -> Body:
+    if case.key == "classify":
+        return _json(case.task_path, {"images": array[..., 0].tolist(), "scale": "unit"})
+    return _json(case.task_path, {"potentials": array.tolist()})
+
+
+def npy(case: ModelCase, array: np.ndarray) -> Body:
+    buffer = io.BytesIO()
+    body = array[..., 0] if case.key == "classify" else array
+    np.save(buffer, np.ascontiguousarray(body), allow_pickle=False)
+    path = case.task_path + ("?scale=unit" if case.key == "classify" else "")
+    return Body("POST", path, buffer.getvalue(), (("Content-Type", NPY), ("Accept", NPY)))
+
+
+def tfserving_row(case: ModelCase, array: np.ndarray) -> Body:
+    return _json(f"/v1/models/{case.model}:predict", {"instances": array.tolist()})
+
+
+ENCODERS = {
+    "v2": v2_json,
+    "v2-binary": v2_binary,
+    "task": task_json,
+    "npy": npy,
+    "tfserving": tfserving_row,
+}
+
+
+def bodies(case: ModelCase, kind: str, items: int, variants: int, seed: int = 1) -> list[Body]:
+    """`variants` different requests of `items` items each (the load cycles through them)."""
+    encode = ENCODERS[kind]
+    return [encode(case, case.inputs(items, seed + i)) for i in range(variants)]
+
+
+# Reading answers back -------------------------------------------------------------------------
+
+
+def _v2_outputs(document: Any, case: ModelCase) -> Any:
+    if isinstance(document, list):  # BentoML's batchable API: the list of this request's parts
+        document = document[0]
+    outputs = document["outputs"]
+    for output in outputs:
+        if output.get("name") == case.output_name:
+            return output
+    return outputs[0]
+
+
+def _binary_v2(body: bytes, headers: dict[str, str], case: ModelCase) -> np.ndarray:
+    length = int(headers[HEADER_LENGTH.lower()])
+    document = json.loads(body[:length])
+    offset = length
+    for output in document["outputs"]:
+        size = int(output.get("parameters", {}).get("binary_data_size", 0))
+        if output.get("name") == case.output_name or len(document["outputs"]) == 1:
+            if size:
+                return np.frombuffer(body[offset : offset + size], dtype="<f4")
+            return np.asarray(output["data"], dtype=np.float64).reshape(-1)
+        offset += size
+    raise ValueError(f"no output {case.output_name!r} in {document}")
+
+
+def values(kind: str, case: ModelCase, body: bytes, headers: dict[str, str]) -> np.ndarray:
+    """The primary output of an answer as a flat float array; ValueError if it has none."""
+    headers = {k.lower(): v for k, v in headers.items()}
+    try:
+        if HEADER_LENGTH.lower() in headers:
+            return _binary_v2(body, headers, case).astype(np.float64)
+        if headers.get("content-type", "").startswith(NPY):
+            return np.load(io.BytesIO(body), allow_pickle=False).astype(np.float64).reshape(-1)
+        document = json.loads(body)
+        if kind in ("v2", "v2-binary"):
+            data = _v2_outputs(document, case)["data"]
+        elif kind == "tfserving":
+            data = document["predictions"]
+        elif case.key == "classify":
+            data = [p["probabilities"] for p in document["predictions"]]
+        else:
+            data = document["energies"]
+        return np.asarray(data, dtype=np.float64).reshape(-1)
+    except (KeyError, IndexError, TypeError, ValueError, json.JSONDecodeError) as exc:
+        raise ValueError(f"unreadable {kind} answer ({exc}): {body[:160]!r}") from None

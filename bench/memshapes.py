@@ -1,0 +1,114 @@
+"""Is the service's memory growth under batched load a per-batch-shape cache or a leak?
+
+With adaptive batching on, merged batches take every size from 1 to the batch limit, so the
+model sees hundreds of distinct input shapes; with batching off it sees one. ``python -m bench
+memshapes`` calls a SavedModel's `serving_default` signature from a two-thread pool (as the
+service's inference pool does) in passes, each pass over the same list of batch sizes, and
+records the resident memory after every pass, in a fresh subprocess per variant:
+
+- ``constant``: every call the same batch size (what batching off gives);
+- ``distinct``: each pass every batch size 1..N once (what batching gives), same item count;
+- ``padded``: the same batches padded up to the next power of two (9 shapes; the fix idea);
+- ``distinct`` again with oneDNN's optimisations off (``TF_ENABLE_ONEDNN_OPTS=0``), with a
+  small oneDNN primitive cache (``ONEDNN_PRIMITIVE_CACHE_CAPACITY``), and with glibc limited
+  to two malloc arenas (``MALLOC_ARENA_MAX=2``).
+
+Growth that stops after the first pass over the sizes is a cache keyed by shape (bounded by the
+number of distinct sizes); growth that goes on pass after pass at the same rate is a leak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.serving import REPO
+
+VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
+    "constant": ("constant", {}),
+    "distinct": ("distinct", {}),
+    "distinct, padded to powers of two": ("padded", {}),
+    "distinct, oneDNN off": ("distinct", {"TF_ENABLE_ONEDNN_OPTS": "0"}),
+    "distinct, oneDNN cache 16": ("distinct", {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "16"}),
+    "distinct, 2 malloc arenas": ("distinct", {"MALLOC_ARENA_MAX": "2"}),
+}
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def child(model: str, mode: str, sizes: int, passes: int) -> dict[str, Any]:
+    """In the subprocess: load, warm up at batch 1, then `passes` passes; RSS after each."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    import tensorflow as tf
+
+    function = tf.saved_model.load(model).signatures["serving_default"]
+    _, kwargs = function.structured_input_signature
+    (name, spec), *_ = kwargs.items()
+    item = [int(d) for d in spec.shape[1:]]
+    rng = np.random.default_rng(0)
+    pool = ThreadPoolExecutor(max_workers=2)
+
+    def call(batch: int) -> None:
+        array = rng.random([batch, *item], dtype=np.float32)
+        for value in function(**{name: tf.constant(array)}).values():
+            value.numpy()
+
+    for _ in range(20):
+        call(1)
+    out: dict[str, Any] = {"after_warmup": rss_mib(), "passes": []}
+    schedule = list(range(1, sizes + 1))
+    if mode == "constant":  # the same items per pass, in batches of one size
+        mean = max(1, round(sum(schedule) / len(schedule)))
+        schedule = [mean] * len(schedule)
+    if mode == "padded":  # the fix idea: only 9 shapes, each batch padded up to a power of two
+        schedule = [1 << (size - 1).bit_length() for size in schedule]
+    for _ in range(passes):
+        list(pool.map(call, schedule))
+        out["passes"].append(rss_mib())
+    pool.shutdown()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench memshapes", description=__doc__)
+    parser.add_argument("--model", type=Path, default=REPO / "models" / "digit_classifier" / "1")
+    parser.add_argument("--sizes", type=int, default=256, help="batch sizes 1..N per pass")
+    parser.add_argument("--passes", type=int, default=4)
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--child", nargs=2, metavar=("MODE", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        mode, out = args.child
+        Path(out).write_text(json.dumps(child(str(args.model), mode, args.sizes, args.passes)))
+        return 0
+    print(f"| variant | after warm-up MiB | after each pass over sizes 1..{args.sizes} MiB |")
+    print("| --- | ---: | --- |")
+    for label in args.variants:
+        mode, extra = VARIANTS[label]
+        with tempfile.NamedTemporaryFile(suffix=".json") as out:
+            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
+            env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+            command = [sys.executable, "-m", "bench.memshapes", "--model", str(args.model)]
+            command += ["--sizes", str(args.sizes), "--passes", str(args.passes)]
+            subprocess.run([*command, "--child", mode, out.name], env=env, check=True, timeout=1800)
+            result = json.loads(Path(out.name).read_text())
+        passes = ", ".join(f"{v:.0f}" for v in result["passes"])
+        print(f"| {label} | {result['after_warmup']:.0f} | {passes} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

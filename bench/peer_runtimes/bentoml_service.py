@@ -1,0 +1,106 @@
+"""BentoML service: one class holding both SavedModels, one API per model on the V2 route.
+
+BentoML has no Open Inference Protocol of its own, so each API is declared on the V2 path
+(`@bentoml.api(route=...)`) with the V2 body's `inputs` as its parameter: the same request bytes
+as every other server get to it. `MLDM_PEER_MODELS` (JSON name -> SavedModel folder) says what
+to load; `MLDM_PEER_BATCHING` = `on` makes the APIs batchable with BentoML's adaptive batching
+(`batchable=True`, `max_batch_size`, `max_latency_ms`), whose batch is a list of the requests'
+tensors; its answer is then the list of this request's outputs rather than a V2 response object.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import bentoml
+import numpy as np
+import tensorflow as tf
+
+MODELS: dict[str, str] = json.loads(os.environ["MLDM_PEER_MODELS"])
+BATCHING = os.environ.get("MLDM_PEER_BATCHING", "off") == "on"
+MAX_BATCH = int(os.environ.get("MLDM_PEER_MAX_BATCH", "64"))
+MAX_LATENCY_MS = int(os.environ.get("MLDM_PEER_MAX_LATENCY_MS", "10"))
+DTYPES = {"FP32": np.float32, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32}
+V2_TYPES = {np.dtype(v).name: k for k, v in DTYPES.items()} | {"bool": "BOOL"}
+
+
+def _load(name: str) -> Any:
+    return tf.saved_model.load(MODELS[name]).signatures["serving_default"]
+
+
+def _outputs(function: Any, tensors: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    inputs = {
+        t["name"]: np.asarray(t["data"], dtype=DTYPES[t["datatype"]]).reshape(t["shape"])
+        for t in tensors
+    }
+    return {k: v.numpy() for k, v in function(**inputs).items()}
+
+
+def _v2(name: str, outputs: dict[str, np.ndarray]) -> dict[str, Any]:
+    return {
+        "model_name": name,
+        "outputs": [
+            {
+                "name": k,
+                "shape": list(v.shape),
+                "datatype": V2_TYPES[v.dtype.name],
+                "data": v.reshape(-1).tolist(),
+            }
+            for k, v in outputs.items()
+        ],
+    }
+
+
+def _batched(function: Any, tensors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One merged call for the tensors of several requests (one tensor each), split back."""
+    (name,) = {t["name"] for t in tensors}
+    arrays = [
+        np.asarray(t["data"], dtype=DTYPES[t["datatype"]]).reshape(t["shape"]) for t in tensors
+    ]
+    merged = {k: v.numpy() for k, v in function(**{name: np.concatenate(arrays)}).items()}
+    bounds = np.cumsum([len(a) for a in arrays])[:-1]
+    parts = {k: np.split(v, bounds) for k, v in merged.items()}
+    return [
+        {
+            "outputs": [
+                {
+                    "name": k,
+                    "shape": list(p[i].shape),
+                    "datatype": V2_TYPES[p[i].dtype.name],
+                    "data": p[i].reshape(-1).tolist(),
+                }
+                for k, p in parts.items()
+            ]
+        }
+        for i in range(len(arrays))
+    ]
+
+
+def _api(route: str) -> Any:
+    if BATCHING:
+        return bentoml.api(
+            route=route, batchable=True, max_batch_size=MAX_BATCH, max_latency_ms=MAX_LATENCY_MS
+        )
+    return bentoml.api(route=route)
+
+
+@bentoml.service(workers=1)
+class Peers:
+    def __init__(self) -> None:
+        self.functions = {name: _load(name) for name in MODELS}
+
+    @_api("/v2/models/digit_classifier/infer")
+    def digit_classifier(self, inputs: list[dict[str, Any]]) -> Any:
+        function = self.functions["digit_classifier"]
+        if BATCHING:
+            return _batched(function, inputs)
+        return _v2("digit_classifier", _outputs(function, inputs))
+
+    @_api("/v2/models/energy_from_potential/infer")
+    def energy_from_potential(self, inputs: list[dict[str, Any]]) -> Any:
+        function = self.functions["energy_from_potential"]
+        if BATCHING:
+            return _batched(function, inputs)
+        return _v2("energy_from_potential", _outputs(function, inputs))

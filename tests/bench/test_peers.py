@@ -1,0 +1,183 @@
+"""The peers benchmark's pure parts: venv cache, peer set-ups, schedule, aggregation, table.
+
+No server is started and no virtualenv is built here; `python -m bench peers` is the benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import peers
+from bench.serving import REPO
+
+
+def test_tensorflow_requirement_comes_from_the_lock(tmp_path: Path) -> None:
+    lock = tmp_path / "requirements.lock"
+    lock.write_text("numpy==2.0\ntensorflow_cpu==9.9.1 \\\n    --hash=sha256:x\n")
+    assert peers.tensorflow_requirement(lock) == "tensorflow-cpu==9.9.1"
+    assert peers.tensorflow_requirement().startswith("tensorflow-cpu==")  # the real lock
+    lock.write_text("numpy==2.0\n")
+    with pytest.raises(RuntimeError, match="no tensorflow-cpu pin"):
+        peers.tensorflow_requirement(lock)
+
+
+def test_venv_ready_only_with_the_exact_marker(tmp_path: Path) -> None:
+    assert not peers.venv_ready("kserve", tmp_path)
+    folder = tmp_path / "kserve"
+    folder.mkdir()
+    (folder / ".mldm-spec").write_text("kserve==0.1\ntensorflow-cpu==1\n")
+    assert not peers.venv_ready("kserve", tmp_path)  # built for other versions: rebuilt
+    (folder / ".mldm-spec").write_text("\n".join(peers.venv_requirements("kserve")) + "\n")
+    assert peers.venv_ready("kserve", tmp_path)
+
+
+def test_cache_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MLDM_BENCH_CACHE", str(tmp_path))
+    assert peers.cache_dir() == tmp_path / "peers"
+
+
+def test_model_folder_holds_only_the_chosen_version(tmp_path: Path) -> None:
+    paths = peers.model_folder(tmp_path, REPO / "models", 1)
+    assert sorted(paths) == ["digit_classifier", "energy_from_potential"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(paths)
+    assert (tmp_path / "digit_classifier" / "1" / "saved_model.pb").exists()
+    with pytest.raises(FileNotFoundError):
+        peers.model_folder(tmp_path / "other", REPO / "models", 99)
+
+
+def test_mlserver_setup_is_loopback_with_its_tuning(tmp_path: Path) -> None:
+    config = peers.FULL_PEERS[3]  # 0 workers, adaptive batching 64 / 2 ms
+    server = peers.mlserver_server(config, tmp_path / "venv", {"m": "/models/m/1"}, tmp_path)
+    folder = Path(server.command[-1])
+    settings = json.loads((folder / "settings.json").read_text())
+    assert settings["host"] == "127.0.0.1" and settings["http_port"] == server.port
+    assert settings["parallel_workers"] == 0 and settings["debug"] is False
+    model = json.loads((folder / "m" / "model-settings.json").read_text())
+    assert model["implementation"] == "mlserver_runtime.SignatureModel"
+    assert (model["max_batch_size"], model["max_batch_time"]) == (64, 0.002)
+    assert model["parameters"]["uri"] == "/models/m/1"
+    assert server.env["PYTHONPATH"] == str(peers.RUNTIMES)
+
+
+def test_kserve_and_bentoml_setups_pass_models_and_knobs(tmp_path: Path) -> None:
+    kserve = peers.kserve_server(peers.FULL_PEERS[5], tmp_path, {"m": "/p"}, tmp_path)
+    assert kserve.command[kserve.command.index("--enable_latency_logging") + 1] == "false"
+    assert json.loads(kserve.env["MLDM_PEER_MODELS"]) == {"m": "/p"}
+    bento = peers.bentoml_server(peers.FULL_PEERS[7], tmp_path, {"m": "/p"}, tmp_path)
+    assert bento.command[bento.command.index("--host") + 1] == "127.0.0.1"
+    assert bento.env["MLDM_PEER_BATCHING"] == "on"
+    assert "PYTHONPATH" not in bento.env  # a peer never sees our packages
+
+
+def test_schedule_rotates_servers_at_every_point() -> None:
+    configs = [peers.OURS, peers.FULL_PEERS[1], peers.FULL_PEERS[4]]
+    plan = peers.schedule(configs, ["classify", "energy"], [1, 8], rounds=2)
+    entries = sum(len(c.kinds) for c in configs)  # ours 4 routes, mlserver 1, kserve 2
+    assert len(plan) == 2 * 2 * 2 * entries
+    firsts = [(plan[i * entries][3].name, plan[i * entries][4]) for i in range(4)]
+    assert len(set(firsts)) == 4  # a different server+route opens each point
+    point = plan[:entries]
+    assert {(e[3].name, e[4]) for e in point} == {(c.name, k) for c in configs for k in c.kinds}
+
+
+def test_quick_preset_fits_in_twelve_minutes() -> None:
+    args = peers.parse_args(["--quick"])
+    configs = peers.configurations(True, sorted(peers.PEER_PACKAGES))
+    plan = peers.schedule(configs, list(peers.MODEL_KEYS), args.concurrency, args.rounds)
+    assert peers.estimate_s(len(plan), len(configs), args.duration, args.warmup) <= 12 * 60
+
+
+def _point(server: str, kind: str, c: int, rps: float, p99: float, r: int = 0) -> peers.Point:
+    result = {"rps": rps, "p50_ms": p99 / 3, "p99_ms": p99, "errors": 0, "requests": 100}
+    return peers.Point(server, kind, "digit_classifier", c, r, result, 900.0, 700.0, 400.0)
+
+
+def test_aggregate_takes_medians_over_rounds() -> None:
+    points = [_point("ours", "v2", 1, rps, 10.0, r) for r, rps in enumerate((100, 300, 200))]
+    stats = peers.aggregate(points)
+    assert stats[("ours", "v2", "digit_classifier", 1)]["rps"] == 200
+    assert stats[("ours", "v2", "digit_classifier", 1)]["rounds"] == 3
+
+
+def test_best_peer_ignores_ours_and_failing_configs() -> None:
+    points = [
+        _point("ours", "v2", 8, 900, 5),
+        _point("mlserver (a)", "v2", 8, 400, 20),
+        _point("kserve (b)", "v2", 8, 500, 30),
+        _point("bentoml (c)", "v2", 8, 800, 9),
+    ]
+    points[3].result["errors"] = 4
+    stats = peers.aggregate(points)
+    name, best = peers.best_peer(stats, "digit_classifier", 8)  # type: ignore[misc]
+    assert name == "kserve (b)" and best["rps"] == 500
+    assert peers.best_peer(stats, "digit_classifier", 64) is None
+
+
+def _report(points: list[peers.Point]) -> dict[str, Any]:
+    return {
+        "date": "2026-12-01 22:00 UTC",
+        "commit": "abc1234",
+        "dirty": False,
+        "quick": True,
+        "command": "python -m bench peers --quick",
+        "machine": {
+            "cores": 2,
+            "cpu": "x",
+            "memory_gib": 8,
+            "python": "3.11",
+            "tensorflow": "2",
+            "load_before": [0.1],
+        },
+        "wrk_version": "4.1.0",
+        "duration_s": 5.0,
+        "warmup_s": 1.0,
+        "rounds": 1,
+        "concurrencies": [1, 8],
+        "servers": ["ours", "mlserver (a)"],
+        "contended": "",
+        "floors": ["wrk ceiling: 9,000 req/s"],
+        "single_item_floor_ms": {"classify": 2.0},
+        "memory": {
+            "ours": {"rss": 700.0, "pss": 400.0, "processes": 1},
+            "mlserver (a)": {"rss": 620.0, "pss": 500.0, "processes": 1},
+        },
+        "notes": ["mlserver (a), V2 binary, classify: answered 400 (skipped)"],
+        "stats": peers.aggregate(points),
+        "wall_s": 600.0,
+    }
+
+
+def test_render_and_targets_state_ratios_and_verdicts(tmp_path: Path) -> None:
+    points = [
+        _point("ours", "v2", 1, 150, 8),
+        _point("ours", "task", 1, 160, 8),
+        _point("mlserver (a)", "v2", 1, 100, 20),
+        _point("ours", "v2", 8, 300, 30),
+        _point("ours", "task", 8, 330, 30),
+        _point("mlserver (a)", "v2", 8, 250, 40),
+    ]
+    report = _report(points)
+    text = peers.render(report)
+    assert (
+        "| classify, 1 | 150.0, 8.0 | 160.0, 8.0 | mlserver (a): 100.0, 20.0 | 1.50 | 1.60" in text
+    )
+    assert "met: classify, concurrency 1, ours V2 req/s 1.50x" in text
+    assert "NOT met: classify, concurrency 8, ours V2 req/s 1.20x" in text
+    # p50 of ours V2 at c=1 is 8/3 ms against a floor of 2 ms: 1.33x, within 1.5x.
+    assert "met: classify single-item p50 (V2, conc. 1) 2.67 ms = 1.33x" in text
+    assert "NOT met: resident memory ours 700 MiB = 1.13x the leanest peer" in text
+    assert "answered 400 (skipped)" in text
+    path = peers.write(report, tmp_path)
+    assert path.name == "peers-quick-2026-12-01-abc1234.md"
+    saved = json.loads(path.with_suffix(".json").read_text())
+    assert saved["stats"][0][:4] == ["ours", "v2", "digit_classifier", 1]
+
+
+def test_ratio_without_a_figure_is_nan() -> None:
+    assert math.isnan(peers.ratio(1.0, 0.0)) and math.isnan(peers.ratio(math.nan, 2.0))
+    assert peers.ratio(3.0, 2.0) == 1.5
