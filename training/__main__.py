@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from training.common import DEFAULT_MODELS_DIR, next_version, read_card
-from training.tasks import TASKS, Task, resolve_version, task_of_model
+from training.energy_v2 import flatten
+from training.tasks import TASKS, Task, resolve_version, task_of_model, task_of_version
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -103,9 +104,12 @@ def evaluate_model(
 ) -> list[str]:
     """Re-measure one task's exported model(s); print measured and card figures side by side."""
     version = resolve_version(task, models_dir, version)
+    task = task_of_version(task, models_dir, version)
     data = task.load_data(limit)
     metrics = task.evaluate(models_dir, version, data)
-    card = read_card(models_dir / task.models[0] / str(version))["metrics"]
+    full_card = read_card(models_dir / task.models[0] / str(version))
+    # v2 energy cards carry a per-family table besides the headline figures.
+    card = {**full_card["metrics"], **flatten(full_card.get("families", {}))}
     print(f"== {task.name} v{version} ({', '.join(task.models)})")
     rows = [["metric", "measured", "model card"]]
     for key, value in metrics.items():
@@ -121,8 +125,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         target = args.target or "all"
         tasks = list(TASKS.values()) if target == "all" else [task_of_model(target)]
         rows = [["task", "models", "version", "figures (test split)"]]
+        done = set()
         for task in tasks:
-            rows.append(evaluate_model(task, args.models_dir, args.version, args.limit))
+            version = resolve_version(task, args.models_dir, args.version)
+            # The notebook and broad energy tasks share model names: measure each version once.
+            key = (task_of_version(task, args.models_dir, version).name, version)
+            if key not in done:
+                done.add(key)
+                rows.append(evaluate_model(task, args.models_dir, version, args.limit))
         print("\n" + _table(rows))
         return 0
     if args.target is not None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from training import digit_classifier, digit_codec, energy
+from training import digit_classifier, digit_codec, energy, energy_v2
 from training.common import Exported, TrainResult, latest_version
 
 
@@ -67,6 +67,28 @@ def _export_energy(
     return energy.export(result, data, task, models_dir, version)
 
 
+def _broad_task(task: energy_v2.BroadTask) -> Task:
+    def train(config: Any, data: Any) -> TrainResult:
+        return energy_v2.train(config, data, task)
+
+    def export(result: TrainResult, data: Any, models_dir: Path, version: int) -> list[Exported]:
+        return energy_v2.export(result, data, task, models_dir, version)
+
+    def evaluate(models_dir: Path, version: int, data: Any) -> dict[str, float]:
+        return energy_v2.evaluate(task, models_dir / task.name / str(version), data)
+
+    return Task(
+        name=task.task,
+        models=(task.name,),
+        configs=task.configs,
+        load_data=energy_v2.load_data,
+        train=train,
+        export=export,
+        evaluate=evaluate,
+        headline=("test_rmse_mha", "worst_heldout_mae_mha", "worst_heldout_coverage95"),
+    )
+
+
 def _evaluate_classifier(models_dir: Path, version: int, data: Any) -> dict[str, float]:
     return digit_classifier.evaluate(models_dir / digit_classifier.NAME / str(version), data)
 
@@ -102,6 +124,8 @@ TASKS: dict[str, Task] = {
     ),
     energy.POTENTIAL.task: _energy_task(energy.POTENTIAL),
     energy.DENSITY.task: _energy_task(energy.DENSITY),
+    energy_v2.POTENTIAL.task: _broad_task(energy_v2.POTENTIAL),
+    energy_v2.DENSITY.task: _broad_task(energy_v2.DENSITY),
 }
 
 
@@ -119,3 +143,10 @@ def task_of_model(name: str) -> Task:
 def resolve_version(task: Task, models_dir: Path, version: int | None) -> int:
     """``version``, or the latest exported version of the task's first model."""
     return version if version is not None else latest_version(models_dir, task.models[0])
+
+
+def task_of_version(task: Task, models_dir: Path, version: int) -> Task:
+    """The task that exported this version of ``task``'s model: the broad (v2) energy tasks share
+    model names with the notebook ones, and their model cards say so (``training_task``)."""
+    broad = energy_v2.card_task(models_dir, task.models[0], version)
+    return TASKS[broad.task] if broad is not None else task

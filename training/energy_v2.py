@@ -1,0 +1,652 @@
+"""Version 2 of the two energy models: trained on the broad dataset of ``data.potentials``, an
+ensemble for the uncertainty, and a domain of validity derived from the training data, all in one
+SavedModel per model (see /work/notes/interfaces.md and the model cards).
+
+``energy_from_potential`` v2, input ``potential`` float32 [N, 64], outputs:
+
+* ``energy`` [N] (Ha): the ensemble mean. Exact symmetries are built in: the members see
+  ``u = V - min(V)`` (``E[V + c] = E[V] + c``), compressed as ``S (1 - exp(-u / S))`` (S = 30 Ha:
+  walls higher than that hardly move the ground state), and average over ``V(x)`` and ``V(-x)``;
+* ``energy_std`` [N] (Ha): ``sqrt((k * spread)**2 + s0**2)``, spread = the members' standard
+  deviation, ``k`` and ``s0`` calibrated on fresh systems of the training distribution (seeds not
+  used in training) so that the 95% interval ``energy +- 1.96 energy_std`` covers the exact E for
+  at least 96% of every training family there;
+* ``domain_score`` [N] (1 = the calibrated edge), ``in_domain`` [N] bool, ``domain_reason`` [N]
+  int32 (0 in domain, else the 1-based index of the criterion in ``metrics.json``
+  ``domain.criteria`` that is furthest past its threshold).
+
+``energy_from_density`` v2, input ``density`` float32 [N, 64]: a constant added to V changes E and
+leaves n unchanged, so the part of E that n determines is the kinetic energy
+``T[n] = E - sum(n V) dx`` (offset-free). Outputs ``kinetic_energy``, ``kinetic_energy_std``
+(learned, calibrated as above), ``energy`` = T + the training mean of ``sum(n V) dx`` (a stand-in
+for the potential energy n cannot tell), ``energy_std`` (its uncertainty including the
+irreducible ``offset_std``), ``offset_std`` (the standard deviation of ``sum(n V) dx`` over the
+training data, the same for every item), and the three domain outputs. With the potential known,
+``E = kinetic_energy + sum(n V) dx``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers, ops
+
+from data import heldout, potentials, schrodinger
+from training.common import (
+    DEFAULT_MODELS_DIR,
+    Exported,
+    TrainResult,
+    count_parameters,
+    export_saved_model,
+    history_dict,
+    keras_verbosity,
+    load_signature,
+    read_card,
+    set_seed,
+    write_model_card,
+)
+
+GRID_POINTS = schrodinger.GRID_POINTS
+DX = schrodinger.DX
+#: Scale (Ha) of the compression of V - min(V): values far above it look alike to the model.
+WALL_SCALE = 30.0
+#: Curvature is checked where V - min(V) is below this (Ha): where the electron is.
+LOW_REGION = 5.0
+LOG_FLOOR = 1e-12
+#: The 95% interval's half-width in standard deviations.
+Z95 = 1.959964
+#: The calibration asks this coverage of every training family of the calibration set.
+CALIBRATION_COVERAGE = 0.96
+#: Each of the domain's criteria accepts all but this fraction of the calibration set (so the
+#: union of the three rejects at most 0.1%).
+DOMAIN_TAIL = 0.0003
+PCA_COMPONENTS = 16
+#: The row of the per-family table for fresh systems of the training distribution.
+CHECK = "check_training_distribution"
+
+
+@dataclass(frozen=True)
+class BroadConfig:
+    """Hyper-parameters of a v2 energy model (``name`` is the CLI's ``--config``)."""
+
+    name: str = "default"
+    members: int = 4
+    hidden: tuple[int, ...] = (128, 128, 128)
+    activation: str = "gelu"
+    epochs: int = 30
+    batch_size: int = 256
+    learning_rate: float = 2e-3
+    final_learning_rate: float = 1e-5
+    train_count: int = 200_000
+    calibration_count: int = 20_000
+    train_seed: int = 1
+    calibration_seed: int = 2
+    check_seed: int = 3
+    heldout_count: int = 1000
+    seed: int = 1
+
+
+@dataclass(frozen=True)
+class BroadTask:
+    task: str
+    name: str
+    input_name: str
+    description: str
+    #: The name of the learned output (``energy`` or ``kinetic_energy``).
+    learned: str
+    configs: dict[str, BroadConfig] = field(default_factory=lambda: {"default": BroadConfig()})
+
+
+POTENTIAL = BroadTask(
+    task="energy-from-potential-broad",
+    name="energy_from_potential",
+    input_name="potential",
+    description="Ground-state energy E[V] of one electron from its external potential V(x), "
+    "trained on many potential shapes, with uncertainty and domain of validity",
+    learned="energy",
+)
+DENSITY = BroadTask(
+    task="energy-from-density-broad",
+    name="energy_from_density",
+    input_name="density",
+    description="Kinetic energy T[n] (the offset-free part of E) and E of one electron from its "
+    "density n(x), trained on many potential shapes, with uncertainty and domain of validity",
+    learned="kinetic_energy",
+)
+TASKS = {POTENTIAL.task: POTENTIAL, DENSITY.task: DENSITY}
+
+
+@dataclass(frozen=True)
+class BroadData:
+    train: potentials.BroadDataset
+    calibration: potentials.BroadDataset
+    check: potentials.BroadDataset
+    heldout: dict[str, heldout.Family]
+    source: str
+
+
+def load_data(limit: int | None = None, config: BroadConfig | None = None) -> BroadData:
+    """The broad training set (cached), the calibration and check sets, the held-out families.
+
+    ``limit``: that many systems per set and per family, generated in memory (tiny runs, tests).
+    """
+    config = config or BroadConfig()
+    if limit is not None:
+        make = lambda n, s: potentials.generate(n, s)  # noqa: E731
+        counts = (limit, limit, limit, limit)
+    else:
+        make = lambda n, s: potentials.load_or_generate(n, s)  # noqa: E731
+        counts = (
+            config.train_count,
+            config.calibration_count,
+            config.calibration_count,
+            config.heldout_count,
+        )
+    families = heldout.families(counts[3], notebook_count=25_000 if limit is None else limit)
+    return BroadData(
+        train=make(counts[0], config.train_seed),
+        calibration=make(counts[1], config.calibration_seed),
+        check=make(counts[2], config.check_seed),
+        heldout=families,
+        source=(
+            f"data.potentials seeds {config.train_seed} (train, {counts[0]}), "
+            f"{config.calibration_seed} (calibration, {counts[1]}), {config.check_seed} "
+            f"(check, {counts[2]}); data.heldout ({counts[3]} per family, notebook test split)"
+        ),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Features (TensorFlow, so that training, calibration and the SavedModel share one definition)
+# --------------------------------------------------------------------------------------------
+
+
+def _features(task: BroadTask, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(features, reference)``: the members' input and what is added back to their output."""
+    x = tf.cast(x, tf.float32)
+    if task is POTENTIAL:
+        vmin = tf.reduce_min(x, axis=1, keepdims=True)
+        g = WALL_SCALE * (1 - tf.exp(-(x - vmin) / WALL_SCALE))
+        return g, vmin[:, 0]
+    n = tf.maximum(x, 0.0)
+    features = tf.concat([tf.sqrt(n * DX), tf.math.log(tf.maximum(n, LOG_FLOOR))], axis=1)
+    return features, tf.zeros_like(x[:, 0])
+
+
+def _mirror(task: BroadTask, features: tf.Tensor) -> tf.Tensor:
+    if task is POTENTIAL:
+        return tf.reverse(features, axis=[1])
+    a, b = tf.split(features, 2, axis=1)
+    return tf.concat([tf.reverse(a, axis=[1]), tf.reverse(b, axis=[1])], axis=1)
+
+
+def _domain_features(task: BroadTask, x: tf.Tensor) -> tf.Tensor:
+    """[N, 1]: the domain's per-item quantity besides PCA: the sharpest curvature where the
+    electron is (of V where V - min V < LOW_REGION; of log n where n > 1e-4)."""
+    x = tf.cast(x, tf.float32)
+    if task is POTENTIAL:
+        u = x - tf.reduce_min(x, axis=1, keepdims=True)
+        curvature = tf.abs(x[:, 2:] - 2 * x[:, 1:-1] + x[:, :-2]) / DX**2
+        low = u[:, 1:-1] < LOW_REGION
+        sharp = tf.reduce_max(tf.where(low, curvature, tf.zeros_like(curvature)), axis=1)
+        return sharp[:, None]
+    # Density: the curvature of log n where n is not negligible (sharp features in V show there).
+    n = tf.maximum(x, LOG_FLOOR)
+    logn = tf.math.log(n)
+    curvature = tf.abs(logn[:, 2:] - 2 * logn[:, 1:-1] + logn[:, :-2]) / DX**2
+    big = n[:, 1:-1] > 1e-4
+    sharp = tf.reduce_max(tf.where(big, curvature, tf.zeros_like(curvature)), axis=1)
+    return sharp[:, None]
+
+
+# --------------------------------------------------------------------------------------------
+# The ensemble
+# --------------------------------------------------------------------------------------------
+
+
+@keras.saving.register_keras_serializable(package="mldm")
+class EnsembleDense(keras.layers.Layer):
+    """``members`` independent dense layers in one einsum: [B, in] or [B, M, in] -> [B, M, out]."""
+
+    def __init__(self, members: int, units: int, activation: str | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.members, self.units = members, units
+        self.activation = keras.activations.get(activation)
+
+    def build(self, input_shape: Any) -> None:
+        fan_in = int(input_shape[-1])
+        self.kernel = self.add_weight(
+            shape=(self.members, fan_in, self.units), initializer="glorot_uniform", name="kernel"
+        )
+        self.bias = self.add_weight(shape=(self.members, self.units), initializer="zeros")
+
+    def call(self, x: Any) -> Any:
+        if len(x.shape) == 2:
+            y = ops.einsum("bi,mio->bmo", x, self.kernel)
+        else:
+            y = ops.einsum("bmi,mio->bmo", x, self.kernel)
+        return self.activation(y + self.bias)
+
+    def get_config(self) -> dict[str, Any]:
+        activation = keras.activations.serialize(self.activation)
+        return {**super().get_config(), "members": self.members, "units": self.units,
+                "activation": activation}  # fmt: skip
+
+
+def build_core(config: BroadConfig, features: int, stats: dict[str, Any]) -> keras.Model:
+    """features [B, F] -> standardised members' outputs mapped back to Ha: [B, M]."""
+    inputs = keras.Input((features,), dtype="float32")
+    h = layers.Normalization(mean=stats["x_mean"], variance=stats["x_std"] ** 2)(inputs)
+    for width in config.hidden:
+        h = EnsembleDense(config.members, width, config.activation)(h)
+    y = EnsembleDense(config.members, 1)(h)
+    y = layers.Reshape((config.members,))(y)
+    y = layers.Rescaling(scale=stats["y_std"], offset=stats["y_mean"])(y)
+    return keras.Model(inputs, y, name="ensemble")
+
+
+def _numpy(t: tf.Tensor) -> np.ndarray:
+    return np.asarray(t.numpy())
+
+
+def targets(task: BroadTask, ds: potentials.BroadDataset) -> np.ndarray:
+    """E, or for the density model the kinetic energy ``T = E - sum(n V) dx`` (float64)."""
+    if task is POTENTIAL:
+        return ds.E
+    return np.asarray(ds.E - (ds.n * ds.V).sum(axis=1) * DX)
+
+
+def _inputs(task: BroadTask, ds: potentials.BroadDataset) -> np.ndarray:
+    return (ds.V if task is POTENTIAL else ds.n).astype(np.float32)
+
+
+def train(config: BroadConfig, data: BroadData, task: BroadTask) -> TrainResult:
+    """Fit the ensemble (every member on every batch, its own initialisation) on the train set."""
+    set_seed(config.seed)
+    x = _inputs(task, data.train)
+    feats, reference = (_numpy(t) for t in _features(task, tf.constant(x)))
+    # Half the systems mirrored (E is the same): the symmetry the served model averages over.
+    flip = np.random.default_rng(config.seed).random(len(x)) < 0.5
+    feats[flip] = _numpy(_mirror(task, tf.constant(feats[flip])))
+    y = (targets(task, data.train) - reference).astype(np.float32)
+    stats = {
+        "x_mean": feats.mean(axis=0),
+        "x_std": np.maximum(feats.std(axis=0), 1e-6),
+        "y_mean": float(y.mean()),
+        "y_std": float(y.std()) or 1.0,
+    }
+    core = build_core(config, feats.shape[1], stats)
+    steps = config.epochs * int(np.ceil(len(x) / config.batch_size))
+    rate = keras.optimizers.schedules.CosineDecay(
+        config.learning_rate,
+        decay_steps=max(steps, 1),
+        alpha=config.final_learning_rate / config.learning_rate,
+    )
+    core.compile(optimizer=keras.optimizers.Adam(rate), loss="mse")
+    xc = _inputs(task, data.calibration)
+    fc, rc = (_numpy(t) for t in _features(task, tf.constant(xc)))
+    yc = (targets(task, data.calibration) - rc).astype(np.float32)
+    start = time.perf_counter()
+    history = core.fit(
+        feats,
+        np.repeat(y[:, None], config.members, axis=1),
+        validation_data=(fc, np.repeat(yc[:, None], config.members, axis=1)),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        shuffle=True,
+        verbose=keras_verbosity(),
+    )
+    return TrainResult(
+        task=task.task,
+        config=config,
+        models={"ensemble": core},
+        history=history_dict(history),
+        seconds=time.perf_counter() - start,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Serving graph: ensemble + calibrated uncertainty + domain
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Domain:
+    """The domain of validity: PCA of the members' features, curvature and span thresholds."""
+
+    mean: np.ndarray  # [F]
+    components: np.ndarray  # [F, K]
+    scales: np.ndarray  # [K] sqrt of the PCA variances
+    #: Thresholds of the criteria, in the order of CRITERIA.
+    thresholds: np.ndarray  # [3]
+
+
+#: (key, human-readable reason) of each domain criterion, in the order of ``domain_reason``.
+CRITERIA: tuple[tuple[str, str], ...] = (
+    ("mahalanobis", "its shape is far from the training inputs (PCA Mahalanobis distance)"),
+    ("residual", "its shape is not spanned by the training inputs (PCA residual)"),
+    ("curvature", "it has features sharper than the training data and the grid resolve"),
+)
+
+
+def _domain_raw(task: BroadTask, domain: Domain, x: tf.Tensor) -> tf.Tensor:
+    """[N, 3] criteria values (before division by the thresholds)."""
+    feats, _ = _features(task, x)
+    centred = feats - tf.constant(domain.mean, tf.float32)
+    z = tf.matmul(centred, tf.constant(domain.components, tf.float32))
+    recon = tf.matmul(z, tf.constant(domain.components.T, tf.float32))
+    d = tf.sqrt(tf.reduce_sum((z / tf.constant(domain.scales, tf.float32)) ** 2, axis=1))
+    residual = tf.sqrt(tf.reduce_mean((centred - recon) ** 2, axis=1))
+    extra = _domain_features(task, x)
+    return tf.concat([tf.stack([d, residual], axis=1), extra], axis=1)
+
+
+def fit_domain(task: BroadTask, train_x: np.ndarray, calibration_x: np.ndarray) -> Domain:
+    """PCA on the training features (both mirror images), thresholds on the calibration set."""
+    feats, _ = _features(task, tf.constant(train_x))
+    both = np.concatenate([_numpy(feats), _numpy(_mirror(task, feats))]).astype(np.float64)
+    mean = both.mean(axis=0)
+    _, s, vt = np.linalg.svd(both - mean, full_matrices=False)
+    k = min(PCA_COMPONENTS, len(s))
+    scales = np.maximum(s[:k] / np.sqrt(max(len(both) - 1, 1)), 1e-6)
+    provisional = Domain(mean, vt[:k].T.copy(), scales, np.ones(len(CRITERIA)))
+    raw = _numpy(_domain_raw(task, provisional, tf.constant(calibration_x)))
+    thresholds = np.quantile(raw, 1 - DOMAIN_TAIL, axis=0) if len(raw) else np.ones(len(CRITERIA))
+    return replace(provisional, thresholds=np.maximum(thresholds, 1e-6))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    scale: float  # k
+    floor: float  # s0 (Ha)
+
+
+def serve_fn(task: BroadTask, core: keras.Model, domain: Domain, cal: Calibration,
+             offset: tuple[float, float] = (0.0, 0.0)) -> Any:  # fmt: skip
+    """The SavedModel's function: input tensor -> dict of named outputs."""
+    thresholds = tf.constant(domain.thresholds, tf.float32)
+
+    def serve(x: tf.Tensor) -> dict[str, tf.Tensor]:
+        feats, reference = _features(task, x)
+        members = 0.5 * (core(feats, training=False) + core(_mirror(task, feats), training=False))
+        mean = tf.reduce_mean(members, axis=1) + reference
+        spread = tf.math.reduce_std(members, axis=1)
+        std = tf.sqrt((cal.scale * spread) ** 2 + cal.floor**2)
+        ratios = _domain_raw(task, domain, x) / thresholds
+        score = tf.reduce_max(ratios, axis=1)
+        inside = score <= 1.0
+        reason = tf.where(inside, 0, tf.cast(tf.argmax(ratios, axis=1), tf.int32) + 1)
+        out = {"domain_score": score, "in_domain": inside, "domain_reason": reason}
+        if task is POTENTIAL:
+            return {"energy": mean, "energy_std": std, **out}
+        offset_std = tf.fill(tf.shape(mean), tf.constant(offset[1], tf.float32))
+        return {
+            "energy": mean + offset[0],
+            "energy_std": tf.sqrt(std**2 + offset_std**2),
+            "kinetic_energy": mean,
+            "kinetic_energy_std": std,
+            "offset_std": offset_std,
+            **out,
+        }
+
+    return serve
+
+
+def calibrate(
+    error: np.ndarray, spread: np.ndarray, family: np.ndarray, coverage: float
+) -> Calibration:
+    """The smallest mean interval ``sqrt((k spread)**2 + s0**2)`` covering ``coverage`` of every
+    family: a grid over s0, the smallest k for each."""
+    best: tuple[float, Calibration] | None = None
+    floors = np.concatenate([[0.0], np.quantile(np.abs(error), np.linspace(0.05, 0.95, 19))])
+    for s0 in floors:
+        lo, hi = 0.0, 1e4
+        for _ in range(60):
+            k = 0.5 * (lo + hi)
+            std = np.sqrt((k * spread) ** 2 + s0**2)
+            covered = np.abs(error) <= Z95 * np.maximum(std, 1e-12)
+            if all(covered[family == f].mean() >= coverage for f in np.unique(family)):
+                hi = k
+            else:
+                lo = k
+        mean_width = float(np.mean(np.sqrt((hi * spread) ** 2 + s0**2)))
+        if best is None or mean_width < best[0]:
+            best = (mean_width, Calibration(scale=float(hi), floor=float(s0)))
+    assert best is not None
+    return best[1]
+
+
+def _members(task: BroadTask, core: keras.Model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, spread) of the members (mirror-averaged), in Ha, batched."""
+    means, spreads = [], []
+    for start in range(0, len(x), 4096):
+        feats, reference = _features(task, tf.constant(x[start : start + 4096]))
+        m = 0.5 * (core(feats, training=False) + core(_mirror(task, feats), training=False))
+        means.append(_numpy(tf.reduce_mean(m, axis=1) + reference))
+        spreads.append(_numpy(tf.math.reduce_std(m, axis=1)))
+    if not means:
+        return np.empty(0), np.empty(0)
+    return np.concatenate(means), np.concatenate(spreads)
+
+
+# --------------------------------------------------------------------------------------------
+# Export and evaluation
+# --------------------------------------------------------------------------------------------
+
+
+def _call(signature: Any, task: BroadTask, x: np.ndarray) -> dict[str, np.ndarray]:
+    out: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(x), 2000):
+        batch = tf.constant(x[start : start + 2000].astype(np.float32))
+        for key, value in signature(**{task.input_name: batch}).items():
+            out.setdefault(key, []).append(value.numpy())
+    return {key: np.concatenate(v) for key, v in out.items()}
+
+
+def _row(error: np.ndarray, std: np.ndarray | None, inside: np.ndarray | None) -> dict[str, float]:
+    row = {
+        "count": float(len(error)),
+        "mae_mha": 1000 * float(np.mean(np.abs(error))),
+        "rmse_mha": 1000 * float(np.sqrt(np.mean(error**2))),
+        "max_mha": 1000 * float(np.max(np.abs(error))),
+    }
+    if std is not None:
+        row["coverage95"] = float(np.mean(np.abs(error) <= Z95 * std))
+        row["mean_std_mha"] = 1000 * float(np.mean(std))
+    if inside is not None:
+        row["in_domain_rate"] = float(np.mean(inside))
+    return row
+
+
+def family_table(task: BroadTask, path: Path, data: BroadData) -> dict[str, dict[str, float]]:
+    """Per family, through the SavedModel at ``path``: errors of the learned output, coverage of
+    its 95% interval, in-domain rate, and the v1 model of the same name beside it."""
+    signature = load_signature(path)
+    # The notebook-family model beside it: v1 of the repository's models/ (not this very model).
+    v1_path = DEFAULT_MODELS_DIR / task.name / "1"
+    exists = (v1_path / "saved_model.pb").is_file() and v1_path.resolve() != path.resolve()
+    v1 = load_signature(v1_path) if exists else None
+    sets: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {
+        name: (fam.V, fam.n, fam.E) for name, fam in data.heldout.items()
+    }
+    sets[CHECK] = (data.check.V, data.check.n, data.check.E)
+    table = {}
+    for name, (V, n, E) in sets.items():
+        if len(E) == 0:
+            continue
+        x = V if task is POTENTIAL else n
+        out = _call(signature, task, x)
+        exact = E if task is POTENTIAL else E - (n * V).sum(axis=1) * DX
+        learned, std = task.learned, task.learned + "_std"
+        row = _row(out[learned].astype(np.float64) - exact, out[std], out["in_domain"])
+        if v1 is not None:
+            v1_energy = _call(v1, task, x)["energy"].astype(np.float64)
+            # v1 of the density model answers E with the notebook's offset stand-in.
+            row["v1_mae_mha"] = 1000 * float(np.mean(np.abs(v1_energy - E)))
+        if task is DENSITY:
+            row["energy_mae_mha"] = 1000 * float(np.mean(np.abs(out["energy"] - E)))
+            row["energy_coverage95"] = float(
+                np.mean(np.abs(out["energy"] - E) <= Z95 * out["energy_std"])
+            )
+        table[name] = row
+    return table
+
+
+def export(
+    result: TrainResult, data: BroadData, task: BroadTask, models_dir: Path, version: int
+) -> list[Exported]:
+    """Calibrate the uncertainty and the domain, export, measure the SavedModel, write the card."""
+    core = result.models["ensemble"]
+    config: BroadConfig = result.config
+    cal_x = _inputs(task, data.calibration)
+    mean, spread = _members(task, core, cal_x)
+    error = mean - targets(task, data.calibration)
+    calibration = calibrate(error, spread, data.calibration.family, CALIBRATION_COVERAGE)
+    domain = fit_domain(task, _inputs(task, data.train), cal_x)
+    potential_energy = (data.train.n * data.train.V).sum(axis=1) * DX
+    offset = (float(potential_energy.mean()), float(potential_energy.std()))
+    path = models_dir / task.name / str(version)
+    spec = tf.TensorSpec([None, GRID_POINTS], tf.float32)
+    export_saved_model(
+        path, [core], serve_fn(task, core, domain, calibration, offset), task.input_name, spec
+    )
+    table = family_table(task, path, data)
+    metrics = summary_metrics(table)
+    card = write_model_card(
+        path,
+        name=task.name,
+        version=version,
+        task=task.description,
+        config=config,
+        parameters=count_parameters(core),
+        training_seconds=result.seconds,
+        data={
+            "source": data.source,
+            "splits": {
+                "train": len(data.train),
+                "calibration": len(data.calibration),
+                "check": len(data.check),
+            },
+        },  # fmt: skip
+        metrics=metrics,
+        summary=_summary(task),
+        targets={
+            "test_rmse_mha": "<= 0.5" if task is POTENTIAL else "",
+            "worst_heldout_mae_mha": "<= 1.6",
+            "worst_heldout_coverage95": ">= 0.90",
+            "check_in_domain_rate": ">= 0.999",
+        },  # fmt: skip
+        plots=[],
+        command=f"python -m training {task.task}",
+    )
+    card["training_task"] = task.task
+    card["families"] = table
+    card["uncertainty"] = {
+        "method": f"ensemble of {config.members}, std = sqrt((k * spread)^2 + s0^2)",
+        "k": calibration.scale,
+        "s0_ha": calibration.floor,
+        "calibrated_on": f"data.potentials seed {config.calibration_seed} "
+        f"({len(data.calibration)} systems), {CALIBRATION_COVERAGE:.0%} coverage per family",
+    }
+    card["domain"] = domain_card(task, domain)
+    if task is DENSITY:
+        card["offset"] = {"potential_energy_mean_ha": offset[0], "offset_std_ha": offset[1]}
+    (path / "metrics.json").write_text(json.dumps(card, indent=2) + "\n")
+    with (path / "MODEL_CARD.md").open("a") as f:
+        f.write(card_sections(card))
+    return [Exported(task.name, version, path, metrics)]
+
+
+def domain_card(task: BroadTask, domain: Domain) -> dict[str, Any]:
+    return {
+        "definition": (
+            f"features of the input as the members see them; PCA with {len(domain.scales)} "
+            "components fitted on the training inputs and their mirror images; a criterion per "
+            "row of 'criteria', each accepting all but "
+            f"{DOMAIN_TAIL:.2%} of the calibration set; domain_score = the largest "
+            "value / threshold; in_domain = domain_score <= 1"
+        ),
+        "criteria": [
+            {"key": key, "reason": reason, "threshold": float(t)}
+            for (key, reason), t in zip(CRITERIA, domain.thresholds, strict=True)
+        ],
+        "reason_codes": {"0": "in the training domain"}
+        | {str(i + 1): r for i, (_, r) in enumerate(CRITERIA)},
+        "low_region_ha": LOW_REGION if task is POTENTIAL else None,
+        "wall_scale_ha": WALL_SCALE if task is POTENTIAL else None,
+    }
+
+
+def card_sections(card: dict[str, Any]) -> str:
+    lines = ["", "## Per family (held-out, through the SavedModel)", ""]
+    learned = "energy" if card["name"] == "energy_from_potential" else "kinetic_energy"
+    lines.append(
+        f"Errors of `{learned}`; coverage = fraction inside `{learned} +- 1.96 {learned}_std`; "
+        "v1 = the notebook-family model's MAE on E."
+    )
+    cols = ["count", "mae_mha", "rmse_mha", "max_mha", "coverage95", "in_domain_rate",
+            "v1_mae_mha", "energy_mae_mha", "energy_coverage95"]  # fmt: skip
+    present = [c for c in cols if any(c in r for r in card["families"].values())]
+    lines += ["", "| family | " + " | ".join(present) + " |",
+              "| --- |" + " --- |" * len(present)]  # fmt: skip
+    for fam, row in card["families"].items():
+        cells = [f"{row[c]:.4g}" if c in row else "" for c in present]
+        lines.append(f"| {fam} | " + " | ".join(cells) + " |")
+    u, d = card["uncertainty"], card["domain"]
+    lines += ["", "## Uncertainty", "", f"{u['method']}; k = {u['k']:.4g}, "
+              f"s0 = {1000 * u['s0_ha']:.4g} mHa; calibrated on {u['calibrated_on']}.", "",
+              "## Domain of validity", "", d["definition"] + ".", "",
+              "| code | criterion | threshold | reason |", "| --- | --- | --- | --- |"]  # fmt: skip
+    for i, c in enumerate(d["criteria"]):
+        lines.append(f"| {i + 1} | {c['key']} | {c['threshold']:.4g} | {c['reason']} |")
+    return "\n".join(lines) + "\n"
+
+
+def evaluate(task: BroadTask, path: Path, data: BroadData) -> dict[str, float]:
+    """Re-measure an exported v2 model: the per-family table, flattened."""
+    table = family_table(task, path, data)
+    out = summary_metrics(table)
+    for fam, row in table.items():
+        for key in ("mae_mha", "rmse_mha", "coverage95", "in_domain_rate"):
+            if key in row:
+                out[f"{fam}.{key}"] = row[key]
+    return out
+
+
+def summary_metrics(table: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The card's headline figures from a per-family table."""
+    notebook = table.get(heldout.NOTEBOOK_TEST, {})
+    metrics = {
+        f"test_{k}": v for k, v in notebook.items() if k in ("mae_mha", "rmse_mha", "max_mha")
+    }
+    inside = [r for f, r in table.items() if f in heldout.IN_DOMAIN]
+    metrics["worst_heldout_mae_mha"] = max((r["mae_mha"] for r in inside), default=float("nan"))
+    metrics["worst_heldout_coverage95"] = min(
+        (r["coverage95"] for r in inside), default=float("nan")
+    )
+    check = table.get(CHECK, {})
+    metrics["check_in_domain_rate"] = check.get("in_domain_rate", float("nan"))
+    return metrics
+
+
+def flatten(table: dict[str, dict[str, float]]) -> dict[str, float]:
+    return {f"{fam}.{key}": value for fam, row in table.items() for key, value in row.items()}
+
+
+def _summary(task: BroadTask) -> str:
+    return __doc__ or ""
+
+
+def card_task(models_dir: Path, name: str, version: int) -> BroadTask | None:
+    """The v2 task that exported ``models_dir/name/version``, or None for another model."""
+    path = models_dir / name / str(version)
+    if not (path / "metrics.json").is_file():
+        return None
+    return TASKS.get(read_card(path).get("training_task", ""))
