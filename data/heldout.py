@@ -171,14 +171,16 @@ def potentials(name: str, count: int, seed: int = 0) -> tuple[np.ndarray, list[P
     if name not in _ALL:
         raise ValueError(f"unknown family {name!r}; choose from {sorted(_ALL)}")
     rng = np.random.default_rng([SEED, list(_ALL).index(name), seed])
-    functions = []
+    functions: list[Potential] = []
     V = np.empty((count, X.size))
     for i in range(count):
-        f = _ALL[name](rng)
-        c = rng.uniform(-1, 1)
-        functions.append(lambda x, f=f, c=c: f(x) + c)
+        functions.append(_shifted(_ALL[name](rng), float(rng.uniform(-1, 1))))
         V[i] = functions[-1](X)
     return V, functions
+
+
+def _shifted(f: Potential, c: float) -> Potential:
+    return lambda x: f(x) + c
 
 
 def family(name: str, count: int, seed: int = 0) -> Family:

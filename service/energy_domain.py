@@ -29,7 +29,7 @@ GRID = np.linspace(-15, 15, 64)
 
 @dataclass(frozen=True)
 class DomainVerdict:
-    """Per item: ``score`` (1 = the edge of the domain; NaN = unknown), ``inside`` and ``reason``."""
+    """Per item: ``score`` (1 = the edge of the domain; NaN = unknown), ``inside``, ``reason``."""
 
     score: np.ndarray
     inside: np.ndarray

@@ -37,7 +37,7 @@ def test_save_load_roundtrip(tmp_path) -> None:
 
 
 def test_load_missing_file_names_it(tmp_path) -> None:
-    with pytest.raises(potentials.DatasetError, match="nothing.npz"):
+    with pytest.raises(potentials.DatasetError, match=r"nothing\.npz"):
         potentials.load(tmp_path / "nothing.npz")
 
 

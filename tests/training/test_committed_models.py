@@ -24,16 +24,17 @@ NAMES = [
 FIRST_TEST_SEED = 1 + 75_000
 
 
-def _path(name: str):
-    return DEFAULT_MODELS_DIR / name / str(latest_version(DEFAULT_MODELS_DIR, name))
+def _path(name: str, version: int | None = None):
+    version = latest_version(DEFAULT_MODELS_DIR, name) if version is None else version
+    return DEFAULT_MODELS_DIR / name / str(version)
 
 
-def _card(name: str) -> dict:
-    return json.loads((_path(name) / "metrics.json").read_text())
+def _card(name: str, version: int | None = None) -> dict:
+    return json.loads((_path(name, version) / "metrics.json").read_text())
 
 
-def _signature(name: str):
-    loaded = tf.saved_model.load(str(_path(name)))
+def _signature(name: str, version: int | None = None):
+    loaded = tf.saved_model.load(str(_path(name, version)))
     assert list(loaded.signatures) == ["serving_default"]
     signature = loaded.signatures["serving_default"]
     signature._loaded = loaded  # keep the SavedModel alive with its signature
@@ -92,23 +93,23 @@ def test_committed_codec_meets_target_through_uint8_code(mnist_splits) -> None:
 
 
 def test_committed_energy_from_potential_meets_target_on_test_systems() -> None:
-    card = _card("energy_from_potential")
+    card = _card("energy_from_potential", 1)
     assert card["metrics"]["test_rmse_mha"] <= 1.0 and card["data"]["splits"]["test"] == 25_000
     ds = schrodinger.generate(count=200, seed=FIRST_TEST_SEED)
 
-    predicted = _signature("energy_from_potential")(potential=tf.constant(ds.V, tf.float32))
+    predicted = _signature("energy_from_potential", 1)(potential=tf.constant(ds.V, tf.float32))
 
     rmse_mha = 1000 * np.sqrt(np.mean((predicted["energy"].numpy().astype(np.float64) - ds.E) ** 2))
     assert rmse_mha <= 2 * card["metrics"]["test_rmse_mha"]
 
 
 def test_committed_energy_from_density_meets_target_on_test_systems() -> None:
-    card = _card("energy_from_density")
+    card = _card("energy_from_density", 1)
     assert card["metrics"]["test_mse"] <= 0.0537
     assert card["metrics"]["floor_var_c"] == pytest.approx(0.3975**2 / 3)
     ds = schrodinger.generate(count=200, seed=FIRST_TEST_SEED)
 
-    predicted = _signature("energy_from_density")(density=tf.constant(ds.n, tf.float32))
+    predicted = _signature("energy_from_density", 1)(density=tf.constant(ds.n, tf.float32))
 
     # n cannot see the offset c; against E - c the error must be far below the floor.
     error = predicted["energy"].numpy().astype(np.float64) - (ds.E - energy.offsets(ds.V))
