@@ -4,9 +4,13 @@ SavedModel per model (see /work/notes/interfaces.md and the model cards).
 
 ``energy_from_potential`` v2, input ``potential`` float32 [N, 64], outputs:
 
-* ``energy`` [N] (Ha): the ensemble mean. Exact symmetries are built in: the members see
-  ``u = V - min(V)`` (``E[V + c] = E[V] + c``), compressed as ``S (1 - exp(-u / S))`` (S = 30 Ha:
-  walls higher than that hardly move the ground state), and average over ``V(x)`` and ``V(-x)``;
+* ``energy`` [N] (Ha) = a variational baseline + the ensemble's mean learned correction.
+  The baseline is physics, computed in the graph: the best of 3,048 grid Gaussians (127 centres,
+  24 widths) as a trial function, refined by one Lanczos step (the Ritz value in the span of g
+  and H g); it is an upper bound of E, MAE 0.4 to 19 mHa on the held-out families. The members
+  (MLPs) learn E - baseline from ``u = V - min(V)`` compressed as ``S (1 - exp(-u / S))``
+  (S = 30 Ha), the trial-energy profile over the centres, the optimal widths and the baseline.
+  Exact symmetries are built in: ``E[V + c] = E[V] + c`` and the average over ``V(x)``, ``V(-x)``;
 * ``energy_std`` [N] (Ha): ``sqrt((k * spread)**2 + s0**2)``, spread = the members' standard
   deviation, ``k`` and ``s0`` calibrated on fresh systems of the training distribution (seeds not
   used in training) so that the 95% interval ``energy +- 1.96 energy_std`` covers the exact E for
@@ -17,9 +21,11 @@ SavedModel per model (see /work/notes/interfaces.md and the model cards).
 
 ``energy_from_density`` v2, input ``density`` float32 [N, 64]: a constant added to V changes E and
 leaves n unchanged, so the part of E that n determines is the kinetic energy
-``T[n] = E - sum(n V) dx`` (offset-free). Outputs ``kinetic_energy``, ``kinetic_energy_std``
-(learned, calibrated as above), ``energy`` = T + the training mean of ``sum(n V) dx`` (a stand-in
-for the potential energy n cannot tell), ``energy_std`` (its uncertainty including the
+``T[n] = E - sum(n V) dx`` (offset-free). For one electron T[n] is the von Weizsacker functional,
+computed exactly in the graph with the solver's kinetic matrix (phi = sqrt(n dx)); a small
+ensemble learns the remaining correction (round-off) and gives the uncertainty. Outputs
+``kinetic_energy``, ``kinetic_energy_std``, ``energy`` = T + the training mean of
+``sum(n V) dx`` (a stand-in for the potential energy n cannot tell), ``energy_std`` (including the
 irreducible ``offset_std``), ``offset_std`` (the standard deviation of ``sum(n V) dx`` over the
 training data, the same for every item), and the three domain outputs. With the potential known,
 ``E = kinetic_energy + sum(n V) dx``.
@@ -208,6 +214,27 @@ def variational_baseline(u: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]
     return tf.reduce_min(profile, axis=1), profile, log_width
 
 
+def krylov_refinement(u: tf.Tensor) -> tf.Tensor:
+    """The Ritz value of ``H = -1/2 D2 + diag(u)`` in the span of the best trial Gaussian g and
+    ``H g`` (one Lanczos step, float64): still an upper bound of E, much closer to it."""
+    u64 = tf.cast(u, tf.float64)
+    trial = tf.matmul(u64, tf.constant(_BANK_DENSITY)) + tf.constant(_BANK_KINETIC)
+    g = tf.gather(tf.constant(np.sqrt(_BANK_DENSITY).T), tf.argmin(trial, axis=1))  # [N, 64]
+    kinetic = tf.constant(schrodinger.kinetic_matrix())
+
+    def h(v: tf.Tensor) -> tf.Tensor:
+        return tf.matmul(v, kinetic) + u64 * v
+
+    hg = h(g)
+    a = tf.reduce_sum(g * hg, axis=1)
+    w = hg - a[:, None] * g
+    b = tf.norm(w, axis=1)
+    q = w / tf.maximum(b, 1e-300)[:, None]
+    c = tf.reduce_sum(q * h(q), axis=1)
+    ritz = 0.5 * (a + c) - tf.sqrt(0.25 * (a - c) ** 2 + b**2)
+    return tf.cast(tf.minimum(ritz, a), tf.float32)
+
+
 def _compress(u: tf.Tensor) -> tf.Tensor:
     return WALL_SCALE * (1 - tf.exp(-u / WALL_SCALE))
 
@@ -241,17 +268,24 @@ def _features(task: BroadTask, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         vmin = tf.reduce_min(x, axis=1, keepdims=True)
         u = x - vmin
         baseline, profile, log_width = variational_baseline(u)
+        refined = krylov_refinement(u)
         feats = tf.concat(
-            [_compress(u), _compress(profile - baseline[:, None]), log_width, baseline[:, None]],
+            [
+                _compress(u),
+                _compress(profile - baseline[:, None]),
+                log_width,
+                baseline[:, None],
+                (baseline - refined)[:, None],
+            ],
             axis=1,
         )
-        return feats, baseline + vmin[:, 0]
+        return feats, refined + vmin[:, 0]
     return _base(task, x), _kinetic_vw(tf.maximum(x, 0.0))
 
 
 def _blocks(task: BroadTask) -> list[int]:
     if task is POTENTIAL:
-        return [GRID_POINTS, len(BANK_CENTRES), len(BANK_CENTRES), 1]
+        return [GRID_POINTS, len(BANK_CENTRES), len(BANK_CENTRES), 1, 1]
     return [GRID_POINTS, GRID_POINTS]
 
 
