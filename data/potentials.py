@@ -15,10 +15,12 @@ fourier  random smooth: ``sum_k a_k cos(k pi x / 15) + b_k sin(k pi x / 15)``, 3
          amplitude log-uniform in [0.05, 3] Ha, spectral decay ``k**-p``, p in [0, 1.5], and a
          confining wall ``(|x| / L)**q`` half of the time
 wells    1 to 4 Gaussian or super-Gaussian (``exp(-|x/w|**p / 2)``, p in [2, 6]) wells and
-         barriers, centres in [-10, 10], widths log-uniform in [0.6, 5] bohr, depths up to 4 Ha
+         barriers, centres in [-10, 10], widths log-uniform in [0.6, 5] bohr (40% with a
+         different width on each side), depths up to 4 Ha
 poly     polynomial single wells ``a2 u**2 + a3 u**3 + a4 u**4 + a1 u``, u = x - x0
 steps    smoothed steps, boxes (wells and barriers of width 1.5 to 16 bohr, smoothing 0.25 to 2
-         bohr) and linear ramps
+         bohr), linear ramps, and soft exponential walls ``exp(+-(x - x0) / L)`` (L 1.1 to 5
+         bohr, cut at 5 to 200 Ha), half of them with a Gaussian well beside
 ======== ==============================================================================
 
 Resolution. The grid has dx = 0.476 bohr. A harmonic well ``w**2 x**2 / 2`` is solved on it to
@@ -100,7 +102,10 @@ def _wells(rng: np.random.Generator) -> np.ndarray:
         depth = min(_loguniform(rng, 0.03, 4.0), 0.9 * MAX_CURVATURE * width**2)
         sign = -1.0 if rng.random() < 0.7 else 1.0
         power = 2.0 if rng.random() < 0.6 else rng.uniform(2, 6)
-        u = np.abs((X - rng.uniform(-10, 10)) / width)
+        centre = rng.uniform(-10, 10)
+        # 40%: asymmetric, a different width on the right of the centre.
+        right = width * _loguniform(rng, 0.4, 2.5) if rng.random() < 0.4 else width
+        u = np.abs((X - centre) / np.where(X > centre, right, width))
         v += sign * depth * np.exp(-(u**power) / 2)
     return v
 
@@ -121,7 +126,7 @@ def _logistic(z: np.ndarray) -> np.ndarray:
 
 
 def _steps(rng: np.random.Generator) -> np.ndarray:
-    kind = rng.integers(0, 3)
+    kind = rng.integers(0, 4)
     smooth = _loguniform(rng, 0.25, 2.0)
     if kind == 0:  # a step
         height = rng.uniform(-3, 3)
@@ -134,7 +139,18 @@ def _steps(rng: np.random.Generator) -> np.ndarray:
         smooth = max(smooth, np.sqrt(abs(depth) / (10 * MAX_CURVATURE)))
         box = _logistic((X - left) / smooth) - _logistic((X - left - width) / smooth)
         return np.asarray(depth * box)
-    return np.asarray(rng.uniform(-0.3, 0.3) * X)  # a ramp (constant field)
+    if kind == 2:
+        return np.asarray(rng.uniform(-0.3, 0.3) * X)  # a ramp (constant field)
+    # A soft exponential wall on one side (cut high up), with a well beside it half of the time.
+    length = rng.uniform(1.1, 5.0)
+    side = rng.choice([-1.0, 1.0])
+    x0 = rng.uniform(-8, 8)
+    wall = np.minimum(np.exp(np.clip(side * (X - x0) / length, -50, 50)), _loguniform(rng, 5, 200))
+    if rng.random() < 0.5:
+        width = _loguniform(rng, 0.8, 5.0)
+        depth = min(_loguniform(rng, 0.1, 4.0), 0.9 * MAX_CURVATURE * width**2)
+        wall = wall - depth * np.exp(-0.5 * ((X - x0 + side * 1.5 * width) / width) ** 2)
+    return np.asarray(wall)
 
 
 _SHAPES: dict[str, Callable[[np.random.Generator], np.ndarray]] = {
