@@ -193,6 +193,18 @@ def _gaussian_bank() -> tuple[np.ndarray, np.ndarray]:
 BANK_CENTRES = np.linspace(-15, 15, 127)
 BANK_WIDTHS = np.exp(np.linspace(np.log(0.3), np.log(6.0), 24))
 _BANK_DENSITY, _BANK_KINETIC = _gaussian_bank()
+
+
+def _bank_functions(dtype: tf.DType) -> tf.Tensor:
+    """The trial Gaussians [64, C * S] (unit norm), built in the graph from the 127 centres and
+    24 widths: as a constant the table would add 1.5 MB per copy to the SavedModel."""
+    x = tf.constant(schrodinger.GRID, dtype)[:, None, None]
+    c = tf.constant(BANK_CENTRES, dtype)[None, :, None]
+    w = tf.constant(BANK_WIDTHS, dtype)[None, None, :]
+    phi = tf.reshape(tf.exp(-((x - c) ** 2) / (4 * w**2)), [GRID_POINTS, -1])
+    return phi / tf.sqrt(tf.reduce_sum(phi**2, axis=0, keepdims=True))
+
+
 #: Softness (Ha) of the soft-min over widths that gives each centre a smooth optimal width.
 BANK_SOFTNESS = 0.01
 
@@ -204,9 +216,7 @@ def variational_baseline(u: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]
     A Rayleigh quotient of a grid vector, so ``baseline >= E`` exactly; it shifts with a constant
     and mirrors with the potential, like E.
     """
-    trial = tf.matmul(u, tf.constant(_BANK_DENSITY, tf.float32)) + tf.constant(
-        _BANK_KINETIC, tf.float32
-    )
+    trial = tf.matmul(u, _bank_functions(tf.float32) ** 2) + tf.constant(_BANK_KINETIC, tf.float32)
     trial = tf.reshape(trial, [-1, len(BANK_CENTRES), len(BANK_WIDTHS)])
     profile = tf.reduce_min(trial, axis=2)
     weights = tf.nn.softmax(-(trial - profile[:, :, None]) / BANK_SOFTNESS, axis=2)
@@ -218,8 +228,9 @@ def krylov_refinement(u: tf.Tensor) -> tf.Tensor:
     """The Ritz value of ``H = -1/2 D2 + diag(u)`` in the span of the best trial Gaussian g and
     ``H g`` (one Lanczos step, float64): still an upper bound of E, much closer to it."""
     u64 = tf.cast(u, tf.float64)
-    trial = tf.matmul(u64, tf.constant(_BANK_DENSITY)) + tf.constant(_BANK_KINETIC)
-    g = tf.gather(tf.constant(np.sqrt(_BANK_DENSITY).T), tf.argmin(trial, axis=1))  # [N, 64]
+    phi = _bank_functions(tf.float64)
+    trial = tf.matmul(u64, phi**2) + tf.constant(_BANK_KINETIC)
+    g = tf.gather(tf.transpose(phi), tf.argmin(trial, axis=1))  # [N, 64]
     kinetic = tf.constant(schrodinger.kinetic_matrix())
 
     def h(v: tf.Tensor) -> tf.Tensor:
@@ -387,13 +398,13 @@ def features_of(task: BroadTask, x: np.ndarray, chunk: int = 8192) -> tuple[np.n
     )
 
 
-def train(config: BroadConfig, data: BroadData, task: BroadTask) -> TrainResult:
-    """Fit the ensemble (every member on every batch, its own initialisation) on the train set."""
-    set_seed(config.seed)
-    x = _inputs(task, data.train)
-    feats, reference = features_of(task, x)
+def _training_set(
+    task: BroadTask, config: BroadConfig, data: BroadData
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Features, targets and the standardisation statistics (baked into the model) of training."""
+    feats, reference = features_of(task, _inputs(task, data.train))
     # Half the systems mirrored (E is the same): the symmetry the served model averages over.
-    flip = np.random.default_rng(config.seed).random(len(x)) < 0.5
+    flip = np.random.default_rng(config.seed).random(len(feats)) < 0.5
     feats[flip] = _numpy(_mirror(task, tf.constant(feats[flip])))
     y = (targets(task, data.train) - reference).astype(np.float32)
     stats = {
@@ -402,6 +413,14 @@ def train(config: BroadConfig, data: BroadData, task: BroadTask) -> TrainResult:
         "y_mean": float(y.mean()),
         "y_std": float(y.std()) or 1.0,
     }
+    return feats, y, stats
+
+
+def train(config: BroadConfig, data: BroadData, task: BroadTask) -> TrainResult:
+    """Fit the ensemble (every member on every batch, its own initialisation) on the train set."""
+    set_seed(config.seed)
+    x = _inputs(task, data.train)
+    feats, y, stats = _training_set(task, config, data)
     core = build_core(config, feats.shape[1], stats)
     steps = config.epochs * int(np.ceil(len(x) / config.batch_size))
     rate = keras.optimizers.schedules.CosineDecay(
@@ -766,6 +785,24 @@ def flatten(table: dict[str, dict[str, float]]) -> dict[str, float]:
 
 def _summary(task: BroadTask) -> str:
     return __doc__ or ""
+
+
+def reexport(task: BroadTask, models_dir: Path, version: int) -> list[Exported]:
+    """Export an already trained version again from its own variables (after a change to the
+    serving graph that leaves the learned weights alone): same calibration, fresh measurements."""
+    path = models_dir / task.name / str(version)
+    old = read_card(path)
+    config = replace(BroadConfig(), **{
+        k: tuple(v) if isinstance(v, list) else v for k, v in old["hyperparameters"].items()
+    })  # fmt: skip
+    data = load_data(None, config)
+    loaded = tf.saved_model.load(str(path))
+    _, _, stats = _training_set(task, config, data)
+    core = build_core(config, sum(_blocks(task)), stats)
+    for target, source in zip(core.weights, loaded.weights, strict=True):
+        target.assign(source.numpy())
+    result = TrainResult(task.task, config, {"ensemble": core}, {}, old["training_seconds"])
+    return export(result, data, task, models_dir, version)
 
 
 def card_task(models_dir: Path, name: str, version: int) -> BroadTask | None:
