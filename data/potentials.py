@@ -105,7 +105,7 @@ def _wells(rng: np.random.Generator) -> np.ndarray:
         centre = rng.uniform(-10, 10)
         # 40%: asymmetric, a different width on the right of the centre.
         right = width * _loguniform(rng, 0.4, 2.5) if rng.random() < 0.4 else width
-        u = np.abs((X - centre) / np.where(X > centre, right, width))
+        u = np.abs((X - centre) / np.where(centre < X, right, width))
         v += sign * depth * np.exp(-(u**power) / 2)
     return v
 

@@ -5,7 +5,8 @@
     python -m training all [...]
     python -m training evaluate <model|task|all> [--models-dir DIR] [--version V] [--limit N]
 
-Tasks: digit-classifier, digit-codec, energy-from-potential, energy-from-density. Training
+Tasks: digit-classifier, digit-codec, energy-from-potential, energy-from-density, and the broad
+(v2) energy tasks energy-from-potential-broad, energy-from-density-broad. Training
 exports ``models/<name>/<version>/`` (SavedModel, ``metrics.json``, ``MODEL_CARD.md``, plots)
 and prints a summary table; ``evaluate`` re-measures exported SavedModels through their
 ``serving_default`` signature on the test split.

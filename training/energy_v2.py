@@ -792,9 +792,10 @@ def reexport(task: BroadTask, models_dir: Path, version: int) -> list[Exported]:
     serving graph that leaves the learned weights alone): same calibration, fresh measurements."""
     path = models_dir / task.name / str(version)
     old = read_card(path)
-    config = replace(BroadConfig(), **{
+    fields: dict[str, Any] = {
         k: tuple(v) if isinstance(v, list) else v for k, v in old["hyperparameters"].items()
-    })  # fmt: skip
+    }
+    config = replace(BroadConfig(), **fields)
     data = load_data(None, config)
     loaded = tf.saved_model.load(str(path))
     _, _, stats = _training_set(task, config, data)
