@@ -53,10 +53,6 @@ class TensorSpec:
         return "[" + ", ".join(dims) + "]"
 
 
-#: Names of primary outputs, for signatures with extra outputs (outputs are sorted by name).
-PRIMARY_OUTPUTS: tuple[str, ...] = ("energy", "probabilities")
-
-
 @dataclass
 class ModelVersion:
     """One loaded SavedModel version with its signature callable and its model card."""
@@ -78,11 +74,7 @@ class ModelVersion:
 
     @property
     def output(self) -> TensorSpec:
-        """The primary output: the only one, or among several (versions that add extra outputs,
-        such as the v2 energy models' `energy_std` and domain flags) the one in PRIMARY_OUTPUTS."""
-        for name in PRIMARY_OUTPUTS:
-            if name in self.outputs:
-                return self.outputs[name]
+        """The first (for the contract's models, the only) output."""
         return next(iter(self.outputs.values()))
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
