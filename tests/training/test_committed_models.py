@@ -149,14 +149,26 @@ def test_committed_energy_from_potential_v2_agrees_with_its_card(family) -> None
     assert out["in_domain"].numpy().mean() >= card["in_domain_rate"] - 0.05
 
 
-@pytest.mark.parametrize("family", ["noise", "narrow_deep", "coulomb_sharp", "harmonic_steep"])
+@pytest.mark.parametrize(
+    "family",
+    [
+        "noise",
+        "narrow_deep",
+        # A known miss, kept visible rather than hidden by a looser bound: 11.3% of these
+        # sharp soft-Coulomb wells (a close to 0.3) are accepted against the 10% asked for.
+        pytest.param(
+            "coulomb_sharp",
+            marks=pytest.mark.xfail(strict=True, reason="measured 11.3% accepted; target 10%"),
+        ),
+        "harmonic_steep",
+    ],
+)
 def test_committed_energy_from_potential_v2_flags_out_of_domain_family(family) -> None:
     from data import heldout
 
     fam = heldout.family(family, 200)
     out = _signature("energy_from_potential", 2)(potential=tf.constant(fam.V, tf.float32))
-    # Measured: 0% to 11.3% accepted (coulomb_sharp, a close to 0.3); see the model card.
-    assert out["in_domain"].numpy().mean() <= 0.15
+    assert out["in_domain"].numpy().mean() <= 0.10
     flagged = out["domain_reason"].numpy()[~out["in_domain"].numpy()]
     assert (flagged > 0).all()
 
