@@ -19,6 +19,7 @@ All three live inside the SavedModel: ``images`` [N, 28, 28, 1] -> ``probabiliti
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,9 @@ import numpy as np
 import tensorflow as tf
 from scipy import optimize
 
-from training import digit_classifier, digit_degrade, plots
+from service import imaging
+from service.errors import InvalidInput
+from training import digit_classifier, digit_degrade, digit_sets, plots
 from training.common import (
     REPO_ROOT,
     Exported,
@@ -66,6 +69,13 @@ class RobustConfig:
     acceptance: float
     #: Training images (clean + degraded, half each) the Mahalanobis statistics are fitted on.
     ood_fit_images: int
+    #: ``"energy"`` (-logsumexp of the logits) or ``"mahalanobis"`` (see the module's doc).
+    score: str = "energy"
+    #: Outlier exposure: letters and symbols of the fonts of this family (the other families
+    #: are held out for measuring), and noise and blank 28x28 inputs, trained towards the
+    #: uniform distribution with this weight; 0 turns it off.
+    outlier_family: str = "DejaVu"
+    outlier_weight: float = 0.5
     seed: int = 2
 
 
@@ -73,7 +83,7 @@ CONFIGS = {
     "default": RobustConfig(
         name="default",
         init_version=1,
-        epochs=4,
+        epochs=3,
         batch_size=128,
         learning_rate=5e-4,
         weight_decay=1e-4,
@@ -104,6 +114,27 @@ def _base_config() -> digit_classifier.ClassifierConfig:
     return digit_classifier.CONFIGS["default"]
 
 
+def outlier_images(config: RobustConfig, rng: np.random.Generator) -> np.ndarray:
+    """Not-digits for outlier exposure, [N, 28, 28]: glyphs of ``outlier_family`` (no digit
+    look-alikes) through the service's preprocessing, raw noise and blank frames."""
+    glyphs = "".join(c for c in digit_sets.NON_DIGIT_GLYPHS if c not in digit_sets.LOOKALIKES)
+    frames = []
+    for size in (24, 48):
+        pictures, _ = digit_sets.font_non_digits(glyphs, size, family=config.outlier_family)
+        for picture in pictures:
+            try:
+                frames.append(imaging.mnist_style(picture.astype(np.float32) / 255.0))
+            except InvalidInput:
+                continue
+    raw = [
+        rng.random((1000, 28, 28)),
+        np.clip(rng.normal(0.5, 0.25, (500, 28, 28)), 0, 1),
+        (rng.random((500, 28, 28)) < rng.uniform(0.02, 0.3, (500, 1, 1))).astype(float),
+        np.ones((100, 28, 28)) * rng.uniform(0, 1, (100, 1, 1)),
+    ]
+    return np.concatenate([np.asarray(frames).reshape(-1, 28, 28), *raw]).astype(np.float32)
+
+
 def train(
     config: RobustConfig, data: ClassifierData, models_dir: Path | None = None
 ) -> TrainResult:
@@ -129,17 +160,26 @@ def train(
         metrics=["accuracy"],
     )
     labels = keras.utils.to_categorical(data.train.labels, 10)
+    outliers = outlier_images(config, rng) if config.outlier_weight > 0 else np.zeros((0, 28, 28))
+    print(f"outlier exposure: {len(outliers)} not-digits", flush=True)
+    weights = np.concatenate(
+        [np.ones(len(labels)), np.full(2 * len(outliers), config.outlier_weight)]
+    ).astype(np.float32)
+    targets = np.concatenate([labels, np.full((2 * len(outliers), 10), 0.1, np.float32)])
     validation = (data.validation.images, keras.utils.to_categorical(data.validation.labels, 10))
     history: dict[str, list[float]] = {}
-    checkpoint = REPO_ROOT / "training" / "runs" / "digit_robust.weights.h5"
+    checkpoint = REPO_ROOT / "training" / "runs" / f"digit_robust-{len(data.train)}.weights.h5"
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     for epoch in range(config.epochs):
         images = digit_degrade.augment(data.train.images[..., 0], rng, config.clean_fraction)
+        exposed = [digit_degrade.augment(outliers, rng, 0.5) for _ in range(2)]
+        images = np.concatenate([images, *exposed]) if len(outliers) else images
         print(f"epoch {epoch + 1}/{config.epochs}: augmented", flush=True)
         fitted = trainer.fit(
             images[..., None],
-            labels,
+            targets,
+            sample_weight=weights,
             validation_data=validation,
             epochs=1,
             batch_size=config.batch_size,
@@ -150,6 +190,8 @@ def train(
             history.setdefault(key, []).extend(float(v) for v in values)
         # A long run on shared cores: keep each epoch's weights in case the export fails.
         model.save_weights(checkpoint)
+        progress = {"history": history, "seconds": time.perf_counter() - start}
+        checkpoint.with_suffix(".json").write_text(json.dumps(progress))
     seconds = time.perf_counter() - start
     return TrainResult(
         task=TASK, config=config, models={"classifier": model}, history=history, seconds=seconds
@@ -171,6 +213,7 @@ def _numpy_logits(model: keras.Model, images: np.ndarray) -> tuple[np.ndarray, n
 
 @dataclass(frozen=True)
 class Calibration:
+    score: str
     temperature: float
     means: np.ndarray  # [10, F]
     precision: np.ndarray  # [F, F]
@@ -196,6 +239,12 @@ def mahalanobis(features: np.ndarray, means: np.ndarray, precision: np.ndarray) 
     return np.einsum("nkf,fg,nkg->nk", diff, precision, diff).min(axis=1)
 
 
+def energy(logits: np.ndarray) -> np.ndarray:
+    """The free energy -logsumexp(logits), [N]: high when no class has a large logit."""
+    top = logits.max(axis=1)
+    return -(top + np.log(np.exp(logits - top[:, None]).sum(axis=1)))
+
+
 def fit_calibration(model: keras.Model, config: RobustConfig, data: ClassifierData) -> Calibration:
     rng = np.random.default_rng(config.seed + 1)
     n = min(config.ood_fit_images // 2, len(data.train))
@@ -211,10 +260,19 @@ def fit_calibration(model: keras.Model, config: RobustConfig, data: ClassifierDa
     precision = np.linalg.inv(covariance)
     val_features, val_logits = _numpy_logits(model, data.validation.images)
     temperature = fit_temperature(val_logits, data.validation.labels)
-    scores = mahalanobis(val_features, means, precision)
+    if config.score == "energy":
+        scores = energy(val_logits)
+    elif config.score == "mahalanobis":
+        scores = mahalanobis(val_features, means, precision)
+    else:
+        raise ValueError(f"unknown score {config.score!r}")
     threshold = float(np.quantile(scores, config.acceptance))
     return Calibration(
-        temperature, means.astype(np.float32), precision.astype(np.float32), threshold
+        config.score,
+        temperature,
+        means.astype(np.float32),
+        precision.astype(np.float32),
+        threshold,
     )
 
 
@@ -241,9 +299,12 @@ def serving_function(model: keras.Model, calibration: Calibration) -> Any:
     def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
         features = features_model(images, training=False)
         logits = tf.matmul(features, dense.kernel) + dense.bias
-        diff = features[:, None, :] - means[None, :, :]
-        distances = tf.einsum("nkf,fg,nkg->nk", diff, precision, diff)
-        score = tf.reduce_min(distances, axis=1)
+        if calibration.score == "energy":
+            score = -tf.reduce_logsumexp(logits, axis=1)
+        else:
+            diff = features[:, None, :] - means[None, :, :]
+            distances = tf.einsum("nkf,fg,nkg->nk", diff, precision, diff)
+            score = tf.reduce_min(distances, axis=1)
         return {
             "probabilities": tf.nn.softmax(logits / temperature),
             "ood_score": score,

@@ -45,7 +45,7 @@ def render_text(
 ) -> np.ndarray:
     """``text`` in ``font`` at ``size`` px, on a canvas with ``pad`` px of paper around it."""
     face = ImageFont.truetype(str(font), size)
-    left, top, right, bottom = face.getbbox(text)
+    left, top, right, bottom = (round(v) for v in face.getbbox(text))
     width, height = right - left + 2 * pad, bottom - top + 2 * pad
     paper, ink = (255, 0) if dark_on_light else (0, 255)
     image = Image.new("L", (width, height), paper)
@@ -66,11 +66,12 @@ def font_digits(sizes: tuple[int, ...] = (24, 40, 64)) -> tuple[list[np.ndarray]
 
 
 def font_non_digits(
-    glyphs: str = NON_DIGIT_GLYPHS, size: int = 40
+    glyphs: str = NON_DIGIT_GLYPHS, size: int = 40, family: str = ""
 ) -> tuple[list[np.ndarray], list[str]]:
-    """Letters and symbols in every installed font, dark on light; the glyph of each."""
+    """Letters and symbols in every installed font whose file name contains ``family``, dark
+    on light; the glyph of each."""
     pictures, names = [], []
-    for font in fonts():
+    for font in (f for f in fonts() if family in f.name):
         for glyph in glyphs:
             pictures.append(render_text(glyph, font, size))
             names.append(glyph)
@@ -129,6 +130,7 @@ def sklearn_digits(order: int) -> tuple[list[np.ndarray], np.ndarray]:
 def noise_pictures(kind: str, count: int, seed: int = 0) -> list[np.ndarray]:
     """``uniform`` or ``gaussian`` (mean 128, sigma 40) noise pictures, 64x64."""
     rng = np.random.default_rng(seed)
+    pixels: np.ndarray
     if kind == "uniform":
         pixels = rng.integers(0, 256, (count, _CANVAS, _CANVAS))
     elif kind == "gaussian":
