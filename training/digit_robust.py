@@ -377,6 +377,11 @@ def export(
         plots=plot_files,
         command=f"python -m training {TASK}",
     )
+    # The server's primary output of a version with several (service.registry).
+    card_path = path / "metrics.json"
+    card = json.loads(card_path.read_text())
+    card["primary_output"] = "probabilities"
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
     return [Exported(NAME, version, path, metrics)]
 
 
