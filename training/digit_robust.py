@@ -7,10 +7,12 @@ say "not a digit".
   random shifts and rotations of v1 on top.
 - Calibration: a temperature on the logits, fitted (NLL) on the validation split (the first
   5,000 MNIST test images).
-- Not a digit: ``ood_score`` = the smallest Mahalanobis distance (squared, shared covariance)
-  of the penultimate-layer features to the ten class means, fitted on training images (clean
-  and degraded); ``is_digit`` = ``ood_score <= threshold``, the threshold being the
-  ``acceptance`` quantile of the validation split's scores.
+- Not a digit: outlier exposure during fine-tuning (letters and symbols of one font family,
+  noise and blank frames, with the uniform distribution as target) and ``ood_score`` = the
+  free energy -logsumexp(logits) (config ``score="energy"``; ``"mahalanobis"``, the smallest
+  squared Mahalanobis distance of the penultimate features to a class mean, was measured too
+  and rejects noise and blank frames far worse); ``is_digit`` = ``ood_score <= threshold``,
+  the threshold being the ``acceptance`` quantile of the validation split's scores.
 
 All three live inside the SavedModel: ``images`` [N, 28, 28, 1] -> ``probabilities`` [N, 10],
 ``ood_score`` [N], ``is_digit`` [N].
@@ -393,10 +395,11 @@ SUMMARY = (
     "Input: `images` float32 [N, 28, 28, 1] in [0, 1] (light digit on black, MNIST framing; "
     "the service's `service.imaging` makes that from photos and scans). Outputs: "
     "`probabilities` float32 [N, 10] (softmax of the logits divided by a temperature fitted "
-    "on the validation split), `ood_score` float32 [N] (smallest squared Mahalanobis distance "
-    "of the penultimate features to a class mean; higher = less digit-like) and `is_digit` "
-    "bool [N] (`ood_score <= ood_threshold`, the threshold accepting 99.5% of the validation "
-    "split). Fine-tuned from v1 on MNIST training images with degradations "
-    "(`training.digit_degrade`). Figures on fonts, degraded MNIST, other handwriting and "
-    "non-digits: `python -m bench.digits_wild` (see the README's section on digits in the wild)."
+    "on the validation split), `ood_score` float32 [N] (the free energy -logsumexp(logits); "
+    "higher = less digit-like) and `is_digit` bool [N] (`ood_score <= ood_threshold`, the "
+    "threshold accepting 99.5% of the validation split). Fine-tuned from v1 on MNIST training "
+    "images with degradations (`training.digit_degrade`) and with outlier exposure: letters "
+    "and symbols of the DejaVu fonts (no digit look-alikes), noise and blank frames, trained "
+    "towards the uniform distribution. Figures on fonts, degraded MNIST, other handwriting and "
+    "non-digits: `python -m bench.digits_wild` (README, section Digits in the wild)."
 )
