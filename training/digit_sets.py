@@ -105,11 +105,16 @@ def on_paper(
     return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
 
 
-def mnist_photos(images: np.ndarray, seed: int = 0, **kwargs: float) -> list[np.ndarray]:
+def mnist_photos(
+    images: np.ndarray,
+    seed: int = 0,
+    ramp: tuple[float, float] = (170.0, 255.0),
+    noise: float = 8.0,
+) -> list[np.ndarray]:
     """MNIST-style images [N, 28, 28] photographed on unevenly lit paper (``on_paper``)."""
     rng = np.random.default_rng(seed)
     padded = np.pad(images, ((0, 0), (6, 6), (6, 6)))
-    return [on_paper(im, rng, **kwargs) for im in padded]  # type: ignore[arg-type]
+    return [on_paper(im, rng, ramp=ramp, noise=noise) for im in padded]
 
 
 def sklearn_digits(order: int) -> tuple[list[np.ndarray], np.ndarray]:
