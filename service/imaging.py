@@ -148,8 +148,12 @@ def find_ink(gray: np.ndarray, field: str = "file") -> Ink:
     sigma = 1.4826 * float(np.median(np.abs(smooth - level)))
     smooth = smooth - level
     peak = float(np.percentile(smooth, 99.9)) if smooth.size > 1000 else float(smooth.max())
-    if peak < _MIN_CONTRAST or peak < 6 * sigma:
+    if peak < _MIN_CONTRAST:
         raise _no_digit(field, f"a blank image (ink contrast {peak:.3f})")
+    if peak < 6 * sigma:
+        raise _no_digit(
+            field, f"only noise (ink contrast {peak:.3f} within 6 noise sigmas of {sigma:.3f})"
+        )
     threshold = max(float(filters.threshold_otsu(smooth)), 4 * sigma, _MIN_CONTRAST / 2)
     mask = smooth > threshold
     labels = measure.label(mask, connectivity=2)
