@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -170,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = {}
     pictures, labels = digit_sets.font_digits()
+    step = _stride(len(pictures), limit)
+    pictures, labels = pictures[::step], labels[::step]
     frames, ok = preprocess(pictures)
     rows[f"font digits ({len(digit_sets.fonts())} fonts)"] = {
         v: {**_accuracy(m, frames, labels), "preprocess_ok": float(ok.mean())}
@@ -195,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     prepared = {name: (*preprocess(pictures), len(pictures)) for name, pictures in kinds.items()}
     for family, note in (("DejaVu", "seen in training"), ("Liberation", "held out")):
         glyphs, names = digit_sets.font_non_digits(family=family)
+        step = _stride(len(glyphs), limit)
+        glyphs, names = glyphs[::step], names[::step]
         frames, ok = preprocess(glyphs)
         prepared[f"letters+symbols, {family} ({note})"] = (frames, ok, len(glyphs))
         plain = np.array([c not in digit_sets.LOOKALIKES for c in names])
@@ -232,6 +237,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def _stride(total: int, limit: int | None) -> int:
+    """Every k-th picture of a set ordered by font, so that a limited run still covers every
+    font and every glyph: k shares no factor with 10 digits or 74 glyphs per font."""
+    if not limit or total <= limit:
+        return 1
+    step = max(1, total // limit)
+    while math.gcd(step, 10) != 1 or math.gcd(step, len(digit_sets.NON_DIGIT_GLYPHS)) != 1:
+        step += 1
+    return step
 
 
 def _read(

@@ -34,7 +34,7 @@ from scipy import optimize
 
 from service import imaging
 from service.errors import InvalidInput
-from training import digit_classifier, digit_degrade, digit_sets, plots
+from training import digit_classifier, digit_degrade, digit_sets
 from training.common import (
     REPO_ROOT,
     Exported,
@@ -353,12 +353,7 @@ def export(
     )
     metrics["temperature"] = calibration.temperature
     metrics["ood_threshold"] = calibration.threshold
-    shown = data.test.images[:25]
-    predicted = call_batched(signature, shown, "images", "probabilities").argmax(axis=1)
-    plot_files = [
-        plots.digit_predictions(shown, data.test.labels[:25], predicted, path / "predictions.png"),
-        plots.loss_curves(result.history, path / "loss.png"),
-    ]
+    plot_files = digit_classifier.plot_card(signature, data, result.history, path)
     write_model_card(
         path,
         name=NAME,
