@@ -29,12 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tensorflow as tf
 
 from data import mnist
 from service import imaging, reading
 from service.errors import InvalidInput
 from training import digit_degrade, digit_robust, digit_sets
-from training.common import DEFAULT_MODELS_DIR, call_batched, load_signature
+from training.common import DEFAULT_MODELS_DIR, load_signature
 
 _MAX_PIXELS = 4096 * 4096
 
@@ -58,13 +59,15 @@ class Model:
         self.signature = load_signature(path)
         self.outputs = set(self.signature.structured_outputs)
 
-    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+    def run(self, images: np.ndarray, batch: int = 1000) -> dict[str, np.ndarray]:
+        """Every output of the signature for ``images`` [N, 28, 28], one call per batch."""
         x = images[..., None].astype(np.float32)
-        out = {"probabilities": call_batched(self.signature, x, "images", "probabilities")}
-        if "is_digit" in self.outputs:
-            out["is_digit"] = call_batched(self.signature, x, "images", "is_digit")
-            out["ood_score"] = call_batched(self.signature, x, "images", "ood_score")
-        return out
+        parts: dict[str, list[np.ndarray]] = {}
+        for start in range(0, len(x), batch):
+            out = self.signature(images=tf.constant(x[start : start + batch]))
+            for key, value in out.items():
+                parts.setdefault(key, []).append(value.numpy())
+        return {key: np.concatenate(values) for key, values in parts.items()}
 
 
 def _accuracy(model: Model, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
