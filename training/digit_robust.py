@@ -248,23 +248,15 @@ def energy(logits: np.ndarray) -> np.ndarray:
 
 
 def fit_calibration(model: keras.Model, config: RobustConfig, data: ClassifierData) -> Calibration:
-    rng = np.random.default_rng(config.seed + 1)
-    n = min(config.ood_fit_images // 2, len(data.train))
-    clean = data.train.images[:n]
-    degraded = digit_degrade.augment(clean[..., 0], rng, clean_fraction=0.0)[..., None]
-    features, _ = _numpy_logits(model, np.concatenate([clean, degraded]))
-    labels = np.concatenate([data.train.labels[:n]] * 2)
-    means = np.stack([features[labels == k].mean(axis=0) for k in range(10)])
-    centred = features - means[labels]
-    covariance = centred.T @ centred / len(features)
-    # A small ridge: ReLU features have dead units, whose variance is zero.
-    covariance += np.eye(len(covariance)) * 1e-3 * np.trace(covariance) / len(covariance)
-    precision = np.linalg.inv(covariance)
+    """The temperature, the score's statistics (Mahalanobis only) and the threshold."""
     val_features, val_logits = _numpy_logits(model, data.validation.images)
     temperature = fit_temperature(val_logits, data.validation.labels)
+    width = val_features.shape[1]
+    means, precision = np.zeros((10, width)), np.zeros((width, width))  # unused by "energy"
     if config.score == "energy":
         scores = energy(val_logits)
     elif config.score == "mahalanobis":
+        means, precision = _mahalanobis_statistics(model, config, data)
         scores = mahalanobis(val_features, means, precision)
     else:
         raise ValueError(f"unknown score {config.score!r}")
@@ -276,6 +268,24 @@ def fit_calibration(model: keras.Model, config: RobustConfig, data: ClassifierDa
         precision.astype(np.float32),
         threshold,
     )
+
+
+def _mahalanobis_statistics(
+    model: keras.Model, config: RobustConfig, data: ClassifierData
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class means [10, F] and the shared precision [F, F] of the penultimate features."""
+    rng = np.random.default_rng(config.seed + 1)
+    n = min(config.ood_fit_images // 2, len(data.train))
+    clean = data.train.images[:n]
+    degraded = digit_degrade.augment(clean[..., 0], rng, clean_fraction=0.0)[..., None]
+    features, _ = _numpy_logits(model, np.concatenate([clean, degraded]))
+    labels = np.concatenate([data.train.labels[:n]] * 2)
+    means = np.stack([features[labels == k].mean(axis=0) for k in range(10)])
+    centred = features - means[labels]
+    covariance = centred.T @ centred / len(features)
+    # A small ridge: ReLU features have dead units, whose variance is zero.
+    covariance += np.eye(len(covariance)) * 1e-3 * np.trace(covariance) / len(covariance)
+    return means, np.linalg.inv(covariance)
 
 
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray) -> float:

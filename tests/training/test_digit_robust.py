@@ -19,9 +19,17 @@ from training.common import DEFAULT_MODELS_DIR, load_signature
 COMMITTED = DEFAULT_MODELS_DIR / "digit_classifier" / "2"
 
 
-def test_export_tiny_run_serves_calibrated_probabilities_and_ood_flag(tmp_path, tiny_mnist) -> None:
+@pytest.mark.parametrize("score", ["energy", "mahalanobis"])
+def test_export_tiny_run_serves_calibrated_probabilities_and_ood_flag(
+    tmp_path, tiny_mnist, score: str
+) -> None:
     config = dataclasses.replace(
-        digit_robust.CONFIGS["default"], epochs=1, batch_size=16, ood_fit_images=32
+        digit_robust.CONFIGS["default"],
+        epochs=1,
+        batch_size=16,
+        ood_fit_images=96,
+        score=score,
+        outlier_family="DejaVuSansMono-Bold.ttf",  # one font: a quick outlier set
     )
     result = digit_robust.train(config, tiny_mnist)
 
