@@ -10,6 +10,8 @@ import importlib
 import sys
 
 BENCHMARKS: dict[str, str] = {
+    "digits_wild": "bench.digits_wild",
+    "energy_modes": "bench.energy_modes",
     "memshapes": "bench.memshapes",
     "overhead": "bench.overhead",
     "peers": "bench.peers",

@@ -74,7 +74,12 @@ class ModelVersion:
 
     @property
     def output(self) -> TensorSpec:
-        """The first (for the contract's models, the only) output."""
+        """The primary output: the one the model card names as ``primary_output`` (a version
+        with extra outputs, such as digit_classifier v2's ``ood_score`` and ``is_digit``),
+        otherwise the first (for single-output models, the only) one."""
+        primary = self.card.get("primary_output")
+        if isinstance(primary, str) and primary in self.outputs:
+            return self.outputs[primary]
         return next(iter(self.outputs.values()))
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -232,12 +232,7 @@ def export(
     export_saved_model(path, [model], serve, "images", tf.TensorSpec([None, *IMAGE_SHAPE]))
     signature = load_signature(path)
     metrics = measure(signature, data)
-    shown = data.test.images[:25]
-    predicted = predict(signature, shown).argmax(axis=1)
-    plot_files = [
-        plots.digit_predictions(shown, data.test.labels[:25], predicted, path / "predictions.png"),
-        plots.loss_curves(result.history, path / "loss.png"),
-    ]
+    plot_files = plot_card(signature, data, result.history, path)
     write_model_card(
         path,
         name=NAME,
@@ -257,6 +252,18 @@ def export(
         command=f"python -m training {TASK} --config {result.config.name}",
     )
     return [Exported(NAME, version, path, metrics)]
+
+
+def plot_card(
+    signature: Any, data: ClassifierData, history: dict[str, list[float]], path: Path
+) -> list[str]:
+    """The card's plots: 25 test digits with their predictions, and the loss curves."""
+    shown = data.test.images[:25]
+    predicted = predict(signature, shown).argmax(axis=1)
+    return [
+        plots.digit_predictions(shown, data.test.labels[:25], predicted, path / "predictions.png"),
+        plots.loss_curves(history, path / "loss.png"),
+    ]
 
 
 def evaluate(path: Path, data: ClassifierData) -> dict[str, float]:

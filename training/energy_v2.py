@@ -676,6 +676,8 @@ def export(
         command=f"python -m training {task.task}",
     )
     card["training_task"] = task.task
+    # The served answer among the outputs (service.registry reads it; outputs are sorted by name).
+    card["primary_output"] = "energy"
     card["families"] = table
     card["uncertainty"] = {
         "method": f"ensemble of {config.members}, std = sqrt((k * spread)^2 + s0^2)",

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from training import digit_classifier, digit_codec, energy, energy_v2
+from training import digit_classifier, digit_codec, digit_robust, energy, energy_v2
 from training.common import Exported, TrainResult, latest_version
 
 
@@ -93,6 +93,10 @@ def _evaluate_classifier(models_dir: Path, version: int, data: Any) -> dict[str,
     return digit_classifier.evaluate(models_dir / digit_classifier.NAME / str(version), data)
 
 
+def _evaluate_robust(models_dir: Path, version: int, data: Any) -> dict[str, float]:
+    return digit_robust.evaluate(models_dir / digit_classifier.NAME / str(version), data)
+
+
 def _evaluate_codec(models_dir: Path, version: int, data: Any) -> dict[str, float]:
     return digit_codec.evaluate(
         models_dir / digit_codec.ENCODER / str(version),
@@ -111,6 +115,16 @@ TASKS: dict[str, Task] = {
         export=digit_classifier.export,
         evaluate=_evaluate_classifier,
         headline=("test_accuracy", "test_errors"),
+    ),
+    digit_robust.TASK: Task(
+        name=digit_robust.TASK,
+        models=(digit_classifier.NAME,),
+        configs=digit_robust.CONFIGS,
+        load_data=digit_classifier.load_data,
+        train=digit_robust.train,
+        export=digit_robust.export,
+        evaluate=_evaluate_robust,
+        headline=("test_accuracy", "test_ece", "test_digits_accepted"),
     ),
     digit_codec.TASK: Task(
         name=digit_codec.TASK,

@@ -8,7 +8,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from service import imaging
 from service.errors import InvalidInput, PayloadTooLarge
@@ -91,3 +91,111 @@ def test_open_image_rejects_image_over_configured_limit() -> None:
     with pytest.raises(PayloadTooLarge, match="image too large: 2000x1000") as info:
         imaging.open_image(_png_claiming(2000, 1000), max_pixels=1_000_000)
     assert info.value.expected == "at most 1000000 pixels"
+
+
+def _drawn_four(size: int = 96) -> np.ndarray:
+    """A pen-drawn '4' (uint8, dark on white), strokes 7% of the picture wide."""
+    image = Image.new("L", (size, size), 255)
+    draw = ImageDraw.Draw(image)
+    s = size / 96
+    width = max(2, round(7 * s))
+    draw.line([(60 * s, 14 * s), (20 * s, 58 * s), (76 * s, 58 * s)], fill=0, width=width)
+    draw.line([(60 * s, 14 * s), (60 * s, 84 * s)], fill=0, width=width)
+    return np.asarray(image)
+
+
+def _similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Correlation of two 28x28 frames (1 = identical up to brightness)."""
+    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
+def _clean_frame() -> np.ndarray:
+    return imaging.preprocess_upload(encode(_drawn_four()), max_pixels=10**6)
+
+
+@pytest.mark.parametrize(("low", "sigma"), [(200, 4), (170, 8), (90, 12)])
+def test_preprocess_upload_removes_ramped_lighting_and_noise(low: int, sigma: float) -> None:
+    rng = np.random.default_rng(0)
+    ink = 1.0 - _drawn_four() / 255.0
+    paper = np.linspace(low, 255, ink.shape[1])[None, :] * np.ones_like(ink)
+    pixels = paper * (1 - ink) + 0.15 * paper * ink + rng.normal(0, sigma, ink.shape)
+    photo = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+
+    frame = imaging.preprocess_upload(encode(photo), max_pixels=10**6)
+
+    assert _similarity(frame, _clean_frame()) > 0.9
+    assert frame[:3].max() == 0.0 and frame[-3:].max() == 0.0  # no lit paper left as ink
+
+
+def test_preprocess_upload_drops_specks_and_paper_edge() -> None:
+    rng = np.random.default_rng(1)
+    photo = _drawn_four().copy()
+    ys, xs = rng.integers(0, 96, (2, 40))
+    photo[ys, xs] = 0  # dust
+    photo[:, :5] = 30  # the dark desk beside the sheet
+    photo[-4:, :] = 60  # a shadow along the bottom
+
+    frame = imaging.preprocess_upload(encode(photo), max_pixels=10**6)
+
+    assert _similarity(frame, _clean_frame()) > 0.95
+
+
+def test_preprocess_upload_composites_alpha_on_white() -> None:
+    ink = 255 - _drawn_four()
+    rgba = np.zeros((*ink.shape, 4), np.uint8)
+    rgba[..., 3] = ink  # black ink whose opacity is the stroke, the rest transparent
+    la = np.stack([np.zeros_like(ink), ink], axis=-1)
+    for pixels, mode in ((rgba, "RGBA"), (la, "LA")):
+        buffer = io.BytesIO()
+        Image.fromarray(pixels, mode=mode).save(buffer, format="PNG")
+
+        frame = imaging.preprocess_upload(buffer.getvalue(), max_pixels=10**6)
+
+        assert _similarity(frame, _clean_frame()) > 0.99
+
+
+def test_preprocess_upload_turns_photo_upright_from_exif() -> None:
+    upright = Image.fromarray(_drawn_four())
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # as the camera's sensor saw it
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    buffer = io.BytesIO()
+    stored.save(buffer, format="JPEG", quality=95, exif=exif)
+
+    frame = imaging.preprocess_upload(buffer.getvalue(), max_pixels=10**6)
+
+    without_exif = imaging.preprocess_upload(encode(np.asarray(stored), "JPEG"), 10**6)
+    assert _similarity(frame, _clean_frame()) > 0.95
+    assert _similarity(without_exif, _clean_frame()) < 0.6
+
+
+def test_preprocess_upload_reads_16_bit_and_palette_png() -> None:
+    deep = (_drawn_four().astype(np.uint16) * 257).astype(np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(deep).save(buffer, format="PNG")
+    assert Image.open(io.BytesIO(buffer.getvalue())).mode.startswith("I")
+    palette = io.BytesIO()
+    Image.fromarray(_drawn_four()).convert("RGB").convert("P", palette=Image.Palette.ADAPTIVE).save(
+        palette, format="PNG"
+    )
+    assert Image.open(io.BytesIO(palette.getvalue())).mode == "P"
+
+    for data in (buffer.getvalue(), palette.getvalue()):
+        frame = imaging.preprocess_upload(data, max_pixels=10**6)
+        assert _similarity(frame, _clean_frame()) > 0.99
+
+
+def test_preprocess_upload_refuses_faint_dust_and_inkless_paper() -> None:
+    rng = np.random.default_rng(2)
+    ramp = np.linspace(150, 255, 80)[None, :] * np.ones((80, 1))
+    for pixels in (
+        ramp + rng.normal(0, 6, ramp.shape),  # a photo of blank paper
+        np.full((80, 80), 230.0) + rng.normal(0, 2, (80, 80)),  # faint noise
+    ):
+        upload = encode(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
+        with pytest.raises(InvalidInput, match="no digit found"):
+            imaging.preprocess_upload(upload, max_pixels=10**6)
+    dust = np.full((80, 80), 240, np.uint8)
+    dust[40, 40] = dust[10, 60] = 0
+    with pytest.raises(InvalidInput, match="no digit found"):
+        imaging.preprocess_upload(encode(dust), max_pixels=10**6)

@@ -80,3 +80,32 @@ def test_registry_reports_loading_before_load(tiny_model_dir: Path) -> None:
     assert registry.entry("digit_classifier").state is ModelState.LOADING
     with pytest.raises(ModelNotReady, match="still loading"):
         registry.get("digit_classifier")
+
+
+def test_output_is_card_primary_output_when_version_has_several(tmp_path: Path) -> None:
+    import json
+
+    import tensorflow as tf
+
+    from service.registry import load_version
+
+    module = tf.Module()
+    spec = tf.TensorSpec([None, 28, 28, 1], tf.float32, name="images")
+
+    @tf.function(input_signature=[spec])
+    def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        flat = tf.reshape(images, [-1, 784])
+        probabilities = tf.nn.softmax(flat[:, :10])
+        score = tf.reduce_sum(flat, axis=1)
+        return {"probabilities": probabilities, "ood_score": score, "is_digit": score < 1.0}
+
+    module.serve = serve
+    path = tmp_path / "digit_classifier" / "2"
+    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+    card = {"name": "digit_classifier", "version": 2, "primary_output": "probabilities"}
+    (path / "metrics.json").write_text(json.dumps(card))
+
+    version = load_version("digit_classifier", 2, path)
+
+    assert version.output.name == "probabilities"
+    assert version.predict_one(np.zeros((1, 28, 28, 1), np.float32)).shape == (1, 10)
