@@ -37,10 +37,11 @@ RUN pip install --no-cache-dir -r requirements.lock
 # hadolint ignore=DL3008
 RUN apt-get update && apt-get install -y --no-install-recommends binutils \
     && rm -rf /var/lib/apt/lists/*
+WORKDIR /opt/venv/lib/python3.11/site-packages
 RUN pip uninstall --yes libclang \
-    && cd /opt/venv/lib/python3.11/site-packages \
     && rm -rf tensorflow/include numpy/*/tests numpy/tests scipy/*/tests scipy/*/*/tests \
     && strip --strip-unneeded tensorflow/libtensorflow_cc.so.2 tensorflow/libtensorflow_framework.so.2
+WORKDIR /src
 
 # The code. --no-deps: every dependency is already pinned above; --no-build-isolation: build with
 # the pinned setuptools/wheel from the lock instead of fetching unpinned ones.
