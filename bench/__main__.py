@@ -10,6 +10,7 @@ import importlib
 import sys
 
 BENCHMARKS: dict[str, str] = {
+    "ab": "bench.ab",
     "memshapes": "bench.memshapes",
     "overhead": "bench.overhead",
     "peers": "bench.peers",
