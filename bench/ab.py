@@ -89,9 +89,10 @@ def _run_side(root: Path, model_dir: Path, args: argparse.Namespace) -> dict[str
     with tempfile.NamedTemporaryFile("r", suffix=".json") as out:
         # `-c` from the side's root: its `service` and `bench` are the ones imported; this file
         # is loaded by path (checkout A may not have it).
+        here = str(Path(__file__).resolve())
         loader = (
             "import importlib.util, sys; "
-            f"spec = importlib.util.spec_from_file_location('bench_ab', {str(Path(__file__).resolve())!r}); "
+            f"spec = importlib.util.spec_from_file_location('bench_ab', {here!r}); "
             "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module); "
             "sys.exit(module.main(sys.argv[1:]))"
         )
@@ -158,9 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         a, b = collected["A"][label], collected["B"][label]
         am, bm = statistics.median(a) * 1e6, statistics.median(b) * 1e6
         ap, bp = _quantile(a, 0.25) * 1e6, _quantile(b, 0.25) * 1e6
-        print(
-            f"| {label} | {am:,.0f} | {bm:,.0f} | {bm / am:.3f} | {ap:,.0f} | {bp:,.0f} | {bp / ap:.3f} |"
-        )
+        cells = f"{am:,.0f} | {bm:,.0f} | {bm / am:.3f} | {ap:,.0f} | {bp:,.0f} | {bp / ap:.3f}"
+        print(f"| {label} | {cells} |")
     return 0
 
 
