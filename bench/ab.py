@@ -121,7 +121,8 @@ def _quantile(values: list[float], q: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench ab", description=__doc__)
-    parser.add_argument("--base", type=Path, help="checkout A (B is this checkout)")
+    parser.add_argument("--base", type=Path, help="checkout A")
+    parser.add_argument("--head", type=Path, default=REPO, help="checkout B (default: this one)")
     parser.add_argument("--model-dir", type=Path, default=REPO / "models")
     parser.add_argument("--calls", type=int, default=300, help="timed calls per route and round")
     parser.add_argument("--block", type=int, default=30, help="calls per route before the next")
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from bench.peers import model_folder
 
-    sides = {"A": args.base.resolve(), "B": REPO}
+    sides = {"A": args.base.resolve(), "B": args.head.resolve()}
     collected: dict[str, dict[str, list[float]]] = {"A": {}, "B": {}}
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
         model_folder(Path(tmp), args.model_dir.resolve(), 1)
