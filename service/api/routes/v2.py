@@ -17,7 +17,13 @@ from starlette.responses import Response
 
 from service import __version__
 from service.api.body import json_body, parse_json_offloaded, require_json
-from service.api.deps import DataPlaneDep, RegistryDep, SettingsDep, require_api_key
+from service.api.deps import (
+    DataPlaneDep,
+    FastRoute,
+    RegistryDep,
+    SettingsDep,
+    require_api_key,
+)
 from service.api.responses import JSONBody
 from service.api.routes.tasks import ERRORS
 from service.api.routes.tfserving import parse_version
@@ -36,7 +42,11 @@ from service.settings import Settings
 TAGS: list[str | Enum] = ["KServe V2 / Open Inference Protocol"]
 health = APIRouter(prefix="/v2", tags=TAGS)
 router = APIRouter(
-    prefix="/v2", tags=TAGS, responses=ERRORS, dependencies=[Depends(require_api_key)]
+    prefix="/v2",
+    tags=TAGS,
+    responses=ERRORS,
+    dependencies=[Depends(require_api_key)],
+    route_class=FastRoute,
 )
 
 
