@@ -115,7 +115,10 @@ class ModelRunner:
     async def limit(self, what: str, awaitable: Awaitable[T]) -> T:
         """`awaitable` within `request_timeout_s`, else a 504 naming `what`."""
         try:
-            return await asyncio.wait_for(awaitable, timeout=self.settings.request_timeout_s)
+            # A deadline on the current task (`loop.call_at`), not `wait_for`'s extra task per
+            # request.
+            async with asyncio.timeout(self.settings.request_timeout_s):
+                return await awaitable
         except TimeoutError:
             raise InferenceTimeout(
                 f"{what} did not answer within {self.settings.request_timeout_s:g} s"

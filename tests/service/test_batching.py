@@ -192,3 +192,41 @@ async def test_runner_without_batching_calls_model_in_chunks(
     np.testing.assert_allclose(chunked, model.predict_one(V), rtol=1e-6)
     assert chunked.shape == (30,)
     await runner.aclose()
+
+
+async def test_batcher_idle_request_runs_without_worker(executor: ThreadPoolExecutor) -> None:
+    calls: list[int] = []
+    batcher = AdaptiveBatcher(_doubling(calls), executor, 64, max_wait_s=0.0)  # type: ignore[arg-type]
+    result = await batcher.submit(np.ones((2, 2)))
+    np.testing.assert_array_equal(result["y"], np.full((2, 2), 2.0))
+    assert calls == [2]
+    assert batcher._worker is None  # the direct path: no worker task was needed
+
+
+async def test_batcher_requests_during_direct_call_form_next_batch(
+    executor: ThreadPoolExecutor,
+) -> None:
+    calls: list[int] = []
+    release = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    started = asyncio.Event()
+
+    def slow(batch: np.ndarray) -> Mapping[str, np.ndarray]:
+        calls.append(int(batch.shape[0]))
+        if len(calls) == 1:
+            loop.call_soon_threadsafe(started.set)
+            asyncio.run_coroutine_threadsafe(release.wait(), loop).result()
+        return {"y": batch * 2}
+
+    batcher = AdaptiveBatcher(slow, executor, 64, max_wait_s=0.0)
+    first = asyncio.create_task(batcher.submit(np.ones((1, 2))))
+    await started.wait()  # the first (direct) call is in the pool
+    others = [asyncio.create_task(batcher.submit(np.full((1, 2), float(i)))) for i in range(3)]
+    await asyncio.sleep(0.01)
+    assert calls == [1]  # the others wait for the running call, as behind the worker
+    release.set()
+    results = await asyncio.gather(first, *others)
+    assert calls == [1, 3]  # then they run as one merged batch
+    for i, result in enumerate(results[1:]):
+        np.testing.assert_array_equal(result["y"], np.full((1, 2), 2.0 * i))
+    await batcher.close()
