@@ -44,6 +44,24 @@ def concat(parts: Sequence[Mapping[str, np.ndarray]]) -> Outputs:
     return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
 
+def padded_size(count: int, sizes: Sequence[int]) -> int:
+    """The smallest of the ascending allowed `sizes` that holds `count` rows (`count` itself
+    when there is none)."""
+    for size in sizes:
+        if size >= count:
+            return size
+    return count
+
+
+def pad_rows(array: np.ndarray, size: int) -> np.ndarray:
+    """`array` `[n, ...]` grown to `[size, ...]` by repeating its last row: a real input, so
+    the padding rows cannot hit a numeric edge (zeros, NaN) the model was never given."""
+    extra = size - array.shape[0]
+    if extra <= 0 or array.shape[0] == 0:
+        return array
+    return np.concatenate([array, np.repeat(array[-1:], extra, axis=0)])
+
+
 def _timed(function: BatchFunction, array: np.ndarray) -> tuple[Mapping[str, np.ndarray], float]:
     start = time.perf_counter()
     return function(array), time.perf_counter() - start
