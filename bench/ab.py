@@ -85,6 +85,58 @@ async def _worker(model_dir: Path, calls: int, block: int, stub: bool) -> dict[s
     return times
 
 
+async def _batchers(base: Path, head: Path, calls: int, block: int) -> list[str]:
+    """In one process, interleaved: `AdaptiveBatcher.submit` of both checkouts (their
+    `service/batching.py` loaded by path: it imports nothing of the service) on an idle queue
+    with a no-op model, each as the runner calls it (`wait_for` in A, `asyncio.timeout` in B)."""
+    import importlib.util
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    def load(root: Path, name: str) -> Any:
+        spec = importlib.util.spec_from_file_location(name, root / "service" / "batching.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up
+        spec.loader.exec_module(module)
+        return module
+
+    executor = ThreadPoolExecutor(max_workers=2)
+    x = np.zeros((1, 64), np.float32)
+    a = load(base, "batching_a").AdaptiveBatcher(lambda v: {"y": v}, executor, 256, 0.0)
+    b = load(head, "batching_b").AdaptiveBatcher(lambda v: {"y": v}, executor, 256, 0.0)
+
+    async def in_a() -> Any:
+        return await asyncio.wait_for(a.submit(x), 30)
+
+    async def in_b() -> Any:
+        async with asyncio.timeout(30):
+            return await b.submit(x)
+
+    times: dict[str, list[float]] = {"A": [], "B": []}
+    for _ in range(50):
+        await in_a()
+        await in_b()
+    for _ in range(0, calls, block):
+        for side, call in (("A", in_a), ("B", in_b)):
+            for _ in range(block):
+                start = time.perf_counter()
+                await call()
+                times[side].append(time.perf_counter() - start)
+    await a.close()
+    await b.close()
+    executor.shutdown()
+    am, bm = statistics.median(times["A"]) * 1e6, statistics.median(times["B"]) * 1e6
+    ap, bp = _quantile(times["A"], 0.25) * 1e6, _quantile(times["B"], 0.25) * 1e6
+    return [
+        f"batcher submit + time limit, idle queue, no-op model, {len(times['A'])} calls each",
+        "| A median us | B median us | B/A median | A p25 us | B p25 us | B/A p25 |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {am:,.0f} | {bm:,.0f} | {bm / am:.3f} | {ap:,.0f} | {bp:,.0f} | {bp / ap:.3f} |",
+    ]
+
+
 def _run_side(root: Path, model_dir: Path, args: argparse.Namespace) -> dict[str, list[float]]:
     with tempfile.NamedTemporaryFile("r", suffix=".json") as out:
         # `-c` from the side's root: its `service` and `bench` are the ones imported; this file
@@ -128,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block", type=int, default=30, help="calls per route before the next")
     parser.add_argument("--rounds", type=int, default=4, help="processes per side")
     parser.add_argument("--stub", action="store_true", help="zeros instead of the model call")
+    parser.add_argument(
+        "--batcher", action="store_true", help="A/B of the batcher alone, in one process"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -140,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.base is None:  # `python -m bench` (all) has no checkout to compare with
         print("bench ab: skipped, needs --base DIR (checkout A)")
+        return 0
+    if args.batcher:
+        lines = asyncio.run(_batchers(args.base, args.head, args.calls, args.block))
+        print(f"A = {args.base}, B = {args.head}")
+        print("\n".join(lines))
         return 0
     from bench.peers import model_folder
 
