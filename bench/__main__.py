@@ -10,6 +10,7 @@ import importlib
 import sys
 
 BENCHMARKS: dict[str, str] = {
+    "ab": "bench.ab",
     "digits_wild": "bench.digits_wild",
     "energy_modes": "bench.energy_modes",
     "memshapes": "bench.memshapes",

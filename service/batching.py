@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +42,24 @@ def concat(parts: Sequence[Mapping[str, np.ndarray]]) -> Outputs:
     if len(parts) == 1:
         return dict(parts[0])
     return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+
+def padded_size(count: int, sizes: Sequence[int]) -> int:
+    """The smallest of the ascending allowed `sizes` that holds `count` rows (`count` itself
+    when there is none)."""
+    for size in sizes:
+        if size >= count:
+            return size
+    return count
+
+
+def pad_rows(array: np.ndarray, size: int) -> np.ndarray:
+    """`array` `[n, ...]` grown to `[size, ...]` by repeating its last row: a real input, so
+    the padding rows cannot hit a numeric edge (zeros, NaN) the model was never given."""
+    extra = size - array.shape[0]
+    if extra <= 0 or array.shape[0] == 0:
+        return array
+    return np.concatenate([array, np.repeat(array[-1:], extra, axis=0)])
 
 
 def _timed(function: BatchFunction, array: np.ndarray) -> tuple[Mapping[str, np.ndarray], float]:
@@ -101,6 +120,8 @@ class AdaptiveBatcher:
         self._queue: deque[_Request] = deque()
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
+        #: A model call of this batcher is in the pool (the worker's batch or a direct call).
+        self._busy = False
 
     async def submit(self, array: np.ndarray) -> Outputs:
         """The function's outputs for `array` alone, computed as part of a merged batch.
@@ -116,6 +137,8 @@ class AdaptiveBatcher:
         return await self._submit(array)
 
     async def _submit(self, array: np.ndarray) -> Outputs:
+        if not self._busy and not self._queue and self.max_wait_s == 0:
+            return await self._direct(array)
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._run(), name=f"batcher-{self.name}")
         future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
@@ -123,6 +146,49 @@ class AdaptiveBatcher:
         self._wakeup.set()
         # A cancelled await cancels `future` too; the worker then skips or drops the request.
         return await future
+
+    async def _direct(self, array: np.ndarray) -> Outputs:
+        """Nothing queued, nothing running, no wait: the call goes to the pool from the caller's
+        task, which saves the worker's hand-offs (a loop iteration and a future each way).
+
+        Requests that arrive in the same loop iteration (a burst) must still merge: the caller
+        lets them queue first (one `sleep(0)`, the iteration the worker's wake-up took), and
+        if any did, it joins them at the head of the queue for the worker. Requests arriving
+        while the call runs queue and form the next batch once it is done, as behind the worker.
+        """
+        self._busy = True
+        try:
+            await asyncio.sleep(0)
+        except BaseException:
+            self._busy = False
+            raise
+        if self._queue:  # a burst: the worker merges it, this request first
+            self._busy = False
+            future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
+            self._queue.appendleft(_Request(array, future))
+            if self._worker is None or self._worker.done():
+                self._worker = asyncio.create_task(self._run(), name=f"batcher-{self.name}")
+            self._wakeup.set()
+            return await future
+        self.stats.record(1, int(array.shape[0]))
+        call = asyncio.get_running_loop().run_in_executor(
+            self.executor, _timed, self.function, array
+        )
+        # Busy until the thread is done, even if the caller gives up before (shield).
+        call.add_done_callback(self._direct_done)
+        outputs, seconds = await asyncio.shield(call)
+        if self.on_batch is not None:
+            self.on_batch(int(array.shape[0]), 0.0, seconds)
+        return dict(outputs)
+
+    def _direct_done(self, future: asyncio.Future[Any]) -> None:
+        self._busy = False
+        if not future.cancelled():
+            future.exception()  # retrieved: a caller that gave up must not leave it unlogged
+        if self._queue:
+            if self._worker is None or self._worker.done():
+                self._worker = asyncio.create_task(self._run(), name=f"batcher-{self.name}")
+            self._wakeup.set()
 
     async def close(self) -> None:
         """Stop the worker; requests still queued are cancelled."""
@@ -139,7 +205,7 @@ class AdaptiveBatcher:
 
     async def _collect(self) -> list[_Request]:
         """Wait for a first request, then for more until the batch is full or the wait is over."""
-        while not self._queue:
+        while not self._queue or self._busy:  # busy: a direct call; its end wakes us
             self._wakeup.clear()
             await self._wakeup.wait()
         if self.max_wait_s > 0 and self._queued_items() < self.max_batch_size:
@@ -176,6 +242,7 @@ class AdaptiveBatcher:
             merged = batch[0].array if len(batch) == 1 else np.concatenate([r.array for r in batch])
             self.stats.record(len(batch), int(merged.shape[0]))
             waited = time.perf_counter() - batch[0].queued_at
+            self._busy = True
             try:
                 outputs, seconds = await loop.run_in_executor(
                     self.executor, _timed, self.function, merged
@@ -183,30 +250,35 @@ class AdaptiveBatcher:
             except Exception as exc:
                 if len(batch) == 1:
                     _resolve(batch[0], error=exc)
-                    continue
-                # One bad request must not fail the others: run each alone.
-                self.stats.fallbacks += 1
-                logger.warning(
-                    "batch of %d on %s failed (%s); retrying alone", len(batch), self.name, exc
-                )
-                for request in batch:
-                    if request.future.done():
-                        continue
-                    try:
-                        alone = await loop.run_in_executor(
-                            self.executor, self.function, request.array
-                        )
-                    except Exception as single:
-                        _resolve(request, error=single)
-                    else:
-                        _resolve(request, outputs=dict(alone))
+                else:
+                    await self._retry_alone(batch, exc)
                 continue
+            finally:
+                self._busy = False
             if self.on_batch is not None:
                 self.on_batch(int(merged.shape[0]), waited, seconds)
+            if len(batch) == 1:
+                _resolve(batch[0], outputs=dict(outputs))
+                continue
             bounds = np.cumsum(sizes)[:-1]
             split = {key: np.split(value, bounds) for key, value in outputs.items()}
             for i, request in enumerate(batch):
                 _resolve(request, outputs={key: parts[i] for key, parts in split.items()})
+
+    async def _retry_alone(self, batch: list[_Request], exc: Exception) -> None:
+        """One bad request must not fail the others of its batch: run each alone."""
+        loop = asyncio.get_running_loop()
+        self.stats.fallbacks += 1
+        logger.warning("batch of %d on %s failed (%s); retrying alone", len(batch), self.name, exc)
+        for request in batch:
+            if request.future.done():
+                continue
+            try:
+                alone = await loop.run_in_executor(self.executor, self.function, request.array)
+            except Exception as single:
+                _resolve(request, error=single)
+            else:
+                _resolve(request, outputs=dict(alone))
 
 
 def _resolve(

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from service.batching import AdaptiveBatcher, chunks, concat
+from service.batching import AdaptiveBatcher, chunks, concat, pad_rows, padded_size
 from service.errors import InferenceTimeout
 from service.metrics import InferenceStats
 from service.registry import ModelVersion
@@ -35,6 +35,7 @@ class ModelRunner:
         )
         self._batchers: dict[int, AdaptiveBatcher] = {}
         self._policies: dict[str, tuple[bool, int, float]] = {}
+        self._pads: dict[str, tuple[int, ...]] = {}
         #: What every model call of this runner adds up to (`/metrics`, `/v2/models/stats`).
         self.stats = InferenceStats()
 
@@ -53,9 +54,10 @@ class ModelRunner:
         batcher = self._batchers.get(key)
         if batcher is None:
             input_name = model.input.name
+            sizes = self._pad_sizes(model)
 
             def call(array: np.ndarray) -> Mapping[str, np.ndarray]:
-                return model.predict({input_name: array})
+                return predict_padded(model, {input_name: array}, sizes)
 
             def record(items: int, queue_s: float, compute_s: float) -> None:
                 self.stats.record_execution(model.name, model.version, items, queue_s, compute_s)
@@ -84,7 +86,12 @@ class ModelRunner:
         loop = asyncio.get_running_loop()
         queued = time.perf_counter()
         outputs, started, timings = await loop.run_in_executor(
-            self._executor, _predict_in_chunks, model, inputs, self._chunk(model)
+            self._executor,
+            _predict_in_chunks,
+            model,
+            inputs,
+            self._chunk(model),
+            self._pad_sizes(model),
         )
         for items, seconds in timings:
             queue_s = started - queued
@@ -96,6 +103,12 @@ class ModelRunner:
     ) -> dict[str, np.ndarray]:
         """`execute` limited to `request_timeout_s`."""
         return await self.limit(f"model {model.name!r}", self.execute(model, inputs))
+
+    def _pad_sizes(self, model: ModelVersion) -> tuple[int, ...]:
+        sizes = self._pads.get(model.name)
+        if sizes is None:
+            sizes = self._pads[model.name] = self.settings.pad_sizes_for(model.name)
+        return sizes
 
     def _chunk(self, model: ModelVersion) -> int:
         """Largest number of items per model call (the batch size of batching, even when off)."""
@@ -115,7 +128,10 @@ class ModelRunner:
     async def limit(self, what: str, awaitable: Awaitable[T]) -> T:
         """`awaitable` within `request_timeout_s`, else a 504 naming `what`."""
         try:
-            return await asyncio.wait_for(awaitable, timeout=self.settings.request_timeout_s)
+            # A deadline on the current task (`loop.call_at`), not `wait_for`'s extra task per
+            # request.
+            async with asyncio.timeout(self.settings.request_timeout_s):
+                return await awaitable
         except TimeoutError:
             raise InferenceTimeout(
                 f"{what} did not answer within {self.settings.request_timeout_s:g} s"
@@ -132,8 +148,22 @@ class ModelRunner:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
+def predict_padded(
+    model: ModelVersion, inputs: Mapping[str, np.ndarray], sizes: tuple[int, ...]
+) -> Mapping[str, np.ndarray]:
+    """`model.predict` on `inputs` padded up to the next allowed batch size (`sizes`), outputs
+    cut back to the real rows: the model sees a bounded set of shapes, so TensorFlow's and
+    oneDNN's per-shape state stays bounded too (`Settings.batch_pad_sizes`)."""
+    count = next(iter(inputs.values())).shape[0]
+    size = padded_size(count, sizes)
+    if size == count:
+        return model.predict(inputs)
+    outputs = model.predict({key: pad_rows(value, size) for key, value in inputs.items()})
+    return {key: value[:count] for key, value in outputs.items()}
+
+
 def _predict_in_chunks(
-    model: ModelVersion, inputs: Mapping[str, np.ndarray], chunk: int
+    model: ModelVersion, inputs: Mapping[str, np.ndarray], chunk: int, sizes: tuple[int, ...]
 ) -> tuple[dict[str, np.ndarray], float, list[tuple[int, float]]]:
     """`model.predict` in calls of at most `chunk` items, concatenated: bounded memory. Also
     when the work started and (items, seconds) of each call, for the statistics."""
@@ -142,6 +172,8 @@ def _predict_in_chunks(
     parts, timings = [], []
     for part in chunks(count, chunk):
         begin = time.perf_counter()
-        parts.append(model.predict({key: value[part] for key, value in inputs.items()}))
+        parts.append(
+            predict_padded(model, {key: value[part] for key, value in inputs.items()}, sizes)
+        )
         timings.append((part.stop - part.start, time.perf_counter() - begin))
     return concat(parts), started, timings

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from service.batching import AdaptiveBatcher
+from service.batching import AdaptiveBatcher, padded_size
 from service.inference import InferenceService
 from service.registry import ModelRegistry
 from service.runtime import ModelRunner
@@ -192,3 +192,85 @@ async def test_runner_without_batching_calls_model_in_chunks(
     np.testing.assert_allclose(chunked, model.predict_one(V), rtol=1e-6)
     assert chunked.shape == (30,)
     await runner.aclose()
+
+
+async def test_batcher_idle_request_runs_without_worker(executor: ThreadPoolExecutor) -> None:
+    calls: list[int] = []
+    batcher = AdaptiveBatcher(_doubling(calls), executor, 64, max_wait_s=0.0)  # type: ignore[arg-type]
+    result = await batcher.submit(np.ones((2, 2)))
+    np.testing.assert_array_equal(result["y"], np.full((2, 2), 2.0))
+    assert calls == [2]
+    assert batcher._worker is None  # the direct path: no worker task was needed
+
+
+async def test_batcher_requests_during_direct_call_form_next_batch(
+    executor: ThreadPoolExecutor,
+) -> None:
+    calls: list[int] = []
+    release = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    started = asyncio.Event()
+
+    def slow(batch: np.ndarray) -> Mapping[str, np.ndarray]:
+        calls.append(int(batch.shape[0]))
+        if len(calls) == 1:
+            loop.call_soon_threadsafe(started.set)
+            asyncio.run_coroutine_threadsafe(release.wait(), loop).result()
+        return {"y": batch * 2}
+
+    batcher = AdaptiveBatcher(slow, executor, 64, max_wait_s=0.0)
+    first = asyncio.create_task(batcher.submit(np.ones((1, 2))))
+    await started.wait()  # the first (direct) call is in the pool
+    others = [asyncio.create_task(batcher.submit(np.full((1, 2), float(i)))) for i in range(3)]
+    await asyncio.sleep(0.01)
+    assert calls == [1]  # the others wait for the running call, as behind the worker
+    release.set()
+    results = await asyncio.gather(first, *others)
+    assert calls == [1, 3]  # then they run as one merged batch
+    for i, result in enumerate(results[1:]):
+        np.testing.assert_array_equal(result["y"], np.full((1, 2), 2.0 * i))
+    await batcher.close()
+
+
+def test_pad_sizes_default_to_powers_of_two_up_to_the_batch_size() -> None:
+    assert Settings(batch_max_size=100).pad_sizes_for("m") == (1, 2, 4, 8, 16, 32, 64, 100)
+    assert Settings(batch_max_size=8).pad_sizes_for("m") == (1, 2, 4, 8)
+    assert Settings(batch_pad_sizes=()).pad_sizes_for("m") == ()
+    assert padded_size(3, (1, 2, 4, 8)) == 4 and padded_size(9, (1, 2, 4, 8)) == 9
+
+
+async def test_padded_calls_equal_unpadded_per_item(
+    tiny_registry: ModelRegistry, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[int] = []
+    for name, x in (
+        ("digit_classifier", images(11, seed=4).reshape(-1, 28, 28, 1).astype(np.float32)),
+        ("energy_from_potential", potentials(11).astype(np.float32)),
+    ):
+        model = tiny_registry.get(name)
+        unpadded = {n: model.predict_one(x[:n]) for n in (3, 5, 11)}
+        predict = type(model).predict
+
+        def spy(
+            self: object, inputs: Mapping[str, np.ndarray], predict: object = predict
+        ) -> object:
+            seen.append(next(iter(inputs.values())).shape[0])
+            return predict(self, inputs)  # type: ignore[operator]
+
+        monkeypatch.setattr(type(model), "predict", spy)
+        for batching in (True, False):
+            seen.clear()
+            tuned = Settings(
+                model_dir=settings.model_dir, batching_enabled=batching, batch_max_size=8
+            )
+            runner = ModelRunner(tuned)
+            for n in (3, 5, 11):
+                padded = await runner.run(model, x[:n])
+                assert padded.shape == unpadded[n].shape
+                # Padding rows never reach the answer; per item it is the unpadded answer up
+                # to oneDNN's summation order for another batch size (as for merged batches).
+                np.testing.assert_allclose(padded, unpadded[n], rtol=1e-4, atol=1e-6)
+            # 3 -> 4, 5 -> 8, 11 -> 8 + 3 -> 8 + 4 (the last chunk of a bulk request padded too)
+            assert seen == [4, 8, 8, 4], (name, batching, seen)
+            await runner.aclose()
+        monkeypatch.undo()

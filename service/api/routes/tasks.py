@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from service import codec, imaging
 from service.api.body import json_body, media_type, read_body
-from service.api.deps import ServiceDep, require_api_key
+from service.api.deps import FastRoute, ServiceDep, require_api_key
 from service.api.npy import JSON, NPY, NPY_RESPONSE, negotiate, npy_response
 from service.api.responses import JSONBody
 from service.errors import InvalidInput, MalformedRequest, UnsupportedMediaType, describe
@@ -46,7 +46,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     }.items()
 }
 
-router = APIRouter(prefix="/api/v1", responses=ERRORS, dependencies=[Depends(require_api_key)])
+router = APIRouter(
+    prefix="/api/v1",
+    responses=ERRORS,
+    dependencies=[Depends(require_api_key)],
+    route_class=FastRoute,
+)
 
 
 def _code_rows(codes: np.ndarray) -> list[bytes]:

@@ -18,7 +18,13 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from service.api.body import json_body, read_json_any_type
-from service.api.deps import DataPlaneDep, RegistryDep, SettingsDep, require_api_key
+from service.api.deps import (
+    DataPlaneDep,
+    FastRoute,
+    RegistryDep,
+    SettingsDep,
+    require_api_key,
+)
 from service.api.responses import JSONBody
 from service.api.routes.tasks import ERRORS
 from service.codecs import tfserving
@@ -35,6 +41,7 @@ router = APIRouter(
         400: {**ERRORS[400], "description": "Malformed body or invalid argument (TF Serving)"},
     },
     dependencies=[Depends(require_api_key)],
+    route_class=FastRoute,
 )
 
 Method = Literal["predict", "classify", "regress"]

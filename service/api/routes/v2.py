@@ -17,7 +17,13 @@ from starlette.responses import Response
 
 from service import __version__
 from service.api.body import json_body, parse_json_offloaded, require_json
-from service.api.deps import DataPlaneDep, RegistryDep, SettingsDep, require_api_key
+from service.api.deps import (
+    DataPlaneDep,
+    FastRoute,
+    RegistryDep,
+    SettingsDep,
+    require_api_key,
+)
 from service.api.responses import JSONBody
 from service.api.routes.tasks import ERRORS
 from service.api.routes.tfserving import parse_version
@@ -36,8 +42,52 @@ from service.settings import Settings
 TAGS: list[str | Enum] = ["KServe V2 / Open Inference Protocol"]
 health = APIRouter(prefix="/v2", tags=TAGS)
 router = APIRouter(
-    prefix="/v2", tags=TAGS, responses=ERRORS, dependencies=[Depends(require_api_key)]
+    prefix="/v2",
+    tags=TAGS,
+    responses=ERRORS,
+    dependencies=[Depends(require_api_key)],
+    route_class=FastRoute,
 )
+
+
+# The inference routes first: a request is matched against the routes in order, and these
+# are the ones a client calls thousands of times.
+async def _infer(
+    name: str, version: int | None, request: Request, dataplane: DataPlane
+) -> Response:
+    model = dataplane.resolve(name, version)
+    length = request.headers.get(v2.HEADER_LENGTH)
+    if length is None:
+        require_json(request)  # a binary body says so with its header length, whatever its type
+    header, binary = v2.split_body(await request.body(), length)
+    body = await parse_json_offloaded(header, V2InferenceRequest)
+    response = await dataplane.infer_on(model, v2.decode_request(body, binary, model))
+    content, headers = v2.encode_response(response, body)
+    if headers is None:
+        return Response(content, media_type=JSONBody.media_type)
+    return Response(content, media_type=v2.OCTET_STREAM, headers=headers)
+
+
+_INFER_DOC = json_body(V2InferenceRequest)
+
+
+@router.post("/models/{name}/infer", response_model=V2InferenceResponse, openapi_extra=_INFER_DOC)
+async def infer(name: str, request: Request, dataplane: DataPlaneDep) -> Response:
+    """Inference on the latest version (JSON, or binary tensor data with
+    `Inference-Header-Content-Length`)."""
+    return await _infer(name, None, request, dataplane)
+
+
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    response_model=V2InferenceResponse,
+    openapi_extra=_INFER_DOC,
+)
+async def infer_version(
+    name: str, version: str, request: Request, dataplane: DataPlaneDep
+) -> Response:
+    """Inference on one model version."""
+    return await _infer(name, parse_version(version), request, dataplane)
 
 
 @health.get("", response_model=V2ServerMetadata)
@@ -155,44 +205,6 @@ async def model_ready(name: str, registry: RegistryDep) -> Response:
 async def model_version_ready(name: str, version: str, registry: RegistryDep) -> Response:
     """Readiness of one model version."""
     return _ready(registry, name, parse_version(version))
-
-
-async def _infer(
-    name: str, version: int | None, request: Request, dataplane: DataPlane
-) -> Response:
-    model = dataplane.resolve(name, version)
-    length = request.headers.get(v2.HEADER_LENGTH)
-    if length is None:
-        require_json(request)  # a binary body says so with its header length, whatever its type
-    header, binary = v2.split_body(await request.body(), length)
-    body = await parse_json_offloaded(header, V2InferenceRequest)
-    response = await dataplane.infer_on(model, v2.decode_request(body, binary, model))
-    content, headers = v2.encode_response(response, body)
-    if headers is None:
-        return Response(content, media_type=JSONBody.media_type)
-    return Response(content, media_type=v2.OCTET_STREAM, headers=headers)
-
-
-_INFER_DOC = json_body(V2InferenceRequest)
-
-
-@router.post("/models/{name}/infer", response_model=V2InferenceResponse, openapi_extra=_INFER_DOC)
-async def infer(name: str, request: Request, dataplane: DataPlaneDep) -> Response:
-    """Inference on the latest version (JSON, or binary tensor data with
-    `Inference-Header-Content-Length`)."""
-    return await _infer(name, None, request, dataplane)
-
-
-@router.post(
-    "/models/{name}/versions/{version}/infer",
-    response_model=V2InferenceResponse,
-    openapi_extra=_INFER_DOC,
-)
-async def infer_version(
-    name: str, version: str, request: Request, dataplane: DataPlaneDep
-) -> Response:
-    """Inference on one model version."""
-    return await _infer(name, parse_version(version), request, dataplane)
 
 
 __all__ = ["health", "router"]
