@@ -4,6 +4,8 @@ several workers, the whole server's."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -12,9 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.metrics import InferenceStats, Metrics
+from service.metrics import InferenceStats, Metrics, mark_dead_workers
 from tests.service.helpers import images, samples, value
 from tests.service.live_server import live_server
 
@@ -137,3 +140,16 @@ def test_metrics_of_two_workers_report_the_whole_server(two_workers: tuple[str, 
         if len(answered_by) == 2:
             break
     assert len(answered_by) == 2, "every scrape went to one worker"
+
+
+def test_metrics_drop_live_gauges_of_dead_workers(tmp_path: Path) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()  # reaped: its pid names no process
+    key = mmap_key("mldm_http_requests_in_flight", "mldm_http_requests_in_flight", [], [], "")
+    for kind in ("gauge_livesum", "counter"):
+        values = MmapedDict(str(tmp_path / f"{kind}_{gone.pid}.db"))
+        values.write_value(key, 1.0, 0.0)
+        values.close()
+    mark_dead_workers(tmp_path)
+    # The gone worker's in-flight count no longer counts; what it served still does.
+    assert [p.name for p in tmp_path.iterdir()] == [f"counter_{gone.pid}.db"]
