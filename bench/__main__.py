@@ -11,6 +11,7 @@ import sys
 
 BENCHMARKS: dict[str, str] = {
     "memshapes": "bench.memshapes",
+    "metrics": "bench.metrics",
     "overhead": "bench.overhead",
     "peers": "bench.peers",
     "protocols": "bench.protocols",
