@@ -19,7 +19,7 @@ import shutil
 import signal
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from types import FrameType
 
 from pydantic import ValidationError
@@ -107,15 +107,23 @@ def main(argv: list[str] | None = None) -> int:
         ]
         print("mldm-serve: invalid settings:\n" + "\n".join(problems))
         return 2
-    log_config = logs.logging_config(settings)
-    logging.config.dictConfig(log_config)
-    import uvicorn
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(metrics_dir(settings))
+        except OSError as exc:
+            print(
+                f"mldm-serve: cannot make the metrics directory of several workers: {exc}; set "
+                "TMPDIR (or PROMETHEUS_MULTIPROC_DIR) to a writable directory"
+            )
+            return 2
+        log_config = logs.logging_config(settings)
+        logging.config.dictConfig(log_config)
+        import uvicorn
 
-    # After a graceful shutdown uvicorn re-raises the SIGTERM it caught, which with the default
-    # handler ends the process as "killed by signal 15" even though nothing was lost; exit 0
-    # instead, as orchestrators and process supervisors expect of a clean stop.
-    signal.signal(signal.SIGTERM, _exit_cleanly)
-    with metrics_dir(settings):
+        # After a graceful shutdown uvicorn re-raises the SIGTERM it caught, which with the default
+        # handler ends the process as "killed by signal 15" even though nothing was lost; exit 0
+        # instead, as orchestrators and process supervisors expect of a clean stop.
+        signal.signal(signal.SIGTERM, _exit_cleanly)
         uvicorn.run(
             "service.app:create_app",
             factory=True,

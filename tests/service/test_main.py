@@ -79,3 +79,14 @@ def test_metrics_dir_of_the_operator_is_used_and_kept(
     with metrics_dir(Settings(workers=2)) as given:
         assert given == str(tmp_path)
     assert tmp_path.is_dir() and os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path)
+
+
+def test_main_refuses_to_start_without_a_writable_metrics_dir(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MLDM_WORKERS", "1")  # restored after the test, as main() sets it
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    assert main(["--workers", "2", "--model-dir", str(tmp_path)]) == 2
+    out = capsys.readouterr().out
+    assert "cannot make the metrics directory" in out and "TMPDIR" in out
