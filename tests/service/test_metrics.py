@@ -3,10 +3,13 @@ several workers, the whole server's."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -140,6 +143,44 @@ def test_metrics_of_two_workers_report_the_whole_server(two_workers: tuple[str, 
         if len(answered_by) == 2:
             break
     assert len(answered_by) == 2, "every scrape went to one worker"
+
+
+@pytest.mark.slow
+def test_metrics_of_two_workers_survive_a_killed_worker(two_workers: tuple[str, Path]) -> None:
+    url, metrics_dir = two_workers
+    route = {"method": "POST", "route": "/api/v1/digits/classify", "model": "digit_classifier"}
+
+    def scrape() -> str:
+        response = httpx.get(f"{url}/metrics", timeout=30)
+        assert response.status_code == 200
+        return response.text
+
+    def ready_pids(text: str) -> set[str]:
+        return {
+            dict(labels)["pid"]
+            for (name, labels), v in samples(text).items()
+            if name == "mldm_model_ready" and ("model", "digit_classifier") in labels and v == 1
+        }
+
+    before = scrape()
+    served = value(before, "mldm_http_requests_total", **route, status="200")
+    assert served, "runs after test_metrics_of_two_workers_report_the_whole_server"
+    victim = int(min(ready_pids(before)))
+    os.kill(victim, signal.SIGKILL)
+    # uvicorn starts a new worker; until its models are loaded one worker answers alone.
+    deadline = time.monotonic() + 120
+    while True:
+        text = scrape()
+        pids = ready_pids(text)
+        if len(pids) == 2 and str(victim) not in pids:
+            break
+        assert time.monotonic() < deadline, f"no replacement worker: {pids}"
+        time.sleep(0.5)
+    # What the killed worker served still counts; its live gauges do not.
+    assert value(text, "mldm_http_requests_total", **route, status="200") == served
+    assert value(text, "mldm_http_requests_in_flight") == 1
+    assert not list(metrics_dir.glob(f"gauge_live*_{victim}.db"))
+    assert list(metrics_dir.glob(f"counter_{victim}.db"))
 
 
 def test_metrics_drop_live_gauges_of_dead_workers(tmp_path: Path) -> None:
