@@ -14,6 +14,7 @@ BENCHMARKS: dict[str, str] = {
     "digits_wild": "bench.digits_wild",
     "energy_modes": "bench.energy_modes",
     "memshapes": "bench.memshapes",
+    "metrics": "bench.metrics",
     "overhead": "bench.overhead",
     "peers": "bench.peers",
     "protocols": "bench.protocols",

@@ -2,6 +2,11 @@
 
 Options override the `MLDM_*` environment (and plain `HOST`/`PORT`); they are passed to the app
 through the environment so that every uvicorn worker process builds the same settings.
+
+With several workers (or when the operator sets `PROMETHEUS_MULTIPROC_DIR`) the metrics use
+prometheus-client's multiprocess mode: a fresh private directory under `$TMPDIR` (`/tmp`, a tmpfs
+in the image) is made before the workers start, named in `PROMETHEUS_MULTIPROC_DIR`, which they
+inherit, and removed on exit. A directory the operator names is used as is and kept.
 """
 
 from __future__ import annotations
@@ -10,7 +15,11 @@ import argparse
 import logging.config
 import math
 import os
+import shutil
 import signal
+import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from types import FrameType
 
 from pydantic import ValidationError
@@ -57,6 +66,23 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+@contextmanager
+def metrics_dir(settings: Settings) -> Iterator[str | None]:
+    """The multiprocess metrics directory for the run (None: one process, in-memory metrics)."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given or settings.workers == 1 or not settings.metrics_enabled:
+        yield given
+        return
+    # Private (mode 0700) and fresh: files left by an earlier run would add its counts to ours.
+    path = tempfile.mkdtemp(prefix="mldm-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    try:
+        yield path
+    finally:
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse options, validate the settings (fail fast), and run uvicorn until stopped."""
     args = parse_args(argv)
@@ -81,29 +107,38 @@ def main(argv: list[str] | None = None) -> int:
         ]
         print("mldm-serve: invalid settings:\n" + "\n".join(problems))
         return 2
-    log_config = logs.logging_config(settings)
-    logging.config.dictConfig(log_config)
-    import uvicorn
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(metrics_dir(settings))
+        except OSError as exc:
+            print(
+                f"mldm-serve: cannot make the metrics directory of several workers: {exc}; set "
+                "TMPDIR (or PROMETHEUS_MULTIPROC_DIR) to a writable directory"
+            )
+            return 2
+        log_config = logs.logging_config(settings)
+        logging.config.dictConfig(log_config)
+        import uvicorn
 
-    # After a graceful shutdown uvicorn re-raises the SIGTERM it caught, which with the default
-    # handler ends the process as "killed by signal 15" even though nothing was lost; exit 0
-    # instead, as orchestrators and process supervisors expect of a clean stop.
-    signal.signal(signal.SIGTERM, _exit_cleanly)
-    uvicorn.run(
-        "service.app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        http=NoDelayHttpToolsProtocol,
-        log_level=settings.log_level,
-        # Every worker applies this config; the app logs one access line per request itself.
-        log_config=log_config,
-        access_log=False,
-        # On SIGTERM uvicorn stops accepting, lets requests in flight finish for this long,
-        # then runs the lifespan shutdown.
-        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
-    )
+        # After a graceful shutdown uvicorn re-raises the SIGTERM it caught, which with the default
+        # handler ends the process as "killed by signal 15" even though nothing was lost; exit 0
+        # instead, as orchestrators and process supervisors expect of a clean stop.
+        signal.signal(signal.SIGTERM, _exit_cleanly)
+        uvicorn.run(
+            "service.app:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            http=NoDelayHttpToolsProtocol,
+            log_level=settings.log_level,
+            # Every worker applies this config; the app logs one access line per request itself.
+            log_config=log_config,
+            access_log=False,
+            # On SIGTERM uvicorn stops accepting, lets requests in flight finish for this long,
+            # then runs the lifespan shutdown.
+            timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
+        )
     return 0
 
 

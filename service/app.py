@@ -69,12 +69,16 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         # Freezing moves them out of the collector's reach; request garbage is still collected.
         gc.collect()
         gc.freeze()
+        if metrics is not None:
+            metrics.refresh_models()
         reloader.start()
         try:
             yield
         finally:
             await reloader.stop()
             await runner.aclose()
+            if metrics is not None:
+                metrics.close()
 
     app = FastAPI(
         title="mldm-serving",
@@ -129,6 +133,8 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
     # Around even the body limit: every response, a 413 too, is counted, timed and given an id.
     metrics = Metrics(registry, runner.stats) if settings.metrics_enabled else None
+    if metrics is not None:
+        reloader.on_reload.append(metrics.refresh_models)
     middleware.install(app, settings, metrics)
 
     def openapi() -> dict[str, Any]:

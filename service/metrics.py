@@ -2,21 +2,34 @@
 
 `InferenceStats` is filled by the one execution path (the data plane counts requests, the runner
 counts model executions) and read by two views of the same numbers: `GET /metrics` (Prometheus,
-through `Metrics`) and Triton's statistics extension (`GET /v2/models/stats`). Each app has its
-own `InferenceStats` and `CollectorRegistry`, so several apps in one process (tests) never share
-counters. Model states and loaded versions are read from the model registry at scrape time, so
-they cannot go stale.
+through `Metrics`) and Triton's statistics extension (`GET /v2/models/stats`). Its numbers live in
+prometheus-client counters (not in plain ints), so that with several worker processes they are
+multiprocess-safe: when `PROMETHEUS_MULTIPROC_DIR` is set (`mldm-serve` sets it for
+`MLDM_WORKERS` > 1), prometheus-client keeps every value in a memory-mapped file per process, and
+both views sum the files of all workers, so whichever worker answers a scrape reports the whole
+server. Without it, each app has its own counters and `CollectorRegistry`, so several apps in one
+process (tests) never share counters. In multiprocess mode there is one app per process.
+
+Model states and loaded versions are read from the model registry at scrape time in one process;
+with several workers each worker also writes its own into per-worker gauges (`pid` label) when its
+models load or reload and when it answers a scrape.
+
+The labelled children of the hot path (one per model version, one per route and status) are
+resolved once and cached: `.labels(...)` cost ~5% of an energy request.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
@@ -28,6 +41,45 @@ BATCH_SIZE_BUCKETS = tuple(float(2**i) for i in range(17))  # 1 ... 65536 items
 QUEUE_WAIT_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 #: Distinct batch sizes kept per model version for `batch_stats` (bounded memory).
 _MAX_BATCH_SIZES = 4096
+#: The per-batch-size counters behind `batch_stats`: read by `/v2/.../stats`, not in `/metrics`
+#: (up to 4096 series per model version would swamp a scrape; the histogram covers it there).
+_BATCH_METRICS = ("mldm_inference_batch_executions", "mldm_inference_batch_seconds")
+_STATS_METRICS = (
+    "mldm_inference_requests",
+    "mldm_inference_request_seconds",
+    "mldm_inference_items",
+    "mldm_model_executions",
+    "mldm_inference_queue_seconds",
+    "mldm_inference_compute_seconds",
+    "mldm_inference_last_timestamp_seconds",
+)
+_LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w*?_(\d+)\.db$")
+
+
+def multiprocess_dir() -> Path | None:
+    """The directory of prometheus-client's multiprocess mode, or None (one process). The
+    library reads the same variable when it is first imported."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    return Path(path) if path else None
+
+
+def mark_dead_workers(path: Path) -> None:
+    """Drop the live gauges (in flight, model states) of worker processes that are gone, killed
+    or ended, so they do not count; their counters stay: what they served was served."""
+    pids = {int(m.group(1)) for p in path.iterdir() if (m := _LIVE_GAUGE_FILE.match(p.name))}
+    for pid in pids:
+        if pid != os.getpid() and not _alive(pid):
+            multiprocess.mark_process_dead(pid, str(path))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass
@@ -37,17 +89,13 @@ class Duration:
     count: int = 0
     ns: int = 0
 
-    def add(self, seconds: float, count: int = 1) -> None:
-        self.count += count
-        self.ns += int(seconds * 1e9)
-
     def to_json(self) -> dict[str, int]:
         return {"count": self.count, "ns": self.ns}
 
 
 @dataclass
 class ModelStats:
-    """The inference statistics of one model version."""
+    """The inference statistics of one model version (a reading of the counters)."""
 
     name: str
     version: int
@@ -64,56 +112,219 @@ class ModelStats:
     batches: dict[int, Duration] = field(default_factory=dict)
 
 
-@dataclass
+class _VersionCounters:
+    """The counter children of one model version, resolved once (the hot path only adds)."""
+
+    def __init__(self, stats: InferenceStats, name: str, version: int) -> None:
+        key = (name, str(version))
+        self.key = key
+        self.success = stats.requests.labels(*key, "success")
+        self.success_s = stats.request_seconds.labels(*key, "success")
+        self.fail = stats.requests.labels(*key, "fail")
+        self.fail_s = stats.request_seconds.labels(*key, "fail")
+        self.items = stats.items.labels(*key)
+        self.executions = stats.executions.labels(*key)
+        self.queue_s = stats.queue_seconds.labels(*key)
+        self.compute_s = stats.compute_seconds.labels(*key)
+        self.last = stats.last_inference.labels(*key)
+        self.stats = stats
+        self.batches: dict[int, tuple[Any, Any]] = {}
+
+    def batch(self, items: int) -> tuple[Any, Any] | None:
+        children = self.batches.get(items)
+        if children is None and len(self.batches) < _MAX_BATCH_SIZES:
+            size = str(items)
+            children = self.batches[items] = (
+                self.stats.batch_executions.labels(*self.key, size),
+                self.stats.batch_seconds.labels(*self.key, size),
+            )
+        return children
+
+
 class InferenceStats:
-    """All model versions' statistics of one app (touched on the event loop only)."""
+    """All model versions' statistics of one app, in prometheus-client counters (multiprocess-safe
+    when `PROMETHEUS_MULTIPROC_DIR` is set). The counters belong to no registry: `Metrics`
+    exposes them, `of` / `snapshot` read them back (from every worker's files in multiprocess
+    mode)."""
 
-    models: dict[tuple[str, int], ModelStats] = field(default_factory=dict)
-    #: Called with (model name, items, queue wait s) after each execution: the histograms.
-    listeners: list[Callable[[str, int, float], None]] = field(default_factory=list)
+    def __init__(self) -> None:
+        labels = ("model", "version")
+        outcome = (*labels, "outcome")
+        self.requests = Counter(
+            "mldm_inference_requests",
+            "Inference requests through the data plane, by outcome (success or fail).",
+            outcome,
+            registry=None,
+        )
+        self.request_seconds = Counter(
+            "mldm_inference_request_seconds",
+            "Total time of the inference requests in the data plane, by outcome.",
+            outcome,
+            registry=None,
+        )
+        self.items = Counter(
+            "mldm_inference_items",
+            "Items inferred (Triton's inference_count).",
+            labels,
+            registry=None,
+        )
+        self.executions = Counter(
+            "mldm_model_executions",
+            "Model calls (Triton's execution_count).",
+            labels,
+            registry=None,
+        )
+        self.queue_seconds = Counter(
+            "mldm_inference_queue_seconds",
+            "Total time requests waited in a queue.",
+            labels,
+            registry=None,
+        )
+        self.compute_seconds = Counter(
+            "mldm_inference_compute_seconds",
+            "Total time of the model calls.",
+            labels,
+            registry=None,
+        )
+        self.last_inference = Gauge(
+            "mldm_inference_last_timestamp_seconds",
+            "When the model version last answered a request (seconds since the epoch).",
+            labels,
+            registry=None,
+            multiprocess_mode="max",
+        )
+        batch = (*labels, "batch_size")
+        self.batch_executions = Counter(
+            _BATCH_METRICS[0], "Model calls by batch size.", batch, registry=None
+        )
+        self.batch_seconds = Counter(
+            _BATCH_METRICS[1],
+            "Total time of the model calls by batch size.",
+            batch,
+            registry=None,
+        )
+        self._versions: dict[tuple[str, int], _VersionCounters] = {}
+        #: Called with (model name, items, queue wait s) after each execution: the histograms.
+        self.listeners: list[Callable[[str, int, float], None]] = []
 
-    def of(self, name: str, version: int) -> ModelStats:
-        stats = self.models.get((name, version))
-        if stats is None:
-            stats = self.models[(name, version)] = ModelStats(name, version)
-        return stats
+    def collectors(self) -> list[Collector]:
+        """What `/metrics` shows of the statistics (the per-batch-size counters excepted)."""
+        return [
+            self.requests,
+            self.request_seconds,
+            self.items,
+            self.executions,
+            self.queue_seconds,
+            self.compute_seconds,
+            self.last_inference,
+        ]
+
+    def _of(self, name: str, version: int) -> _VersionCounters:
+        counters = self._versions.get((name, version))
+        if counters is None:
+            counters = self._versions[(name, version)] = _VersionCounters(self, name, version)
+        return counters
 
     def record_request(self, name: str, version: int, items: int, seconds: float, ok: bool) -> None:
         """One request answered by the data plane (successfully or not) after `seconds`."""
-        stats = self.of(name, version)
+        counters = self._of(name, version)
         if ok:
-            stats.success.add(seconds)
-            stats.inference_count += items
+            counters.success.inc()
+            counters.success_s.inc(seconds)
+            counters.items.inc(items)
         else:
-            stats.fail.add(seconds)
-        stats.last_inference = int(time.time() * 1000)
+            counters.fail.inc()
+            counters.fail_s.inc(seconds)
+        counters.last.set(time.time())
 
     def record_execution(
         self, name: str, version: int, items: int, queue_s: float, compute_s: float
     ) -> None:
         """One model call on `items` items that waited `queue_s` in the queue."""
-        stats = self.of(name, version)
-        stats.execution_count += 1
-        stats.queue.add(max(queue_s, 0.0))
-        stats.compute_infer.add(compute_s)
-        batch = stats.batches.get(items)
-        if batch is None and len(stats.batches) < _MAX_BATCH_SIZES:
-            batch = stats.batches[items] = Duration()
+        counters = self._of(name, version)
+        counters.executions.inc()
+        counters.queue_s.inc(max(queue_s, 0.0))
+        counters.compute_s.inc(compute_s)
+        batch = counters.batch(items)
         if batch is not None:
-            batch.add(compute_s)
+            batch[0].inc()
+            batch[1].inc(compute_s)
         for listener in self.listeners:
             listener(name, items, queue_s)
 
+    def _families(self) -> Iterable[Metric]:
+        path = multiprocess_dir()
+        if path is None:
+            for collector in (*self.collectors(), self.batch_executions, self.batch_seconds):
+                yield from collector.collect()
+            return
+        names = {*_STATS_METRICS, *_BATCH_METRICS}
+        for family in multiprocess.MultiProcessCollector(None, str(path)).collect():
+            if family.name in names:
+                yield family
+
+    def read(self) -> dict[tuple[str, int], ModelStats]:
+        """Every model version's statistics, from the counters of every worker."""
+        found: dict[tuple[str, int], ModelStats] = {}
+        for family in self._families():
+            for sample in family.samples:
+                if sample.name.endswith("_created"):
+                    continue
+                labels = sample.labels
+                key = (labels["model"], int(labels["version"]))
+                stats = found.get(key)
+                if stats is None:
+                    stats = found[key] = ModelStats(*key)
+                _add(stats, family.name, labels, sample.value)
+        return found
+
+    def of(self, name: str, version: int) -> ModelStats:
+        return self.read().get((name, version)) or ModelStats(name, version)
+
     def snapshot(self) -> list[ModelStats]:
-        return [self.models[key] for key in sorted(self.models)]
+        found = self.read()
+        return [found[key] for key in sorted(found)]
+
+
+def _ns(seconds: float) -> int:
+    return round(seconds * 1e9)
+
+
+def _add(stats: ModelStats, family: str, labels: dict[str, str], value: float) -> None:
+    """Put one counter sample into `stats`."""
+    if family == "mldm_inference_requests":
+        target = stats.success if labels["outcome"] == "success" else stats.fail
+        target.count = int(value)
+    elif family == "mldm_inference_request_seconds":
+        target = stats.success if labels["outcome"] == "success" else stats.fail
+        target.ns = _ns(value)
+    elif family == "mldm_inference_items":
+        stats.inference_count = int(value)
+    elif family == "mldm_model_executions":
+        stats.execution_count = int(value)
+        stats.queue.count = stats.compute_infer.count = int(value)
+    elif family == "mldm_inference_queue_seconds":
+        stats.queue.ns = _ns(value)
+    elif family == "mldm_inference_compute_seconds":
+        stats.compute_infer.ns = _ns(value)
+    elif family == "mldm_inference_last_timestamp_seconds":
+        stats.last_inference = int(value * 1000)
+    elif family in _BATCH_METRICS:
+        batch = stats.batches.setdefault(int(labels["batch_size"]), Duration())
+        if family == _BATCH_METRICS[0]:
+            batch.count = int(value)
+        else:
+            batch.ns = _ns(value)
 
 
 class Metrics:
-    """The Prometheus metrics of one app, in their own registry."""
+    """The Prometheus metrics of one app, in their own registry (one process), or the metrics of
+    every worker read from the multiprocess directory (several)."""
 
     def __init__(
         self, registry: ModelRegistry | None = None, stats: InferenceStats | None = None
     ) -> None:
+        self.multiprocess_dir = multiprocess_dir()
         self.registry = CollectorRegistry(auto_describe=True)
         labels = ("method", "route", "model", "status")
         self.requests = Counter(
@@ -130,7 +341,11 @@ class Metrics:
             registry=self.registry,
         )
         self.in_flight = Gauge(
-            "mldm_http_requests_in_flight", "Requests being handled now.", registry=self.registry
+            "mldm_http_requests_in_flight",
+            "Requests being handled now.",
+            registry=self.registry,
+            # Several workers: the sum over the live ones (a killed worker's count is dropped).
+            multiprocess_mode="livesum",
         )
         self.batch_size = Histogram(
             "mldm_batch_size_items",
@@ -146,23 +361,44 @@ class Metrics:
             buckets=QUEUE_WAIT_BUCKETS,
             registry=self.registry,
         )
+        self._request_children: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
+        self._execution_children: dict[str, tuple[Any, Any]] = {}
         self.model_registry = registry
+        self.model_gauges: _ModelGauges | None = None
         if registry is not None:
-            self.registry.register(_ModelCollector(registry))
+            if self.multiprocess_dir is None:
+                self.registry.register(_ModelCollector(registry))
+            else:
+                self.model_gauges = _ModelGauges(registry, self.registry)
         if stats is not None:
-            self.registry.register(_InferenceCollector(stats))
+            for collector in stats.collectors():
+                self.registry.register(collector)
             stats.listeners.append(self.observe_execution)
 
     def observe_execution(self, model: str, items: int, queue_s: float) -> None:
-        self.batch_size.labels(model).observe(items)
-        self.queue_wait.labels(model).observe(max(queue_s, 0.0))
+        children = self._execution_children.get(model)
+        if children is None:
+            children = self._execution_children[model] = (
+                self.batch_size.labels(model),
+                self.queue_wait.labels(model),
+            )
+        children[0].observe(items)
+        children[1].observe(max(queue_s, 0.0))
 
     def observe_request(
         self, method: str, route: str, model: str, status: int, seconds: float
     ) -> None:
-        labels = (method, route, model, str(status))
-        self.requests.labels(*labels).inc()
-        self.latency.labels(*labels).observe(seconds)
+        # Bounded like the label values: route templates, known models, statuses, HTTP methods.
+        key = (method, route, model, status)
+        children = self._request_children.get(key)
+        if children is None:
+            labels = (method, route, model, str(status))
+            children = self._request_children[key] = (
+                self.requests.labels(*labels),
+                self.latency.labels(*labels),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def model_label(self, route: str, path_params: dict[str, Any]) -> str:
         """The model a request addressed, or "" (unknown names are not labels: bounded set)."""
@@ -173,12 +409,101 @@ class Metrics:
             return ""
         return TASK_ROUTE_MODELS.get(route, "")
 
+    def refresh_models(self) -> None:
+        """Several workers: write this worker's model states into its gauges (call after a load
+        or reload); one process reads them at each scrape instead."""
+        if self.model_gauges is not None:
+            self.model_gauges.refresh()
+
+    def close(self) -> None:
+        """Several workers: this worker ends; its live gauges (in flight, models) stop counting."""
+        if self.multiprocess_dir is not None:
+            multiprocess.mark_process_dead(os.getpid(), str(self.multiprocess_dir))
+
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        self.refresh_models()
+        mark_dead_workers(self.multiprocess_dir)
+        # The documented pattern: a fresh registry whose one collector reads every worker's files.
+        merged = CollectorRegistry()
+        merged.register(
+            _Without(multiprocess.MultiProcessCollector(None, str(self.multiprocess_dir)))
+        )
+        return generate_latest(merged)
 
 
-class _ScrapedCollector(Collector):
-    """Metric families computed at each scrape (`describe` gives them empty, for the names)."""
+class _Without(Collector):
+    """The multiprocess collector without the per-batch-size counters (see `_BATCH_METRICS`)."""
+
+    def __init__(self, collector: Collector) -> None:
+        self.collector = collector
+
+    def collect(self) -> Iterable[Metric]:
+        return (f for f in self.collector.collect() if f.name not in _BATCH_METRICS)
+
+
+class _ModelGauges:
+    """Several workers: each worker's model states as gauges with a `pid` label (`liveall`: one
+    series per live worker, as workers load and reload on their own)."""
+
+    def __init__(self, model_registry: ModelRegistry, registry: CollectorRegistry) -> None:
+        self.model_registry = model_registry
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...]) -> Gauge:
+            return Gauge(name, doc, labels, registry=registry, multiprocess_mode="liveall")
+
+        self.ready = gauge("mldm_model_ready", _MODEL_HELP["ready"], ("model",))
+        self.state = gauge("mldm_model_state", _MODEL_HELP["state"], ("model", "state"))
+        self.loaded = gauge(
+            "mldm_model_version_loaded", _MODEL_HELP["loaded"], ("model", "version")
+        )
+        self.failed = gauge(
+            "mldm_model_version_failed", _MODEL_HELP["failed"], ("model", "version")
+        )
+        self.latest = gauge("mldm_model_latest_version", _MODEL_HELP["latest"], ("model",))
+        self._loaded: set[tuple[str, str]] = set()
+        self._failed: set[tuple[str, str]] = set()
+
+    def refresh(self) -> None:
+        loaded: set[tuple[str, str]] = set()
+        failed: set[tuple[str, str]] = set()
+        for entry in self.model_registry.entries():
+            self.ready.labels(entry.name).set(1.0 if entry.ready else 0.0)
+            for each in ModelState:
+                self.state.labels(entry.name, each.value).set(float(entry.state is each))
+            loaded.update((entry.name, str(version)) for version in entry.versions)
+            failed.update((entry.name, str(version)) for version in entry.failed)
+            self.latest.labels(entry.name).set(float(max(entry.versions, default=0)))
+        # A value once written stays in the worker's file (`clear()` would not remove it), so a
+        # version unloaded since the last refresh reads 0 instead of 1.
+        for gauge, now, before in (
+            (self.loaded, loaded, self._loaded),
+            (self.failed, failed, self._failed),
+        ):
+            for key in before - now:
+                gauge.labels(*key).set(0.0)
+            for key in now:
+                gauge.labels(*key).set(1.0)
+        self._loaded, self._failed = loaded, failed
+
+
+_MODEL_HELP = {
+    "ready": "1 if the model has a servable version, else 0.",
+    "state": "1 for the model's current state (LOADING, AVAILABLE, END = failed), 0 for the "
+    "others.",
+    "loaded": "1 for each loaded version.",
+    "failed": "1 for each version that failed to load.",
+    "latest": "The version served when a request names none (0: none loaded).",
+}
+
+
+class _ModelCollector(Collector):
+    """Model load state and versions, read from the model registry at each scrape (one process).
+    `describe` gives the families empty, for the names."""
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.model_registry = registry
 
     def describe(self) -> Iterable[Metric]:
         return self._families(scrape=False)
@@ -187,79 +512,18 @@ class _ScrapedCollector(Collector):
         return self._families(scrape=True)
 
     def _families(self, scrape: bool) -> Iterator[Metric]:
-        raise NotImplementedError
-
-
-class _InferenceCollector(_ScrapedCollector):
-    """The inference statistics (the numbers of `/v2/models/stats`) as Prometheus counters."""
-
-    def __init__(self, stats: InferenceStats) -> None:
-        self.stats = stats
-
-    def _families(self, scrape: bool) -> Iterator[Metric]:
-        labels = ["model", "version"]
-        requests = CounterMetricFamily(
-            "mldm_inference_requests",
-            "Inference requests through the data plane, by outcome (success or fail).",
-            labels=[*labels, "outcome"],
-        )
-        seconds = CounterMetricFamily(
-            "mldm_inference_request_seconds",
-            "Total time of the inference requests in the data plane, by outcome.",
-            labels=[*labels, "outcome"],
-        )
-        items = CounterMetricFamily(
-            "mldm_inference_items", "Items inferred (Triton's inference_count).", labels=labels
-        )
-        executions = CounterMetricFamily(
-            "mldm_model_executions", "Model calls (Triton's execution_count).", labels=labels
-        )
-        queue = CounterMetricFamily(
-            "mldm_inference_queue_seconds", "Total time requests waited in a queue.", labels=labels
-        )
-        compute = CounterMetricFamily(
-            "mldm_inference_compute_seconds", "Total time of the model calls.", labels=labels
-        )
-        if scrape:
-            for stats in self.stats.snapshot():
-                key = [stats.name, str(stats.version)]
-                for outcome, duration in (("success", stats.success), ("fail", stats.fail)):
-                    requests.add_metric([*key, outcome], duration.count)
-                    seconds.add_metric([*key, outcome], duration.ns / 1e9)
-                items.add_metric(key, stats.inference_count)
-                executions.add_metric(key, stats.execution_count)
-                queue.add_metric(key, stats.queue.ns / 1e9)
-                compute.add_metric(key, stats.compute_infer.ns / 1e9)
-        yield from (requests, seconds, items, executions, queue, compute)
-
-
-class _ModelCollector(_ScrapedCollector):
-    """Model load state and versions, read from the model registry at each scrape."""
-
-    def __init__(self, registry: ModelRegistry) -> None:
-        self.model_registry = registry
-
-    def _families(self, scrape: bool) -> Iterator[Metric]:
-        ready = GaugeMetricFamily(
-            "mldm_model_ready", "1 if the model has a servable version, else 0.", labels=["model"]
-        )
+        ready = GaugeMetricFamily("mldm_model_ready", _MODEL_HELP["ready"], labels=["model"])
         state = GaugeMetricFamily(
-            "mldm_model_state",
-            "1 for the model's current state (LOADING, AVAILABLE, END = failed), 0 for the others.",
-            labels=["model", "state"],
+            "mldm_model_state", _MODEL_HELP["state"], labels=["model", "state"]
         )
         loaded = GaugeMetricFamily(
-            "mldm_model_version_loaded", "1 for each loaded version.", labels=["model", "version"]
+            "mldm_model_version_loaded", _MODEL_HELP["loaded"], labels=["model", "version"]
         )
         failed = GaugeMetricFamily(
-            "mldm_model_version_failed",
-            "1 for each version that failed to load.",
-            labels=["model", "version"],
+            "mldm_model_version_failed", _MODEL_HELP["failed"], labels=["model", "version"]
         )
         latest = GaugeMetricFamily(
-            "mldm_model_latest_version",
-            "The version served when a request names none (0: none loaded).",
-            labels=["model"],
+            "mldm_model_latest_version", _MODEL_HELP["latest"], labels=["model"]
         )
         if scrape:
             for entry in self.model_registry.entries():

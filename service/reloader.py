@@ -22,7 +22,7 @@ import contextlib
 import gc
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,6 +91,8 @@ class Reloader:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._seen: Fingerprint | None = None
+        #: Called after each reload (the metrics of several workers write the new model states).
+        self.on_reload: list[Callable[[], None]] = []
 
     async def reload(self) -> ReloadReport:
         """Load every version that is new on disk (and retry failed ones); keep loaded ones."""
@@ -118,6 +120,8 @@ class Reloader:
         for change in report.models:
             for version, error in change.failed_versions.items():
                 logger.error("reload: model %s version %s failed: %s", change.name, version, error)
+        for listener in self.on_reload:
+            listener()
         return report
 
     async def poll_once(self) -> ReloadReport | None:

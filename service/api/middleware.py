@@ -94,7 +94,7 @@ def install(app: FastAPI, settings: Settings, metrics: Metrics | None) -> None:
     if metrics is not None:
 
         async def prometheus_metrics() -> Response:
-            """Prometheus metrics of this process (text exposition format)."""
+            """Prometheus metrics of the server, every worker of it (text exposition format)."""
             return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
         dependencies: list[Any] = []

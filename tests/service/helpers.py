@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import numpy as np
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 
 def assert_error(
@@ -51,3 +52,16 @@ def potentials(count: int, seed: int = 0) -> np.ndarray:
     centre = rng.uniform(-2, 2, size=(count, 1))
     strength = rng.uniform(0.02, 0.2, size=(count, 1))
     return 0.5 * strength * (x - centre) ** 2
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of an exposition, keyed by (name, sorted labels)."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def value(text: str, name: str, **labels: str) -> float | None:
+    return samples(text).get((name, tuple(sorted(labels.items()))))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from service.__main__ import main
+from service.__main__ import main, metrics_dir
+from service.settings import Settings
 from tests.service.helpers import images
 from tests.service.live_server import live_server
 
@@ -51,3 +54,39 @@ def test_main_refuses_invalid_settings(
     monkeypatch.setenv("MLDM_PORT", "8000")  # restored (unset) after the test, as main() sets it
     assert main(["--port", "0"]) == 2
     assert "invalid settings" in capsys.readouterr().out
+
+
+def test_metrics_dir_is_made_for_several_workers_and_removed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    with metrics_dir(Settings(workers=2)) as made:
+        assert made is not None and os.environ["PROMETHEUS_MULTIPROC_DIR"] == made
+        path = Path(made)
+        assert path.parent == tmp_path and path.stat().st_mode & 0o777 == 0o700
+        (path / "counter_1.db").write_bytes(b"")
+    assert not path.exists() and "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    with metrics_dir(Settings(workers=1)) as none:
+        assert none is None and "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+
+
+def test_metrics_dir_of_the_operator_is_used_and_kept(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    with metrics_dir(Settings(workers=2)) as given:
+        assert given == str(tmp_path)
+    assert tmp_path.is_dir() and os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path)
+
+
+def test_main_refuses_to_start_without_a_writable_metrics_dir(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MLDM_WORKERS", "1")  # restored after the test, as main() sets it
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    assert main(["--workers", "2", "--model-dir", str(tmp_path)]) == 2
+    out = capsys.readouterr().out
+    assert "cannot make the metrics directory" in out and "TMPDIR" in out

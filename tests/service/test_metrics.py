@@ -1,10 +1,28 @@
-"""The inference statistics and their Prometheus view: one set of counters, two readers."""
+"""The inference statistics and their Prometheus view: one set of counters, two readers; with
+several workers, the whole server's."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.metrics import InferenceStats, Metrics
+from service.metrics import InferenceStats, Metrics, mark_dead_workers
+from tests.service.helpers import images, samples, value
+from tests.service.live_server import live_server
 
 
 def test_stats_count_requests_items_executions_and_batch_sizes() -> None:
@@ -34,3 +52,145 @@ def test_prometheus_reads_the_same_counters_and_observes_batches() -> None:
     assert found[("mldm_model_executions_total", labels)] == 1
     assert found[("mldm_inference_compute_seconds_total", labels)] == 0.5
     assert found[("mldm_batch_size_items_sum", (("model", "m"),))] == 3
+
+
+def _per_worker(metrics_dir: Path, name: str, **labels: str) -> dict[int, float]:
+    """`name{labels}` of each worker alone, read from that worker's own counter file."""
+    found = {}
+    for path in metrics_dir.glob("counter_*.db"):
+        with tempfile.TemporaryDirectory() as alone:
+            shutil.copy(path, alone)
+            text = generate_latest(_collected(alone)).decode()
+        found[int(path.stem.split("_")[1])] = value(text, name, **labels) or 0.0
+    return found
+
+
+def _collected(path: str) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path)
+    return registry
+
+
+@pytest.fixture(scope="module")
+def two_workers(
+    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Path]]:
+    """The real server with 2 workers, and the metrics directory `mldm-serve` made for them."""
+    tmp = tmp_path_factory.mktemp("two-workers")
+    env = {"MLDM_WORKERS": "2", "MLDM_LOG_LEVEL": "warning", "TMPDIR": str(tmp)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    with live_server(tiny_model_dir, tmp / "server.log", env) as running:
+        (metrics_dir,) = tmp.glob("mldm-metrics-*")
+        yield running.url, metrics_dir
+    assert not list(tmp.glob("mldm-metrics-*")), "the metrics directory outlived the server"
+
+
+@pytest.mark.slow
+def test_metrics_of_two_workers_report_the_whole_server(two_workers: tuple[str, Path]) -> None:
+    url, metrics_dir = two_workers
+    route = {"method": "POST", "route": "/api/v1/digits/classify", "model": "digit_classifier"}
+    body = {"images": images(3).tolist(), "scale": "unit"}
+
+    def classify(_: int) -> int:
+        # A new connection each: the kernel hands it to whichever worker accepts first.
+        return httpx.post(f"{url}/api/v1/digits/classify", json=body, timeout=30).status_code
+
+    sent = 0
+    with ThreadPoolExecutor(8) as pool:
+        # Until both workers have served some (bounded): the spread is up to the kernel.
+        while sent < 400:
+            assert set(pool.map(classify, range(40))) == {200}
+            sent += 40
+            served = _per_worker(metrics_dir, "mldm_http_requests_total", **route, status="200")
+            if len(served) == 2 and all(served.values()):
+                break
+    assert len(served) == 2 and min(served.values()) > 0, served
+    assert sum(served.values()) == sent
+
+    answered_by: set[int] = set()
+    for _ in range(100):
+        response = httpx.get(f"{url}/metrics", timeout=30)  # a new connection each time
+        assert response.status_code == 200
+        text = response.text
+        assert value(text, "mldm_http_requests_total", **route, status="200") == sent
+        assert (
+            value(text, "mldm_http_request_duration_seconds_count", **route, status="200") == sent
+        )
+        classifier = {"model": "digit_classifier", "version": "1"}
+        assert value(text, "mldm_inference_requests_total", **classifier, outcome="success") == sent
+        assert value(text, "mldm_inference_items_total", **classifier) == 3 * sent
+        # Only the scrape itself is in flight; each worker's own count is back to 0.
+        assert value(text, "mldm_http_requests_in_flight") == 1
+        # Model states: one series per live worker.
+        ready = {
+            key: v
+            for key, v in samples(text).items()
+            if key[0] == "mldm_model_ready" and ("model", "digit_classifier") in key[1]
+        }
+        assert len(ready) == 2 and set(ready.values()) == {1.0}, ready
+        stats = httpx.get(f"{url}/v2/models/digit_classifier/stats", timeout=30).json()
+        assert stats["model_stats"][0]["inference_count"] == 3 * sent
+        assert stats["model_stats"][0]["inference_stats"]["success"]["count"] == sent
+        scrapes = _per_worker(
+            metrics_dir,
+            "mldm_http_requests_total",
+            method="GET",
+            route="/metrics",
+            model="",
+            status="200",
+        )
+        answered_by = {pid for pid, count in scrapes.items() if count}
+        if len(answered_by) == 2:
+            break
+    assert len(answered_by) == 2, "every scrape went to one worker"
+
+
+@pytest.mark.slow
+def test_metrics_of_two_workers_survive_a_killed_worker(two_workers: tuple[str, Path]) -> None:
+    url, metrics_dir = two_workers
+    route = {"method": "POST", "route": "/api/v1/digits/classify", "model": "digit_classifier"}
+
+    def scrape() -> str:
+        response = httpx.get(f"{url}/metrics", timeout=30)
+        assert response.status_code == 200
+        return response.text
+
+    def ready_pids(text: str) -> set[str]:
+        return {
+            dict(labels)["pid"]
+            for (name, labels), v in samples(text).items()
+            if name == "mldm_model_ready" and ("model", "digit_classifier") in labels and v == 1
+        }
+
+    before = scrape()
+    served = value(before, "mldm_http_requests_total", **route, status="200")
+    assert served, "runs after test_metrics_of_two_workers_report_the_whole_server"
+    victim = int(min(ready_pids(before)))
+    os.kill(victim, signal.SIGKILL)
+    # uvicorn starts a new worker; until its models are loaded one worker answers alone.
+    deadline = time.monotonic() + 120
+    while True:
+        text = scrape()
+        pids = ready_pids(text)
+        if len(pids) == 2 and str(victim) not in pids:
+            break
+        assert time.monotonic() < deadline, f"no replacement worker: {pids}"
+        time.sleep(0.5)
+    # What the killed worker served still counts; its live gauges do not.
+    assert value(text, "mldm_http_requests_total", **route, status="200") == served
+    assert value(text, "mldm_http_requests_in_flight") == 1
+    assert not list(metrics_dir.glob(f"gauge_live*_{victim}.db"))
+    assert list(metrics_dir.glob(f"counter_{victim}.db"))
+
+
+def test_metrics_drop_live_gauges_of_dead_workers(tmp_path: Path) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()  # reaped: its pid names no process
+    key = mmap_key("mldm_http_requests_in_flight", "mldm_http_requests_in_flight", [], [], "")
+    for kind in ("gauge_livesum", "counter"):
+        values = MmapedDict(str(tmp_path / f"{kind}_{gone.pid}.db"))
+        values.write_value(key, 1.0, 0.0)
+        values.close()
+    mark_dead_workers(tmp_path)
+    # The gone worker's in-flight count no longer counts; what it served still does.
+    assert [p.name for p in tmp_path.iterdir()] == [f"counter_{gone.pid}.db"]

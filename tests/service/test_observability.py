@@ -14,28 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
-from prometheus_client.parser import text_string_to_metric_families
 
 from service.app import create_app
 from service.logs import JsonFormatter, logging_config
 from service.registry import ModelRegistry
 from service.settings import Settings
-from tests.service.helpers import images, potentials
+from tests.service.helpers import images, potentials, value
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of an exposition, keyed by (name, sorted labels)."""
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return found
-
-
-def value(text: str, name: str, **labels: str) -> float | None:
-    return samples(text).get((name, tuple(sorted(labels.items()))))
 
 
 @pytest.fixture
