@@ -362,10 +362,10 @@ class InferenceService:
             raise InvalidInput.for_field(
                 "potentials", "potentials the solver accepts", describe(str(exc))
             ) from None
-        # The model's own dtype when it answered everything (float32 .npy answers stay so)
-        energies = (
-            answer.energy.astype(prediction.energies.dtype) if mode == "model" else answer.energy
-        )
+        # The model's own outputs as they came (float32 .npy answers stay so); float64 once the
+        # solver or sum(n V) dx is part of the answer
+        raw = mode == "model" and outputs is None
+        energies = answer.energy.astype(prediction.energies.dtype) if raw else answer.energy
         result = replace(prediction, energies=energies, answer=answer, mode=mode)
         return result if exact is None else self._with_exact(result, exact)
 
