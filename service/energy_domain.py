@@ -100,10 +100,11 @@ def verdict(
     definition (v1, needs the potentials), else unknown."""
     count = len(next(iter(outputs.values())))
     if "in_domain" in outputs:
-        scores = np.asarray(outputs["domain_score"], np.float64)
+        inside = np.asarray(outputs["in_domain"], bool).reshape(count)
+        # A version with the flag but no score: 1 at the edge, so 0.5 inside and 2 outside.
+        scores = np.asarray(outputs.get("domain_score", np.where(inside, 0.5, 2.0)), np.float64)
         codes = np.asarray(outputs.get("domain_reason", np.where(scores <= 1, 0, -1)))
-        return DomainVerdict(scores, np.asarray(outputs["in_domain"], bool),
-                             reason_texts(card, codes, scores))  # fmt: skip
+        return DomainVerdict(scores, inside, reason_texts(card, codes, scores))
     domain = card.get("domain", {})
     if domain.get("kind") == "notebook_basis" and potentials is not None:
         return notebook_basis_verdict(domain, potentials)
@@ -123,11 +124,13 @@ def answer(
     solve: Callable[[np.ndarray], np.ndarray],
     max_std: float,
     energy_key: str = "energy",
+    exact: np.ndarray | None = None,
 ) -> EnergyAnswer:
     """Combine the model's outputs with the exact solver according to ``mode``.
 
     ``solve(potentials[k])`` returns the exact energies of the given rows; it is called once, on
-    the items the solver answers, and only when there are any. Raises ``ValueError`` for an
+    the items the solver answers, and only when there are any; ``exact``, when the caller has
+    solved every item already, is used instead. Raises ``ValueError`` for an
     unknown mode or when the solver must answer but no potentials were given (the caller turns
     it into a 4xx naming the field).
     """
@@ -138,25 +141,29 @@ def answer(
     std = np.asarray(outputs[std_key], np.float64).copy() if std_key in outputs else None
     domain = verdict(card, outputs, potentials)
     if mode == "model":
-        exact = np.zeros(len(energy), bool)
+        solver = np.zeros(len(energy), bool)
     elif mode == "exact":
-        exact = np.ones(len(energy), bool)
+        solver = np.ones(len(energy), bool)
     else:
         uncertain = np.ones(len(energy), bool) if std is None else ~(std <= max_std)
-        exact = ~domain.inside | uncertain
+        solver = ~domain.inside | uncertain
     if std is None:
         std = np.full(len(energy), np.nan)
-    if exact.any():
+    if solver.any():
         if potentials is None:
             if mode == "exact":
                 raise ValueError("mode 'exact' needs the potentials")
-            exact[:] = False  # auto without potentials: the model's answer, flagged
+            solver[:] = False  # auto without potentials: the model's answer, flagged
         else:
-            energy[exact] = solve(np.asarray(potentials)[exact])
-            std[exact] = 0.0
+            energy[solver] = (
+                np.asarray(exact)[solver]
+                if exact is not None
+                else solve(np.asarray(potentials)[solver])
+            )
+            std[solver] = 0.0
     return EnergyAnswer(
         energy=energy,
-        answered_by=["exact" if e else "model" for e in exact.tolist()],
+        answered_by=["exact solver" if e else "model" for e in solver.tolist()],
         energy_std=std,
         domain=domain,
     )

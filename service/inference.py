@@ -11,13 +11,14 @@ model version with extra outputs reaches the task answers without a code change.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Literal
 
 import anyio
 import numpy as np
 
-from service import codec, imaging
+from service import codec, energy_domain, imaging
 from service.arrays import as_batch
 from service.catalogue import (
     BY_NAME,
@@ -82,6 +83,10 @@ class EnergyPrediction:
     errors: np.ndarray | None = None  # predicted - exact
     #: The energy model version's other outputs, by name, each [N, ...].
     extras: Extras = field(default_factory=dict)
+    #: Who answered each item and the model's domain verdict (issue 11's `mode`); `energies`
+    #: are then the answers (the model's or the exact solver's).
+    answer: energy_domain.EnergyAnswer | None = None
+    mode: str = "model"
 
 
 @dataclass(frozen=True)
@@ -279,21 +284,41 @@ class InferenceService:
         return EnergyPrediction(model, energies.reshape(energies.shape[0]), extras=extras)
 
     async def energy_from_potential(
-        self, potentials: Any, include_exact: bool = False
+        self, potentials: Any, include_exact: bool = False, mode: str = "model"
     ) -> EnergyPrediction:
-        """Energies (Hartree) predicted from potentials; optionally the exact ones too."""
+        """Energies (Hartree) of potentials, answered as `mode` says (model | exact | auto),
+        each with the model's domain verdict; optionally the exact ones too."""
+        _check_mode(mode)
         self.dataplane.resolve(ENERGY_FROM_POTENTIAL)  # 503 before any validation work
-        if not include_exact:
-            return await self._energy(ENERGY_FROM_POTENTIAL, potentials, "potentials")
+        if not include_exact and mode == "model":
+            prediction = await self._energy(ENERGY_FROM_POTENTIAL, potentials, "potentials")
+            arrays = None
+            if "in_domain" not in prediction.extras:  # v1: its card's check needs the array
+                arrays = np.asarray(potentials, np.float64).reshape(-1, GRID_POINTS)
+            return await self._answer(prediction, mode, arrays)
         arrays = await self._offload(self.potentials_from, potentials)
         prediction = await self._energy(ENERGY_FROM_POTENTIAL, arrays, "potentials")
-        return self._with_exact(prediction, await self._solve(arrays))
+        exact = await self._solve(arrays) if include_exact else None
+        return await self._answer(prediction, mode, arrays, exact)
 
-    async def energy_from_density(self, densities: Any, potentials: Any = None) -> EnergyPrediction:
-        """Energies (Hartree) predicted from densities; with `potentials`, also the exact ones."""
+    async def energy_from_density(
+        self, densities: Any, potentials: Any = None, mode: str = "model"
+    ) -> EnergyPrediction:
+        """Energies (Hartree) of densities. A density fixes E only up to a constant added to V:
+        without `potentials` the model's answer (T[n] + the training mean of the potential
+        energy, see `offset_std`); with them E = T[n] + sum(n V) dx, or the exact solver's
+        (`mode`), and the exact ones too."""
+        _check_mode(mode)
+        if mode == "exact" and potentials is None:
+            raise InvalidInput.for_field(
+                "potentials",
+                "the potential of each density (mode 'exact' solves them)",
+                "no potentials",
+                what="mode 'exact' needs the potentials",
+            )
         prediction = await self._energy(ENERGY_FROM_DENSITY, densities, "densities")
         if potentials is None:
-            return prediction
+            return await self._answer(prediction, mode, None)
         exact_for = await self._offload(self.potentials_from, potentials)
         count = prediction.energies.shape[0]
         if exact_for.shape[0] != count:
@@ -302,16 +327,54 @@ class InferenceService:
                 f"one potential per density ({count})",
                 f"{exact_for.shape[0]} potentials",
             )
-        return self._with_exact(prediction, await self._solve(exact_for))
+        n = np.asarray(densities, np.float64).reshape(count, GRID_POINTS)
+        outputs = energy_domain.with_potentials(_named(prediction), n, exact_for)
+        return await self._answer(
+            prediction, mode, exact_for, await self._solve(exact_for), outputs
+        )
+
+    async def _answer(
+        self,
+        prediction: EnergyPrediction,
+        mode: str,
+        potentials: np.ndarray | None,
+        exact: ExactSolution | None = None,
+        outputs: Mapping[str, np.ndarray] | None = None,
+    ) -> EnergyPrediction:
+        """Post-step: who answers each item (`energy_domain.answer`), the solver off the event
+        loop under the request timeout; `errors` are then answer - exact."""
+        run = partial(
+            energy_domain.answer,
+            mode,
+            prediction.model.card,
+            _named(prediction) if outputs is None else outputs,
+            potentials=potentials,
+            solve=_solve_exactly,
+            max_std=self.settings.energy_auto_max_std,
+            exact=None if exact is None else exact.energies,
+        )
+        try:
+            if mode == "model" or exact is not None:  # no solver call: cheap, inline
+                answer = run()
+            else:
+                answer = await self.runner.call("the exact solver", run)
+        except ValueError as exc:  # the solver's own input checks
+            raise InvalidInput.for_field(
+                "potentials", "potentials the solver accepts", describe(str(exc))
+            ) from None
+        # The model's own outputs as they came (float32 .npy answers stay so); float64 once the
+        # solver or sum(n V) dx is part of the answer
+        raw = mode == "model" and outputs is None
+        energies = answer.energy.astype(prediction.energies.dtype) if raw else answer.energy
+        result = replace(prediction, energies=energies, answer=answer, mode=mode)
+        return result if exact is None else self._with_exact(result, exact)
 
     @staticmethod
     def _with_exact(prediction: EnergyPrediction, exact: ExactSolution) -> EnergyPrediction:
-        return EnergyPrediction(
-            prediction.model,
-            prediction.energies,
-            exact.energies,
-            prediction.energies.astype(np.float64) - exact.energies,
-            prediction.extras,
+        return replace(
+            prediction,
+            exact=exact.energies,
+            errors=prediction.energies.astype(np.float64) - exact.energies,
         )
 
     async def exact_solution(self, potentials: Any) -> ExactSolution:
@@ -319,10 +382,7 @@ class InferenceService:
         return await self._solve(await self._offload(self.potentials_from, potentials))
 
     async def _solve(self, potentials: np.ndarray) -> ExactSolution:
-        try:
-            from data.schrodinger import solve_ground_state
-        except ImportError as exc:  # the data package is optional at run time
-            raise ModelNotReady(f"the exact solver is not available: {exc}") from None
+        solve_ground_state = _solver()
         try:
             energies, densities = await self.runner.call(
                 "the exact solver", solve_ground_state, np.asarray(potentials, dtype=np.float64)
@@ -335,3 +395,29 @@ class InferenceService:
             np.asarray(energies, dtype=np.float64).reshape(potentials.shape[0]),
             np.asarray(densities, dtype=np.float64).reshape(potentials.shape[0], GRID_POINTS),
         )
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in energy_domain.MODES:
+        raise InvalidInput.for_field(
+            "mode", " | ".join(repr(m) for m in energy_domain.MODES), describe(mode)
+        )
+
+
+def _named(prediction: EnergyPrediction) -> dict[str, np.ndarray]:
+    """The energy model's outputs by name: the primary one as `energy`, then the others."""
+    return {"energy": prediction.energies, **prediction.extras}
+
+
+def _solver() -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    try:
+        from data.schrodinger import solve_ground_state
+    except ImportError as exc:  # the data package is optional at run time
+        raise ModelNotReady(f"the exact solver is not available: {exc}") from None
+    return solve_ground_state
+
+
+def _solve_exactly(potentials: np.ndarray) -> np.ndarray:
+    """The exact energies of some potentials (run in the runner's threads)."""
+    energies, _ = _solver()(np.asarray(potentials, dtype=np.float64))
+    return np.asarray(energies, dtype=np.float64).reshape(len(potentials))

@@ -179,6 +179,20 @@ class DecompressResponse(BaseModel):
 # Energies -------------------------------------------------------------------------------------
 
 
+EnergyMode = Annotated[
+    Literal["model", "exact", "auto"],
+    Field(
+        description="Who answers. 'model' (the default): the model answers every item, and an "
+        "item outside its training domain says so (`in_domain` false, `domain_score` > 1, "
+        "`domain_reason_text`). 'exact': the exact solver answers every item (it needs the "
+        "potentials). 'auto': the model inside its domain when its `energy_std` is at most "
+        "MLDM_ENERGY_AUTO_MAX_STD (1.6 mHa by default), the exact solver for the rest; "
+        "`answered_by` says which one answered each item.",
+        examples=["auto"],
+    ),
+]
+
+
 class PotentialEnergyRequest(_Request):
     """Potentials V(x) in Hartree on the grid."""
 
@@ -186,9 +200,12 @@ class PotentialEnergyRequest(_Request):
     include_exact: bool = Field(
         False, description="Also solve exactly and return the exact energy and the error."
     )
+    mode: EnergyMode = "model"
 
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"potentials": _POTENTIAL, "include_exact": True}]}
+        json_schema_extra={
+            "examples": [{"potentials": _POTENTIAL, "include_exact": True, "mode": "auto"}]
+        }
     )
 
 
@@ -198,20 +215,89 @@ class DensityEnergyRequest(_Request):
     densities: GridArrays
     potentials: GridArrays | None = Field(
         None,
-        description="Optional: the potential of each density (Hartree); if given, the exact "
-        "energy and the error are returned too.",
+        description="Optional: the potential of each density (Hartree). A constant added to V "
+        "changes E but not n, so without V only the kinetic energy T[n] is a function of n; with "
+        "V the answer is E = T[n] + sum(n V) dx (mode 'model') or the exact solver's (modes "
+        "'exact', 'auto'), and the exact energy and the error are returned too.",
     )
+    mode: EnergyMode = "model"
+
+
+_PER_ITEM = "One per item, in request order."
 
 
 class EnergyResponse(BaseModel):
-    """Energies in Hartree, in request order."""
+    """Energies in Hartree, in request order, each with who answered it and the model's domain
+    verdict (whoever answered)."""
 
     model: ModelRef
     grid: Grid = Field(default_factory=Grid)
     unit: Literal["hartree"] = "hartree"
-    energies: list[float] = Field(description="Predicted ground-state energies, Hartree.")
+    mode: Literal["model", "exact", "auto"] = Field(
+        "model", description="The mode of the request.", examples=["auto"]
+    )
+    energies: list[float] = Field(
+        description="The ground-state energy of each item, Hartree, from whoever `answered_by` "
+        "names. From a density without its potential (model v2): T[n] + the training mean of "
+        "sum(n V) dx, uncertain by at least `offset_std`.",
+        examples=[[0.1574]],
+    )
+    answered_by: list[Literal["model", "exact solver"]] = Field(
+        description=f"Who answered each item. {_PER_ITEM}", examples=[["exact solver"]]
+    )
+    energy_std: list[float | None] = Field(
+        description="Calibrated 1-sigma uncertainty of each energy, Hartree: 0 when the exact "
+        "solver answered, null when the model version gives none (v1). The 95% interval is "
+        "`energy_interval_95`.",
+        examples=[[0.0]],
+    )
+    energy_interval_95: list[list[float] | None] = Field(
+        description="[low, high] = energy -+ 1.96 energy_std, Hartree; null without energy_std.",
+        examples=[[[0.1574, 0.1574]]],
+    )
+    in_domain: list[bool] = Field(
+        description="Whether the input lies in the model's training domain (false also when "
+        "this model version cannot tell: then `domain_score` is null).",
+        examples=[[False]],
+    )
+    domain_score: list[float | None] = Field(
+        description="Distance from the training domain: <= 1 inside, > 1 outside (1 = the "
+        "calibrated edge); null when the model version has no check for this input.",
+        examples=[[3.2]],
+    )
+    domain_reason: list[int] | None = Field(
+        None,
+        description="Reason code of the model version's card (`domain.reason_codes`): 0 = in "
+        "the domain, k = criterion k. Only from model versions that output it (v2).",
+        examples=[[1]],
+    )
+    domain_reason_text: list[str] = Field(
+        description="The domain verdict in words, from the model card.",
+        examples=[
+            [
+                "outside the training domain: its shape is far from the training inputs "
+                "(PCA Mahalanobis distance) (score 3.2 > 1)"
+            ]
+        ],
+    )
     exact_energies: list[float] | None = Field(None, description="Exact energies, Hartree.")
-    errors: list[float] | None = Field(None, description="Predicted - exact, Hartree.")
+    errors: list[float] | None = Field(None, description="Answer - exact, Hartree.")
+    kinetic_energy: list[float] | None = Field(
+        None,
+        description="Density models v2: T[n] = E - sum(n V) dx, Hartree, the part of the energy "
+        "that is a function of the density alone (offset-free).",
+        examples=[[0.079]],
+    )
+    kinetic_energy_std: list[float] | None = Field(
+        None, description="Density models v2: calibrated 1-sigma of `kinetic_energy`, Hartree."
+    )
+    offset_std: list[float] | None = Field(
+        None,
+        description="Density models v2: the irreducible uncertainty of E from n alone, "
+        "Hartree: the spread of sum(n V) dx over the training data (a constant added to V "
+        "changes E, not n). Included in `energy_std` unless the potentials are given.",
+        examples=[[0.2]],
+    )
 
 
 class ExactRequest(_Request):

@@ -136,6 +136,11 @@ class Settings(BaseSettings):
     """On SIGTERM, how long requests in flight may take to finish (no new ones are accepted)
     before they are cancelled; set it at least to `request_timeout_s`."""
 
+    energy_auto_max_std: float = Field(default=0.0016, gt=0.0, le=10.0)
+    """Energy requests with `mode=auto`: the model's answer stands only inside its domain and
+    with a 1-sigma uncertainty (`energy_std`) of at most this many Hartree (default 1.6 mHa,
+    chemical accuracy); the exact solver answers the rest (issue 11)."""
+
     @field_validator("model_dir")
     @classmethod
     def _model_dir_absolute(cls, value: Path) -> Path:

@@ -44,7 +44,7 @@ def test_answer_auto_uses_solver_outside_domain_and_when_uncertain() -> None:
     ans = energy_domain.answer(
         "auto", V2_CARD, outputs, potentials=V, solve=_solver(calls), max_std=1e-3
     )
-    assert ans.answered_by == ["model", "exact", "exact"]
+    assert ans.answered_by == ["model", "exact solver", "exact solver"]
     np.testing.assert_allclose(ans.energy[1:], exact[1:])
     assert ans.energy[0] == pytest.approx(9.0)
     assert calls == [2]  # one solver call, for the two items it answers

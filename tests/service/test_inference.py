@@ -165,3 +165,24 @@ async def test_energy_from_potential_validates_big_batch_in_thread(
     with pytest.raises(InvalidInput, match=r"potentials\[250\]\[3\]: expected a number"):
         await service.energy_from_potential(bad)
     await runner.aclose()
+
+
+async def test_energy_auto_without_domain_check_is_solved(service: InferenceService) -> None:
+    # The tiny model has no domain outputs and no domain in its card: it cannot say whether an
+    # input is inside what it knows, so `model` says "unknown" and `auto` asks the solver.
+    V = potentials(3)
+    exact, _ = solve_ground_state(V)
+    model = await service.energy_from_potential(V.tolist())
+    auto = await service.energy_from_potential(V.tolist(), mode="auto")
+    assert model.answer is not None and auto.answer is not None
+    assert model.answer.answered_by == ["model"] * 3
+    assert not model.answer.domain.inside.any() and np.isnan(model.answer.domain.score).all()
+    assert model.answer.domain.reason[0].startswith("unknown")
+    assert auto.answer.answered_by == ["exact solver"] * 3
+    np.testing.assert_allclose(auto.energies, exact, rtol=1e-12)
+
+
+async def test_energy_unknown_mode_is_invalid_input(service: InferenceService) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        await service.energy_from_potential(potentials(1).tolist(), mode="fastest")
+    assert caught.value.field == "mode" and "'auto'" in str(caught.value)

@@ -15,6 +15,7 @@ from service.api.body import json_body, media_type, read_body
 from service.api.deps import FastRoute, ServiceDep, require_api_key
 from service.api.npy import JSON, NPY, NPY_RESPONSE, negotiate, npy_response
 from service.api.responses import JSONBody
+from service.energy_domain import EnergyAnswer
 from service.errors import InvalidInput, MalformedRequest, UnsupportedMediaType, describe
 from service.inference import Classification, EnergyPrediction
 from service.schemas import (
@@ -100,6 +101,8 @@ def _energies(result: EnergyPrediction, answer: str = JSON) -> Response:
         "unit": "hartree",
         "energies": result.energies,
     }
+    if result.answer is not None:
+        body.update(_answer_fields(result.answer, result.mode))
     if result.exact is not None:
         body["exact_energies"] = result.exact
         body["errors"] = result.errors
@@ -108,6 +111,24 @@ def _energies(result: EnergyPrediction, answer: str = JSON) -> Response:
     for name, values in result.extras.items():
         body.setdefault(name, values)
     return JSONBody(body)
+
+
+def _answer_fields(answer: EnergyAnswer, mode: str) -> dict[str, Any]:
+    """Who answered each item and the model's domain verdict (issue 11), one value per item."""
+    std = answer.energy_std
+    known = np.isfinite(std)
+    return {
+        "mode": mode,
+        "answered_by": answer.answered_by,
+        "energy_std": np.where(known, std, np.nan),  # NaN is written as null
+        "energy_interval_95": [
+            [e - 1.96 * s, e + 1.96 * s] if k else None
+            for e, s, k in zip(answer.energy.tolist(), std.tolist(), known.tolist(), strict=True)
+        ],
+        "in_domain": answer.domain.inside,
+        "domain_score": answer.domain.score,
+        "domain_reason_text": answer.domain.reason,
+    }
 
 
 _SCALE = {"scale": "'unit' (floats in [0, 1]) or 'byte' (integers 0-255); required."}
@@ -255,6 +276,9 @@ async def decompress_digits(request: Request, service: ServiceDep) -> Response:
     return JSONBody(content)
 
 
+_MODE = "'model' (default), 'exact' or 'auto': who answers (see the JSON body's `mode`)"
+
+
 @router.post(
     "/energy/from-potential",
     tags=["energy"],
@@ -262,7 +286,8 @@ async def decompress_digits(request: Request, service: ServiceDep) -> Response:
     response_model_exclude_none=True,
     responses=NPY_RESPONSE,
     openapi_extra=json_body(
-        PotentialEnergyRequest, npy_query={"include_exact": "true to add the exact energies"}
+        PotentialEnergyRequest,
+        npy_query={"include_exact": "true to add the exact energies", "mode": _MODE},
     ),
 )
 async def energy_from_potential(request: Request, service: ServiceDep) -> Response:
@@ -273,7 +298,7 @@ async def energy_from_potential(request: Request, service: ServiceDep) -> Respon
     """
     answer = negotiate(request)
     body = await read_body(request, PotentialEnergyRequest, "potentials")
-    result = await service.energy_from_potential(body.potentials, body.include_exact)
+    result = await service.energy_from_potential(body.potentials, body.include_exact, body.mode)
     return _energies(result, answer)
 
 
@@ -283,7 +308,7 @@ async def energy_from_potential(request: Request, service: ServiceDep) -> Respon
     response_model=EnergyResponse,
     response_model_exclude_none=True,
     responses=NPY_RESPONSE,
-    openapi_extra=json_body(DensityEnergyRequest, npy_query={}),
+    openapi_extra=json_body(DensityEnergyRequest, npy_query={"mode": _MODE}),
 )
 async def energy_from_density(request: Request, service: ServiceDep) -> Response:
     """Predict ground-state energies (Hartree) from densities n(x) (1/bohr) on the grid.
@@ -293,7 +318,7 @@ async def energy_from_density(request: Request, service: ServiceDep) -> Response
     """
     answer = negotiate(request)
     body = await read_body(request, DensityEnergyRequest, "densities")
-    result = await service.energy_from_density(body.densities, body.potentials)
+    result = await service.energy_from_density(body.densities, body.potentials, body.mode)
     return _energies(result, answer)
 
 
