@@ -13,7 +13,7 @@ SERVICE = Path(__file__).resolve().parents[2] / "service"
 LAYERS = [
     {"errors", "context", "codecs", "codecs.dtypes", "http_protocol", "api.responses"},
     {"arrays", "codec", "imaging", "registry", "codecs.npy", "codecs.compression", "batching"},
-    {"catalogue", "reloader"},
+    {"catalogue", "reloader", "reading"},
     {"settings", "schemas", "metrics", "types", "logs"},
     {"runtime", "codecs.v2", "codecs.tfserving"},
     {"dataplane"},
