@@ -12,6 +12,7 @@ import sys
 BENCHMARKS: dict[str, str] = {
     "ab": "bench.ab",
     "digits_wild": "bench.digits_wild",
+    "energy_http": "bench.energy_http",
     "energy_modes": "bench.energy_modes",
     "memshapes": "bench.memshapes",
     "metrics": "bench.metrics",

@@ -89,7 +89,7 @@ MODELS: tuple[ModelSpec, ...] = (
     ModelSpec(
         "digit_classifier",
         "classify 28x28 digit images",
-        ("/api/v1/digits/classify", "/api/v1/digits/classify/image"),
+        ("/api/v1/digits/classify", "/api/v1/digits/classify/image", "/api/v1/digits/read"),
         "probabilities",
         (_IMAGES,),
     ),

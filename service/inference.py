@@ -18,7 +18,7 @@ from typing import Any, Literal
 import anyio
 import numpy as np
 
-from service import codec, energy_domain, imaging
+from service import codec, energy_domain, imaging, reading
 from service.arrays import as_batch
 from service.catalogue import (
     BY_NAME,
@@ -59,6 +59,24 @@ class Classification:
     probabilities: np.ndarray  # float32 [N, 10]
     #: The classifier version's other outputs, by name, each [N, ...].
     extras: Extras = field(default_factory=dict)
+    #: For uploads and readings: the 28x28 images in [0, 1] the model was given, [N, 28, 28].
+    inputs: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A row of digits read from a picture: one classification per segment, left to right."""
+
+    classification: Classification
+    #: Each digit's box in the uploaded picture: (top, left, bottom, right), bottom/right
+    #: exclusive.
+    boxes: list[tuple[int, int, int, int]]
+
+
+def _segment_upload(data: bytes, max_pixels: int, field: str) -> list[reading.Segment]:
+    """Limits first (from the header), then decoding and segmentation: one blocking job."""
+    image = imaging.open_image(data, max_pixels, field)
+    return reading.segment_row(imaging.to_grayscale(image, field), field)
 
 
 @dataclass(frozen=True)
@@ -178,15 +196,40 @@ class InferenceService:
             self.settings.max_image_pixels,
             field,
         )
-        return await self._classify(model, image[np.newaxis])
+        return await self._classify(model, image[np.newaxis], inputs=image[np.newaxis])
+
+    async def read_upload(self, data: bytes, field: str = "file") -> Reading:
+        """Read the digits of an uploaded picture of a row of digits, left to right."""
+        model = self.dataplane.resolve(CLASSIFIER)
+        # Inside the runner: the time limit covers decoding and segmentation too.
+        segments = await self.runner.call(
+            "reading a number", _segment_upload, data, self.settings.max_image_pixels, field
+        )
+        if not segments:
+            raise InvalidInput.for_field(
+                field, "a picture of a row of digits", "no digit-sized ink", what="no digit found"
+            )
+        cap = self.settings.max_read_digits
+        if len(segments) > cap:
+            raise InvalidInput.for_field(
+                field,
+                f"at most {cap} digits (the server's max_read_digits)",
+                f"{len(segments)} digits",
+                what="too many digits",
+            )
+        images = np.stack([segment.image for segment in segments])
+        result = await self._classify(model, images, inputs=images)
+        return Reading(result, [segment.box for segment in segments])
 
     async def classify_batch(self, model: ModelVersion, images: np.ndarray) -> Classification:
         return await self._classify(model, images)
 
-    async def _classify(self, model: ModelVersion, images: Any) -> Classification:
+    async def _classify(
+        self, model: ModelVersion, images: Any, inputs: np.ndarray | None = None
+    ) -> Classification:
         probabilities, extras = _primary(await self._infer(model, "images", images, "images"))
         probabilities = probabilities.reshape(probabilities.shape[0], -1)
-        return Classification(model, probabilities.argmax(axis=1), probabilities, extras)
+        return Classification(model, probabilities.argmax(axis=1), probabilities, extras, inputs)
 
     def encoder_for_compression(self) -> ModelVersion:
         """The newest encoder version whose decoder of the same version is loaded too."""

@@ -111,9 +111,40 @@ class ClassifyRequest(_Request):
     )
 
 
+_OOD_SCORE = (
+    "Out-of-distribution score of classifier versions that have one (v2: -logsumexp of the "
+    "logits): the higher, the less the image looks like a digit the model knows."
+)
+_IS_DIGIT = (
+    "False when the image does not look like a digit (v2: `ood_score` above the threshold "
+    "calibrated to accept 99.5% of held-out MNIST digits); the digit is then only a guess."
+)
+
+
 class DigitPrediction(BaseModel):
     digit: int = Field(ge=0, le=9, description="The most probable digit.")
     probabilities: list[float] = Field(description="P(digit = 0..9), summing to 1.")
+    ood_score: float | None = Field(default=None, description=_OOD_SCORE, examples=[-9.7])
+    is_digit: bool | None = Field(default=None, description=_IS_DIGIT, examples=[True])
+    model_input_png: str | None = Field(
+        default=None,
+        description="Upload with `debug=true` only: base64 of the 28x28 grayscale PNG the model "
+        "was given (light strokes on black, MNIST's framing).",
+    )
+
+    model_config = ConfigDict(
+        extra="allow",  # every other output of the model version, by output name
+        json_schema_extra={
+            "examples": [
+                {
+                    "digit": 7,
+                    "probabilities": [0.0] * 7 + [1.0, 0.0, 0.0],
+                    "ood_score": -9.7,
+                    "is_digit": True,
+                }
+            ]
+        },
+    )
 
 
 class ClassifyResponse(BaseModel):
@@ -121,6 +152,70 @@ class ClassifyResponse(BaseModel):
 
     model: ModelRef
     predictions: list[DigitPrediction]
+
+
+class Box(BaseModel):
+    """A digit's box in the uploaded picture's pixels (bottom and right exclusive)."""
+
+    top: int
+    left: int
+    bottom: int
+    right: int
+
+
+class ReadDigit(BaseModel):
+    digit: int = Field(ge=0, le=9, description="The most probable digit of this segment.")
+    probability: float = Field(description="Its probability.")
+    box: Box
+    ood_score: float | None = Field(default=None, description=_OOD_SCORE)
+    is_digit: bool | None = Field(default=None, description=_IS_DIGIT + " Shown as '?' in `text`.")
+
+    model_config = ConfigDict(extra="allow")
+
+
+class ReadResponse(BaseModel):
+    """The digits of a row, left to right."""
+
+    model: ModelRef
+    text: str = Field(
+        description="The digits read, left to right; '?' for a segment whose `is_digit` is "
+        "false (it does not look like a digit)."
+    )
+    digits: list[ReadDigit]
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": {"name": "digit_classifier", "version": 2},
+                    "text": "40?",
+                    "digits": [
+                        {
+                            "digit": 4,
+                            "probability": 0.998,
+                            "box": {"top": 10, "left": 12, "bottom": 58, "right": 44},
+                            "ood_score": -9.1,
+                            "is_digit": True,
+                        },
+                        {
+                            "digit": 0,
+                            "probability": 0.999,
+                            "box": {"top": 11, "left": 52, "bottom": 57, "right": 88},
+                            "ood_score": -10.4,
+                            "is_digit": True,
+                        },
+                        {
+                            "digit": 8,
+                            "probability": 0.41,
+                            "box": {"top": 15, "left": 97, "bottom": 55, "right": 130},
+                            "ood_score": -1.2,
+                            "is_digit": False,
+                        },
+                    ],
+                }
+            ]
+        },
+    )
 
 
 class CompressRequest(_Request):

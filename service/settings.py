@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=4096 * 4096, ge=28 * 28, le=200_000_000)
     """Largest uploaded image (width x height); checked from the header, before decoding."""
 
+    max_read_digits: int = Field(default=64, ge=1, le=4096)
+    """Most digits `POST /api/v1/digits/read` reads from one picture; more is a 422 naming
+    `file`."""
+
     request_timeout_s: float = Field(default=30.0, gt=0.0, le=600.0)
     """Longest time one inference may take before the request is answered 504."""
 

@@ -14,7 +14,7 @@ LAYERS = [
     {"errors", "context", "codecs", "codecs.dtypes", "http_protocol", "api.responses"},
     {"arrays", "codec", "imaging", "registry", "codecs.npy", "codecs.compression", "batching"},
     {"energy_domain"},
-    {"catalogue", "reloader"},
+    {"catalogue", "reloader", "reading"},
     {"settings", "schemas", "metrics", "types", "logs"},
     {"runtime", "codecs.v2", "codecs.tfserving"},
     {"dataplane"},

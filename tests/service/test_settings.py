@@ -50,6 +50,7 @@ def test_settings_default_to_loopback_without_cors(monkeypatch: pytest.MonkeyPat
         ({"cors_origins": ["example.org"]}, "must start with http"),
         ({"cors_origins": ["*"], "api_key": "x" * 20}, "expose the key"),
         ({"request_timeout_s": 0}, "request_timeout_s"),
+        ({"max_read_digits": 0}, "max_read_digits"),
     ],
 )
 def test_settings_reject_unsafe_values(overrides: dict[str, object], message: str) -> None:

@@ -17,7 +17,7 @@ from service.api.npy import JSON, NPY, NPY_RESPONSE, negotiate, npy_response
 from service.api.responses import JSONBody
 from service.energy_domain import EnergyAnswer
 from service.errors import InvalidInput, MalformedRequest, UnsupportedMediaType, describe
-from service.inference import Classification, EnergyPrediction
+from service.inference import Classification, EnergyPrediction, Reading
 from service.schemas import (
     ClassifyRequest,
     ClassifyResponse,
@@ -31,6 +31,7 @@ from service.schemas import (
     ExactRequest,
     ExactResponse,
     PotentialEnergyRequest,
+    ReadResponse,
 )
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -74,7 +75,9 @@ def _model_headers(result: Classification | EnergyPrediction) -> dict[str, str]:
     return {"X-Model-Name": result.model.name, "X-Model-Version": str(result.model.version)}
 
 
-def _classification(result: Classification, answer: str = JSON) -> Response:
+def _classification(
+    result: Classification, answer: str = JSON, model_input_png: np.ndarray | None = None
+) -> Response:
     if answer == NPY:
         return npy_response(result.probabilities, _model_headers(result))
     predictions: list[dict[str, Any]] = [
@@ -86,6 +89,8 @@ def _classification(result: Classification, answer: str = JSON) -> Response:
     for name, values in result.extras.items():
         for prediction, value in zip(predictions, values, strict=True):
             prediction[name] = value
+    if model_input_png is not None:  # the upload's debug option: what the model saw
+        predictions[0]["model_input_png"] = codec.b64encode(imaging.to_png(model_input_png))
     return JSONBody({"model": _model(result), "predictions": predictions})
 
 
@@ -152,38 +157,37 @@ async def classify_digits(request: Request, service: ServiceDep) -> Response:
     return _classification(await service.classify(body.images, body.scale), answer)
 
 
-_UPLOAD_DOC = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "A PNG or JPEG of one digit, any size, any colours.",
-                        }
-                    },
+def _upload_doc(file: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`openapi_extra` documenting a multipart body with a `file` part (and `extra` fields)."""
+    properties = {"file": {"type": "string", "format": "binary", "description": file}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {**properties, **(extra or {})},
+                    }
                 }
-            }
-        },
+            },
+        }
+    }
+
+
+_DEBUG = {
+    "debug": {
+        "type": "boolean",
+        "default": False,
+        "description": "true: the answer adds `model_input_png`, the 28x28 image the model "
+        "saw (also accepted as the query parameter `?debug=true`).",
     }
 }
 
 
-@router.post(
-    "/digits/classify/image",
-    tags=["digits"],
-    response_model=ClassifyResponse,
-    responses=NPY_RESPONSE,
-    openapi_extra=_UPLOAD_DOC,
-)
-async def classify_digit_image(request: Request, service: ServiceDep) -> Response:
-    """Classify an uploaded PNG/JPEG photo or drawing of one digit (MNIST-style preprocessing)."""
-    answer = negotiate(request)
+async def _upload(request: Request) -> tuple[bytes, dict[str, str]]:
+    """The bytes of the multipart part `file` and the form's text fields."""
     kind = media_type(request)
     if kind != "multipart/form-data":
         raise UnsupportedMediaType(
@@ -208,8 +212,83 @@ async def classify_digit_image(request: Request, service: ServiceDep) -> Respons
             "file", "a file part named 'file'", describe(upload) if upload else "no 'file' part"
         )
     data = await upload.read()
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
     await form.close()
-    return _classification(await service.classify_upload(data), answer)
+    return data, fields
+
+
+def _flag(value: str | None, field: str) -> bool:
+    """A boolean form field or query parameter ('true'/'false', '1'/'0'); absent = false."""
+    if value is None:
+        return False
+    known = {"true": True, "1": True, "false": False, "0": False}
+    if value.lower() not in known:
+        raise InvalidInput.for_field(field, "true or false", describe(value))
+    return known[value.lower()]
+
+
+@router.post(
+    "/digits/classify/image",
+    tags=["digits"],
+    response_model=ClassifyResponse,
+    response_model_exclude_none=True,
+    responses=NPY_RESPONSE,
+    openapi_extra=_upload_doc("A PNG or JPEG of one digit, any size, any colours.", _DEBUG),
+)
+async def classify_digit_image(request: Request, service: ServiceDep) -> Response:
+    """Classify an uploaded PNG/JPEG photo or drawing of one digit (MNIST-style preprocessing)."""
+    answer = negotiate(request)
+    data, fields = await _upload(request)
+    debug = _flag(fields.get("debug", request.query_params.get("debug")), "debug")
+    if debug and answer == NPY:
+        raise InvalidInput.for_field(
+            "debug",
+            "false with Accept: application/x-npy (the image is in the JSON answer)",
+            "true",
+        )
+    result = await service.classify_upload(data)
+    if debug and result.inputs is not None:
+        return _classification(result, answer, model_input_png=result.inputs[0])
+    return _classification(result, answer)
+
+
+def _reading(result: Reading) -> Response:
+    classified = result.classification
+    extras = classified.extras
+    digits: list[dict[str, Any]] = []
+    for i, (digit, probabilities) in enumerate(
+        zip(classified.digits, classified.probabilities, strict=True)
+    ):
+        top, left, bottom, right = result.boxes[i]
+        item: dict[str, Any] = {
+            "digit": int(digit),
+            "probability": float(probabilities[digit]),
+            "box": {"top": top, "left": left, "bottom": bottom, "right": right},
+        }
+        for name, values in extras.items():
+            item[name] = values[i]
+        digits.append(item)
+    # A segment the model flags as not a digit is a "?" in the text, never a guessed digit.
+    text = "".join(
+        "?" if "is_digit" in extras and not bool(np.ravel(extras["is_digit"][i])[0]) else str(d)
+        for i, d in enumerate(classified.digits)
+    )
+    return JSONBody({"model": _model(classified), "text": text, "digits": digits})
+
+
+@router.post(
+    "/digits/read",
+    tags=["digits"],
+    response_model=ReadResponse,
+    openapi_extra=_upload_doc(
+        "A PNG or JPEG of digits in one row (a number, a postcode), dark on light or light on "
+        "dark; touching digits are not split."
+    ),
+)
+async def read_digits(request: Request, service: ServiceDep) -> Response:
+    """Read a number: segment an uploaded picture of a row of digits and classify each digit."""
+    data, _fields = await _upload(request)
+    return _reading(await service.read_upload(data))
 
 
 @router.post(
