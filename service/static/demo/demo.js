@@ -58,7 +58,9 @@ function extras(item, known) {
 
 function describeExtra(name, value) {
   if (typeof value === "boolean") {
-    const good = name === "is_digit" || name === "in_domain";
+    // Names may carry a prefix ("E[n] in_domain"): the flag is the last word.
+    const flag = name.split(" ").pop();
+    const good = flag === "is_digit" || flag === "in_domain";
     const ok = good ? value : !value;
     return [name, value ? "yes" : "no", ok ? "flag-ok" : "flag-bad"];
   }
