@@ -138,7 +138,7 @@ class DigitPrediction(BaseModel):
             "examples": [
                 {
                     "digit": 7,
-                    "probabilities": [0.0] * 7 + [1.0, 0.0, 0.0],
+                    "probabilities": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0],
                     "ood_score": -9.7,
                     "is_digit": True,
                 }
