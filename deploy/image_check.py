@@ -122,9 +122,16 @@ def sigterm(url: str, command: list[str], requests: int) -> None:
         _fail(f"sigterm: not every request in flight was answered: {dict(outcomes)}")
 
 
-def spread(url: str, replicas: int, total: int, kill: list[str] | None) -> None:
+def spread(
+    url: str, replicas: int, total: int, kill: list[str] | None, idle_s: float = 0.0
+) -> None:
     """`total` requests through the balancer: each replica must answer some, none may fail, even
-    when `kill` stops one replica half-way."""
+    when `kill` stops one replica half-way.
+
+    With `idle_s`, a first burst opens the balancer's keep-alive connections to every replica,
+    then nothing is sent for `idle_s` seconds - longer than the service's keep-alive - so the
+    measured requests meet connections the replicas have closed meanwhile (the race that makes a
+    balancer answer 502 when its idle timeout is longer than the server's)."""
     potentials = sample_potentials(4, seed=3)
     seen = collections.Counter[str]()
     failures: list[str] = []
@@ -147,6 +154,10 @@ def spread(url: str, replicas: int, total: int, kill: list[str] | None) -> None:
             else:
                 seen[response.headers.get("x-upstream", "?")] += 1
 
+    if idle_s > 0:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(call, range(-4 * replicas, 0)))
+        time.sleep(idle_s)
     killer: threading.Thread | None = None
     with ThreadPoolExecutor(8) as pool:
         for index in range(total):
@@ -171,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=12)
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--total", type=int, default=300)
+    parser.add_argument("--idle", type=float, default=0.0, help="spread: idle seconds first")
     argv = sys.argv[1:] if argv is None else argv
     # Everything after `--` is a command to run (the SIGTERM, or the replica kill for `spread`).
     command = argv[argv.index("--") + 1 :] if "--" in argv else []
@@ -182,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.check == "sigterm":
         sigterm(args.url, command, args.requests)
     else:
-        spread(args.url, args.replicas, args.total, command or None)
+        spread(args.url, args.replicas, args.total, command or None, args.idle)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,18 @@ MLDM_PUBLISH_PORT=$(free_port)
 MLDM_LB_PUBLISH_PORT=$(free_port)
 log="${TMPDIR:-/tmp}/$project.log"
 down() { "${compose[@]}" --profile scaled down -t 5 >>"$log" 2>&1 || true; }
-trap down EXIT
+# On a failure, the last lines of every container's log first (they are gone after `down`).
+on_exit() {
+    local rc=$?
+    if (( rc != 0 )); then
+        for name in $("$ENGINE" ps -a --filter "name=${project}_" --format '{{.Names}}'); do
+            echo "--- last log lines of $name ---" >&2
+            "$ENGINE" logs --tail 25 "$name" >&2 2>&1 || true
+        done
+    fi
+    down
+}
+trap on_exit EXIT
 : > "$log"
 say "compose output goes to $log"
 say "NOT TESTED: the tfserving service (tensorflow/serving cannot be pulled here; no stand-in)"
@@ -56,7 +67,9 @@ for replica in "${replicas[@]}"; do
         sleep 2
     done
 done
-"$PYTHON" -m deploy.image_check spread "$lb" --replicas 3 --total 300
+# --idle 7: first a burst, then longer idle than the service's keep-alive (5 s), so nginx meets
+# upstream connections the replicas have closed (a 502 when nginx's own idle timeout is longer).
+"$PYTHON" -m deploy.image_check spread "$lb" --replicas 3 --total 300 --idle 7
 victim="${replicas[1]}"
 say "again, with $victim killed (SIGKILL) half-way through"
 "$PYTHON" -m deploy.image_check spread "$lb" --replicas 2 --total 300 -- "$ENGINE" kill "$victim"
