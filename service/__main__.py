@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             # On SIGTERM uvicorn stops accepting, lets requests in flight finish for this long,
             # then runs the lifespan shutdown.
             timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
+            timeout_keep_alive=settings.keep_alive_s,
         )
     return 0
 

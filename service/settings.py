@@ -140,6 +140,12 @@ class Settings(BaseSettings):
     """On SIGTERM, how long requests in flight may take to finish (no new ones are accepted)
     before they are cancelled; set it at least to `request_timeout_s`."""
 
+    keep_alive_s: int = Field(default=5, ge=1, le=3600)
+    """Seconds an idle keep-alive connection stays open (uvicorn's default, 5). Behind a balancer
+    that keeps upstream connections open (nginx `keepalive`, Envoy), the balancer must close idle
+    ones first - its idle timeout below this, or this above it - else a request can be sent on a
+    connection the service is closing at that moment, and the balancer answers 502."""
+
     energy_auto_max_std: float = Field(default=0.0016, gt=0.0, le=10.0)
     """Energy requests with `mode=auto`: the model's answer stands only inside its domain and
     with a 1-sigma uncertainty (`energy_std`) of at most this many Hartree (default 1.6 mHa,

@@ -10,6 +10,7 @@ from unittest import mock
 
 import pytest
 
+from service.settings import Settings
 from tests.deploy.conftest import (
     ROOT,
     contract_model_names,
@@ -135,6 +136,19 @@ def test_compose_load_balancer_fronts_the_replica_pool(compose: dict) -> None:
     ]
     assert lb["depends_on"]["api-replica"]["condition"] == "service_healthy"
     assert "http_503" in conf, "a request to a replica still loading its models must be retried"
+
+
+def test_compose_load_balancer_closes_idle_upstream_connections_before_the_service(
+    compose: dict,
+) -> None:
+    lb = compose["services"]["lb"]
+    mounts = {target: host for host, target, _ in bind_mounts(lb)}
+    conf = (ROOT / mounts["/etc/nginx/nginx.conf"]).read_text()
+    upstream = re.search(r"upstream\s+\w+\s*\{([^}]*)\}", conf)
+    assert upstream, "no upstream block"
+    timeout = re.search(r"keepalive_timeout\s+(\d+)s;", upstream.group(1))
+    assert timeout, "upstream keepalive without keepalive_timeout: nginx's default is 60 s"
+    assert int(timeout.group(1)) < Settings().keep_alive_s
 
 
 def test_compose_variables_are_prefixed_and_defaulted() -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,6 +39,25 @@ def test_server_answers_over_tcp(server: str) -> None:
             "/api/v1/digits/classify", content=b"{", headers={"content-type": "application/json"}
         )
         assert error.status_code == 400 and "not valid JSON" in error.json()["error"]
+
+
+@pytest.mark.slow
+def test_server_closes_idle_connections_after_keep_alive_s(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    env = {"MLDM_KEEP_ALIVE_S": "1", "MLDM_LOG_LEVEL": "warning"}
+    with live_server(tiny_model_dir, tmp_path / "server.log", env) as running:
+        host, port = running.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b"}"):  # headers and body may come in separate packets
+                answer += sock.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 200")
+            start = time.monotonic()
+            assert sock.recv(4096) == b"", "the server should close the idle connection"
+            # Closed by the server's keep-alive timer (1 s), well before the socket's 10 s.
+            assert 0.5 < time.monotonic() - start < 5
 
 
 def test_main_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:
