@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
@@ -60,17 +61,34 @@ def reason_texts(card: Mapping[str, Any], codes: np.ndarray, scores: np.ndarray)
     return texts
 
 
+@lru_cache(maxsize=8)
+def _notebook_basis(
+    wall_coefficient: float, wall_power: int, modes: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The wall, the basis ``A`` [64, 2 modes - 1] and its pseudo-inverse, once per definition:
+    built per request they were most of the energy task route's cost (issue 15)."""
+    x = GRID
+    wall = wall_coefficient * x**wall_power
+    basis = [np.ones_like(x)]
+    for i in range(1, modes):
+        basis += [np.cos(i * np.pi * x / 15), np.sin(i * np.pi * x / 15)]
+    A = np.stack(basis, axis=1)
+    # The least-squares solution `lstsq(A, .)` as one matrix product: A has full column rank
+    # (orthogonal Fourier columns on the grid), so pinv(A) @ b is that solution.
+    pseudo_inverse = np.linalg.pinv(A)
+    for array in (wall, A, pseudo_inverse):
+        array.flags.writeable = False  # shared by every request
+    return wall, A, pseudo_inverse
+
+
 def notebook_basis_verdict(domain: Mapping[str, Any], potentials: np.ndarray) -> DomainVerdict:
     """The v1 models' domain: V - wall in the span of the notebook's basis with coefficients
     inside the trained range (see the v1 card's ``domain``)."""
-    x = GRID
-    wall = float(domain["wall_coefficient"]) * x ** int(domain["wall_power"])
-    basis = [np.ones_like(x)]
-    for i in range(1, int(domain["modes"])):
-        basis += [np.cos(i * np.pi * x / 15), np.sin(i * np.pi * x / 15)]
-    A = np.stack(basis, axis=1)
+    wall, A, pseudo_inverse = _notebook_basis(
+        float(domain["wall_coefficient"]), int(domain["wall_power"]), int(domain["modes"])
+    )
     target = (np.asarray(potentials, np.float64) - wall).T
-    coefficients, *_ = np.linalg.lstsq(A, target, rcond=None)
+    coefficients = pseudo_inverse @ target
     residual = np.sqrt(np.mean((A @ coefficients - target) ** 2, axis=0))
     limit = float(domain["coefficient_limit"])
     tolerance = float(domain["residual_tolerance"])

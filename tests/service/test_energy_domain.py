@@ -117,3 +117,36 @@ def test_with_potentials_removes_the_offset() -> None:
     out = energy_domain.with_potentials(outputs, fam.n, fam.V)
     np.testing.assert_allclose(out["energy"], fam.E, atol=1e-9)
     np.testing.assert_allclose(out["energy_std"], 1e-4)
+
+
+def _lstsq_scores(domain: dict, V: np.ndarray) -> np.ndarray:
+    """The v1 check as first written (a least-squares fit per call): the oracle for the
+    precomputed pseudo-inverse."""
+    x = schrodinger.GRID
+    wall = domain["wall_coefficient"] * x ** domain["wall_power"]
+    columns = [np.ones_like(x)]
+    for i in range(1, domain["modes"]):
+        columns += [np.cos(i * np.pi * x / 15), np.sin(i * np.pi * x / 15)]
+    A = np.stack(columns, axis=1)
+    target = (np.asarray(V, np.float64) - wall).T
+    coefficients, *_ = np.linalg.lstsq(A, target, rcond=None)
+    residual = np.sqrt(np.mean((A @ coefficients - target) ** 2, axis=0))
+    worst = np.abs(coefficients).max(axis=0)
+    return np.maximum(residual / domain["residual_tolerance"], worst / domain["coefficient_limit"])
+
+
+def test_v1_domain_matches_the_least_squares_fit_on_real_inputs() -> None:
+    wall = 1e-11 * schrodinger.GRID**10
+    notebook = schrodinger.sample_potentials(200, 1 + 75_000)
+    batches = [notebook, notebook.astype(np.float32), wall + 1.5 * (notebook - wall)]
+    batches += [heldout.family(name, 20).V for name in [*heldout.IN_DOMAIN, *heldout.OUT_OF_DOMAIN]]
+    for V in batches:
+        verdict = energy_domain.notebook_basis_verdict(V1_CARD["domain"], V)
+        expected = _lstsq_scores(V1_CARD["domain"], V)
+        np.testing.assert_allclose(verdict.score, expected, rtol=1e-12)
+        assert verdict.inside.tolist() == (expected <= 1).tolist()
+    one = energy_domain.notebook_basis_verdict(V1_CARD["domain"], notebook[:1])
+    assert (
+        one.score.tolist()
+        == energy_domain.notebook_basis_verdict(V1_CARD["domain"], notebook[:5]).score[:1].tolist()
+    )  # batch-independent: an item's verdict does not depend on its batch
