@@ -31,6 +31,7 @@ from PIL import Image
 
 from data.mnist import default_mnist_dir, read_idx
 from data.schrodinger import sample_potentials, solve_ground_state
+from service.catalogue import EXPECTED_MODELS
 from service.client import Client, ServiceError
 from training import digit_sets
 
@@ -39,14 +40,6 @@ from training import digit_sets
 DIGITS = 20
 #: |predicted - exact| per system, Hartree: the committed E[V] model's test RMSE is 0.40 mHa.
 ENERGY_TOLERANCE_HA = 5e-3
-#: Every committed model (models/).
-MODELS = (
-    "digit_classifier",
-    "digit_encoder",
-    "digit_decoder",
-    "energy_from_potential",
-    "energy_from_density",
-)
 
 
 def _fail(message: str) -> None:
@@ -214,7 +207,7 @@ def routes(url: str) -> None:
             "digit_encoder", {"images": (images[:2] / np.float32(255))[..., None]}, binary=True
         )
         print(f"v2 binary: digit_encoder outputs {sorted(latent.outputs)}")
-        for model in MODELS:
+        for model in EXPECTED_MODELS:
             meta = client.metadata(model)
             print(f"metadata {model}: {sorted(meta)}")
         predict = _expect(

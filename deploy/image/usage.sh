@@ -3,7 +3,9 @@
 # runs the image with deploy/image/usage_probe on PYTHONPATH, sends `image_check answers` and
 # `image_check routes` (one request of every route class), has the process write its imported
 # modules and mapped files (SIGUSR2), then prints the biggest files under site-packages that it
-# neither imported nor mapped: the candidates for the diet (each still to be checked for lazy use).
+# neither imported nor mapped: the candidates for the diet (each still to be checked for lazy use,
+# and for being read as data: files opened with open(), e.g. /docs' swagger-ui-bundle.js, are not
+# recorded, so they are listed too).
 #   deploy/image/usage.sh [OUT_DIR]     (default: $CACHE_DIR/usage)
 set -euo pipefail
 source "$(dirname "$0")/engine.sh"
