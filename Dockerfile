@@ -49,9 +49,55 @@ COPY pyproject.toml README.md ./
 COPY data/ data/
 COPY training/ training/
 COPY service/ service/
-# pip itself (13 MB) has no use at run time: it leaves the virtualenv once the project is in.
-RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
+# Second diet, by measurement (README, "Image size"): the image was run with
+# deploy/image/usage_probe on PYTHONPATH (every imported module's file and every file mapped into
+# the process, /proc/self/maps) while `deploy/image_check.py routes` and `answers` sent one request
+# of every route class (all five models, energy mode=exact/auto, PNG/16-bit/palette/JPEG/EXIF
+# uploads, /digits/read, V2 JSON and binary, TF Serving, .npy, gzip bodies, /docs, /demo,
+# /metrics). Removed here is only what that run never imported or mapped, and what nothing kept
+# reaches lazily (grep of the kept code for imports of it; readelf: no library NEEDs it):
+# - the distributions grpcio (19 MB: imported only by tf.debug's gRPC server and tf.distribute
+#   RPC), networkx (17 MB: only skimage.graph), Pygments (8.6 MB: only rich's syntax highlighting
+#   and tracebacks), imageio and tifffile (5 MB: only skimage.io; uploads are decoded by Pillow),
+#   google-pasta (0.6 MB: only TensorFlow's tf_upgrade_v2 converter) and setuptools (6 MB, after
+#   it built the project above); pip last of all;
+# - TensorFlow's stablehlo_extension.so (26 MB: tf.mlir's StableHLO bindings), tf2xla's
+#   _xla_ops.so (19 MB: the XLA ops are registered by libtensorflow_cc itself; nothing loads this
+#   file) and lib_native_proto_caster.so (5.5 MB: loaded by nothing);
+# - scipy.io and scipy.signal (13 MB: imported only by skimage.filters.window and skimage's
+#   polygon approximation, which the service never calls; scipy.stats and scipy.optimize stay:
+#   scipy.special and scipy.optimize reach them lazily);
+# - skimage/data (7.8 MB of sample pictures), the tests inside keras, h5py, numpy and scipy that
+#   the first diet's globs missed, numpy.distutils and numpy's _simd test module;
+# - the static symbol tables of uvloop's loop (13.6 -> 1.6 MB) and of the three TensorFlow Python
+#   bindings that `import tensorflow` maps (profiler 29.7 -> 21.3, tflite 15.2 -> 11.8,
+#   pywrap_tensorflow_common 7.0 -> 5.3 MB): built by their projects, not auditwheel-patched;
+# - the bytecode (__pycache__, 11 MB) of the packages of which the run imported no module at all
+#   (scipy.stats, .optimize, ...; keras's jax, torch, openvino and numpy backends): the sources
+#   stay, so a rare path that imports one still works (compiled in memory: the root is read-only).
+# `make image-test` runs `image_check routes` against the image, so a removal that breaks a route
+# fails CI; `make image-size` shows what is left.
+WORKDIR /opt/venv/lib/python3.11/site-packages
+RUN pip install --no-cache-dir --no-deps --no-build-isolation /src \
+    && pip uninstall --yes grpcio networkx Pygments imageio tifffile google-pasta setuptools \
+    && rm -f tensorflow/compiler/mlir/stablehlo/stablehlo_extension.so \
+       tensorflow/compiler/tf2xla/ops/_xla_ops.so \
+       tensorflow/python/framework/lib_native_proto_caster.so \
+       numpy/_core/_simd.cpython-311-x86_64-linux-gnu.so \
+    && rm -rf scipy/io scipy/signal skimage/data numpy/distutils h5py/tests \
+    && find keras numpy scipy -depth \( -name tests -type d -exec rm -rf {} + \) -o \
+       \( \( -name '*_test.py' -o -name '*_test.cpython-311.pyc' \) -delete \) \
+    && find scipy/stats scipy/optimize scipy/integrate scipy/interpolate scipy/sparse/linalg \
+       scipy/cluster scipy/fft scipy/_lib/cobyqa scipy/_lib/pyprima skimage/feature \
+       keras/src/backend/openvino keras/src/backend/torch keras/src/backend/jax \
+       keras/src/backend/numpy tensorflow/python/kernel_tests \
+       -name __pycache__ -type d -prune -exec rm -rf {} + \
+    && strip --strip-unneeded uvloop/loop.cpython-311-x86_64-linux-gnu.so \
+       tensorflow/python/profiler/internal/_pywrap_profiler_plugin.so \
+       tensorflow/lite/python/libpywrap_tflite_common.so \
+       tensorflow/python/lib_pywrap_tensorflow_common.so \
     && python -m pip uninstall --yes pip
+WORKDIR /src
 
 # ---- runtime: the same slim base, the virtualenv and the models, no compilers, no dev tools ----
 FROM ${PYTHON_IMAGE} AS runtime

@@ -2,6 +2,7 @@
 
     python -m deploy.image_check ready    URL [--within S]
     python -m deploy.image_check answers  URL          # classify, energy, V2 infer
+    python -m deploy.image_check routes   URL          # every route class (the image diet's guard)
     python -m deploy.image_check sigterm  URL -- CMD…   # requests in flight, then CMD (the SIGTERM)
     python -m deploy.image_check spread   URL --replicas N [-- CMD…]  # CMD half-way through
 
@@ -14,6 +15,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import gzip
+import io
+import json
 import subprocess
 import sys
 import threading
@@ -23,10 +27,13 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from PIL import Image
 
 from data.mnist import default_mnist_dir, read_idx
 from data.schrodinger import sample_potentials, solve_ground_state
+from service.catalogue import EXPECTED_MODELS
 from service.client import Client, ServiceError
+from training import digit_sets
 
 #: The first test digits; the committed classifier gets every one of them right (a wrong answer
 #: here means the image serves something else than the committed model).
@@ -86,6 +93,135 @@ def answers(url: str) -> None:
         )
         if not np.array_equal(v2_digits, labels):
             _fail(f"v2 infer: labels {labels.tolist()}, answers {v2_digits.tolist()}")
+
+
+def _upload(image: Image.Image, fmt: str, **save: object) -> dict[str, tuple[str, bytes, str]]:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **save)
+    return {"file": (f"upload.{fmt.lower()}", buffer.getvalue(), f"image/{fmt.lower()}")}
+
+
+def _dark_on_light(image: np.ndarray) -> np.ndarray:
+    """An MNIST digit (light on dark, uint8) as a 4x bigger dark-on-light picture, as a photo."""
+    return 255 - np.kron(np.pad(image, 5), np.ones((4, 4), np.uint8))
+
+
+def _expect(response: httpx.Response, what: str) -> httpx.Response:
+    if response.status_code != 200:
+        _fail(f"{what}: {response.status_code} {response.text[:300]}")
+    return response
+
+
+def routes(url: str) -> None:
+    """One request of every route class, answers checked: what the Dockerfile's diet must keep
+    working (scipy in the exact energies, Pillow's decoders, scikit-image in /digits/read,
+    every committed model, the .npy and compressed bodies, the pages, /metrics)."""
+    images, labels = _mnist(DIGITS)
+    V = sample_potentials(4, seed=5)
+    exact, densities = solve_ground_state(V)
+    with Client(url, timeout=60) as client, httpx.Client(base_url=url, timeout=60) as http:
+        for mode in ("exact", "auto"):
+            body = _expect(
+                http.post(
+                    "/api/v1/energy/from-potential", json={"potentials": V.tolist(), "mode": mode}
+                ),
+                f"energy mode={mode}",
+            ).json()
+            error = float(np.abs(np.asarray(body["energies"]) - exact).max())
+            print(f"energy mode={mode}: max |E - E_exact| = {error * 1e3:.3f} mHa")
+            if error > ENERGY_TOLERANCE_HA:
+                _fail(f"energy mode={mode}: error {error:.4f} Ha")
+        solution = client.exact(V)
+        if not np.allclose(solution.energies, exact, atol=1e-6):
+            _fail(f"exact: {solution.energies} != {exact}")
+        # E[n] is a different functional (the committed card quotes its own error): answered and
+        # finite is what the diet must keep.
+        from_density = client.energy_from_density(densities).energies
+        print(f"energy from density: {np.round(from_density, 3).tolist()} Ha; exact solver ok")
+        if from_density.shape != (4,) or not np.isfinite(from_density).all():
+            _fail(f"energy from density: {from_density}")
+
+        codes = client.compress(images[:4])
+        restored = client.decompress(codes)
+        mse = float(((restored - images[:4] / 255.0) ** 2).mean())
+        print(f"compress/decompress: {len(codes[0])} bytes per digit, MSE {mse:.4f}")
+        if mse > 0.05:
+            _fail(f"compress/decompress: MSE {mse}")
+
+        # Uploads in every decoder path: PNG (grey, 16-bit, palette), JPEG with an EXIF rotation.
+        digit, label = _dark_on_light(images[0]), int(labels[0])
+        grey = Image.fromarray(digit)
+        uploads = {
+            "PNG": _upload(grey, "PNG"),
+            "16-bit PNG": _upload(Image.fromarray(digit.astype(np.uint16) * 257), "PNG"),
+            "palette PNG": _upload(grey.convert("RGB").convert("P"), "PNG"),
+            "JPEG": _upload(grey, "JPEG", quality=95),
+        }
+        exif = Image.Exif()
+        exif[0x0112] = 6  # "rotate 90 degrees clockwise to display": stored turned the other way
+        uploads["JPEG+EXIF"] = _upload(grey.rotate(90, expand=True), "JPEG", quality=95, exif=exif)
+        for name, files in uploads.items():
+            got = _expect(http.post("/api/v1/digits/classify/image", files=files), name).json()
+            answer = [p["digit"] for p in got["predictions"]]
+            print(f"classify/image {name}: {answer} (label {label})")
+            if answer != [label]:
+                _fail(f"classify/image {name}: {answer}, expected [{label}]")
+
+        row, _ = digit_sets.mnist_row(images[:5] / np.float32(255), np.random.default_rng(1))
+        text = _expect(
+            http.post("/api/v1/digits/read", files=_upload(Image.fromarray(row), "PNG")), "read"
+        ).json()["text"]
+        print(f"digits/read: {text!r} (labels {''.join(map(str, labels[:5]))})")
+        if text != "".join(map(str, labels[:5])):
+            _fail(f"digits/read: {text!r}")
+
+        # .npy both ways, and a gzip-compressed JSON body.
+        buffer = io.BytesIO()
+        np.save(buffer, images[:8])
+        npy = _expect(
+            http.post(
+                "/api/v1/digits/classify?scale=byte",
+                content=buffer.getvalue(),
+                headers={"content-type": "application/x-npy", "accept": "application/x-npy"},
+            ),
+            "classify .npy",
+        )
+        if npy.headers["content-type"] != "application/x-npy":
+            _fail(f"classify .npy: answered {npy.headers['content-type']}")
+        body = gzip.compress(json.dumps({"images": images[:8].tolist(), "scale": "byte"}).encode())
+        zipped = _expect(
+            http.post(
+                "/api/v1/digits/classify",
+                content=body,
+                headers={"content-type": "application/json", "content-encoding": "gzip"},
+            ),
+            "classify gzip",
+        ).json()
+        answer = [p["digit"] for p in zipped["predictions"]]
+        if answer != labels[:8].tolist():
+            _fail(f"classify gzip: {answer}")
+        print("classify .npy and gzip bodies: right")
+
+        # Every committed model through V2 binary and TF Serving's REST API.
+        latent = client.infer(
+            "digit_encoder", {"images": (images[:2] / np.float32(255))[..., None]}, binary=True
+        )
+        print(f"v2 binary: digit_encoder outputs {sorted(latent.outputs)}")
+        for model in EXPECTED_MODELS:
+            meta = client.metadata(model)
+            print(f"metadata {model}: {sorted(meta)}")
+        predict = _expect(
+            http.post(
+                "/v1/models/energy_from_potential:predict",
+                json={"instances": V.astype(np.float32).tolist()},
+            ),
+            "tfserving predict",
+        ).json()
+        print(f"tfserving predict: {len(predict['predictions'])} predictions")
+
+        for page in ("/docs", "/redoc", "/demo/", "/metrics", "/api/v1/models", "/v2/models/stats"):
+            _expect(http.get(page), page)
+        print("pages: /docs /redoc /demo/ /metrics /api/v1/models /v2/models/stats answer 200")
 
 
 def sigterm(url: str, command: list[str], requests: int) -> None:
@@ -176,7 +312,7 @@ def spread(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m deploy.image_check")
-    parser.add_argument("check", choices=["ready", "answers", "sigterm", "spread"])
+    parser.add_argument("check", choices=["ready", "answers", "routes", "sigterm", "spread"])
     parser.add_argument("url")
     parser.add_argument("--within", type=float, default=180.0)
     parser.add_argument("--requests", type=int, default=12)
@@ -191,6 +327,8 @@ def main(argv: list[str] | None = None) -> None:
         ready(args.url, args.within)
     elif args.check == "answers":
         answers(args.url)
+    elif args.check == "routes":
+        routes(args.url)
     elif args.check == "sigterm":
         sigterm(args.url, command, args.requests)
     else:

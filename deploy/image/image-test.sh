@@ -4,6 +4,8 @@
 #   uid 10001 (not root); the root file system is read-only and /tmp writable;
 #   /v2/health/ready; the image's own HEALTHCHECK command with MLDM_PORT and with PORT;
 #   classify (real MNIST digits), energy (against the exact solver), V2 infer;
+#   one request of every route class (image_check routes: the guard of the Dockerfile's diet,
+#   which removes what those routes were measured never to use);
 #   SIGTERM with requests in flight: every one answered, exit status 0.
 # Builds the image first when it is missing. PYTHON: the project virtualenv's python (the checks
 # use the project's own client and data code: deploy/image_check.py).
@@ -64,6 +66,16 @@ healthcheck "$main" || { echo "FAIL: HEALTHCHECK fails on the default port" >&2;
 say "HEALTHCHECK: healthy (default port 8000)"
 
 "$PYTHON" -m deploy.image_check answers "$url"
+"$PYTHON" -m deploy.image_check routes "$url"
+# Every committed SavedModel version (not only those the service serves) loads with plain
+# TensorFlow in the image: the diet must not remove anything SavedModel loading needs.
+"$ENGINE" run --rm --read-only --tmpfs /tmp --entrypoint python "$IMAGE" -c '
+import pathlib, tensorflow as tf
+found = sorted(p.parent for p in pathlib.Path("/app/models").glob("*/*/saved_model.pb"))
+for path in found:
+    tf.saved_model.load(str(path))
+print(f"tf.saved_model.load: {len(found)} committed versions load (TensorFlow {tf.__version__})")
+' 2> >(grep -v "unable to get systemd connection" >&2)
 
 rss=$("$ENGINE" stats --no-stream --format '{{.MemUsage}}' "$main" 2>/dev/null || echo "?")
 say "memory after the checks (engine stats): $rss"

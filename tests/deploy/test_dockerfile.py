@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata as md
 import os
 import re
 import shlex
@@ -249,3 +251,41 @@ def test_dockerfile_healthcheck_fails_while_not_ready(dockerfile: list[Instructi
     finally:
         loading.shutdown()
     assert result.returncode != 0
+
+
+def _imported_top_levels(*dirs: str) -> set[str]:
+    """Every top-level module the image's own code imports (anywhere: lazily too)."""
+    names: set[str] = set()
+    for directory in dirs:
+        for path in (ROOT / directory).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Import):
+                    names |= {alias.name.split(".")[0] for alias in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    names.add(node.module.split(".")[0])
+    return names
+
+
+def test_dockerfile_diet_uninstalls_nothing_the_service_imports(
+    dockerfile: list[Instruction],
+) -> None:
+    uninstalled = {
+        normalise(name)
+        for i in dockerfile
+        if i.keyword == "RUN"
+        for part in i.args.split("&&")
+        if "pip uninstall" in part
+        for name in shlex.split(part)[3:]
+        if not name.startswith("-")
+    }
+    assert {"grpcio", "networkx", "pygments"} <= uninstalled, uninstalled
+    by_module = md.packages_distributions()
+    imported = {
+        normalise(dist)
+        for module in _imported_top_levels("service", "data")
+        for dist in by_module.get(module, [])
+    }
+    assert "scikit-image" in imported and "tensorflow-cpu" in imported  # the mapping works
+    assert not imported & uninstalled, (
+        f"the diet uninstalls what the service imports: {imported & uninstalled}"
+    )
