@@ -286,7 +286,8 @@ def spread(
             return
         with lock:
             if response.status_code != 200:
-                failures.append(f"#{index}: HTTP {response.status_code} {response.text[:200]}")
+                tried = response.headers.get("x-upstream", "?")
+                failures.append(f"#{index}: HTTP {response.status_code} (tried {tried})")
             else:
                 seen[response.headers.get("x-upstream", "?")] += 1
 

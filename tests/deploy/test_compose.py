@@ -130,7 +130,7 @@ def test_compose_load_balancer_fronts_the_replica_pool(compose: dict) -> None:
     mounts = {target: host for host, target, _ in bind_mounts(lb)}
     conf = (ROOT / mounts["/etc/nginx/nginx.conf"]).read_text()
     upstreams = re.findall(r"^\s*server\s+([\w.-]+):(\d+)", conf, flags=re.MULTILINE)
-    assert upstreams == [("api-replica", "8000")]
+    assert set(upstreams) == {("api-replica", "8000")}  # the pool, and again as its backup
     assert re.findall(r"^\s*listen\s+(\d+);", conf, flags=re.MULTILINE) == [
         str(port) for port in container_ports(lb)
     ]
@@ -149,6 +149,16 @@ def test_compose_load_balancer_closes_idle_upstream_connections_before_the_servi
     timeout = re.search(r"keepalive_timeout\s+(\d+)s;", upstream.group(1))
     assert timeout, "upstream keepalive without keepalive_timeout: nginx's default is 60 s"
     assert int(timeout.group(1)) < Settings().keep_alive_s
+
+
+def test_compose_load_balancer_never_runs_out_of_replicas(compose: dict) -> None:
+    lb = compose["services"]["lb"]
+    mounts = {target: host for host, target, _ in bind_mounts(lb)}
+    conf = (ROOT / mounts["/etc/nginx/nginx.conf"]).read_text()
+    servers = re.findall(r"^\s*server\s+(api-replica:8000)\s+([^;]*);", conf, flags=re.MULTILINE)
+    # Loading replicas answer 503, which nginx counts as failures: without a pool that is never
+    # marked down, all of them can be, and nginx answers 502 "no live upstreams" meanwhile.
+    assert ("api-replica:8000", "backup max_fails=0") in servers, servers
 
 
 def test_compose_variables_are_prefixed_and_defaulted() -> None:
