@@ -8,7 +8,7 @@ HOST ?= 0.0.0.0
 PORT ?= 8000
 
 .PHONY: setup serve test lint typecheck format data train evaluate bench clean hadolint audit lock fuzz soak \
-	image image-test compose-test image-size deploy-tools validate-manifests checkov client-test browser-test
+	image image-test compose-test image-size deploy-tools validate-manifests checkov client-test browser-test nginx-test
 
 # pip's own output, filtered to one line per package it collects or installs (no progress bars,
 # no "already satisfied" pages), so a first setup shows what it is doing without flooding the log.
@@ -48,6 +48,13 @@ browser-test: $(STAMP)  ## the demo page and /docs in a real headless Chromium (
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; \
 	fi
 	MLDM_BROWSER=1 $(BIN)/python -m pytest -q tests/browser
+
+nginx-test: $(STAMP)  ## deploy/nginx.conf in Debian's nginx before replicas that are loading (installs nginx-light if missing)
+	@if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx-light; \
+	fi
+	MLDM_NGINX=1 $(BIN)/python -m pytest -q tests/deploy/test_nginx_live.py
 
 soak: $(STAMP)  ## 60 s soak of the server on loopback at its highest sustainable rate
 	$(BIN)/python -m bench soak
