@@ -127,8 +127,7 @@ def test_compose_tfserving_healthcheck_asks_about_every_configured_model(compose
 
 def test_compose_load_balancer_fronts_the_replica_pool(compose: dict) -> None:
     lb = compose["services"]["lb"]
-    mounts = {target: host for host, target, _ in bind_mounts(lb)}
-    conf = (ROOT / mounts["/etc/nginx/nginx.conf"]).read_text()
+    conf = lb_config(lb)
     upstreams = re.findall(r"^\s*server\s+([\w.-]+):(\d+)", conf, flags=re.MULTILINE)
     assert set(upstreams) == {("api-replica", "8000")}  # the pool, and again as its backup
     assert re.findall(r"^\s*listen\s+(\d+);", conf, flags=re.MULTILINE) == [
@@ -142,8 +141,7 @@ def test_compose_load_balancer_closes_idle_upstream_connections_before_the_servi
     compose: dict,
 ) -> None:
     lb = compose["services"]["lb"]
-    mounts = {target: host for host, target, _ in bind_mounts(lb)}
-    conf = (ROOT / mounts["/etc/nginx/nginx.conf"]).read_text()
+    conf = lb_config(lb)
     upstream = re.search(r"upstream\s+\w+\s*\{([^}]*)\}", conf)
     assert upstream, "no upstream block"
     timeout = re.search(r"keepalive_timeout\s+(\d+)s;", upstream.group(1))
@@ -153,12 +151,17 @@ def test_compose_load_balancer_closes_idle_upstream_connections_before_the_servi
 
 def test_compose_load_balancer_never_runs_out_of_replicas(compose: dict) -> None:
     lb = compose["services"]["lb"]
-    mounts = {target: host for host, target, _ in bind_mounts(lb)}
-    conf = (ROOT / mounts["/etc/nginx/nginx.conf"]).read_text()
+    conf = lb_config(lb)
     servers = re.findall(r"^\s*server\s+(api-replica:8000)\s+([^;]*);", conf, flags=re.MULTILINE)
     # Loading replicas answer 503, which nginx counts as failures: without a pool that is never
     # marked down, all of them can be, and nginx answers 502 "no live upstreams" meanwhile.
     assert ("api-replica:8000", "backup max_fails=0") in servers, servers
+
+
+def lb_config(lb: dict) -> str:
+    """The nginx.conf the `lb` service mounts, as text."""
+    mounts = {target: host for host, target, _ in bind_mounts(lb)}
+    return (ROOT / mounts["/etc/nginx/nginx.conf"]).read_text()
 
 
 def test_compose_variables_are_prefixed_and_defaulted() -> None:
