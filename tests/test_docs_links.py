@@ -170,3 +170,28 @@ def test_broken_links_are_reported(tmp_path: Path) -> None:
 )
 def test_slug_follows_github(heading: str, expected: str) -> None:
     assert slug(heading) == expected
+
+
+def user_facing_markdown() -> list[Path]:
+    """The README, the pages of docs/ and the model cards."""
+    return [
+        path
+        for path in tracked_markdown()
+        if path.relative_to(REPO).parts[0] in {"README.md", "docs"} or path.name == "MODEL_CARD.md"
+    ]
+
+
+def test_readme_stays_short() -> None:
+    lines = (REPO / "README.md").read_text(encoding="utf-8").count("\n")
+    assert lines <= 200, f"README.md has {lines} lines; move detail into docs/ (at most 200)"
+
+
+def test_user_facing_text_names_no_issue_numbers() -> None:
+    pattern = re.compile(r"\bissues?[- ]#?\d+", re.IGNORECASE)
+    found = [
+        f"{path.relative_to(REPO)}:{number}: {line.strip()}"
+        for path in user_facing_markdown()
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if pattern.search(line)
+    ]
+    assert not found, "say what the target is, not which issue asked for it:\n" + "\n".join(found)
