@@ -30,8 +30,8 @@ def errors_table() -> str:
     )
     first: dict[int, tuple[str, dict[str, object]]] = {}
     for route, by_status in recorded.items():
-        for status, example in by_status.items():
-            first.setdefault(int(status), (route, example))
+        for code, example in by_status.items():
+            first.setdefault(int(code), (route, example))
     rows = [HEADER]
     for status in sorted(first):
         route, example = first[status]
