@@ -31,7 +31,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.serving import REPO
+from bench.harness import REPO
 
 VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "constant": ("constant", {}),

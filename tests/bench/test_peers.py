@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from bench import peers
-from bench.serving import REPO
+from bench import harness, peers
+from bench.harness import REPO
 
 
 def test_tensorflow_requirement_comes_from_the_lock(tmp_path: Path) -> None:
@@ -85,16 +85,30 @@ def test_schedule_rotates_servers_at_every_point() -> None:
     assert {(e[3].name, e[4]) for e in point} == {(c.name, k) for c in configs for k in c.kinds}
 
 
-def test_quick_preset_fits_in_twelve_minutes() -> None:
-    args = peers.parse_args(["--quick"])
+def test_quick_preset_fits_in_twelve_minutes(capsys: pytest.CaptureFixture[str]) -> None:
     configs = peers.configurations(True, sorted(peers.PEER_PACKAGES))
-    plan = peers.schedule(configs, list(peers.MODEL_KEYS), args.concurrency, args.rounds)
-    assert peers.estimate_s(len(plan), len(configs), args.duration, args.warmup) <= 12 * 60
+    plan = peers.schedule(configs, list(peers.MODEL_KEYS), [1, 8, 64], 1)
+    assert peers.estimate_s(len(plan), len(configs), 5.0, 1.0) <= 12 * 60
+    assert peers.main(["--quick", "--plan"]) == 0  # the preset as the command line gives it
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"{len(plan)} runs on {len(configs)} servers, 1 round(s)")
 
 
-def _point(server: str, kind: str, c: int, rps: float, p99: float, r: int = 0) -> peers.Point:
-    result = {"rps": rps, "p50_ms": p99 / 3, "p99_ms": p99, "errors": 0, "requests": 100}
-    return peers.Point(server, kind, "digit_classifier", c, r, result, 900.0, 700.0, 400.0)
+def _point(server: str, kind: str, c: int, rps: float, p99: float, r: int = 0) -> dict[str, Any]:
+    return {
+        "server": server,
+        "kind": kind,
+        "model": "digit_classifier",
+        "concurrency": c,
+        "round": r,
+        "rps": rps,
+        "p50_ms": p99 / 3,
+        "p99_ms": p99,
+        "errors": 0,
+        "requests": 100,
+        "server_cpu_us_per_req": 900.0,
+        "rss_mib": 700.0,
+    }
 
 
 def test_aggregate_takes_medians_over_rounds() -> None:
@@ -111,15 +125,16 @@ def test_best_peer_ignores_ours_and_failing_configs() -> None:
         _point("kserve (b)", "v2", 8, 500, 30),
         _point("bentoml (c)", "v2", 8, 800, 9),
     ]
-    points[3].result["errors"] = 4
+    points[3]["errors"] = 4
     stats = peers.aggregate(points)
     name, best = peers.best_peer(stats, "digit_classifier", 8)  # type: ignore[misc]
     assert name == "kserve (b)" and best["rps"] == 500
     assert peers.best_peer(stats, "digit_classifier", 64) is None
 
 
-def _report(points: list[peers.Point]) -> dict[str, Any]:
+def _report(points: list[dict[str, Any]]) -> dict[str, Any]:
     return {
+        "name": "peers",
         "date": "2026-12-01 22:00 UTC",
         "commit": "abc1234",
         "dirty": False,
@@ -133,7 +148,7 @@ def _report(points: list[peers.Point]) -> dict[str, Any]:
             "tensorflow": "2",
             "load_before": [0.1],
         },
-        "wrk_version": "4.1.0",
+        "client": "wrk",
         "duration_s": 5.0,
         "warmup_s": 1.0,
         "rounds": 1,
@@ -172,12 +187,13 @@ def test_render_and_targets_state_ratios_and_verdicts(tmp_path: Path) -> None:
     assert "met: classify single-item p50 (V2, conc. 1) 2.67 ms = 1.33x" in text
     assert "NOT met: resident memory ours 700 MiB = 1.13x the leanest peer" in text
     assert "answered 400 (skipped)" in text
-    path = peers.write(report, tmp_path)
+    path = peers.write(report, text, tmp_path)
     assert path.name == "peers-quick-2026-12-01-abc1234.md"
     saved = json.loads(path.with_suffix(".json").read_text())
     assert saved["stats"][0][:4] == ["ours", "v2", "digit_classifier", 1]
+    assert path.read_text() == text
 
 
 def test_ratio_without_a_figure_is_nan() -> None:
-    assert math.isnan(peers.ratio(1.0, 0.0)) and math.isnan(peers.ratio(math.nan, 2.0))
-    assert peers.ratio(3.0, 2.0) == 1.5
+    assert math.isnan(harness.ratio(1.0, 0.0)) and math.isnan(harness.ratio(math.nan, 2.0))
+    assert harness.ratio(3.0, 2.0) == 1.5

@@ -21,7 +21,7 @@ def _run(rps: float, p50: float, items: int = 1) -> dict[str, Any]:
         "p50_ms": p50,
         "p99_ms": p50 * 3,
         "errors": 0,
-        "cpu_us": 800.0,
+        "server_cpu_us_per_req": 800.0,
     }
 
 
@@ -35,6 +35,7 @@ def test_render_checks_binary_bulk_and_v2_latency_targets() -> None:
         ("classify", "v2", 1, 1): [_run(200.0, 5.0)],
     }
     report = {
+        "name": "protocols",
         "date": "2026-12-01 22:00 UTC",
         "commit": "abc",
         "dirty": False,
@@ -46,7 +47,14 @@ def test_render_checks_binary_bulk_and_v2_latency_targets() -> None:
         "contended": "",
         "rss_after": 700.0,
         "notes": ["x: skipped"],
-        "machine": {"cores": 2, "cpu": "c", "tensorflow": "2", "load_before": [0.0]},
+        "machine": {
+            "cores": 2,
+            "cpu": "c",
+            "memory_gib": 8,
+            "python": "3.11",
+            "tensorflow": "2",
+            "load_before": [0.0],
+        },
     }
     text = protocols.render(report, results, bulk)
     assert "- met: energy V2 binary bulk 90,000 items/s = 0.90x the .npy path's" in text

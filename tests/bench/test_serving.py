@@ -6,6 +6,7 @@ No server is started and nothing is timed here; `python -m bench serving` is the
 from __future__ import annotations
 
 import io
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -14,16 +15,10 @@ import numpy as np
 import pytest
 
 from bench import __main__ as dispatcher
-from bench.loadgen import Request, ResponseParser, RunResult, percentile
-from bench.serving import (
-    RAW_BATCH,
-    Row,
-    evaluate_targets,
-    npy_bytes,
-    potentials,
-    render_markdown,
-    write_results,
-)
+from bench import harness
+from bench.bodies import npy_bytes, potentials
+from bench.driver import Body, ResponseParser, percentile, summary
+from bench.serving import RAW_BATCH, evaluate_targets, render_markdown
 
 
 @pytest.mark.parametrize("q", [0, 1, 25, 50, 90, 99, 99.9, 100])
@@ -40,24 +35,20 @@ def test_percentile_edge_cases() -> None:
         percentile([1.0], 101)
 
 
-def test_run_result_summary_counts_errors_apart() -> None:
-    result = RunResult(concurrency=8, items_per_request=10, elapsed_s=2.0, client_cpu_s=0.5)
-    for latency in (0.001, 0.002, 0.003, 0.004):
-        result.record(200, latency)
-    result.record(503, 0.0005)
-    result.record("ConnectionResetError", 0.1)
-    summary = result.summary()
-    assert summary["requests"] == 6
-    assert summary["ok"] == 4 and summary["errors"] == 2
-    assert summary["rps"] == 2.0 and summary["items_per_s"] == 20.0
-    assert summary["p50_ms"] == pytest.approx(2.5)  # errors are not in the latencies
-    assert summary["client_cpu_us_per_req"] == pytest.approx(0.5 / 6 * 1e6)
-    assert math.isnan(summary["server_cpu_us_per_req"])
-    assert summary["statuses"] == {"200": 4, "503": 1, "ConnectionResetError": 1}
+def test_summary_counts_errors_apart() -> None:
+    result = summary(8, 10, [0.001, 0.002, 0.003, 0.004], 2, elapsed_s=2.0, client_cpu_s=0.5)
+    assert result["requests"] == 6
+    assert result["ok"] == 4 and result["errors"] == 2
+    assert result["rps"] == 2.0 and result["items_per_s"] == 20.0
+    assert result["p50_ms"] == pytest.approx(2.5)  # errors are not in the latencies
+    assert result["max_ms"] == pytest.approx(4.0)
+    assert result["client_cpu_us_per_req"] == pytest.approx(0.5 / 6 * 1e6)
+    empty = summary(1, 1, [], 3, elapsed_s=1.0, client_cpu_s=0.0)
+    assert math.isnan(empty["p50_ms"]) and empty["rps"] == 0.0
 
 
 def test_request_encodes_head_and_body() -> None:
-    wire = Request("POST", "/x?scale=unit", b"abc", (("Content-Type", "a/b"),)).encode("h:1")
+    wire = Body("POST", "/x?scale=unit", b"abc", (("Content-Type", "a/b"),)).encode("h:1")
     assert wire == (
         b"POST /x?scale=unit HTTP/1.1\r\nHost: h:1\r\nContent-Type: a/b\r\n"
         b"Content-Length: 3\r\n\r\nabc"
@@ -94,13 +85,19 @@ def test_npy_bytes_round_trip() -> None:
     np.testing.assert_array_equal(loaded, array)
 
 
-def _summary(concurrency: int, rps: float, p50: float, p99: float, items: int = 1) -> dict:
+def _row(
+    scenario: str, server: str, concurrency: int, rps: float, p50: float, p99: float, items: int = 1
+) -> dict:
     return {
+        "scenario": scenario,
+        "server": server,
+        "model": "digit_classifier",
+        "bulk": items > 1,
+        "check": None,
         "concurrency": concurrency,
         "requests": 100,
         "ok": 100,
         "errors": 0,
-        "statuses": {"200": 100},
         "elapsed_s": 1.0,
         "rps": rps,
         "items_per_s": rps * items,
@@ -112,21 +109,15 @@ def _summary(concurrency: int, rps: float, p50: float, p99: float, items: int = 
 
 
 def _report(tmp_path: Path) -> dict[str, Any]:
-    single = {"model": "digit_classifier", "bulk": False}
-    bulk = {"model": "digit_classifier", "bulk": True}
     rows = [
-        Row("classify, 1 image, JSON", "service", _summary(1, 900.0, 1.1, 3.0), extra=single),
-        Row("classify, 1 image, JSON", "service", _summary(64, 2000.0, 30.0, 60.0), extra=single),
-        Row("classify, 1 image, JSON", "naive", _summary(64, 50.0, 900.0, 1500.0), extra=single),
-        Row(
-            "classify, 10000 images, npy",
-            "service",
-            _summary(1, 4.0, 200.0, 260.0, items=10_000),
-            extra=bulk,
-        ),
+        _row("classify, 1 image, JSON", "service", 1, 900.0, 1.1, 3.0),
+        _row("classify, 1 image, JSON", "service", 64, 2000.0, 30.0, 60.0),
+        _row("classify, 1 image, JSON", "naive", 64, 50.0, 900.0, 1500.0),
+        _row("classify, 10000 images, npy", "service", 1, 4.0, 200.0, 260.0, items=10_000),
     ]
     raw = {"digit_classifier": {RAW_BATCH: {"items_per_s": 60_000.0, "ms_per_call": 4.3}}}
     return {
+        "name": "serving",
         "date": "2026-11-24 09:30 UTC",
         "commit": "abc1234",
         "dirty": False,
@@ -143,17 +134,16 @@ def _report(tmp_path: Path) -> dict[str, Any]:
             "httptools": "no",
             "load_before": [0.1, 0.2, 0.3],
         },
-        "model_dir": "models",
+        "contended": "",
         "models": {"digit_classifier": 1},
         "workers": 1,
         "client": "raw",
         "duration_s": 10.0,
-        "max_requests": 1000,
         "bulk_max_requests": 10,
         "warmup_s": 1.0,
         "rows": rows,
         "raw": raw,
-        "ceiling": [("raw", _summary(64, 30_000.0, 2.0, 5.0))],
+        "ceiling": [("raw", _row("-", "canned", 64, 30_000.0, 2.0, 5.0))],
         "targets": evaluate_targets(rows, raw),
         "memory": [
             {
@@ -182,8 +172,10 @@ def test_targets_are_computed_from_rows(tmp_path: Path) -> None:
 
 
 def test_results_file_has_date_commit_and_tables(tmp_path: Path) -> None:
-    path = write_results(_report(tmp_path), tmp_path)
+    report = _report(tmp_path)
+    path = harness.write(report, render_markdown(report), tmp_path)
     assert path.name == "serving-2026-11-24-abc1234.md"
+    assert json.loads(path.with_suffix(".json").read_text())["commit"] == "abc1234"
     text = path.read_text()
     assert text.startswith("# Serving benchmark, 2026-11-24 09:30 UTC, commit abc1234")
     assert "2 cores (Test CPU)" in text and "TensorFlow 2.21.0" in text
@@ -196,13 +188,15 @@ def test_results_file_has_date_commit_and_tables(tmp_path: Path) -> None:
 
 def test_markdown_marks_wrong_answers(tmp_path: Path) -> None:
     report = _report(tmp_path)
-    report["rows"][0].check = "expected 1 prediction"
+    report["rows"][0]["check"] = "expected 1 prediction"
     text = render_markdown(report)
     assert "(**wrong answer**)" in text and "expected 1 prediction" in text
 
 
-def test_dispatcher_knows_serving_and_passes_options(capsys: pytest.CaptureFixture[str]) -> None:
-    assert dispatcher.BENCHMARKS["serving"] == "bench.serving"
-    assert "schrodinger" in dispatcher.BENCHMARKS
+def test_dispatcher_finds_the_scenario_files(capsys: pytest.CaptureFixture[str]) -> None:
+    names = dispatcher.scenarios()
+    for name in ("serving", "peers", "protocols", "soak", "ab", "overhead", "schrodinger"):
+        assert name in names
+    assert not dispatcher.LIBRARY & set(names)  # the harness's own modules are no scenarios
     assert dispatcher.main(["serving", "schrodinger", "--duration", "1"]) == 2
     assert dispatcher.main(["nope"]) == 2
