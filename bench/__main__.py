@@ -32,7 +32,8 @@ def main(argv: list[str]) -> int:
     names, options = argv[:split], argv[split:]
     if options and len(names) != 1:
         print(
-            f"usage: python -m bench [NAME ...] | python -m bench NAME [OPTIONS]   (names: {', '.join(known)})"
+            "usage: python -m bench [NAME ...] | python -m bench NAME [OPTIONS]   "
+            f"(names: {', '.join(known)})"
         )
         return 0 if any(arg in ("-h", "--help") for arg in options) else 2
     unknown = [name for name in names if name not in known]

@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                 for name, values in _side(sides[side], Path(tmp), passed).items():
                     collected[side].setdefault(name, []).extend(values)
     print(
-        f"A = {sides['A']}, B = {sides['B']}; {'stub' if args.stub else 'real'} model; {args.rounds} rounds x {args.calls} calls"
+        f"A = {sides['A']}, B = {sides['B']}; {'stub' if args.stub else 'real'} model; "
+        f"{args.rounds} rounds x {args.calls} calls"
     )
     print("| route | A median us | B median us | B/A median | A p25 us | B p25 us | B/A p25 |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -114,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             v * 1e6 for v in (statistics.median(a), statistics.median(b), _p25(a), _p25(b))
         )
         print(
-            f"| {name} | {am:,.0f} | {bm:,.0f} | {bm / am:.3f} | {ap:,.0f} | {bp:,.0f} | {bp / ap:.3f} |"
+            f"| {name} | {am:,.0f} | {bm:,.0f} | {bm / am:.3f} | {ap:,.0f} | {bp:,.0f} "
+            f"| {bp / ap:.3f} |"
         )
     return 0
 

@@ -35,7 +35,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -224,6 +224,8 @@ def write(report: dict[str, Any], text: str, directory: Path, label: str = "") -
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{report['name']}{label}-{report['date'][:10]}-{report['commit']}.md"
     path.write_text(text, encoding="utf-8")
+    if isinstance(report.get("stats"), dict):  # keyed by tuples: rows of key parts + figures
+        report = {**report, "stats": [[*k, v] for k, v in report["stats"].items()]}
     path.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str) + "\n")
     print(f"wrote {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
     return path
@@ -239,6 +241,16 @@ def fmt(value: Any, digits: int = 1) -> str:
     if isinstance(value, float):
         return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.{digits}f}"
     return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def table(head: str, rows: Iterable[Sequence[Any]]) -> list[str]:
+    """A markdown table; `head` is "a | b: | c:" (a trailing ':' right-aligns the column);
+    cells that are not strings go through `fmt`."""
+    cols = [c.strip() for c in head.split("|")]
+    out = ["| " + " | ".join(c.rstrip(":") for c in cols) + " |"]
+    out.append("| " + " | ".join("---:" if c.endswith(":") else "---" for c in cols) + " |")
+    out += ["| " + " | ".join(v if isinstance(v, str) else fmt(v) for v in r) + " |" for r in rows]
+    return out
 
 
 def median(values: Sequence[float]) -> float:

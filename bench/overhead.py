@@ -1,4 +1,4 @@
-"""Where one request's time goes, in this process (no network, no load): ``python -m bench overhead``.
+"""Where one request's time goes, in-process (no network, no load): ``python -m bench overhead``.
 
 Medians of many batch-1 calls on an idle event loop, for the classifier and the energy model:
 the `serving_default` call itself; the hop to a thread pool and back; the adaptive batcher's

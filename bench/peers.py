@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import re
@@ -34,21 +35,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bench import bodies as wire
-from bench import driver, harness
+from bench import driver, harness, matrix
 from bench import profile as profiling
 from bench.harness import REPO, Server, fmt, free_port
+from bench.matrix import Key
 
 RUNTIMES = Path(__file__).resolve().parent / "peer_runtimes"
-PEER_PACKAGES = {
+PEERS = {
     "mlserver": "mlserver==1.7.1",
     "kserve": "kserve==0.21.0",
     "bentoml": "bentoml==1.4.40",
 }
 MODEL_KEYS = tuple(wire.CASES)
-VARIANTS = 8  # different bodies per point, cycled (the same bytes for every server)
 
 
 def cache_dir() -> Path:
@@ -66,7 +65,7 @@ def tensorflow_requirement(lock: Path = REPO / "requirements.lock") -> str:
 
 
 def venv_requirements(peer: str) -> list[str]:
-    return [PEER_PACKAGES[peer], tensorflow_requirement()]
+    return [PEERS[peer], tensorflow_requirement()]
 
 
 def venv_ready(peer: str, root: Path | None = None) -> bool:
@@ -134,21 +133,6 @@ FULL_PEERS = (
     ),
 )
 QUICK_PEERS = (FULL_PEERS[1], FULL_PEERS[3], FULL_PEERS[5], FULL_PEERS[6], FULL_PEERS[7])
-
-
-def model_folder(root: Path, source: Path, version: int) -> dict[str, str]:
-    """A model repository holding only version `version` of the two models (symlinks)."""
-    paths = {}
-    for case in wire.CASES.values():
-        target = source / case.model / str(version)
-        if not (target / "saved_model.pb").exists():
-            raise FileNotFoundError(f"no SavedModel at {target}")
-        link = root / case.model / str(version)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if not link.exists():
-            link.symlink_to(target.resolve(), target_is_directory=True)
-        paths[case.model] = str(target.resolve())
-    return paths
 
 
 def mlserver_server(config: Config, venv: Path, paths: dict[str, str], work: Path) -> Server:
@@ -229,32 +213,6 @@ def make_server(config: Config, model_root: Path, paths: dict[str, str], work: P
     return build[config.server](config, ensure_venv(config.server), paths, work)
 
 
-def probe(
-    server: Server,
-    kind: str,
-    case: wire.ModelCase,
-    body: driver.Body,
-    reference: dict[str, np.ndarray],
-) -> str | None:
-    """None if the server answers this body right (the same numbers as ours V2), else why not."""
-    try:
-        status, headers, payload = harness.request_once(server.url, body)
-    except OSError as exc:
-        return f"no answer ({exc})"
-    if status != 200:
-        return f"answered {status} (skipped): {payload[:200]!r}"
-    try:
-        got = wire.values(kind, case, payload, headers)
-    except ValueError as exc:
-        return str(exc)
-    if got.size != case.values_per_item:
-        return f"expected {case.values_per_item} values, got {got.size}"
-    ref = reference.setdefault(case.key, got)
-    if not np.allclose(got, ref, rtol=1e-4, atol=1e-5):
-        return f"different numbers from ours V2: {got[:4]} vs {ref[:4]} (skipped)"
-    return None
-
-
 def signature_latency_ms(path: str, case: wire.ModelCase, calls: int) -> float:
     """Median ms of a batch-1 `serving_default` call in this process (the in-process floor)."""
     import tensorflow as tf
@@ -309,130 +267,95 @@ def configurations(quick: bool, peers: Sequence[str]) -> list[Config]:
     return [OURS, *(c for c in (QUICK_PEERS if quick else FULL_PEERS) if c.server in peers)]
 
 
-def schedule(
-    configs: Sequence[Config], models: Sequence[str], concurrencies: Sequence[int], rounds: int
-) -> list[tuple[int, str, int, Config, str]]:
-    """(round, model key, concurrency, config, kind), servers rotated at every point."""
-    entries = [(config, kind) for config in configs for kind in config.kinds]
-    plan, point = [], 0
-    for r in range(rounds):
-        for key in models:
-            for c in concurrencies:
-                shift = point % len(entries)
-                plan += [
-                    (r, key, c, config, kind) for config, kind in entries[shift:] + entries[:shift]
-                ]
-                point += 1
-    return plan
-
-
 def estimate_s(runs: int, configs: int, duration: float, warmup: float) -> float:
     """Per run the point, its warm-up and ~1.5 s overhead; ~40 s to start each server; floors."""
     return runs * (duration + warmup + 1.5) + configs * 40 + 30
 
 
-def aggregate(
-    points: Sequence[dict[str, Any]],
-) -> dict[tuple[str, str, str, int], dict[str, float]]:
-    """Medians over rounds per (server, kind, model, concurrency); errors summed."""
-    groups: dict[tuple[str, str, str, int], list[dict[str, Any]]] = {}
-    for p in points:
-        groups.setdefault((p["server"], p["kind"], p["model"], p["concurrency"]), []).append(p)
-    return {
-        key: {
-            **{
-                k: harness.median([p[k] for p in g])
-                for k in ("rps", "p50_ms", "p99_ms", "server_cpu_us_per_req")
-            },
-            "errors": float(sum(p["errors"] for p in g)),
-            "requests": float(sum(p["requests"] for p in g)),
-            "rss_mib": max(p["rss_mib"] for p in g),
-            "rounds": float(len(g)),
-        }
-        for key, g in groups.items()
-    }
-
-
-def best_peer(
-    stats: dict[tuple[str, str, str, int], dict[str, float]], model: str, c: int
-) -> tuple[str, dict[str, float]] | None:
+def best_peer(stats: dict[Key, dict[str, float]], model: str, c: int) -> tuple[str, Any] | None:
     """The peer configuration with the most req/s on the V2 JSON route at this point."""
     candidates = [
         (server, s)
-        for (server, kind, m, cc), s in stats.items()
-        if kind == "v2"
-        and m == model
-        and cc == c
-        and not server.startswith("ours")
-        and s["errors"] == 0
-        and not math.isnan(s["rps"])
+        for (server, kind, m, cc, _), s in stats.items()
+        if (kind, m, cc) == ("v2", model, c) and not server.startswith("ours")
+        if s["errors"] == 0 and not math.isnan(s["rps"])
     ]
     return max(candidates, key=lambda item: item[1]["rps"]) if candidates else None
 
 
-def targets(report: dict[str, Any]) -> tuple[list[str], list[str]]:
+def targets(report: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
     """The ours / best-peer table rows and each target's verdict line."""
     stats, rows, lines = report["stats"], [], []
-    for key in MODEL_KEYS:
+
+    def pair(s: dict[str, float] | None) -> str:
+        return f"{fmt(s['rps'])}, {fmt(s['p99_ms'])}" if s else "-"
+
+    for key, c in ((k, c) for k in MODEL_KEYS for c in report["concurrencies"]):
         model = wire.CASES[key].model
-        for c in report["concurrencies"]:
-            v2, task = stats.get(("ours", "v2", model, c)), stats.get(("ours", "task", model, c))
-            best = best_peer(stats, model, c)
-            if v2 is None or best is None:
-                continue
-            peer, b = best
-            t = f"{fmt(task['rps'])}, {fmt(task['p99_ms'])}" if task else "-"
-            rows.append(
-                f"| {key}, {c} | {fmt(v2['rps'])}, {fmt(v2['p99_ms'])} | {t} | {peer}: {fmt(b['rps'])}, "
-                f"{fmt(b['p99_ms'])} | {fmt(harness.ratio(v2['rps'], b['rps']), 2)} "
-                f"| {fmt(harness.ratio(task['rps'], b['rps']) if task else math.nan, 2)} "
-                f"| {fmt(harness.ratio(v2['p99_ms'], b['p99_ms']), 2)} |"
-            )
-            for route, ours in (("V2", v2), ("task", task)):
-                if ours is None:
-                    continue
-                r, p = (
-                    harness.ratio(ours["rps"], b["rps"]),
-                    harness.ratio(ours["p99_ms"], b["p99_ms"]),
-                )
-                lines.append(
-                    f"{'met' if r >= 1.5 and p <= 0.5 else 'NOT met'}: {key}, concurrency {c}, ours "
-                    f"{route} req/s {r:.2f}x the best peer ({peer}; target >= 1.5x), p99 {p:.2f}x (target <= 0.5x)"
-                )
-    for key, floor in report["single_item_floor_ms"].items():
-        if (ours := stats.get(("ours", "v2", wire.CASES[key].model, 1))) is not None:
-            p50 = ours["p50_ms"]
+        ours = {route: stats.get(("ours", route, model, c, 1)) for route in ("v2", "task")}
+        if ours["v2"] is None or (best := best_peer(stats, model, c)) is None:
+            continue
+        peer, b = best
+        r = {k: harness.ratio(s["rps"], b["rps"]) if s else math.nan for k, s in ours.items()}
+        p99 = {
+            k: harness.ratio(s["p99_ms"], b["p99_ms"]) if s else math.nan for k, s in ours.items()
+        }
+        rows.append(
+            [
+                f"{key}, {c}",
+                pair(ours["v2"]),
+                pair(ours["task"]),
+                f"{peer}: {pair(b)}",
+                fmt(r["v2"], 2),
+                fmt(r["task"], 2),
+                fmt(p99["v2"], 2),
+            ]
+        )
+        for route in (k for k in r if not math.isnan(r[k])):
+            verdict = "met" if r[route] >= 1.5 and p99[route] <= 0.5 else "NOT met"
             lines.append(
-                f"{'met' if p50 <= 1.5 * floor else 'NOT met'}: {key} single-item p50 (V2, conc. 1) "
-                f"{p50:.2f} ms = {p50 / floor:.2f}x (signature call + bare loopback round trip "
+                f"{verdict}: {key}, concurrency {c}, ours {route.replace('v2', 'V2')} req/s "
+                f"{r[route]:.2f}x the best peer ({peer}; target >= 1.5x), p99 {p99[route]:.2f}x "
+                "(target <= 0.5x)"
+            )
+    for key, floor in report["single_item_floor_ms"].items():
+        if (v2 := stats.get(("ours", "v2", wire.CASES[key].model, 1, 1))) is not None:
+            p50 = v2["p50_ms"]
+            lines.append(
+                f"{'met' if p50 <= 1.5 * floor else 'NOT met'}: {key} single-item p50 (V2, conc. "
+                f"1) {p50:.2f} ms = {p50 / floor:.2f}x (signature call + bare loopback round trip "
                 f"= {floor:.2f} ms; target <= 1.5x)"
             )
     memory = report["memory"]
     peers = {k: v for k, v in memory.items() if not k.startswith("ours")}
     if "ours" in memory and peers:
         name, lean = min(peers.items(), key=lambda kv: kv[1]["rss"])
-        r = memory["ours"]["rss"] / lean["rss"]
+        ours_rss = memory["ours"]["rss"]
         lines.append(
-            f"{'met' if r <= 1.1 else 'NOT met'}: resident memory ours {memory['ours']['rss']:.0f} MiB "
-            f"= {r:.2f}x the leanest peer ({name}, {lean['rss']:.0f} MiB; target <= 1.1x)"
+            f"{'met' if ours_rss <= 1.1 * lean['rss'] else 'NOT met'}: resident memory ours "
+            f"{ours_rss:.0f} MiB = {ours_rss / lean['rss']:.2f}x the leanest peer ({name}, "
+            f"{lean['rss']:.0f} MiB; target <= 1.1x)"
         )
     return rows, lines
 
 
 def render(report: dict[str, Any]) -> str:
     rows, lines = targets(report)
+    memory = report["memory"].items()
     out = [
         *harness.header(report, "Peers benchmark"),
-        f"Load client: {report['client']}, {report['duration_s']:g} s per point after {report['warmup_s']:g} s "
-        f"of warm-up, {report['rounds']} interleaved round(s), {VARIANTS} different bodies per point, the same "
-        "bytes for every server. Figures are medians over rounds.",
+        f"Load client: {report['client']}, {report['duration_s']:g} s per point after "
+        f"{report['warmup_s']:g} s of warm-up, {report['rounds']} interleaved round(s), "
+        f"{matrix.VARIANTS} different bodies per point, the same bytes for every server; "
+        "medians over rounds.",
         "",
         "## Ours / best peer (V2 JSON route; req/s, p99 ms)",
         "",
-        "| model, conc. | ours V2 | ours task route | best peer (V2) | ours V2 / best | ours task / best "
-        "| p99 ours V2 / best |",
-        "| --- | ---: | ---: | --- | ---: | ---: | ---: |",
-        *rows,
+        *harness.table(
+            "model, conc. | ours V2: | ours task route: | best peer (V2) | ours V2 / best: | "
+            "ours task / best: | p99 ours V2 / best:",
+            rows,
+        ),
         "",
         "## Targets",
         "",
@@ -440,70 +363,51 @@ def render(report: dict[str, Any]) -> str:
         "",
         "## Every server, every route",
         "",
-        "| model | conc. | server | route | req/s | p50 ms | p99 ms | errors | requests | server CPU us/req "
-        "| RSS MiB |",
-        "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    order = {name: i for i, name in enumerate(report["servers"])}
-    for (server, kind, model, c), s in sorted(
-        report["stats"].items(),
-        key=lambda kv: (kv[0][2], kv[0][3], order.get(kv[0][0], 99), wire.KINDS.index(kv[0][1])),
-    ):
-        out.append(
-            f"| {model} | {c} | {server} | {wire.KIND_TITLES[kind]} | {fmt(s['rps'])} | {fmt(s['p50_ms'], 2)} "
-            f"| {fmt(s['p99_ms'])} | {int(s['errors'])} | {int(s['requests']):,} "
-            f"| {fmt(s['server_cpu_us_per_req'], 0)} | {fmt(s['rss_mib'], 0)} |"
-        )
-    out += ["", "## Floors measured in the same run", "", *(f"- {f}" for f in report["floors"])]
-    out += [
+        *matrix.table(report["stats"], report["servers"]),
+        "",
+        "## Floors measured in the same run",
+        "",
+        *(f"- {f}" for f in report["floors"]),
         "",
         "## Resident memory after the run (process tree, MiB)",
         "",
-        "| server | VmRSS | Pss | processes |",
-        "| --- | ---: | ---: | ---: |",
-    ]
-    out += [
-        f"| {name} | {m['rss']:.0f} | {m['pss']:.0f} | {m['processes']} |"
-        for name, m in report["memory"].items()
+        *harness.table(
+            "server | VmRSS: | Pss: | processes:",
+            ([n, f"{m['rss']:.0f}", f"{m['pss']:.0f}", m["processes"]] for n, m in memory),
+        ),
     ]
     for title, profile in report.get("profiles", []):
         out += ["", f"## Profile of ours (py-spy, separate unmeasured run): {title}", "", *profile]
-    if report["notes"]:
-        out += ["", "## Notes", "", *(f"- {note}" for note in report["notes"])]
+    out += ["", "## Notes", "", *(f"- {n}" for n in report["notes"])] if report["notes"] else []
     return "\n".join(out) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = harness.parser(
-        "peers",
-        __doc__,
-        duration=(5.0, 10.0),
-        warmup=(1.0, 2.0),
-        rounds=(1, 3),
-        concurrency=(1, 8, 64),
+        "peers", __doc__, duration=(5, 10), warmup=(1, 2), rounds=(1, 3), concurrency=(1, 8, 64)
     )
     p.add_argument("--models", nargs="+", choices=MODEL_KEYS, default=list(MODEL_KEYS))
-    p.add_argument(
-        "--peers", nargs="*", choices=sorted(PEER_PACKAGES), default=sorted(PEER_PACKAGES)
-    )
+    p.add_argument("--peers", nargs="*", choices=sorted(PEERS), default=sorted(PEERS))
     p.add_argument("--model-version", type=int, default=1)
     p.add_argument("--setup-only", action="store_true", help="build the peer virtualenvs and stop")
     p.add_argument("--plan", action="store_true", help="print what would run and stop")
-    p.add_argument(
-        "--profile", action="store_true", help="py-spy ours on V2 JSON, conc. 1 (extra runs)"
-    )
+    p.add_argument("--profile", action="store_true", help="py-spy ours, V2 JSON, conc. 1")
     args = harness.parse(p, argv)
     configs = configurations(args.quick, args.peers)
-    plan = schedule(configs, args.models, args.concurrency, args.rounds)
+    routes = [(c.name, kind) for c in configs for kind in c.kinds]
+    groups = [(key, 1, c) for key in args.models for c in args.concurrency]
+    plan = matrix.schedule(routes, groups, args.rounds)
+    minutes = estimate_s(len(plan), len(configs), args.duration, args.warmup) / 60
     missing = [peer for peer in args.peers if not venv_ready(peer)]
     print(
-        f"{len(plan)} runs on {len(configs)} servers, {args.rounds} round(s): about "
-        f"{estimate_s(len(plan), len(configs), args.duration, args.warmup) / 60:.0f} min"
-        + (f" plus building the venvs of {missing} (~5-10 min each)" if missing else ""),
+        f"{len(plan)} runs on {len(configs)} servers, {args.rounds} round(s): about {minutes:.0f} "
+        "min" + (f" plus building the venvs of {missing} (~5-10 min each)" if missing else ""),
         flush=True,
     )
     if args.plan:
-        print("\n".join(f"  round {r} {k} c={c} {cf.name} {kind}" for r, k, c, cf, kind in plan))
+        print(
+            "\n".join(f"  round {r} {key} c={c} {n} {kind}" for r, (key, _, c), (n, kind) in plan)
+        )
         return 0
     for peer in args.peers:
         print(f"{peer}: {ensure_venv(peer)}", flush=True)
@@ -524,77 +428,28 @@ def main(argv: list[str] | None = None) -> int:
         floors=[],
         single_item_floor_ms={},
         memory={},
+        profiles=[],
     )
-    bodies = {
-        (k, kind): wire.bodies(wire.CASES[k], kind, 1, VARIANTS)
-        for k in args.models
-        for kind in wire.KINDS
-    }
-    points: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
-        paths = model_folder(work / "models", args.model_dir.resolve(), args.model_version)
+        paths = matrix.model_folder(work / "models", args.model_dir.resolve(), args.model_version)
         servers: dict[str, Server] = {}
         for config in configs:
-            server = make_server(config, work / "models", paths, work)
             try:
-                stack.enter_context(harness.running(server))
+                server = make_server(config, work / "models", paths, work)
+                servers[config.name] = stack.enter_context(harness.running(server))
             except RuntimeError as exc:
                 report["notes"].append(f"{config.name} did not start: {str(exc)[:300]}")
                 print(report["notes"][-1], flush=True)
-                continue
-            servers[config.name] = server
-            print(f"{config.name}: ready on {server.url}", flush=True)
         floors(report, servers.get("ours"), paths, work, min(args.duration, 5.0))
-        usable: set[tuple[str, ...]] = set()
-        reference: dict[str, np.ndarray] = {}
-        for name, server in servers.items():
-            for kind in next(c for c in configs if c.name == name).kinds:
-                for key in args.models:
-                    note = probe(server, kind, wire.CASES[key], bodies[(key, kind)][0], reference)
-                    if note:
-                        report["notes"].append(f"{name}, {wire.KIND_TITLES[kind]}, {key}: {note}")
-                        print(f"skip: {report['notes'][-1]}", flush=True)
-                    else:
-                        usable.add((name, kind, key))
-        for r, key, c, config, kind in plan:
-            if (config.name, kind, key) in usable:
-                res = harness.measure(
-                    servers[config.name], bodies[(key, kind)], c, args.duration, args.warmup, work
-                )
-                points.append(
-                    {
-                        **res,
-                        "server": config.name,
-                        "kind": kind,
-                        "model": wire.CASES[key].model,
-                        "round": r,
-                    }
-                )
-                print(
-                    f"round {r} {key:8s} c={c:<3d} {config.name:28s} {wire.KIND_TITLES[kind]:10s} "
-                    f"{res['rps']:8.1f} req/s p50 {res['p50_ms']:7.2f} p99 {res['p99_ms']:7.1f} ms "
-                    f"errors {res['errors']} rss {res['rss_mib']:5.0f} MiB",
-                    flush=True,
-                )
+        routes = [route for route in routes if route[0] in servers]
+        points = matrix.run(servers, routes, groups, args, report, work)
         if args.profile and "ours" in servers:
-            ours = servers["ours"]
-            report["profiles"] = [
-                (
-                    f"{k}, V2 JSON, concurrency 1",
-                    profiling.during(
-                        ours,
-                        work / f"profile-{k}.txt",
-                        lambda k=k: driver.run(ours.url, bodies[(k, "v2")], 1, 9.0, work),
-                        8.0,
-                    ),
-                )
-                for k in args.models
-            ]
+            profile_ours(report, servers["ours"], work)
         for name, server in servers.items():
             rss, pss = server.memory_mib()
             report["memory"][name] = {"rss": rss, "pss": pss, "processes": len(server.pids())}
-    report["stats"] = aggregate(points)
+    report["stats"] = matrix.aggregate(points)
     report["wall_s"] = time.monotonic() - started
     text = render(report)
     print("\n" + text)
@@ -603,9 +458,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def profile_ours(report: dict[str, Any], ours: Server, work: Path) -> None:
+    """py-spy samples our server during an extra single-request loop per model (V2 JSON)."""
+    for key in report["models"]:
+        bodies = wire.bodies(wire.CASES[key], "v2", 1, matrix.VARIANTS)
+        load = functools.partial(driver.run, ours.url, bodies, 1, 9.0, work)
+        lines = profiling.during(ours, work / f"profile-{key}.txt", load, 8.0)
+        report["profiles"].append((f"{key}, V2 JSON, concurrency 1", lines))
+
+
 def write(report: dict[str, Any], text: str, directory: Path) -> Path:
-    saved = {**report, "stats": [[*k, v] for k, v in report["stats"].items()]}
-    return harness.write(saved, text, directory, "-quick" if report["quick"] else "")
+    return harness.write(report, text, directory, "-quick" if report["quick"] else "")
 
 
 if __name__ == "__main__":

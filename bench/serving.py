@@ -3,52 +3,32 @@
 ``python -m bench serving`` measures, in one invocation: (1) the raw in-process throughput of
 each committed SavedModel's `serving_default` at batch 256 and at the bulk size; (2) the load
 client's own ceiling against a canned-response server; (3) our service (1 worker unless
-``--workers``) at concurrency 1, 8 and 64 with one image or one potential per request (JSON) and
-bulk ``.npy`` requests; (4) the naive server (`bench/naive_server.py`) on the JSON scenarios;
-(5) the service's resident memory with 1 and 2 workers. It prints one table with ours / naive
-and served / raw ratios, checks the targets and writes ``bench/results/serving-<date>-<commit>.md``.
-Servers run one at a time; the load client shares the machine and its CPU per request is shown.
+``--workers``) at concurrency 1, 8 and 64 with one image or one potential per request (JSON)
+and bulk ``.npy`` requests; (4) the naive server (`bench/naive_server.py`) on the JSON
+scenarios; (5) the service's resident memory with 1 and 2 workers. It prints one table with
+ours / naive and served / raw ratios, checks the targets and writes
+``bench/results/serving-<date>-<commit>.md``. Servers run one at a time; the load client shares
+the machine, and its CPU time per request is in the table.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench import bodies as wire
-from bench import harness
+from bench import driver, harness, matrix
 from bench import profile as profiling
 from bench.harness import fmt
 
 RAW_BATCH = 256
 PARTS = ("raw", "ceiling", "service", "naive", "memory")
-
-
-def scenarios(bulk_images: int, bulk_arrays: int) -> list[dict[str, Any]]:
-    """name, model case, protocol, items per request; JSON ones also run on the naive server."""
-    c, e = wire.CLASSIFY, wire.ENERGY
-    return [
-        {"name": "classify, 1 image, JSON", "case": c, "kind": "task", "items": 1},
-        {"name": "energy, 1 potential, JSON", "case": e, "kind": "task", "items": 1},
-        {
-            "name": f"classify, {bulk_images} images, npy",
-            "case": c,
-            "kind": "npy",
-            "items": bulk_images,
-        },
-        {
-            "name": f"energy, {bulk_arrays} potentials, npy",
-            "case": e,
-            "kind": "npy",
-            "items": bulk_arrays,
-        },
-    ]
 
 
 def raw_throughput(path: Path, batch: int, seconds: float = 3.0) -> dict[str, Any]:
@@ -67,205 +47,150 @@ def raw_throughput(path: Path, batch: int, seconds: float = 3.0) -> dict[str, An
     while (elapsed := time.perf_counter() - start) < seconds or calls < 5:
         outputs = function(**{name: tensor})
         calls += 1
-    for value in outputs.values():
-        value.numpy()
-    return {
-        "batch": batch,
-        "items_per_s": calls * batch / elapsed,
-        "ms_per_call": elapsed / calls * 1e3,
-    }
-
-
-def check(scenario: dict[str, Any], server: harness.Server) -> str | None:
-    """None if the server's answer to the first body has the right number of values."""
-    case, kind, items = scenario["case"], scenario["kind"], scenario["items"]
-    status, headers, payload = harness.request_once(server.url, scenario["bodies"][0], 300)
-    if status != 200:
-        return f"answered {status}: {payload[:120]!r}"
-    try:
-        got = wire.values(kind, case, payload, headers)
-    except ValueError as exc:
-        return str(exc)
-    want = items * case.values_per_item
-    return None if got.size == want else f"expected {want} values, got {got.size}"
+    next(iter(outputs.values())).numpy()
+    return {"items_per_s": calls * batch / elapsed, "ms_per_call": elapsed / calls * 1e3}
 
 
 def evaluate_targets(
-    rows: Sequence[dict[str, Any]], raw: dict[str, dict[int, Any]]
+    stats: dict[matrix.Key, dict[str, float]], raw: dict[str, dict[int, Any]]
 ) -> list[dict[str, Any]]:
-    """The serving targets against the measured rows: what was asked, what we saw, met or not."""
-
-    def find(prefix: str, server: str, c: int) -> dict[str, Any] | None:
-        return next(
-            (
-                r
-                for r in rows
-                if r["scenario"].startswith(prefix)
-                and r["server"] == server
-                and r["concurrency"] == c
-            ),
-            None,
-        )
-
+    """The serving targets against the measured figures: what was asked, what we saw, met."""
     targets = []
-    for task, prefix in (("classify", "classify, 1 "), ("energy", "energy, 1 ")):
-        if (one := find(prefix, "service", 1)) is not None:
+    for key, model in ((k, c.model) for k, c in wire.CASES.items()):
+        if (one := stats.get(("service", "task", model, 1, 1))) is not None:
             targets.append(
                 {
-                    "target": f"{task}, 1 item, concurrency 1: p50 <= 2 ms",
+                    "target": f"{key}, 1 item, concurrency 1: p50 <= 2 ms",
                     "measured": f"p50 {one['p50_ms']:.2f} ms",
                     "met": one["p50_ms"] <= 2.0 and one["errors"] == 0,
                 }
             )
-        ours, naive = find(prefix, "service", 64), find(prefix, "naive", 64)
+        ours, naive = (stats.get((s, "task", model, 64, 1)) for s in ("service", "naive"))
         if ours is not None and naive is not None:
-            r = ours["rps"] / naive["rps"] if naive["rps"] else 0
+            r, p99 = harness.ratio(ours["rps"], naive["rps"]), ours["p99_ms"]
             targets.append(
                 {
-                    "target": f"{task}, 1 item, concurrency 64: >= 20x naive req/s, p99 <= 50 ms",
-                    "measured": f"{r:.1f}x naive, p99 {ours['p99_ms']:.1f} ms",
-                    "met": r >= 20 and ours["p99_ms"] <= 50 and ours["errors"] == 0,
+                    "target": f"{key}, 1 item, concurrency 64: >= 20x naive req/s, p99 <= 50 ms",
+                    "measured": f"{r:.1f}x naive, p99 {p99:.1f} ms",
+                    "met": r >= 20 and p99 <= 50 and ours["errors"] == 0,
                 }
             )
-    for row in rows:
-        model_raw = raw.get(row["model"], {}).get(RAW_BATCH)
-        if row["bulk"] and row["server"] == "service" and model_raw:
-            f = row["items_per_s"] / model_raw["items_per_s"]
+    for (server, kind, model, c, items), s in stats.items():
+        if server == "service" and items > 1 and (of := raw.get(model, {}).get(RAW_BATCH)):
+            f = s["items_per_s"] / of["items_per_s"]
             targets.append(
                 {
-                    "target": f"{row['scenario']}, concurrency {row['concurrency']}: "
+                    "target": f"{model}, {items} items, {kind}, concurrency {c}: "
                     f">= 50% of raw batch-{RAW_BATCH} throughput",
-                    "measured": f"{f:.0%} ({fmt(row['items_per_s'])} of {fmt(model_raw['items_per_s'])} items/s)",
-                    "met": f >= 0.5 and row["errors"] == 0 and row["check"] is None,
+                    "measured": f"{f:.0%} ({fmt(s['items_per_s'])} of "
+                    f"{fmt(of['items_per_s'])} items/s)",
+                    "met": f >= 0.5 and s["errors"] == 0,
                 }
             )
     return targets
 
 
+def ratios(stats: dict[matrix.Key, dict[str, float]], raw: dict[str, Any]) -> list[list[Any]]:
+    """Per measured point of the service: its req/s over the naive server's, items/s over raw."""
+    rows = []
+    for (server, kind, model, c, items), s in stats.items():
+        naive = stats.get(("naive", kind, model, c, items), {}).get("rps", math.nan)
+        of = raw.get(model, {}).get(RAW_BATCH, {}).get("items_per_s", math.nan)
+        versus, share = harness.ratio(s["rps"], naive), harness.ratio(s["items_per_s"], of)
+        versus_text = "-" if math.isnan(versus) else f"{versus:.1f}x"
+        share_text = "-" if math.isnan(share) or items == 1 else f"{share:.0%}"  # raw: batches
+        if server == "service":
+            rows.append([model, wire.KIND_TITLES[kind], items, c, versus_text, share_text])
+    return rows
+
+
 def render_markdown(report: dict[str, Any]) -> str:
-    rows, raw = report["rows"], report["raw"]
-    naive = {(r["scenario"], r["concurrency"]): r["rps"] for r in rows if r["server"] == "naive"}
+    stats, raw = report["stats"], report["raw"]
+    models = ", ".join(f"{k} v{v}" for k, v in report["models"].items()) or "none"
     out = [
         *harness.header(report, "Serving benchmark"),
-        f"Models: {', '.join(f'{k} v{v}' for k, v in report['models'].items()) or 'none'}. "
-        f"Service workers: {report['workers']}. Client: {report['client']}, each run "
-        f"{report['duration_s']:g} s (bulk at most {report['bulk_max_requests']} requests) "
-        f"after a {report['warmup_s']:g} s warm-up.",
+        f"Models: {models}. Service workers: {report['workers']}. Client: {report['client']}, "
+        f"each run {report['duration_s']:g} s (bulk at most {report['bulk_max_requests']} "
+        f"requests) after a {report['warmup_s']:g} s warm-up.",
         "",
         "## Load",
         "",
-        "| scenario | server | conc. | requests | errors | p50 ms | p99 ms | req/s | items/s "
-        "| ours / naive | of raw | client CPU us/req | server CPU us/req |",
-        "| --- | --- " + "| ---: " * 11 + "|",
-    ]
-    for r in rows:
-        versus = harness.ratio(r["rps"], naive.get((r["scenario"], r["concurrency"]), math.nan))
-        model_raw = raw.get(r["model"], {}).get(RAW_BATCH)
-        of_raw = (
-            f"{r['items_per_s'] / model_raw['items_per_s']:.0%}" if r["bulk"] and model_raw else "-"
-        )
-        wrong = "" if r["check"] is None else " (**wrong answer**)"
-        out.append(
-            f"| {r['scenario']}{wrong} | {r['server']} | {r['concurrency']} | {fmt(r['requests'])} "
-            f"| {fmt(r['errors'])} | {fmt(r['p50_ms'], 2)} | {fmt(r['p99_ms'], 2)} | {fmt(r['rps'])} "
-            f"| {fmt(r['items_per_s'])} | {'-' if math.isnan(versus) else f'{versus:.1f}x'} | {of_raw} "
-            f"| {fmt(r['client_cpu_us_per_req'], 0)} | {fmt(r['server_cpu_us_per_req'], 0)} |"
-        )
-    out += [
+        *matrix.table(stats, ["service", "naive"]),
         "",
-        "*ours / naive*: req/s over the naive server's at the same concurrency. *of raw*: "
-        f"served items/s over the raw in-process batch-{RAW_BATCH} throughput of the model.",
-    ]
-    out += [f"- {r['scenario']} ({r['server']}): {r['check']}" for r in rows if r["check"]]
-    out += [
+        *harness.table(
+            "model | route | items/req: | conc.: | ours / naive: | of raw:", ratios(stats, raw)
+        ),
+        "",
+        "*ours / naive*: req/s over the naive server's at the same point. *of raw*: served "
+        f"items/s over the raw in-process batch-{RAW_BATCH} throughput of the same model.",
         "",
         "## Raw in-process throughput (one pre-built tensor)",
         "",
-        "| model | batch | items/s | ms per call |",
-        "| --- | ---: | ---: | ---: |",
+        *harness.table(
+            "model | batch: | items/s: | ms per call:",
+            (
+                [m, b, s["items_per_s"], fmt(s["ms_per_call"], 2)]
+                for m, by in raw.items()
+                for b, s in sorted(by.items())
+            ),
+        ),
     ]
-    for model, by_batch in raw.items():
-        for batch, s in sorted(by_batch.items()):
-            out.append(
-                f"| {model} | {batch:,} | {fmt(s['items_per_s'])} | {s['ms_per_call']:.2f} |"
-            )
     if report["ceiling"]:
-        out += [
-            "",
-            "## Load client ceiling (canned-response server)",
-            "",
-            "| client | conc. | requests | req/s | p50 ms | p99 ms | client CPU us/req |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        for client, s in report["ceiling"]:
-            out.append(
-                f"| {client} | {s['concurrency']} | {fmt(s['requests'])} | {fmt(s['rps'])} "
-                f"| {fmt(s['p50_ms'], 3)} | {fmt(s['p99_ms'], 3)} | {fmt(s['client_cpu_us_per_req'], 0)} |"
-            )
-    out += ["", "## Targets", "", "| target | measured | met |", "| --- | --- | --- |"]
-    out += [
-        f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else 'NO'} |"
-        for t in report["targets"]
-    ]
+        out += ["", "## Load client ceiling (canned-response server)", ""]
+        out += harness.table(
+            "client | conc.: | requests: | req/s: | p50 ms: | p99 ms: | client CPU us/req:",
+            (
+                [
+                    c,
+                    s["concurrency"],
+                    s["requests"],
+                    s["rps"],
+                    fmt(s["p50_ms"], 3),
+                    fmt(s["p99_ms"], 3),
+                    fmt(s["client_cpu_us_per_req"], 0),
+                ]
+                for c, s in report["ceiling"]
+            ),
+        )
+    out += ["", "## Targets", ""]
+    out += harness.table(
+        "target | measured | met",
+        ([t["target"], t["measured"], "yes" if t["met"] else "NO"] for t in report["targets"]),
+    )
     if report["memory"]:
-        out += [
-            "",
-            "## Memory by uvicorn workers (idle, after start-up)",
-            "",
-            "| workers | process | VmRSS MiB | Pss MiB |",
-            "| ---: | --- | ---: | ---: |",
-        ]
-        for entry in report["memory"]:
-            for p in [*entry["processes"], {"role": "**total**", **entry}]:
-                out.append(
-                    f"| {entry['workers']} | {p['role']} | {p['rss'] / 1024:.0f} | {p.get('pss', 0) / 1024:.0f} |"
-                )
-    for title, lines in report.get("profiles", []):
-        out += [
-            "",
-            f"## Profile of the service (py-spy, separate unmeasured run): {title}",
-            "",
-            *lines,
-        ]
-    if report["notes"]:
-        out += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
+        out += ["", "## Memory by uvicorn workers (idle, after start-up)", ""]
+        out += harness.table(
+            "workers: | process | VmRSS MiB: | Pss MiB:",
+            (
+                [e["workers"], p["role"], f"{p['rss'] / 1024:.0f}", f"{p.get('pss', 0) / 1024:.0f}"]
+                for e in report["memory"]
+                for p in [*e["processes"], {**e, "role": "**total**"}]
+            ),
+        )
+    for title, lines in report["profiles"]:
+        out += ["", f"## Profile of the service (py-spy, unmeasured run): {title}", "", *lines]
+    out += ["", "## Notes", "", *(f"- {n}" for n in report["notes"])] if report["notes"] else []
     return "\n".join(out) + "\n"
 
 
-def measure_memory(
-    model_dir: Path, names: Sequence[str], workers: int, log_dir: Path
-) -> dict[str, Any]:
+def measure_memory(model_dir: Path, names: list[str], workers: int, work: Path) -> dict[str, Any]:
     """RSS and PSS of every process of the service with `workers` workers, once ready."""
-    with harness.running(harness.our_server(model_dir, names, workers, log_dir)) as server:
+    with harness.running(harness.our_server(model_dir, names, workers, work)) as server:
         time.sleep(3.0)
         pids, processes = server.pids(), []
         for pid in pids:
             if mem := harness.memory_kib(pid):
-                cmd = (
-                    Path(f"/proc/{pid}/cmdline").read_bytes()
-                    if Path(f"/proc/{pid}").exists()
-                    else b""
-                )
-                role = (
-                    ("uvicorn (serves)" if workers == 1 else "uvicorn supervisor")
-                    if pid == pids[0]
-                    else "resource tracker"
-                    if b"resource_tracker" in cmd
-                    else "worker"
-                )
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+                role = "resource tracker" if b"resource_tracker" in cmd else "worker"
+                if pid == pids[0]:
+                    role = "uvicorn (serves)" if workers == 1 else "uvicorn supervisor"
                 processes.append({"pid": pid, "role": role, **mem})
-    return {
-        "workers": workers,
-        "processes": processes,
-        "rss": sum(p.get("rss", 0) for p in processes),
-        "pss": sum(p.get("pss", 0) for p in processes),
-    }
+    total = {k: sum(p.get(k, 0) for p in processes) for k in ("rss", "pss")}
+    return {"workers": workers, "processes": processes, **total}
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = harness.parser(
-        "serving", __doc__, duration=(5.0, 10.0), warmup=(1.0, 1.0), concurrency=(1, 8, 64)
-    )
+    p = harness.parser("serving", __doc__, duration=(5, 10), warmup=(1, 1), concurrency=(1, 8, 64))
     p.add_argument("--workers", type=int, default=1, help="uvicorn workers of our service")
     p.add_argument("--bulk-max-requests", type=int, default=300, help="per bulk run")
     p.add_argument("--bulk-images", type=int, default=10_000)
@@ -281,12 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     model_dir = args.model_dir.resolve()
     present = {n: v for n in harness.models() if (v := harness.latest_version(model_dir, n))}
-    chosen = [
-        s
-        for s in scenarios(args.bulk_images, args.bulk_arrays)
-        if s["case"].model in present and ("bulk" if s["items"] > 1 else "single") in args.scenarios
-    ]
-    if not chosen:
+    if not any(case.model in present for case in wire.CASES.values()):
         print(f"no SavedModels of the benchmarked models under {model_dir}")
         return 2
     report = harness.new_report(
@@ -298,112 +218,83 @@ def main(argv: list[str] | None = None) -> int:
         duration_s=args.duration,
         warmup_s=args.warmup,
         bulk_max_requests=args.bulk_max_requests,
-        rows=[],
+        rounds=1,
         raw={},
         ceiling=[],
         memory=[],
         profiles=[],
     )
-    print(f"machine: {report['machine']}", flush=True)
     if "raw" in args.only:
         for name, path in present.items():
-            sizes = {
-                RAW_BATCH,
-                *(s["items"] for s in chosen if s["case"].model == name and s["items"] > 1),
-            }
-            report["raw"][name] = {b: raw_throughput(path, b) for b in sorted(sizes)}
-            for b, s in report["raw"][name].items():
-                print(f"raw {name} batch {b}: {s['items_per_s']:,.0f} items/s", flush=True)
+            bulk = {args.bulk_images if name == "digit_classifier" else args.bulk_arrays}
+            report["raw"][name] = {b: raw_throughput(path, b) for b in sorted({RAW_BATCH, *bulk})}
+            print(f"raw {name}: {report['raw'][name]}", flush=True)
+    args.rounds, points = 1, []
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         work = Path(tmp)
         if "ceiling" in args.only:
             body = [wire.Body("POST", "/", b"{}", (("Content-Type", wire.JSON),))]
-            clients = ["raw", "httpx"] + (["wrk"] if harness.driver.shutil.which("wrk") else [])
+            clients = ["raw", "httpx"] + (["wrk"] if driver.shutil.which("wrk") else [])
             with harness.running(harness.canned_server(work)) as canned:
-                for client in clients:
-                    for c in (1, 64):
-                        s = harness.driver.run(
-                            canned.url, body, c, min(args.duration, 5.0), work, client=client
-                        )
-                        report["ceiling"].append((client, s))
-                        print(f"ceiling {client} c={c}: {s['rps']:,.0f} req/s", flush=True)
-        for s in chosen:
-            s["bodies"] = wire.bodies(
-                s["case"], s["kind"], s["items"], 16 if s["items"] == 1 else 1
-            )
-        max_items = max(s["items"] for s in chosen)
+                for client, c in ((client, c) for client in clients for c in (1, 64)):
+                    s = driver.run(canned.url, body, c, min(args.duration, 5), work, client=client)
+                    report["ceiling"].append((client, s))
+                    print(f"ceiling {client} c={c}: {s['rps']:,.0f} req/s", flush=True)
+        keys = [k for k, case in wire.CASES.items() if case.model in present]
+        items = {"classify": args.bulk_images, "energy": args.bulk_arrays}
+        runs = {
+            "single": ("task", [(k, 1, c) for k in keys for c in args.concurrency]),
+            "bulk": ("npy", [(k, items[k], c) for k in keys for c in args.concurrency]),
+        }
+        most = max(args.bulk_images, args.bulk_arrays)
         servers = {
-            "service": lambda: harness.our_server(
-                model_dir, list(present), args.workers, work, max_items
-            ),
+            "service": lambda: harness.our_server(model_dir, [*present], args.workers, work, most),
             "naive": lambda: harness.python_server(
                 "naive", "bench.naive_server", ["--model-dir", str(model_dir)], work
             ),
         }
-        for name, make in servers.items():
-            if name not in args.only:
-                continue
-            with harness.running(make()) as server:
-                for s in chosen:
-                    if name == "naive" and s["items"] > 1:
+        for name in (n for n in servers if n in args.only):
+            with harness.running(servers[name]()) as server:
+                for kind, groups in (runs[s] for s in args.scenarios):
+                    if name == "naive" and kind != "task":
                         continue
-                    wrong = check(s, server)
-                    for c in args.concurrency:
-                        cap = args.bulk_max_requests if s["items"] > 1 else None
-                        row = harness.measure(
-                            server,
-                            s["bodies"],
-                            c,
-                            args.duration,
-                            args.warmup,
-                            work,
-                            s["items"],
-                            cap,
-                            args.client,
-                        )
-                        row.update(
-                            scenario=s["name"],
-                            server=name,
-                            model=s["case"].model,
-                            bulk=s["items"] > 1,
-                            check=wrong,
-                        )
-                        report["rows"].append(row)
-                        print(
-                            f"{name:8s} {s['name']:34s} c={c:<3d} {row['rps']:9,.1f} req/s "
-                            f"p50 {row['p50_ms']:8.2f} ms p99 {row['p99_ms']:8.2f} ms errors {row['errors']}"
-                            + (f"  CHECK: {wrong}" if wrong else ""),
-                            flush=True,
-                        )
-                        if args.profile and name == "service" and c in args.profile_concurrency:
-                            stacks = work / f"profile-{len(report['profiles'])}.txt"
-                            lines = profiling.during(
-                                server,
-                                stacks,
-                                lambda s=s, c=c: harness.driver.run(
-                                    server.url,
-                                    s["bodies"],
-                                    c,
-                                    6.5,
-                                    work,
-                                    s["items"],
-                                    client=args.client,
-                                ),
-                            )
-                            report["profiles"].append((f"{s['name']}, concurrency {c}", lines))
+                    bulk = (args.bulk_max_requests, args.duration, args.warmup)
+                    points += matrix.run(
+                        {name: server},
+                        [(name, kind)],
+                        groups,
+                        args,
+                        report,
+                        work,
+                        bulk,
+                        args.client,
+                    )
+                    if args.profile and name == "service":
+                        profile(report, args, server, kind, groups, work)
         if "memory" in args.only:
             for workers in (1, 2):
-                report["memory"].append(measure_memory(model_dir, list(present), workers, work))
-                print(
-                    f"memory, {workers} worker(s): {report['memory'][-1]['rss'] / 1024:.0f} MiB",
-                    flush=True,
-                )
-    report["targets"] = evaluate_targets(report["rows"], report["raw"])
+                report["memory"].append(measure_memory(model_dir, [*present], workers, work))
+                print(f"memory, {workers} worker(s): {report['memory'][-1]['rss']} KiB", flush=True)
+    report["stats"] = matrix.aggregate(points)
+    report["targets"] = evaluate_targets(report["stats"], report["raw"])
     text = render_markdown(report)
     print("\n" + text)
     if not args.no_write:
         harness.write(report, text, args.results_dir)
     return 0
+
+
+def profile(
+    report: dict[str, Any], args: Any, server: harness.Server, kind: str, groups: list, work: Path
+) -> None:
+    """py-spy samples the service during an extra, unmeasured run of each profiled point."""
+    for key, items, c in groups:
+        if c in args.profile_concurrency:
+            bodies = wire.bodies(wire.CASES[key], kind, items, matrix.VARIANTS if items == 1 else 1)
+            load = functools.partial(driver.run, server.url, bodies, c, 6.5, work, items)
+            lines = profiling.during(server, work / f"profile-{len(report['profiles'])}.txt", load)
+            title = f"{key}, {items} item(s), {wire.KIND_TITLES[kind]}, concurrency {c}"
+            report["profiles"].append((title, lines))
 
 
 if __name__ == "__main__":

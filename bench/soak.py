@@ -177,13 +177,15 @@ def summarise(run: SoakRun, window_s: float, warmup_s: float = 0.0) -> dict[str,
         low, high = w * window_s, (w + 1) * window_s
         inside = [s for s in run.samples if low <= s.scheduled_s < high]
         before = [kib for t, kib in run.rss_kib if t <= high]
-        windows.append({
-            "window": f"{low:g}-{min(high, run.duration_s):g} s",
-            "requests": len(inside),
-            "errors": sum(s.status != 200 for s in inside),
-            **_latency(inside),
-            "rss_mib": before[-1] / 1024 if before else math.nan,
-        })  # fmt: skip
+        windows.append(
+            {
+                "window": f"{low:g}-{min(high, run.duration_s):g} s",
+                "requests": len(inside),
+                "errors": sum(s.status != 200 for s in inside),
+                **_latency(inside),
+                "rss_mib": before[-1] / 1024 if before else math.nan,
+            }
+        )
     return {
         "rate": run.rate,
         "duration_s": run.duration_s,
@@ -214,9 +216,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     growth_met = "met" if s["rss_growth_after_warmup"] < RSS_GROWTH_TARGET else "MISSED"
     lines = [
         *harness.header(report, "Soak"),
-        f"Models: {report['models_source']} ({', '.join(report['models'])}). Server resident memory "
-        f"after start-up: {report['rss_after_start_mib']:.1f} MiB; readiness after the soak: "
-        f"{report['ready_after']}.",
+        f"Models: {report['models_source']} ({', '.join(report['models'])}). Server resident "
+        f"memory after start-up: {report['rss_after_start_mib']:.1f} MiB; readiness after the "
+        f"soak: {report['ready_after']}.",
         "",
         f"Calibration: closed loop, {cal['concurrency']} connections, {cal['elapsed_s']:.1f} s: "
         f"{cal['rps']:.1f} requests/s (p99 {cal['p99_ms']:.1f} ms, errors {cal['errors']}). Soak: "
@@ -233,7 +235,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"| requests scheduled | {s['requests']} | | |",
         f"| answered 200 | {s['ok']} ({s['achieved_rps']:.1f}/s) | | |",
         f"| errors | {s['errors']} | 0 | {errors_met} |",
-        f"| latency p50 / p99 / max | {_f(s['p50_ms'])} / {_f(s['p99_ms'])} / {_f(s['max_ms'])} ms | | |",
+        f"| latency p50 / p99 / max | {_f(s['p50_ms'])} / {_f(s['p99_ms'])} / "
+        f"{_f(s['max_ms'])} ms | | |",
         f"| resident memory start -> end (peak) | {_f(s['rss_start_mib'])} -> "
         f"{_f(s['rss_end_mib'])} MiB ({_f(s['rss_peak_mib'])}) | | |",
         f"| memory growth from the start | {s['rss_growth']:+.1%} | | |",

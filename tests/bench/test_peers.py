@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from bench import harness, peers
-from bench.harness import REPO
+from bench import harness, matrix, peers
 
 
 def test_tensorflow_requirement_comes_from_the_lock(tmp_path: Path) -> None:
@@ -41,15 +40,6 @@ def test_cache_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_
     assert peers.cache_dir() == tmp_path / "peers"
 
 
-def test_model_folder_holds_only_the_chosen_version(tmp_path: Path) -> None:
-    paths = peers.model_folder(tmp_path, REPO / "models", 1)
-    assert sorted(paths) == ["digit_classifier", "energy_from_potential"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(paths)
-    assert (tmp_path / "digit_classifier" / "1" / "saved_model.pb").exists()
-    with pytest.raises(FileNotFoundError):
-        peers.model_folder(tmp_path / "other", REPO / "models", 99)
-
-
 def test_mlserver_setup_is_loopback_with_its_tuning(tmp_path: Path) -> None:
     config = peers.FULL_PEERS[3]  # 0 workers, adaptive batching 64 / 2 ms
     server = peers.mlserver_server(config, tmp_path / "venv", {"m": "/models/m/1"}, tmp_path)
@@ -74,20 +64,11 @@ def test_kserve_and_bentoml_setups_pass_models_and_knobs(tmp_path: Path) -> None
     assert "PYTHONPATH" not in bento.env  # a peer never sees our packages
 
 
-def test_schedule_rotates_servers_at_every_point() -> None:
-    configs = [peers.OURS, peers.FULL_PEERS[1], peers.FULL_PEERS[4]]
-    plan = peers.schedule(configs, ["classify", "energy"], [1, 8], rounds=2)
-    entries = sum(len(c.kinds) for c in configs)  # ours 4 routes, mlserver 1, kserve 2
-    assert len(plan) == 2 * 2 * 2 * entries
-    firsts = [(plan[i * entries][3].name, plan[i * entries][4]) for i in range(4)]
-    assert len(set(firsts)) == 4  # a different server+route opens each point
-    point = plan[:entries]
-    assert {(e[3].name, e[4]) for e in point} == {(c.name, k) for c in configs for k in c.kinds}
-
-
 def test_quick_preset_fits_in_twelve_minutes(capsys: pytest.CaptureFixture[str]) -> None:
-    configs = peers.configurations(True, sorted(peers.PEER_PACKAGES))
-    plan = peers.schedule(configs, list(peers.MODEL_KEYS), [1, 8, 64], 1)
+    configs = peers.configurations(True, sorted(peers.PEERS))
+    routes = [(c.name, kind) for c in configs for kind in c.kinds]
+    groups = [(key, 1, c) for key in peers.MODEL_KEYS for c in (1, 8, 64)]
+    plan = matrix.schedule(routes, groups, 1)
     assert peers.estimate_s(len(plan), len(configs), 5.0, 1.0) <= 12 * 60
     assert peers.main(["--quick", "--plan"]) == 0  # the preset as the command line gives it
     first = capsys.readouterr().out.splitlines()[0]
@@ -100,7 +81,10 @@ def _point(server: str, kind: str, c: int, rps: float, p99: float, r: int = 0) -
         "kind": kind,
         "model": "digit_classifier",
         "concurrency": c,
+        "items": 1,
         "round": r,
+        "items_per_s": rps,
+        "client_cpu_us_per_req": 30.0,
         "rps": rps,
         "p50_ms": p99 / 3,
         "p99_ms": p99,
@@ -111,13 +95,6 @@ def _point(server: str, kind: str, c: int, rps: float, p99: float, r: int = 0) -
     }
 
 
-def test_aggregate_takes_medians_over_rounds() -> None:
-    points = [_point("ours", "v2", 1, rps, 10.0, r) for r, rps in enumerate((100, 300, 200))]
-    stats = peers.aggregate(points)
-    assert stats[("ours", "v2", "digit_classifier", 1)]["rps"] == 200
-    assert stats[("ours", "v2", "digit_classifier", 1)]["rounds"] == 3
-
-
 def test_best_peer_ignores_ours_and_failing_configs() -> None:
     points = [
         _point("ours", "v2", 8, 900, 5),
@@ -126,7 +103,7 @@ def test_best_peer_ignores_ours_and_failing_configs() -> None:
         _point("bentoml (c)", "v2", 8, 800, 9),
     ]
     points[3]["errors"] = 4
-    stats = peers.aggregate(points)
+    stats = matrix.aggregate(points)
     name, best = peers.best_peer(stats, "digit_classifier", 8)  # type: ignore[misc]
     assert name == "kserve (b)" and best["rps"] == 500
     assert peers.best_peer(stats, "digit_classifier", 64) is None
@@ -162,7 +139,7 @@ def _report(points: list[dict[str, Any]]) -> dict[str, Any]:
             "mlserver (a)": {"rss": 620.0, "pss": 500.0, "processes": 1},
         },
         "notes": ["mlserver (a), V2 binary, classify: answered 400 (skipped)"],
-        "stats": peers.aggregate(points),
+        "stats": matrix.aggregate(points),
         "wall_s": 600.0,
     }
 
@@ -190,7 +167,8 @@ def test_render_and_targets_state_ratios_and_verdicts(tmp_path: Path) -> None:
     path = peers.write(report, text, tmp_path)
     assert path.name == "peers-quick-2026-12-01-abc1234.md"
     saved = json.loads(path.with_suffix(".json").read_text())
-    assert saved["stats"][0][:4] == ["ours", "v2", "digit_classifier", 1]
+    assert saved["stats"][0][:5] == ["ours", "v2", "digit_classifier", 1, 1]
+    assert "| digit_classifier | 1 | 1 | mlserver (a) | V2 JSON | 100.0 | 100.0 |" in text
     assert path.read_text() == text
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from bench import __main__ as dispatcher
-from bench import harness
+from bench import harness, matrix
 from bench.bodies import npy_bytes, potentials
 from bench.driver import Body, ResponseParser, percentile, summary
 from bench.serving import RAW_BATCH, evaluate_targets, render_markdown
@@ -85,16 +85,16 @@ def test_npy_bytes_round_trip() -> None:
     np.testing.assert_array_equal(loaded, array)
 
 
-def _row(
-    scenario: str, server: str, concurrency: int, rps: float, p50: float, p99: float, items: int = 1
+def _point(
+    server: str, kind: str, c: int, rps: float, p50: float, p99: float, items: int = 1
 ) -> dict:
     return {
-        "scenario": scenario,
         "server": server,
+        "kind": kind,
         "model": "digit_classifier",
-        "bulk": items > 1,
-        "check": None,
-        "concurrency": concurrency,
+        "concurrency": c,
+        "items": items,
+        "round": 0,
         "requests": 100,
         "ok": 100,
         "errors": 0,
@@ -105,16 +105,19 @@ def _row(
         "p99_ms": p99,
         "client_cpu_us_per_req": 20.0,
         "server_cpu_us_per_req": 500.0,
+        "rss_mib": 600.0,
     }
 
 
-def _report(tmp_path: Path) -> dict[str, Any]:
-    rows = [
-        _row("classify, 1 image, JSON", "service", 1, 900.0, 1.1, 3.0),
-        _row("classify, 1 image, JSON", "service", 64, 2000.0, 30.0, 60.0),
-        _row("classify, 1 image, JSON", "naive", 64, 50.0, 900.0, 1500.0),
-        _row("classify, 10000 images, npy", "service", 1, 4.0, 200.0, 260.0, items=10_000),
-    ]
+def _report() -> dict[str, Any]:
+    stats = matrix.aggregate(
+        [
+            _point("service", "task", 1, 900.0, 1.1, 3.0),
+            _point("service", "task", 64, 2000.0, 30.0, 60.0),
+            _point("naive", "task", 64, 50.0, 900.0, 1500.0),
+            _point("service", "npy", 1, 4.0, 200.0, 260.0, items=10_000),
+        ]
+    )
     raw = {"digit_classifier": {RAW_BATCH: {"items_per_s": 60_000.0, "ms_per_call": 4.3}}}
     return {
         "name": "serving",
@@ -129,9 +132,6 @@ def _report(tmp_path: Path) -> dict[str, Any]:
             "python": "3.12",
             "tensorflow": "2.21.0",
             "uvicorn": "0",
-            "fastapi": "0",
-            "uvloop": "no",
-            "httptools": "no",
             "load_before": [0.1, 0.2, 0.3],
         },
         "contended": "",
@@ -141,10 +141,10 @@ def _report(tmp_path: Path) -> dict[str, Any]:
         "duration_s": 10.0,
         "bulk_max_requests": 10,
         "warmup_s": 1.0,
-        "rows": rows,
+        "stats": stats,
         "raw": raw,
-        "ceiling": [("raw", _row("-", "canned", 64, 30_000.0, 2.0, 5.0))],
-        "targets": evaluate_targets(rows, raw),
+        "ceiling": [("raw", _point("canned", "-", 64, 30_000.0, 2.0, 5.0))],
+        "targets": evaluate_targets(stats, raw),
         "memory": [
             {
                 "workers": 1,
@@ -155,42 +155,39 @@ def _report(tmp_path: Path) -> dict[str, Any]:
                 "pss": 400_000,
             }
         ],
+        "profiles": [],
         "notes": ["a note"],
     }
 
 
-def test_targets_are_computed_from_rows(tmp_path: Path) -> None:
-    targets = {t["target"]: t for t in _report(tmp_path)["targets"]}
+def test_targets_are_computed_from_the_figures() -> None:
+    targets = {t["target"]: t for t in _report()["targets"]}
     one = targets["classify, 1 item, concurrency 1: p50 <= 2 ms"]
     assert one["met"] and one["measured"] == "p50 1.10 ms"
     many = targets["classify, 1 item, concurrency 64: >= 20x naive req/s, p99 <= 50 ms"]
     assert not many["met"]  # 40x naive, but p99 60 ms
     assert many["measured"] == "40.0x naive, p99 60.0 ms"
     (bulk,) = [t for t in targets.values() if "npy" in t["target"]]
-    assert bulk["met"]
+    assert bulk["met"] and bulk["target"].startswith("digit_classifier, 10000 items, npy")
     assert bulk["measured"] == "67% (40,000 of 60,000 items/s)"
+    assert "energy" not in " ".join(targets)  # no figures, no verdicts
 
 
 def test_results_file_has_date_commit_and_tables(tmp_path: Path) -> None:
-    report = _report(tmp_path)
+    report = _report()
     path = harness.write(report, render_markdown(report), tmp_path)
     assert path.name == "serving-2026-11-24-abc1234.md"
     assert json.loads(path.with_suffix(".json").read_text())["commit"] == "abc1234"
     text = path.read_text()
     assert text.startswith("# Serving benchmark, 2026-11-24 09:30 UTC, commit abc1234")
     assert "2 cores (Test CPU)" in text and "TensorFlow 2.21.0" in text
-    assert "| classify, 1 image, JSON | service | 64 | 100 | 0 | 30.00 | 60.00 |" in text
-    assert "| 40.0x |" in text  # ours / naive at the same concurrency
-    assert "| 67% |" in text  # 40,000 of 60,000 items/s
+    row = "| digit_classifier | 64 | 1 | service | task JSON | 2,000 | 2,000 | 30.00 | 60.0 | 0 |"
+    assert row in text
+    assert "| digit_classifier | task JSON | 1 | 64 | 40.0x | - |" in text  # ours / naive
+    assert "| digit_classifier | .npy | 10,000 | 1 | - | 67% |" in text  # of raw
     assert "| 1 | **total** | 500 | 391 |" in text
+    assert "| yes |" in text and "| NO |" in text
     assert "- a note" in text
-
-
-def test_markdown_marks_wrong_answers(tmp_path: Path) -> None:
-    report = _report(tmp_path)
-    report["rows"][0]["check"] = "expected 1 prediction"
-    text = render_markdown(report)
-    assert "(**wrong answer**)" in text and "expected 1 prediction" in text
 
 
 def test_dispatcher_finds_the_scenario_files(capsys: pytest.CaptureFixture[str]) -> None:
