@@ -1,12 +1,8 @@
-"""A/B of the service's per-request cost: two checkouts, interleaved, in-process ASGI calls.
-
-``python -m bench ab --base DIR`` times batch-1 requests through the whole ASGI app (as
-``python -m bench overhead`` does) for the checkout in DIR (A, e.g. ``git archive main | tar -x
--C DIR``) and for this one (B). A and B run in separate processes (two versions of `service`
-cannot share one), alternated round by round (A B, B A, ...) so that a machine shared with other
-jobs weighs on both alike. Reported per route: the median and p25 of each side, and B/A.
-``--stub`` replaces the model call by zeros of its output shapes (the Python stack alone).
+"""A/B of the per-request cost of two checkouts (``python -m bench ab --base DIR``): the in-process
+ASGI timings of `bench.overhead`, each side in its own processes, alternated (A B, B A, ...) so
+that a shared machine weighs on both alike; per route the median and p25 of each side and B/A.
 """
+
 
 from __future__ import annotations
 

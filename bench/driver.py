@@ -1,21 +1,14 @@
 """The one HTTP load driver: `wrk` where it is installed, a Python closed loop otherwise.
 
-``run(url, bodies, concurrency, duration_s, workdir)`` keeps ``concurrency`` keep-alive
-connections busy for ``duration_s`` (or until ``max_requests`` were sent), cycling through the
-prepared request bodies, and returns one result dict: requests, ok, errors, rps, items/s,
-p50/p90/p99/max latency (ms) and the client's own CPU time per request.
-
-- **wrk** (Debian's package, C, shipped by none of the servers under test): a generated Lua
-  script formats every request once in ``init`` and its ``done`` hook prints counts and
-  percentiles as one JSON line (``MARKER``), which ``parse`` reads. Bodies go through files, so
-  any bytes (``.npy``, V2 binary) pass unchanged.
-- **Python** (``client="raw"``): HTTP/1.1 over an asyncio ``Protocol`` with each request's bytes
-  built once (~0.1 ms CPU per request); ``client="httpx"`` runs the same loop through httpx to
-  compare. It is used when wrk is missing, when a request count must bound the run (wrk only
-  knows durations), and by the soak's open-loop schedule (``Connection``).
-
-``python -m bench.driver --canned --port P`` serves a fixed answer: the client's own ceiling.
+`run` keeps `concurrency` keep-alive connections busy for `duration_s` (or `max_requests`),
+cycling through prepared bodies, and returns one result dict. wrk (C, Debian's, shipped by none
+of the servers under test) runs a generated Lua script that formats each request once and prints
+its figures as one JSON line (`MARKER`). The Python client speaks HTTP/1.1 over an asyncio
+`Protocol` with each request's bytes built once (~0.1 ms CPU per request; httpx, ~1 ms, is there
+to compare); it runs when wrk is missing or a request count must bound the run (wrk only knows
+durations). `python -m bench.driver --canned --port P` answers every request with a fixed body.
 """
+
 
 from __future__ import annotations
 

@@ -1,22 +1,6 @@
-"""The one harness of every benchmark: launcher, measuring, argument base, results writer.
+"""The harness every benchmark scenario stands on (bench/README.md: layout, scenario API):
+the launcher, the argument base, one load point (`measure`) and the results writer."""
 
-A scenario is a short module ``bench/<name>.py`` with ``main(argv) -> int``; ``python -m bench
-<name>`` finds it by its file name (see ``bench.__main__``). It builds on this module:
-
-- ``parser(name, doc, ...)`` / ``parse(parser, argv)``: the argument base (``--quick`` presets of
-  duration, warm-up and rounds, ``--concurrency``, ``--model-dir``, ``--results-dir``,
-  ``--no-write``, ``--allow-training``); ``refuse_while_training(args)`` guards honest figures;
-- ``our_server(...)`` (``python -m service`` on a free loopback port) or any ``Server(...)``
-  command, started with ``with running(server):`` (stopped on errors, Ctrl-C and SIGTERM);
-- ``bench.bodies`` for request bodies of every protocol and ``measure(server, bodies, ...)``
-  for one load point (``bench.driver``: wrk where installed, else the Python client), with the
-  server's CPU time per request and resident memory;
-- ``new_report(name, argv)`` (date, commit, machine, contention) and ``write(report, text)``
-  for ``bench/results/<name>-<date>-<commit>.md`` (+ ``.json``); ``header(report, title)``
-  gives the results file's opening lines.
-
-``models()`` is the one place the benchmarks learn the model names (the service's catalogue).
-"""
 
 from __future__ import annotations
 

@@ -1,11 +1,6 @@
-"""The load matrix shared by serving, peers and protocols: servers x routes x load points.
+"""The load matrix of serving, peers and protocols: routes (server, protocol) x groups (model,
+items per request, concurrency), checked once, measured in interleaved rounds, aggregated."""
 
-A *route* is (server name, protocol kind); a *group* is (model key, items per request,
-concurrency). `run` checks every route once (the same numbers on every server), then measures
-every usable (route, group) in interleaved rounds (`schedule`: the order of the routes rotates
-at every group), and `aggregate` takes medians over the rounds; `table` is the one results
-table of every scenario.
-"""
 
 from __future__ import annotations
 

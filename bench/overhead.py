@@ -1,12 +1,6 @@
-"""Where one request's time goes, in-process (no network, no load): ``python -m bench overhead``.
+"""Where one request's time goes, timed in-process (no network): the signature call, the pool
+hop, the batcher, the whole ASGI app per protocol (``python -m bench overhead``)."""
 
-Medians of many batch-1 calls on an idle event loop, for the classifier and the energy model:
-the `serving_default` call itself; the hop to a thread pool and back; the adaptive batcher's
-round trip on an empty queue; the whole ASGI app called in-process (every middleware, routing,
-parsing, the model, encoding) on each protocol and on a trivial route, with batching on and
-off, and with the model call replaced by zeros of its output shapes (the Python stack alone).
-`AsgiCall` and `app_routes` are shared with ``python -m bench ab``.
-"""
 
 from __future__ import annotations
 

@@ -1,21 +1,6 @@
-"""Our server against the servers users would pick instead, side by side in one run.
+"""Our server against MLServer, KServe and BentoML on the same bodies, with floors and targets
+(``python -m bench peers [--quick | --plan | --setup-only]``; bench/README.md)."""
 
-``python -m bench peers`` (``--quick`` for the short preset, ``--plan`` to see it first):
-
-1. builds once a virtualenv per peer (MLServer, KServe, BentoML, each with the tensorflow-cpu of
-   requirements.lock), cached under ``~/.cache/mldm-bench/peers`` (``MLDM_BENCH_CACHE``);
-2. serves version 1 of the classifier and the energy model from our service and from every peer
-   configuration (`bench/peer_runtimes/`: a minimal idiomatic runtime per peer calling the same
-   `serving_default` signature; each peer's documented tuning as separate configurations);
-3. measures the floors: the load client's ceiling (canned server), the bare loopback round trip
-   to our stack, the in-process batch-1 signature call;
-4. drives every server with the same bodies through V2 JSON (ours also task JSON, V2 binary and
-   `.npy`; KServe also V2 binary) at each concurrency for both models, in interleaved rounds
-   (the order of the servers rotates at every point); each server's first answer is checked
-   against ours V2's numbers;
-5. writes ``bench/results/peers-<date>-<commit>.md`` (+ ``.json``) with ours / best peer and the
-   targets (>= 1.5x req/s and <= 0.5x p99 of the best peer; p50 <= 1.5x the floor; memory).
-"""
 
 from __future__ import annotations
 

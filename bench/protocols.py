@@ -1,11 +1,6 @@
-"""Every protocol of our server on the same inputs: what each wire format costs.
+"""Every protocol of our server on the same inputs: what each wire format costs, single items
+and bulk, with targets (``python -m bench protocols``; bench/README.md)."""
 
-``python -m bench protocols`` serves version 1 of the classifier and the energy model and
-drives them, in interleaved rounds, through task JSON, V2 JSON, V2 binary, TF Serving's row
-format and `.npy`: one item per request at concurrency 1 and 64, and ``--bulk-requests``
-sequential requests of ``--bulk-items`` items. Targets: V2 binary bulk >= 0.85x the `.npy`
-items/s; V2 JSON single-item p50 <= 1.10x the task route's.
-"""
 
 from __future__ import annotations
 

@@ -1,15 +1,6 @@
-"""Serving: our FastAPI model server against a naive `model.predict` server (``make bench``).
+"""Serving: our service against a naive `model.predict` server, raw throughput, the client's
+ceiling and memory by workers, with targets (``make bench``; bench/README.md)."""
 
-``python -m bench serving`` measures, in one invocation: (1) the raw in-process throughput of
-each committed SavedModel's `serving_default` at batch 256 and at the bulk size; (2) the load
-client's own ceiling against a canned-response server; (3) our service (1 worker unless
-``--workers``) at concurrency 1, 8 and 64 with one image or one potential per request (JSON)
-and bulk ``.npy`` requests; (4) the naive server (`bench/naive_server.py`) on the JSON
-scenarios; (5) the service's resident memory with 1 and 2 workers. It prints one table with
-ours / naive and served / raw ratios, checks the targets and writes
-``bench/results/serving-<date>-<commit>.md``. Servers run one at a time; the load client shares
-the machine, and its CPU time per request is in the table.
-"""
 
 from __future__ import annotations
 
@@ -224,9 +215,10 @@ def main(argv: list[str] | None = None) -> int:
         memory=[],
         profiles=[],
     )
+    items = {"classify": args.bulk_images, "energy": args.bulk_arrays}
     if "raw" in args.only:
         for name, path in present.items():
-            bulk = {args.bulk_images if name == "digit_classifier" else args.bulk_arrays}
+            bulk = {n for k, n in items.items() if wire.CASES[k].model == name}
             report["raw"][name] = {b: raw_throughput(path, b) for b in sorted({RAW_BATCH, *bulk})}
             print(f"raw {name}: {report['raw'][name]}", flush=True)
     args.rounds, points = 1, []
@@ -241,7 +233,6 @@ def main(argv: list[str] | None = None) -> int:
                     report["ceiling"].append((client, s))
                     print(f"ceiling {client} c={c}: {s['rps']:,.0f} req/s", flush=True)
         keys = [k for k, case in wire.CASES.items() if case.model in present]
-        items = {"classify": args.bulk_images, "energy": args.bulk_arrays}
         runs = {
             "single": ("task", [(k, 1, c) for k in keys for c in args.concurrency]),
             "bulk": ("npy", [(k, items[k], c) for k in keys for c in args.concurrency]),

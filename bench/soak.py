@@ -1,15 +1,6 @@
-"""Soak: the real server on loopback, open loop, at the highest rate it sustains (``make soak``).
+"""Soak: the real server open loop at a calibrated rate, a mix of every route; errors, latency
+over time and memory growth after the warm-up (``make soak``; bench/README.md)."""
 
-``python -m bench soak`` starts the service (one worker; the committed models, or ``--tiny``:
-the tiny contract models of `training.tiny_models`), finds the rate it sustains (a closed loop
-at ``--concurrency`` for ``--calibrate-s``), then sends a mix of requests (every task route with
-a model, TF Serving and V2 predict, decompression of a code made at the start) open loop at
-``--utilisation`` of that rate for ``--duration-s``, ``--burst`` of one kind at a time (so the
-adaptive batcher merges them). Latency counts from each request's scheduled send time, so a
-backlog shows. Reported: errors (target 0), p50/p99/max per ``--window-s``, the server's VmRSS
-from the end of ``--warmup-s`` to the end (target: growth < 5%), its batching settings and the
-batch sizes it ran; in ``bench/results/soak-<date>-<commit>.md``.
-"""
 
 from __future__ import annotations
 
