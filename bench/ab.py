@@ -3,7 +3,6 @@ ASGI timings of `bench.overhead`, each side in its own processes, alternated (A 
 that a shared machine weighs on both alike; per route the median and p25 of each side and B/A.
 """
 
-
 from __future__ import annotations
 
 import asyncio
@@ -18,7 +17,7 @@ import time
 from pathlib import Path
 
 from bench import harness
-from bench.peers import model_folder
+from bench.matrix import model_folder
 
 ROUTES = ("v2", "task", "npy", "tfserving")
 

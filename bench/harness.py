@@ -1,7 +1,6 @@
 """The harness every benchmark scenario stands on (bench/README.md: layout, scenario API):
 the launcher, the argument base, one load point (`measure`) and the results writer."""
 
-
 from __future__ import annotations
 
 import argparse

@@ -1,7 +1,6 @@
 """The load matrix of serving, peers and protocols: routes (server, protocol) x groups (model,
 items per request, concurrency), checked once, measured in interleaved rounds, aggregated."""
 
-
 from __future__ import annotations
 
 import argparse
@@ -84,7 +83,8 @@ def run(
         for _, kind in routes:
             n = VARIANTS if items == 1 else 1
             bodies.setdefault((key, kind, items), wire.bodies(wire.CASES[key], kind, items, n))
-    usable, ref = set(), {}
+    usable: set[tuple[str, str, str]] = set()
+    ref: dict[str, np.ndarray] = {}
     for name, kind in routes:
         for key in dict.fromkeys(g[0] for g in groups):
             items = min(g[1] for g in groups if g[0] == key)

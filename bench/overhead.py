@@ -1,7 +1,6 @@
 """Where one request's time goes, timed in-process (no network): the signature call, the pool
 hop, the batcher, the whole ASGI app per protocol (``python -m bench overhead``)."""
 
-
 from __future__ import annotations
 
 import asyncio
@@ -18,7 +17,7 @@ import numpy as np
 
 from bench import bodies as wire
 from bench import harness
-from bench.peers import model_folder
+from bench.matrix import model_folder
 
 
 def median_us(call: Callable[[], Any], calls: int) -> float:
@@ -134,18 +133,12 @@ async def measure(model_dir: Path, calls: int) -> list[tuple[str, float]]:
             "serving_default"
         ]
         x = tf.constant(case.inputs(1, 0))
+
+        def call(f: Any = function, x: Any = x, name: str = case.input_name) -> None:
+            next(iter(f(**{name: x}).values())).numpy()
+
         step = f"{case.key}: signature call (tf.constant in, .numpy() out)"
-        rows.append(
-            (
-                step,
-                median_us(
-                    lambda f=function, x=x, c=case: next(
-                        iter(f(**{c.input_name: x}).values())
-                    ).numpy(),
-                    calls,
-                ),
-            )
-        )
+        rows.append((step, median_us(call, calls)))
     from concurrent.futures import ThreadPoolExecutor
 
     from service.batching import AdaptiveBatcher
@@ -175,8 +168,8 @@ async def measure(model_dir: Path, calls: int) -> list[tuple[str, float]]:
                 rows.append(
                     (f"ASGI app, GET /v2/health/live ({label})", await amedian_us(live, calls))
                 )
-                for name, call in (await app_routes(app)).items():
-                    rows.append((f"ASGI app, {name} ({label})", await amedian_us(call, calls)))
+                for name, route in (await app_routes(app)).items():
+                    rows.append((f"ASGI app, {name} ({label})", await amedian_us(route, calls)))
     return rows
 
 

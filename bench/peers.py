@@ -1,7 +1,6 @@
 """Our server against MLServer, KServe and BentoML on the same bodies, with floors and targets
 (``python -m bench peers [--quick | --plan | --setup-only]``; bench/README.md)."""
 
-
 from __future__ import annotations
 
 import contextlib

@@ -1,7 +1,6 @@
 """Every protocol of our server on the same inputs: what each wire format costs, single items
 and bulk, with targets (``python -m bench protocols``; bench/README.md)."""
 
-
 from __future__ import annotations
 
 import tempfile

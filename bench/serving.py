@@ -1,7 +1,6 @@
 """Serving: our service against a naive `model.predict` server, raw throughput, the client's
 ceiling and memory by workers, with targets (``make bench``; bench/README.md)."""
 
-
 from __future__ import annotations
 
 import functools
@@ -168,7 +167,7 @@ def measure_memory(model_dir: Path, names: list[str], workers: int, work: Path) 
     """RSS and PSS of every process of the service with `workers` workers, once ready."""
     with harness.running(harness.our_server(model_dir, names, workers, work)) as server:
         time.sleep(3.0)
-        pids, processes = server.pids(), []
+        pids, processes = server.pids(), list[dict[str, Any]]()
         for pid in pids:
             if mem := harness.memory_kib(pid):
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -176,7 +175,7 @@ def measure_memory(model_dir: Path, names: list[str], workers: int, work: Path) 
                 if pid == pids[0]:
                     role = "uvicorn (serves)" if workers == 1 else "uvicorn supervisor"
                 processes.append({"pid": pid, "role": role, **mem})
-    total = {k: sum(p.get(k, 0) for p in processes) for k in ("rss", "pss")}
+    total = {k: sum(int(p.get(k, 0)) for p in processes) for k in ("rss", "pss")}
     return {"workers": workers, "processes": processes, **total}
 
 
@@ -249,16 +248,10 @@ def main(argv: list[str] | None = None) -> int:
                 for kind, groups in (runs[s] for s in args.scenarios):
                     if name == "naive" and kind != "task":
                         continue
-                    bulk = (args.bulk_max_requests, args.duration, args.warmup)
+                    cap = (args.bulk_max_requests, args.duration, args.warmup)
+                    one = {name: server}
                     points += matrix.run(
-                        {name: server},
-                        [(name, kind)],
-                        groups,
-                        args,
-                        report,
-                        work,
-                        bulk,
-                        args.client,
+                        one, [(name, kind)], groups, args, report, work, cap, args.client
                     )
                     if args.profile and name == "service":
                         profile(report, args, server, kind, groups, work)

@@ -1,7 +1,6 @@
 """Soak: the real server open loop at a calibrated rate, a mix of every route; errors, latency
 over time and memory growth after the warm-up (``make soak``; bench/README.md)."""
 
-
 from __future__ import annotations
 
 import asyncio
