@@ -15,6 +15,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -377,12 +378,16 @@ def _interrupted(signum: int, frame: Any) -> None:
 
 @contextlib.contextmanager
 def running(server: Server, timeout_s: float = 300.0) -> Iterator[Server]:
-    signal.signal(signal.SIGTERM, _interrupted)
+    """The server, started; stopped on leaving, also on an error, Ctrl-C or SIGTERM."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupted) if main else None
     try:
         server.start(timeout_s)
         yield server
     finally:
         server.stop()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def base_env(ours: bool = True) -> dict[str, str]:
