@@ -66,7 +66,7 @@ def _p25(values: list[float]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = harness.parser("ab", __doc__)
+    p = harness.parser("ab", __doc__, results=False)
     p.add_argument("--base", type=Path, help="checkout A (it must have bench/ab.py too)")
     p.add_argument("--head", type=Path, default=harness.REPO, help="checkout B (default: this one)")
     p.add_argument("--calls", type=int, default=300, help="timed calls per route and round")

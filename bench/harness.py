@@ -56,8 +56,10 @@ def parser(
     warmup: tuple[float, float] | None = None,
     rounds: tuple[int, int] | None = None,
     concurrency: Sequence[int] | None = None,
+    results: bool = True,
 ) -> argparse.ArgumentParser:
-    """The argument base; a (quick, full) pair adds the option with its two presets."""
+    """The argument base; a (quick, full) pair adds the option with its two presets; `results`
+    the options of a scenario that writes a results file."""
     p = argparse.ArgumentParser(prog=f"python -m bench {name}", description=doc)
     given = {"duration": duration, "warmup": warmup, "rounds": rounds}
     presets: dict[str, tuple[float, float]] = {k: v for k, v in given.items() if v is not None}
@@ -69,8 +71,9 @@ def parser(
     if concurrency is not None:
         p.add_argument("--concurrency", type=int, nargs="+", default=list(concurrency))
     p.add_argument("--model-dir", type=Path, default=REPO / "models")
-    p.add_argument("--results-dir", "--out", type=Path, default=RESULTS_DIR)
-    p.add_argument("--no-write", action="store_true", help="print only")
+    if results:
+        p.add_argument("--results-dir", "--out", type=Path, default=RESULTS_DIR)
+        p.add_argument("--no-write", action="store_true", help="print only")
     p.add_argument("--allow-training", action="store_true", help="run while training runs")
     p.set_defaults(_presets=presets)
     return p

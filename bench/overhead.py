@@ -174,7 +174,7 @@ async def measure(model_dir: Path, calls: int) -> list[tuple[str, float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = harness.parser("overhead", __doc__)
+    p = harness.parser("overhead", __doc__, results=False)
     p.add_argument("--calls", type=int, default=1000, help="timed calls per step")
     args = harness.parse(p, argv)
     gc.collect()

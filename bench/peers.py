@@ -340,6 +340,7 @@ def render(report: dict[str, Any]) -> str:
             "ours task / best: | p99 ours V2 / best:",
             rows,
         ),
+        *([] if rows else ["", "No peer answered in this run: no ratios."]),
         "",
         "## Targets",
         "",
