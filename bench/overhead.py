@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import inspect
 import statistics
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +21,14 @@ from bench import harness
 from bench.matrix import model_folder
 
 
-def median_us(call: Callable[[], Any], calls: int) -> float:
+async def median_us(call: Callable[[], Any], calls: int) -> float:
+    """Median microseconds of `calls` calls (awaited if they return an awaitable), after up to
+    50 unmeasured ones."""
     times = []
     for i in range(calls + min(50, calls)):
         start = time.perf_counter()
-        call()
-        if i >= min(50, calls):
-            times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e6
-
-
-async def amedian_us(call: Callable[[], Awaitable[Any]], calls: int) -> float:
-    times = []
-    for i in range(calls + min(50, calls)):
-        start = time.perf_counter()
-        await call()
+        if inspect.isawaitable(result := call()):
+            await result
         if i >= min(50, calls):
             times.append(time.perf_counter() - start)
     return statistics.median(times) * 1e6
@@ -138,7 +132,7 @@ async def measure(model_dir: Path, calls: int) -> list[tuple[str, float]]:
             next(iter(f(**{name: x}).values())).numpy()
 
         step = f"{case.key}: signature call (tf.constant in, .numpy() out)"
-        rows.append((step, median_us(call, calls)))
+        rows.append((step, await median_us(call, calls)))
     from concurrent.futures import ThreadPoolExecutor
 
     from service.batching import AdaptiveBatcher
@@ -147,7 +141,7 @@ async def measure(model_dir: Path, calls: int) -> list[tuple[str, float]]:
     rows.append(
         (
             "run_in_executor round trip (idle pool, no-op)",
-            await amedian_us(lambda: loop.run_in_executor(executor, int), calls),
+            await median_us(lambda: loop.run_in_executor(executor, int), calls),
         )
     )
     batcher = AdaptiveBatcher(lambda a: {"y": a}, executor, 256, 0.0, name="noop")
@@ -155,7 +149,7 @@ async def measure(model_dir: Path, calls: int) -> list[tuple[str, float]]:
     rows.append(
         (
             "AdaptiveBatcher.submit round trip (empty queue, no-op)",
-            await amedian_us(lambda: batcher.submit(x1), calls),
+            await median_us(lambda: batcher.submit(x1), calls),
         )
     )
     await batcher.close()
@@ -166,10 +160,10 @@ async def measure(model_dir: Path, calls: int) -> list[tuple[str, float]]:
             async with served_app(model_dir, stub, batching_enabled=batching) as app:
                 live = AsgiCall(app, wire.Body("GET", "/v2/health/live"))
                 rows.append(
-                    (f"ASGI app, GET /v2/health/live ({label})", await amedian_us(live, calls))
+                    (f"ASGI app, GET /v2/health/live ({label})", await median_us(live, calls))
                 )
                 for name, route in (await app_routes(app)).items():
-                    rows.append((f"ASGI app, {name} ({label})", await amedian_us(route, calls)))
+                    rows.append((f"ASGI app, {name} ({label})", await median_us(route, calls)))
     return rows
 
 
