@@ -84,7 +84,7 @@ def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Na
     for key, (quick, full) in args._presets.items():
         if getattr(args, key) is None:
             setattr(args, key, quick if args.quick else full)
-    args.argv = list(argv or [])
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     return args
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import math
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         if "ceiling" in args.only:
             body = [wire.Body("POST", "/", b"{}", (("Content-Type", wire.JSON),))]
-            clients = ["raw", "httpx"] + (["wrk"] if driver.shutil.which("wrk") else [])
+            clients = ["raw", "httpx"] + (["wrk"] if shutil.which("wrk") else [])
             with harness.running(harness.canned_server(work)) as canned:
                 for client, c in ((client, c) for client in clients for c in (1, 64)):
                     s = driver.run(canned.url, body, c, min(args.duration, 5), work, client=client)
