@@ -1,47 +1,49 @@
-"""Run benchmarks by name: ``python -m bench`` runs all, ``python -m bench schrodinger`` one.
+"""Run benchmark scenarios by name: ``python -m bench NAME [OPTIONS]``, ``python -m bench`` all.
 
-Each benchmark is a module ``bench.<name>`` with ``main(argv) -> int``; register it below.
-Options after a single name go to that benchmark: ``python -m bench serving --workers 2``.
+A scenario is any module ``bench/<NAME>.py`` with ``main(argv) -> int`` that is not part of the
+harness (``LIBRARY``); adding the file is all it takes (see ``bench.harness`` for the API).
+Options after a single name go to that scenario: ``python -m bench serving --workers 2``.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import sys
+from pathlib import Path
 
-BENCHMARKS: dict[str, str] = {
-    "ab": "bench.ab",
-    "digits_wild": "bench.digits_wild",
-    "energy_http": "bench.energy_http",
-    "energy_modes": "bench.energy_modes",
-    "memshapes": "bench.memshapes",
-    "metrics": "bench.metrics",
-    "overhead": "bench.overhead",
-    "peers": "bench.peers",
-    "protocols": "bench.protocols",
-    "schrodinger": "bench.schrodinger",
-    "serving": "bench.serving",
-    "soak": "bench.soak",
-}
+#: Modules of the harness itself, not scenarios.
+LIBRARY = frozenset({"harness", "driver", "bodies", "profile", "naive_server", "digits_http"})
+
+
+def scenarios() -> list[str]:
+    """The scenario names, from the files in bench/."""
+    found = pkgutil.iter_modules([str(Path(__file__).resolve().parent)])
+    return sorted(
+        m.name
+        for m in found
+        if not m.ispkg and not m.name.startswith("_") and m.name not in LIBRARY
+    )
 
 
 def main(argv: list[str]) -> int:
+    known = scenarios()
     split = next((i for i, arg in enumerate(argv) if arg.startswith("-")), len(argv))
     names, options = argv[:split], argv[split:]
     if options and len(names) != 1:
         print(
-            f"usage: python -m bench [NAME ...] | python -m bench NAME [OPTIONS]   "
-            f"(names: {', '.join(BENCHMARKS)})"
+            "usage: python -m bench [NAME ...] | python -m bench NAME [OPTIONS]   "
+            f"(names: {', '.join(known)})"
         )
         return 0 if any(arg in ("-h", "--help") for arg in options) else 2
-    unknown = [name for name in names if name not in BENCHMARKS]
+    unknown = [name for name in names if name not in known]
     if unknown:
-        print(f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHMARKS)}", file=sys.stderr)
+        print(f"unknown benchmark(s) {unknown}; known: {', '.join(known)}", file=sys.stderr)
         return 2
     status = 0
-    for name in names or list(BENCHMARKS):
+    for name in names or known:
         print(f"== {name}", flush=True)
-        status |= importlib.import_module(BENCHMARKS[name]).main(options)
+        status |= importlib.import_module(f"bench.{name}").main(options)
     return status
 
 

@@ -1,7 +1,7 @@
 """The request bodies of the peer and protocol benchmarks, and how to read each answer back.
 
 Every server gets the same bytes for the same (model, protocol): the inputs are generated once
-from fixed seeds (`bench.serving.images` / `potentials`) and encoded here, one encoder per wire
+from fixed seeds (`images` / `potentials`) and encoded here, one encoder per wire
 format: V2 JSON, V2 binary tensor data (Triton's binary data extension), our task routes' JSON,
 `.npy`, TF Serving's row format. `values` reads the primary output back out of any answer, so a
 run can check that every server computed the same numbers, not only that it said 200.
@@ -16,8 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.serving import images, potentials
-from bench.wrk import Body
+from bench.driver import Body
 
 JSON = "application/json"
 NPY = "application/x-npy"
@@ -34,6 +33,30 @@ KIND_TITLES = {
     "npy": ".npy",
     "tfserving": "TF Serving row",
 }
+
+
+def images(count: int, seed: int) -> np.ndarray:
+    """Digit-like float32 images [count, 28, 28] in [0, 1] (values do not change the cost)."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros((count, 28, 28), dtype=np.float32)
+    out[:, 4:24, 6:22] = rng.random((count, 20, 16), dtype=np.float32)
+    return out
+
+
+def potentials(count: int, seed: int) -> np.ndarray:
+    """Float32 potentials [count, 64] in Hartree on linspace(-15, 15, 64): wells and bumps."""
+    rng = np.random.default_rng(seed)
+    x = np.linspace(-15.0, 15.0, 64)
+    k = rng.uniform(0.01, 0.2, size=(count, 1))
+    depth = rng.uniform(0.0, 2.0, size=(count, 1))
+    centre = rng.uniform(-3.0, 3.0, size=(count, 1))
+    return (0.5 * k * x**2 - depth * np.exp(-((x - centre) ** 2))).astype(np.float32)
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
 
 
 @dataclass(frozen=True)
@@ -125,11 +148,9 @@ def task_json(case: ModelCase, array: np.ndarray) -> Body:
 
 
 def npy(case: ModelCase, array: np.ndarray) -> Body:
-    buffer = io.BytesIO()
-    body = array[..., 0] if case.key == "classify" else array
-    np.save(buffer, np.ascontiguousarray(body), allow_pickle=False)
+    body = npy_bytes(array[..., 0] if case.key == "classify" else array)
     path = case.task_path + ("?scale=unit" if case.key == "classify" else "")
-    return Body("POST", path, buffer.getvalue(), (("Content-Type", NPY), ("Accept", NPY)))
+    return Body("POST", path, body, (("Content-Type", NPY), ("Accept", NPY)))
 
 
 def tfserving_row(case: ModelCase, array: np.ndarray) -> Body:

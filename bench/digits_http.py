@@ -19,7 +19,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench.serving import npy_bytes, our_server, running
+from bench.bodies import npy_bytes
+from bench.harness import our_server, running
 from training import digit_sets
 
 NAME = "digit_classifier"
@@ -120,7 +121,7 @@ class HttpClassifier:
 def serving(models_dir: Path, log_dir: Path) -> Iterator[HttpClassifier]:
     """The service (`python -m service`, one worker) on a free loopback port with the models
     of `models_dir`, and a client of its digit routes."""
-    server = our_server(models_dir, [NAME], workers=1, log_dir=log_dir, max_items=1000)
+    server = our_server(models_dir, [NAME], 1, log_dir, max_items=1000)
     with running(server):
         client = HttpClassifier(server.url)
         try:

@@ -31,7 +31,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.serving import REPO
+from bench import harness
+from bench.harness import REPO
 
 VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "constant": ("constant", {}),
@@ -136,13 +137,13 @@ def _service_child(model: str, padded: bool, sizes: int, passes: int) -> dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench memshapes", description=__doc__)
+    parser = harness.parser("memshapes", __doc__, results=False)
     parser.add_argument("--model", type=Path, default=REPO / "models" / "digit_classifier" / "1")
     parser.add_argument("--sizes", type=int, default=256, help="batch sizes 1..N per pass")
     parser.add_argument("--passes", type=int, default=4)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--child", nargs=2, metavar=("MODE", "OUT"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    args = harness.parse(parser, argv)
     if args.child:
         mode, out = args.child
         Path(out).write_text(json.dumps(child(str(args.model), mode, args.sizes, args.passes)))

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import timeit
 
-from bench.serving import REPO
+from bench.harness import REPO
 
 CALLS = 20_000
 

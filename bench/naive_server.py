@@ -20,16 +20,9 @@ from typing import Any
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
 
-REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
+from bench.harness import REPO, latest_version
 
-
-def latest_version(model_dir: Path, name: str) -> Path | None:
-    """`<model_dir>/<name>/<highest integer version>`, or None if there is none."""
-    folder = model_dir / name
-    if not folder.is_dir():
-        return None
-    versions = [p for p in folder.iterdir() if p.name.isdigit() and (p / "saved_model.pb").exists()]
-    return max(versions, key=lambda p: int(p.name)) if versions else None
+REPO_MODELS = REPO / "models"
 
 
 def load_keras_model(path: Path, input_name: str, shape: tuple[int, ...]) -> Any:

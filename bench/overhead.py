@@ -1,69 +1,47 @@
-"""Where a single request's time goes, piece by piece, in this process (no network, no load).
-
-``python -m bench overhead`` times, as medians of many calls on an idle event loop, each step a
-batch-1 request of the classifier and of the energy model takes through our service, so that
-the gap between the in-process signature call and the served p50 at concurrency 1 can be put
-down to named steps:
-
-- the `serving_default` call itself, and through `ModelVersion.predict`;
-- the hop to the inference thread pool and back when nothing else is queued;
-- the adaptive batcher's round trip on an empty queue (task wake-up, future, executor hop);
-- the runner's whole `predict` (batcher + time limit + model) with batching on and off;
-- parsing the V2 and task JSON bodies with pydantic (strict) against orjson + numpy;
-- encoding the answer with `JSONBody`;
-- the whole ASGI app called in-process for each route (every middleware, routing, dependencies,
-  parsing, the model, encoding), and for a trivial route (`GET /v2/health/live`).
-
-The service's internals are imported where they are today; a step whose module moved is reported
-as not measured rather than failing the run.
-"""
+"""Where one request's time goes, timed in-process (no network): the signature call, the pool
+hop, the batcher, the whole ASGI app per protocol (``python -m bench overhead``)."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import importlib
+import contextlib
+import gc
+import inspect
 import statistics
-import sys
+import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench import bodies as wire
-from bench.serving import REPO
+from bench import harness
+from bench.matrix import model_folder
 
 
-def median_us(function: Callable[..., Any], calls: int) -> float:
-    for _ in range(min(50, calls)):
-        function()
+async def median_us(call: Callable[[], Any], calls: int) -> float:
+    """Median microseconds of `calls` calls (awaited if they return an awaitable), after up to
+    50 unmeasured ones."""
     times = []
-    for _ in range(calls):
+    for i in range(calls + min(50, calls)):
         start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e6
-
-
-async def amedian_us(function: Callable[..., Awaitable[Any]], calls: int) -> float:
-    for _ in range(min(50, calls)):
-        await function()
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        await function()
-        times.append(time.perf_counter() - start)
+        if inspect.isawaitable(result := call()):
+            await result
+        if i >= min(50, calls):
+            times.append(time.perf_counter() - start)
     return statistics.median(times) * 1e6
 
 
 class AsgiCall:
-    """One request through an ASGI app, in-process: scope, body in, status and body out."""
+    """One request through an ASGI app, in-process: scope and body in, status out."""
 
     def __init__(self, app: Any, body: wire.Body) -> None:
-        self.app = app
         path, _, query = body.path.partition("?")
+        headers = [(k.lower().encode(), v.encode()) for k, v in body.headers]
+        headers += [(b"content-length", str(len(body.payload)).encode()), (b"host", b"bench")]
+        self.app, self.payload, self.status = app, body.payload, 0
         self.scope = {
             "type": "http",
             "asgi": {"version": "3.0"},
@@ -74,13 +52,10 @@ class AsgiCall:
             "raw_path": path.encode(),
             "query_string": query.encode(),
             "root_path": "",
-            "headers": [(k.lower().encode(), v.encode()) for k, v in body.headers]
-            + [(b"content-length", str(len(body.payload)).encode()), (b"host", b"bench")],
+            "headers": headers,
             "client": ("127.0.0.1", 1),
             "server": ("127.0.0.1", 80),
         }
-        self.payload = body.payload
-        self.status = 0
 
     async def __call__(self) -> int:
         sent = False
@@ -101,244 +76,110 @@ class AsgiCall:
         return self.status
 
 
-async def measure(model_dir: Path, calls: int) -> list[tuple[str, str, float]]:
-    """(model, step, median us) for every step that could be measured."""
-    import orjson
-    import tensorflow as tf
+def stub_predict(self: Any, inputs: Any) -> dict[str, np.ndarray]:
+    """Zeros of the output shapes: the service stack without TensorFlow."""
+    count = next(iter(inputs.values())).shape[0]
+    return {k: np.zeros([count, *spec.shape[1:]], spec.dtype) for k, spec in self.outputs.items()}
 
-    rows: list[tuple[str, str, float]] = []
-    for case in wire.CASES.values():
-        path = model_dir / case.model / "1"
-        function = tf.saved_model.load(str(path)).signatures["serving_default"]
-        x = case.inputs(1, 0)
 
-        def direct(function: Any = function, x: np.ndarray = x, case: Any = case) -> None:
-            next(iter(function(**{case.input_name: tf.constant(x)}).values())).numpy()
-
-        rows.append(
-            (case.key, "signature call (tf.constant in, .numpy() out)", median_us(direct, calls))
-        )
-        v2 = wire.v2_json(case, x).payload
-        task = wire.task_json(case, x).payload
-        rows.append(
-            (
-                case.key,
-                "orjson.loads + np.asarray (V2 body)",
-                median_us(
-                    lambda v2=v2: np.asarray(
-                        orjson.loads(v2)["inputs"][0]["data"], dtype=np.float32
-                    ),
-                    calls,
-                ),
-            )
-        )
-        try:
-            from service.api.body import parse_json
-            from service.arrays import to_numeric_array
-            from service.schemas import ClassifyRequest, PotentialEnergyRequest, V2InferenceRequest
-
-            rows.append(
-                (
-                    case.key,
-                    "pydantic strict parse (V2 body)",
-                    median_us(lambda v2=v2: parse_json(v2, V2InferenceRequest), calls),
-                )
-            )
-            parsed = parse_json(v2, V2InferenceRequest)
-            rows.append(
-                (
-                    case.key,
-                    "to_numeric_array of the parsed V2 data",
-                    median_us(
-                        lambda parsed=parsed: to_numeric_array(
-                            parsed.inputs[0].data, "inputs[0].data"
-                        ),
-                        calls,
-                    ),
-                )
-            )
-            model = ClassifyRequest if case.key == "classify" else PotentialEnergyRequest
-            rows.append(
-                (
-                    case.key,
-                    "pydantic strict parse (task body)",
-                    median_us(lambda task=task, model=model: parse_json(task, model), calls),
-                )
-            )
-        except ImportError as exc:
-            rows.append((case.key, f"pydantic parse: not measured ({exc})", float("nan")))
-
-    try:
-        from service.api.responses import JSONBody
-
-        out = {
-            "model_name": "m",
-            "model_version": "1",
-            "outputs": [
-                {
-                    "name": "probabilities",
-                    "shape": [1, 10],
-                    "datatype": "FP32",
-                    "data": np.random.default_rng(0).random(10, dtype=np.float32),
-                }
-            ],
-        }
-        rows.append(("classify", "JSONBody(V2 answer)", median_us(lambda: JSONBody(out), calls)))
-    except ImportError as exc:
-        rows.append(("-", f"JSONBody: not measured ({exc})", float("nan")))
-
-    # Executor hop and batcher round trip with a function that does nothing.
-    from concurrent.futures import ThreadPoolExecutor
-
-    executor = ThreadPoolExecutor(max_workers=2)
-    loop = asyncio.get_running_loop()
-    rows.append(
-        (
-            "-",
-            "run_in_executor round trip (idle pool, no-op)",
-            await amedian_us(lambda: loop.run_in_executor(executor, int), calls),
-        )
-    )
-    rows.append(
-        (
-            "-",
-            "asyncio.wait_for around that",
-            await amedian_us(
-                lambda: asyncio.wait_for(loop.run_in_executor(executor, int), 30), calls
-            ),
-        )
-    )
-    try:
-        from service.batching import AdaptiveBatcher
-
-        batcher = AdaptiveBatcher(lambda a: {"y": a}, executor, 256, 0.0, name="noop")
-        x1 = np.zeros((1, 64), np.float32)
-        rows.append(
-            (
-                "-",
-                "AdaptiveBatcher.submit round trip (empty queue, no-op)",
-                await amedian_us(lambda: batcher.submit(x1), calls),
-            )
-        )
-        await batcher.close()
-    except ImportError as exc:
-        rows.append(("-", f"batcher: not measured ({exc})", float("nan")))
-
-    # The whole app in-process, batching on and off.
+@contextlib.asynccontextmanager
+async def served_app(model_dir: Path, stub: bool, **settings: Any) -> AsyncIterator[Any]:
+    """The service's app with its models loaded (lifespan run), the model stubbed if asked."""
+    from service import registry
     from service.app import create_app
     from service.settings import Settings
 
-    registry_module: Any
-    try:
-        registry_module = importlib.import_module("service.registry")
-    except ImportError as exc:  # moved by a restructuring: measure the real model only
-        rows.append(("-", f"stub-model runs: not measured ({exc})", float("nan")))
-        registry_module = None
+    models = tuple(c.model for c in wire.CASES.values())
+    app = create_app(
+        Settings(model_dir=model_dir, expected_models=models, log_level="warning", **settings)
+    )
+    real = registry.ModelVersion.predict
+    async with app.router.lifespan_context(app):
+        if stub:
+            registry.ModelVersion.predict = stub_predict  # type: ignore[method-assign]
+        try:
+            yield app
+        finally:
+            registry.ModelVersion.predict = real  # type: ignore[method-assign]
 
-    real_predict: Any = registry_module.ModelVersion.predict if registry_module else None
 
-    def stub_predict(self: Any, inputs: Any) -> dict[str, np.ndarray]:
-        """Zeros of the output shapes: the service stack without TensorFlow (nor its GIL use)."""
-        count = next(iter(inputs.values())).shape[0]
-        return {
-            key: np.zeros([count, *spec.shape[1:]], spec.dtype)
-            for key, spec in self.outputs.items()
-        }
+async def app_routes(
+    app: Any, kinds: tuple[str, ...] = ("v2", "task", "npy")
+) -> dict[str, AsgiCall]:
+    """One checked `AsgiCall` per (model, protocol); a route that does not answer 200 fails."""
+    calls = {}
+    for case in wire.CASES.values():
+        for kind in kinds:
+            call = AsgiCall(app, wire.ENCODERS[kind](case, case.inputs(1, 0)))
+            if (status := await call()) != 200:
+                raise RuntimeError(f"{case.key} {kind} answered {status}")
+            calls[f"{case.key} {wire.KIND_TITLES[kind]}"] = call
+    return calls
 
-    variants = [(True, False), (False, False)]
-    if registry_module is not None:
-        variants += [(True, True), (False, True)]
-    for batching, stub in variants:
-        if registry_module is not None:
-            registry_module.ModelVersion.predict = real_predict
-        settings = Settings(
-            model_dir=model_dir,
-            expected_models=tuple(c.model for c in wire.CASES.values()),
-            batching_enabled=batching,
-            log_level="warning",
+
+async def measure(model_dir: Path, calls: int) -> list[tuple[str, float]]:
+    """(step, median us) for every step."""
+    import tensorflow as tf
+
+    rows = []
+    for case in wire.CASES.values():
+        function = tf.saved_model.load(str(model_dir / case.model / "1")).signatures[
+            "serving_default"
+        ]
+        x = tf.constant(case.inputs(1, 0))
+
+        def call(f: Any = function, x: Any = x, name: str = case.input_name) -> None:
+            next(iter(f(**{name: x}).values())).numpy()
+
+        step = f"{case.key}: signature call (tf.constant in, .numpy() out)"
+        rows.append((step, await median_us(call, calls)))
+    from concurrent.futures import ThreadPoolExecutor
+
+    from service.batching import AdaptiveBatcher
+
+    executor, loop = ThreadPoolExecutor(max_workers=2), asyncio.get_running_loop()
+    rows.append(
+        (
+            "run_in_executor round trip (idle pool, no-op)",
+            await median_us(lambda: loop.run_in_executor(executor, int), calls),
         )
-        app = create_app(settings)
-        async with app.router.lifespan_context(app):
-            if stub and registry_module is not None:
-                registry_module.ModelVersion.predict = stub_predict
-            label = ("on" if batching else "off") + (", stub model" if stub else "")
-            live = AsgiCall(app, wire.Body("GET", "/v2/health/live", b""))
-            rows.append(
-                (
-                    "-",
-                    f"ASGI app, GET /v2/health/live (batching {label})",
-                    await amedian_us(live, calls),
-                )
-            )
-            for case in wire.CASES.values():
-                x = case.inputs(1, 0)
-                for kind in ("v2", "task", "npy"):
-                    call = AsgiCall(app, wire.ENCODERS[kind](case, x))
-                    status = await call()
-                    if status != 200:
-                        rows.append(
-                            (case.key, f"ASGI app, {kind}: answered {status}", float("nan"))
-                        )
-                        continue
-                    rows.append(
-                        (
-                            case.key,
-                            f"ASGI app, {wire.KIND_TITLES[kind]} (batching {label})",
-                            await amedian_us(call, calls),
-                        )
-                    )
-            try:
-                service = app.state.service
-                for case in wire.CASES.values():
-                    model = app.state.registry.get(case.model)
-                    inputs = {case.input_name: case.inputs(1, 0)}
-                    rows.append(
-                        (
-                            case.key,
-                            f"ModelRunner.predict (batching {label})",
-                            await amedian_us(
-                                lambda m=model, i=inputs, s=service: s.runner.predict(m, i), calls
-                            ),
-                        )
-                    )
-                    if batching and not stub:
-                        rows.append(
-                            (
-                                case.key,
-                                "ModelVersion.predict (no event loop)",
-                                median_us(lambda m=model, i=inputs: m.predict(i), calls),
-                            )
-                        )
-            except (AttributeError, TypeError) as exc:
-                rows.append(("-", f"runner: not measured ({exc})", float("nan")))
-    if registry_module is not None:
-        registry_module.ModelVersion.predict = real_predict
+    )
+    batcher = AdaptiveBatcher(lambda a: {"y": a}, executor, 256, 0.0, name="noop")
+    x1 = np.zeros((1, 64), np.float32)
+    rows.append(
+        (
+            "AdaptiveBatcher.submit round trip (empty queue, no-op)",
+            await median_us(lambda: batcher.submit(x1), calls),
+        )
+    )
+    await batcher.close()
     executor.shutdown()
+    for batching in (True, False):
+        for stub in (False, True):
+            label = f"batching {'on' if batching else 'off'}{', stub model' if stub else ''}"
+            async with served_app(model_dir, stub, batching_enabled=batching) as app:
+                live = AsgiCall(app, wire.Body("GET", "/v2/health/live"))
+                rows.append(
+                    (f"ASGI app, GET /v2/health/live ({label})", await median_us(live, calls))
+                )
+                for name, route in (await app_routes(app)).items():
+                    rows.append((f"ASGI app, {name} ({label})", await median_us(route, calls)))
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench overhead", description=__doc__)
-    parser.add_argument("--model-dir", type=Path, default=REPO / "models")
-    parser.add_argument("--calls", type=int, default=1000, help="timed calls per step")
-    args = parser.parse_args(argv)
-    import gc
-
+    p = harness.parser("overhead", __doc__, results=False)
+    p.add_argument("--calls", type=int, default=1000, help="timed calls per step")
+    args = harness.parse(p, argv)
     gc.collect()
     gc.freeze()
-    import tempfile
-
-    from bench.peers import model_folder
-
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
-        # Only version 1 of the two models, as the peers benchmark serves them.
-        model_folder(Path(tmp), args.model_dir.resolve(), 1)
+        model_folder(Path(tmp), args.model_dir.resolve(), 1)  # version 1 only, as the peers run
         rows = asyncio.run(measure(Path(tmp), args.calls))
-    print("| model | step | median us |\n| --- | --- | ---: |")
-    for model, step, us in rows:
-        print(f"| {model} | {step} | {us:,.0f} |" if us == us else f"| {model} | {step} | - |")
+    print("| step | median us |\n| --- | ---: |")
+    print("\n".join(f"| {step} | {us:,.0f} |" for step, us in rows))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    raise SystemExit(main())

@@ -1,10 +1,11 @@
 """Where a server's time goes: py-spy attached to it during a load run, stacks summarised.
 
-`record(pid, seconds, out)` samples every thread of a running process with py-spy (non-blocking,
+`start(pid, seconds, out)` samples every thread of a running process with py-spy (non-blocking,
 so the server is never paused) into collapsed stacks; `summarize(text)` turns them into the
 share of samples spent in each package (the leaf frame's top-level module: h11, starlette,
 service, tensorflow...) and in each function (inclusive: the function or anything it called).
 py-spy only samples threads that are running, so the shares are of busy time, not wall time.
+`during(server, out, load)` profiles a server while `load()` runs and gives the table lines.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 def py_spy() -> str | None:
@@ -119,3 +122,37 @@ def summarize(text: str) -> Profile:
         for name in {_function(frame) for frame in frames}:
             profile.inclusive[name] += count
     return profile
+
+
+#: Frames every request passes through (event loop, thread bootstraps): left out of the "top
+#: functions" list, which is about where time differs.
+_GENERIC = ("<frozen runpy>", "asyncio", "threading", "concurrent")
+_ENTRY = ("main (", "run (", "<module> (", "asyncio_run (", "Server.run (")
+
+
+def lines(profile: Profile) -> list[str]:
+    """The results-file lines of one profile: self time by package, top inclusive functions."""
+    packages = ", ".join(f"{name} {share:.0%}" for name, share in profile.top_packages(8))
+    functions = [
+        (name, share)
+        for name, share in profile.top_functions(200)
+        if package_of(name) not in _GENERIC
+        and not name.split(" (")[0].endswith("__call__")
+        and not name.startswith(_ENTRY)
+    ][:14]
+    return [
+        f"busy samples {profile.samples:,} (plus {profile.waiting:,} of threads waiting); "
+        f"self time by package: {packages}",
+        "",
+        "| function (inclusive) | share of busy samples |",
+        "| --- | ---: |",
+        *(f"| `{name}` | {share:.0%} |" for name, share in functions),
+    ]
+
+
+def during(server: Any, out: Path, load: Callable[[], object], seconds: float = 6.0) -> list[str]:
+    """Sample `server` (a `bench.harness.Server`) with py-spy while `load()` runs."""
+    sampler = start(server.pids()[0], seconds, out)
+    load()
+    sampler.wait(timeout=seconds + 60)
+    return lines(summarize(out.read_text() if out.exists() else ""))

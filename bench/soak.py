@@ -1,35 +1,9 @@
-"""Soak test: the real server on loopback for 60 s at the highest rate it sustains.
-
-``python -m bench soak`` (or ``make soak``):
-
-1. starts the service (``python -m service``, one worker) on a free loopback port with the
-   committed models (``--model-dir``; ``--tiny`` uses the tiny test models instead);
-2. finds the highest sustainable rate: a closed loop at ``--concurrency`` connections for
-   ``--calibrate-s`` seconds measures the most requests per second the server completes, and the
-   soak runs open-loop at ``--utilisation`` (default 0.8) of that, so a queue that grows shows up
-   as rising latency instead of being hidden by a client that waits;
-3. sends a mix of requests (every task endpoint with a committed model, TF Serving and V2
-   predict, and decompression of codes made at the start) on a fixed schedule for
-   ``--duration-s`` seconds, ``--burst`` requests of one kind at a time (so that the server's
-   adaptive batching merges them: a batched load); latency is measured from each request's
-   scheduled send time;
-4. reports errors (target 0), p50/p99/max latency per ``--window-s`` window, the server's
-   resident memory (VmRSS) at the start, after ``--warmup-s`` seconds of the soak and at its end
-   (issue 15's target: growth after warm-up under 5%), the server's batching settings (batching
-   and batch padding as the service's defaults give them unless the environment says otherwise)
-   and the batch sizes it ran (its V2 statistics), and writes it all to
-   ``bench/results/soak-<date>-<commit>.md``.
-
-It is bounded (the schedule ends, in-flight requests get ``--drain-s`` to finish, the server is
-stopped) and refuses to run while ``python -m training`` runs on the machine (its figures would
-measure the training, and it would slow the training down) unless ``--allow-training``.
-"""
+"""Soak: the real server open loop at a calibrated rate, a mix of every route; errors, latency
+over time and memory growth after the warm-up (``make soak``; bench/README.md)."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import datetime as dt
 import json
 import math
 import tempfile
@@ -39,113 +13,52 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.loadgen import Request, _Connection, percentile, run_load
-from bench.serving import (
-    REPO,
-    RESULTS_DIR,
-    Server,
-    git_commit,
-    http_get,
-    images,
-    json_request,
-    machine_info,
-    memory_kib,
-    our_server,
-    potentials,
-    running,
-    training_running,
-)
+from bench import bodies as wire
+from bench import driver, harness
+from bench.driver import Body, percentile
+from bench.harness import Server
 
-MODELS = (
-    "digit_classifier",
-    "digit_encoder",
-    "digit_decoder",
-    "energy_from_potential",
-    "energy_from_density",
-)
-ERROR_TARGET = 0
-#: Growth of resident memory from the end of the warm-up to the end of the soak (issue 15).
 RSS_GROWTH_TARGET = 0.05
-#: The warm-up, when ``--warmup-s`` is not given: this fraction of the soak.
-WARMUP_FRACTION = 1 / 6
 
 
-# The workload --------------------------------------------------------------------------------
+def _json(path: str, body: Any) -> Body:
+    return Body("POST", path, json.dumps(body).encode(), (("Content-Type", wire.JSON),))
 
 
-def _first_code(server: Server) -> str | None:
-    """One code made by the running server's encoder, for the decompress requests."""
-    import urllib.request
-
-    body = json.dumps({"images": images(1, seed=7).tolist(), "scale": "unit"}).encode()
-    request = urllib.request.Request(
-        server.url + "/api/v1/digits/compress",
-        data=body,
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            codes: list[str] = json.loads(response.read())["codes"]
-            return codes[0]
-    except OSError:
-        return None
-
-
-def workload(models: Sequence[str], code: str | None) -> list[tuple[str, Request]]:
-    """(name, request) pairs, one request each, for the models that are served."""
-    image = images(1, seed=1)[0].tolist()
-    potential = potentials(1, seed=2)[0].tolist()
-    x = [-15.0 + 30.0 * i / 63 for i in range(64)]
-    density = [math.exp(-0.5 * v * v) for v in x]
-    norm = sum(density) * (30.0 / 63)
-    density = [v / norm for v in density]
-    pairs: list[tuple[str, Request]] = []
-    if "digit_classifier" in models:
-        pairs.append(
-            (
-                "classify",
-                json_request("/api/v1/digits/classify", {"images": image, "scale": "unit"}),
-            )
-        )
-        pairs.append(
-            (
-                "tfserving classify",
-                json_request(
-                    "/v1/models/digit_classifier:predict",
-                    {"instances": [[[[p] for p in row] for row in image]]},
-                ),
-            )
-        )
-    if "digit_encoder" in models and "digit_decoder" in models:
-        pairs.append(
-            (
-                "compress",
-                json_request("/api/v1/digits/compress", {"images": image, "scale": "unit"}),
-            )
-        )
-        if code is not None:
-            pairs.append(
-                ("decompress", json_request("/api/v1/digits/decompress", {"codes": [code]}))
-            )
-    if "energy_from_potential" in models:
-        pairs.append(
-            ("energy", json_request("/api/v1/energy/from-potential", {"potentials": potential}))
-        )
-        tensor = {"name": "potential", "shape": [1, 64], "datatype": "FP32", "data": potential}
-        pairs.append(
-            (
-                "v2 energy",
-                json_request("/v2/models/energy_from_potential/infer", {"inputs": [tensor]}),
-            )
-        )
-    if "energy_from_density" in models:
-        pairs.append(
-            ("density", json_request("/api/v1/energy/from-density", {"densities": density}))
-        )
-    return pairs
-
-
-# The open-loop driver -------------------------------------------------------------------------
+def workload(models: Sequence[str], code: str | None) -> list[tuple[str, Body]]:
+    """(name, request) pairs, one item each, for the models that are served."""
+    image, potential = wire.images(1, 1)[0].tolist(), wire.potentials(1, 2)[0].tolist()
+    density = [math.exp(-0.5 * (-15.0 + 30.0 * i / 63) ** 2) for i in range(64)]
+    density = [v / (sum(density) * 30.0 / 63) for v in density]
+    digits = {"images": image, "scale": "unit"}
+    v2 = {
+        "inputs": [{"name": "potential", "shape": [1, 64], "datatype": "FP32", "data": potential}]
+    }
+    pairs = {
+        "classify": ("digit_classifier", "/api/v1/digits/classify", digits),
+        "tfserving classify": (
+            "digit_classifier",
+            "/v1/models/digit_classifier:predict",
+            {"instances": [[[[p] for p in row] for row in image]]},
+        ),
+        "compress": ("digit_encoder", "/api/v1/digits/compress", digits),
+        "decompress": ("digit_decoder", "/api/v1/digits/decompress", {"codes": [code]}),
+        "energy": (
+            "energy_from_potential",
+            "/api/v1/energy/from-potential",
+            {"potentials": potential},
+        ),
+        "v2 energy": ("energy_from_potential", "/v2/models/energy_from_potential/infer", v2),
+        "density": ("energy_from_density", "/api/v1/energy/from-density", {"densities": density}),
+    }
+    codec = "digit_encoder" in models and "digit_decoder" in models
+    return [
+        (name, _json(path, body))
+        for name, (model, path, body) in pairs.items()
+        if model in models
+        and (codec or model not in ("digit_encoder", "digit_decoder"))
+        and (name != "decompress" or code is not None)
+    ]
 
 
 @dataclass
@@ -162,80 +75,67 @@ class SoakRun:
     duration_s: float
     samples: list[Sample] = field(default_factory=list)
     rss_kib: list[tuple[float, int]] = field(default_factory=list)  # (seconds, VmRSS)
-    unsent: int = 0  # scheduled but never sent: the client had no free connection
 
 
 async def soak(
     port: int,
-    pairs: Sequence[tuple[str, Request]],
+    pairs: Sequence[tuple[str, Body]],
     rate: float,
     duration_s: float,
     max_connections: int,
     drain_s: float,
     sample_rss: Callable[[], int],
-    rss_every_s: float,
     burst: int = 1,
 ) -> SoakRun:
     """Send `pairs` round-robin at `rate` per second for `duration_s`, open loop, `burst`
-    requests of one kind at each scheduled time (so `rate / burst` bursts per second)."""
+    requests of one kind at each scheduled time."""
     loop = asyncio.get_running_loop()
-    authority = f"127.0.0.1:{port}"
-    wires = [(kind, request.encode(authority)) for kind, request in pairs]
-    idle: list[_Connection] = []
-    open_connections = 0
-    run = SoakRun(rate, duration_s)
-    tasks: set[asyncio.Task[None]] = set()
+    wires = [(kind, body.encode(f"127.0.0.1:{port}")) for kind, body in pairs]
+    idle: list[driver.Connection] = []
+    run, tasks, busy = SoakRun(rate, duration_s), set(), 0
 
-    async def one(kind: str, wire: bytes, scheduled: float, offset: float) -> None:
-        nonlocal open_connections
+    async def one(kind: str, wire_bytes: bytes, scheduled: float, offset: float) -> None:
+        nonlocal busy
         connection = idle.pop() if idle else None
         try:
             if connection is None or connection.transport is None:
-                _, connection = await loop.create_connection(_Connection, "127.0.0.1", port)
-            response = await connection.send(wire)
+                _, connection = await loop.create_connection(driver.Connection, "127.0.0.1", port)
+            response = await connection.send(wire_bytes)
+            status: int | str = response.status
         except OSError as exc:
-            run.samples.append(
-                Sample(offset, time.perf_counter() - scheduled, type(exc).__name__, kind)
-            )
-            open_connections -= 1
-            return
-        run.samples.append(Sample(offset, time.perf_counter() - scheduled, response.status, kind))
-        if connection.transport is not None and response.headers.get("connection") != "close":
+            status, connection = type(exc).__name__, None
+        run.samples.append(Sample(offset, time.perf_counter() - scheduled, status, kind))
+        if connection is not None and connection.transport is not None:
             idle.append(connection)
         else:
-            open_connections -= 1
+            busy -= 1
 
-    async def rss_sampler(start: float) -> None:
+    async def rss_sampler() -> None:
         while True:
             run.rss_kib.append((time.perf_counter() - start, sample_rss()))
-            await asyncio.sleep(rss_every_s)
+            await asyncio.sleep(1.0)
 
     start = time.perf_counter()
-    sampler = asyncio.create_task(rss_sampler(start))
-    total = int(rate * duration_s)
-    for i in range(total):
+    sampler = asyncio.create_task(rss_sampler())
+    for i in range(int(rate * duration_s)):
         offset = (i - i % burst) / rate  # the burst's requests share its send time
-        scheduled = start + offset
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
+        if (delay := start + offset - time.perf_counter()) > 0:
             await asyncio.sleep(delay)
-        if not idle and open_connections >= max_connections:
-            run.unsent += 1  # every connection busy: the server is not keeping up
+        if not idle and busy >= max_connections:  # every connection busy: not keeping up
             run.samples.append(Sample(offset, 0.0, "client: no free connection", "-"))
             continue
-        if not idle:
-            open_connections += 1
-        kind, wire = wires[(i // burst) % len(wires)]
-        task = asyncio.create_task(one(kind, wire, scheduled, offset))
+        busy += 0 if idle else 1
+        kind, wire_bytes = wires[(i // burst) % len(wires)]
+        task = asyncio.create_task(one(kind, wire_bytes, start + offset, offset))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     if tasks:
         _, pending = await asyncio.wait(set(tasks), timeout=drain_s)
         for task in pending:
             task.cancel()
-        run.samples.extend(
-            Sample(duration_s, drain_s, "client: no answer within drain time", "-") for _ in pending
-        )
+            run.samples.append(
+                Sample(duration_s, drain_s, "client: no answer within drain time", "-")
+            )
     run.rss_kib.append((time.perf_counter() - start, sample_rss()))
     sampler.cancel()
     for connection in idle:
@@ -244,110 +144,77 @@ async def soak(
     return run
 
 
-# Statistics ------------------------------------------------------------------------------------
-
-
-def windows(run: SoakRun, window_s: float) -> list[dict[str, Any]]:
-    """Per window of scheduled send time: requests, errors, p50/p99/max latency, RSS at its end."""
-    count = max(1, math.ceil(run.duration_s / window_s))
-    rows = []
-    for w in range(count):
-        low, high = w * window_s, (w + 1) * window_s
-        inside = [s for s in run.samples if low <= s.scheduled_s < high]
-        ok = [s.latency_s for s in inside if s.status == 200]
-        rss = [kib for t, kib in run.rss_kib if t <= high]
-        rows.append(
-            {
-                "window": f"{low:g}-{min(high, run.duration_s):g} s",
-                "requests": len(inside),
-                "errors": len(inside) - len(ok),
-                "p50_ms": percentile(ok, 50) * 1e3,
-                "p99_ms": percentile(ok, 99) * 1e3,
-                "max_ms": max(ok) * 1e3 if ok else math.nan,
-                "rss_mib": rss[-1] / 1024 if rss else math.nan,
-            }
-        )
-    return rows
-
-
-def rss_at(run: SoakRun, seconds: float) -> int:
-    """The first RSS sample taken at or after `seconds` into the soak (else the last one)."""
-    return next((kib for t, kib in run.rss_kib if t >= seconds), run.rss_kib[-1][1])
+def _latency(samples: Sequence[Sample]) -> dict[str, float]:
+    ok = [s.latency_s * 1e3 for s in samples if s.status == 200]
+    return {
+        "p50_ms": percentile(ok, 50),
+        "p99_ms": percentile(ok, 99),
+        "max_ms": max(ok, default=math.nan),
+    }
 
 
 def summarise(run: SoakRun, window_s: float, warmup_s: float = 0.0) -> dict[str, Any]:
-    ok = [s.latency_s for s in run.samples if s.status == 200]
+    """Errors by kind, latency, memory growth (from the start and after the warm-up), windows."""
     errors: dict[str, int] = {}
     for s in run.samples:
         if s.status != 200:
             errors[f"{s.kind}: {s.status}"] = errors.get(f"{s.kind}: {s.status}", 0) + 1
-    rss_start, rss_end = run.rss_kib[0][1], run.rss_kib[-1][1]
-    growth = (rss_end - rss_start) / rss_start if rss_start else math.nan
-    rss_warm = rss_at(run, warmup_s)
-    growth_warm = (rss_end - rss_warm) / rss_warm if rss_warm else math.nan
+    ok = len(run.samples) - sum(errors.values())
+    rss = [kib for _, kib in run.rss_kib]
+    warm = next((kib for t, kib in run.rss_kib if t >= warmup_s), rss[-1])
+    windows = []
+    for w in range(max(1, math.ceil(run.duration_s / window_s))):
+        low, high = w * window_s, (w + 1) * window_s
+        inside = [s for s in run.samples if low <= s.scheduled_s < high]
+        before = [kib for t, kib in run.rss_kib if t <= high]
+        windows.append(
+            {
+                "window": f"{low:g}-{min(high, run.duration_s):g} s",
+                "requests": len(inside),
+                "errors": sum(s.status != 200 for s in inside),
+                **_latency(inside),
+                "rss_mib": before[-1] / 1024 if before else math.nan,
+            }
+        )
     return {
         "rate": run.rate,
         "duration_s": run.duration_s,
         "requests": len(run.samples),
-        "ok": len(ok),
-        "errors": len(run.samples) - len(ok),
+        "ok": ok,
+        "errors": len(run.samples) - ok,
         "error_kinds": errors,
-        "achieved_rps": len(ok) / run.duration_s,
-        "p50_ms": percentile(ok, 50) * 1e3,
-        "p99_ms": percentile(ok, 99) * 1e3,
-        "max_ms": max(ok) * 1e3 if ok else math.nan,
-        "rss_start_mib": rss_start / 1024,
-        "rss_end_mib": rss_end / 1024,
-        "rss_peak_mib": max(kib for _, kib in run.rss_kib) / 1024,
-        "rss_growth": growth,
+        "achieved_rps": ok / run.duration_s,
+        **_latency(run.samples),
+        "rss_start_mib": rss[0] / 1024,
+        "rss_end_mib": rss[-1] / 1024,
+        "rss_peak_mib": max(rss) / 1024,
+        "rss_growth": (rss[-1] - rss[0]) / rss[0] if rss[0] else math.nan,
         "warmup_s": warmup_s,
-        "rss_after_warmup_mib": rss_warm / 1024,
-        "rss_growth_after_warmup": growth_warm,
-        "windows": windows(run, window_s),
+        "rss_after_warmup_mib": warm / 1024,
+        "rss_growth_after_warmup": (rss[-1] - warm) / warm if warm else math.nan,
+        "windows": windows,
     }
 
 
-# Report ---------------------------------------------------------------------------------------
-
-
-def _f(value: Any, digits: int = 1) -> str:
-    if isinstance(value, float):
-        return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
-    return str(value)
+def _f(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.1f}"
 
 
 def render_markdown(report: dict[str, Any]) -> str:
-    s = report["soak"]
-    machine = report["machine"]
-    dirty = " (dirty tree)" if report["dirty"] else ""
-    errors_met = "met" if s["errors"] <= ERROR_TARGET else "MISSED"
+    s, cal = report["soak"], report["calibration"]
+    errors_met = "met" if s["errors"] == 0 else "MISSED"
     growth_met = "met" if s["rss_growth_after_warmup"] < RSS_GROWTH_TARGET else "MISSED"
-    latency = f"{_f(s['p50_ms'])} / {_f(s['p99_ms'])} / {_f(s['max_ms'])} ms"
-    memory = f"{_f(s['rss_start_mib'])} -> {_f(s['rss_end_mib'])} MiB ({_f(s['rss_peak_mib'])})"
     lines = [
-        f"# Soak: {report['date']} at {report['commit']}{dirty}",
+        *harness.header(report, "Soak"),
+        f"Models: {report['models_source']} ({', '.join(report['models'])}). Server resident "
+        f"memory after start-up: {report['rss_after_start_mib']:.1f} MiB; readiness after the "
+        f"soak: {report['ready_after']}.",
         "",
-        f"`python -m bench soak {' '.join(report['argv'])}`".replace(" `", "`") + "; models: "
-        f"{report['models_source']} ({', '.join(report['models'])}).",
-        "",
-        f"Machine: {machine['cores']} cores ({machine['cpu']}), {machine['memory_gib']} GiB, "
-        f"Python {machine['python']}, TensorFlow {machine['tensorflow']}, uvicorn "
-        f"{machine['uvicorn']}; load average before: {machine['load_before']}; "
-        f"`python -m training` running: {'yes' if report['training'] else 'no'}. "
-        "The load generator runs on the same cores as the server.",
-        "",
-        f"Server resident memory right after start-up: {report['rss_after_start_mib']:.1f} MiB; "
-        f"readiness after the soak: {report['ready_after']}.",
-        "",
-        "## Rate",
-        "",
-        f"Calibration: closed loop, {report['calibration']['concurrency']} connections, "
-        f"{report['calibration']['elapsed_s']:.1f} s: {report['calibration']['rps']:.1f} "
-        f"requests/s completed (p99 {report['calibration']['p99_ms']:.1f} ms, errors "
-        f"{report['calibration']['errors']}). Soak: open loop at {report['utilisation']:.0%} of "
-        f"that, **{s['rate']:.1f} requests/s** for {s['duration_s']:g} s, round-robin over: "
-        f"{', '.join(report['workload'])}; {report.get('burst', 1)} request(s) of one kind at a "
-        "time.",
+        f"Calibration: closed loop, {cal['concurrency']} connections, {cal['elapsed_s']:.1f} s: "
+        f"{cal['rps']:.1f} requests/s (p99 {cal['p99_ms']:.1f} ms, errors {cal['errors']}). Soak: "
+        f"open loop at {report['utilisation']:.0%} of that, **{s['rate']:.1f} requests/s** for "
+        f"{s['duration_s']:g} s, round-robin over: {', '.join(report['workload'])}; "
+        f"{report.get('burst', 1)} request(s) of one kind at a time.",
         "",
         f"Serving: {report.get('serving', 'not recorded')}.",
         "",
@@ -357,11 +224,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         "| --- | --- | --- | --- |",
         f"| requests scheduled | {s['requests']} | | |",
         f"| answered 200 | {s['ok']} ({s['achieved_rps']:.1f}/s) | | |",
-        f"| errors | {s['errors']} | {ERROR_TARGET} | {errors_met} |",
-        f"| latency p50 / p99 / max | {latency} | | |",
-        f"| resident memory start -> end (peak) | {memory} | | |",
+        f"| errors | {s['errors']} | 0 | {errors_met} |",
+        f"| latency p50 / p99 / max | {_f(s['p50_ms'])} / {_f(s['p99_ms'])} / "
+        f"{_f(s['max_ms'])} ms | | |",
+        f"| resident memory start -> end (peak) | {_f(s['rss_start_mib'])} -> "
+        f"{_f(s['rss_end_mib'])} MiB ({_f(s['rss_peak_mib'])}) | | |",
         f"| memory growth from the start | {s['rss_growth']:+.1%} | | |",
-        f"| resident memory after the warm-up ({_f(s['warmup_s'], 0)} s) -> end | "
+        f"| resident memory after the warm-up ({s['warmup_s']:.0f} s) -> end | "
         f"{_f(s['rss_after_warmup_mib'])} -> {_f(s['rss_end_mib'])} MiB | | |",
         f"| memory growth after the warm-up | {s['rss_growth_after_warmup']:+.1%} | "
         f"< {RSS_GROWTH_TARGET:.0%} | {growth_met} |",
@@ -375,8 +244,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += [
         "## Over time",
         "",
-        "Latency from each request's scheduled send time to its complete answer (so a backlog "
-        "shows), by window of send time; memory is the server's VmRSS at the window's end.",
+        "Latency from each request's scheduled send time to its complete answer, by window of "
+        "send time; memory is the server's VmRSS at the window's end.",
         "",
         "| window | requests | errors | p50 ms | p99 ms | max ms | RSS MiB |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -386,38 +255,25 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"| {w['window']} | {w['requests']} | {w['errors']} | {_f(w['p50_ms'])} | "
             f"{_f(w['p99_ms'])} | {_f(w['max_ms'])} | {_f(w['rss_mib'])} |"
         )
-    lines.append("")
     if report.get("batch_sizes"):
         lines += [
-            "## Batch sizes run",
             "",
-            "Model calls by batch size (items, before padding) over the whole run, from the "
-            "server's `/v2/models/{name}/stats`.",
+            "## Batch sizes run (model calls by batch size, from `/v2/models/{name}/stats`)",
             "",
-            "| model | calls by batch size |",
-            "| --- | --- |",
         ]
+        lines += ["| model | calls by batch size |", "| --- | --- |"]
         for model, sizes in report["batch_sizes"].items():
-            cells = ", ".join(f"{size}: {count}" for size, count in sizes.items())
-            lines.append(f"| {model} | {cells or 'none'} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def write_results(report: dict[str, Any], directory: Path = RESULTS_DIR) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"soak-{report['date'][:10]}-{report['commit']}.md"
-    path.write_text(render_markdown(report), encoding="utf-8")
-    return path
+            lines.append(
+                f"| {model} | {', '.join(f'{k}: {v}' for k, v in sizes.items()) or 'none'} |"
+            )
+    return "\n".join(lines) + "\n"
 
 
 def _serving(model_dir: Path, models: Sequence[str]) -> str:
-    """The server's batching and padding, from the service's settings as the server's
-    environment gives them (`our_server` sets none of these: the defaults)."""
+    """The server's batching and padding as the service's settings give them by default."""
     from service.settings import Settings
 
-    settings = Settings(model_dir=model_dir, expected_models=tuple(models))
-    parts = []
+    settings, parts = Settings(model_dir=model_dir, expected_models=tuple(models)), []
     for model in models:
         enabled, size, wait_s = settings.batching_for(model)
         pads = settings.pad_sizes_for(model)
@@ -430,95 +286,64 @@ def _serving(model_dir: Path, models: Sequence[str]) -> str:
 
 def _batch_sizes(server: Server, model: str) -> dict[int, int]:
     """Model calls by batch size over the run (the Triton-style statistics of every version)."""
-    status, body = http_get(server.url + f"/v2/models/{model}/stats")
-    if status != 200:
-        return {}
+    status, _, body = harness.request_once(server.url, Body("GET", f"/v2/models/{model}/stats"))
     counts: dict[int, int] = {}
-    for version in json.loads(body).get("model_stats", []):
+    for version in json.loads(body).get("model_stats", []) if status == 200 else []:
         for batch in version.get("batch_stats", []):
             size = int(batch["batch_size"])
             counts[size] = counts.get(size, 0) + int(batch["compute_infer"]["count"])
     return dict(sorted(counts.items()))
 
 
-# Main -----------------------------------------------------------------------------------------
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench soak", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--model-dir", type=Path, default=REPO / "models")
-    parser.add_argument(
-        "--tiny", action="store_true", help="serve the tiny test models (built in a temp dir)"
-    )
-    parser.add_argument("--duration-s", type=float, default=60.0, help="soak length (default 60)")
-    parser.add_argument("--window-s", type=float, default=5.0, help="report window (default 5)")
-    parser.add_argument(
-        "--warmup-s",
-        type=float,
-        help="memory growth is measured from this point of the soak (default: a sixth of it)",
-    )
-    parser.add_argument(
-        "--burst", type=int, default=1, help="requests of one kind sent at once (default 1)"
-    )
-    parser.add_argument("--calibrate-s", type=float, default=10.0, help="closed-loop calibration")
-    parser.add_argument("--concurrency", type=int, default=8, help="calibration connections")
-    parser.add_argument(
-        "--utilisation", type=float, default=0.8, help="soak rate / calibrated rate (default 0.8)"
-    )
-    parser.add_argument("--rate", type=float, help="soak at this rate instead (requests/s)")
-    parser.add_argument("--max-connections", type=int, default=256)
-    parser.add_argument("--drain-s", type=float, default=30.0)
-    parser.add_argument("--allow-training", action="store_true")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    training = training_running()
-    if training and not args.allow_training:
-        print("refusing to soak while model training runs (--allow-training to force):")
-        print("\n".join(training))
+    p = harness.parser("soak", __doc__)
+    p.add_argument("--tiny", action="store_true", help="serve the tiny contract models")
+    p.add_argument("--duration-s", type=float, default=60.0, help="soak length (default 60)")
+    p.add_argument("--window-s", type=float, default=5.0, help="report window (default 5)")
+    p.add_argument("--warmup-s", type=float, help="memory growth from here (default: a sixth)")
+    p.add_argument("--burst", type=int, default=1, help="requests of one kind sent at once")
+    p.add_argument("--calibrate-s", type=float, default=10.0, help="closed-loop calibration")
+    p.add_argument("--concurrency", type=int, default=8, help="calibration connections")
+    p.add_argument("--utilisation", type=float, default=0.8, help="soak rate / calibrated rate")
+    p.add_argument("--rate", type=float, help="soak at this rate instead (requests/s)")
+    p.add_argument("--max-connections", type=int, default=256)
+    p.add_argument("--drain-s", type=float, default=30.0)
+    args = harness.parse(p, argv)
+    if harness.refuse_while_training(args):
         return 3
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
-        log_dir = Path(tmp)
+        work = Path(tmp)
+        model_dir, source = args.model_dir.resolve(), f"committed models ({args.model_dir})"
         if args.tiny:
-            from tests.service.conftest import build_tiny_models
+            from training.tiny_models import build_tiny_models
 
-            model_dir, source = build_tiny_models(log_dir / "models"), "tiny test models"
-        else:
-            model_dir, source = args.model_dir.resolve(), f"committed models ({args.model_dir})"
-        models = [m for m in MODELS if any((model_dir / m).glob("*/saved_model.pb"))]
+            model_dir, source = build_tiny_models(work / "models"), "tiny contract models"
+        models = [m for m in harness.models() if harness.latest_version(model_dir, m)]
         if not models:
             print(f"no SavedModels under {model_dir}; train them or pass --tiny")
             return 2
-        server = our_server(model_dir, models, 1, log_dir, 1)
-        with running(server):
+        with harness.running(harness.our_server(model_dir, models, 1, work)) as server:
             pid = server.pids()[0]
 
             def rss() -> int:
-                return memory_kib(pid).get("rss", 0)
+                return harness.memory_kib(pid).get("rss", 0)
 
-            rss_after_start = rss()
-            code = _first_code(server) if "digit_encoder" in models else None
-            pairs = workload(models, code)
-            requests = [request for _, request in pairs]
-            calibration = asyncio.run(
-                run_load(
-                    "127.0.0.1",
-                    server.port,
-                    requests,
-                    args.concurrency,
-                    10**9,
-                    args.calibrate_s,
+            rss_after_start, code = rss(), None
+            if "digit_encoder" in models:
+                compress = _json(
+                    "/api/v1/digits/compress",
+                    {"images": wire.images(1, 7).tolist(), "scale": "unit"},
                 )
-            ).summary()
+                status, _, body = harness.request_once(server.url, compress)
+                code = json.loads(body)["codes"][0] if status == 200 else None
+            pairs = workload(models, code)
+            bodies = [body for _, body in pairs]
+            calibration = driver.run(
+                server.url, bodies, args.concurrency, args.calibrate_s, work, client="raw"
+            )
             rate = args.rate or max(1.0, calibration["rps"] * args.utilisation)
             print(
-                f"calibration: {calibration['rps']:.1f} req/s at {args.concurrency} connections; "
-                f"soaking at {rate:.1f} req/s for {args.duration_s:g} s",
+                f"calibration: {calibration['rps']:.1f} req/s; soaking at {rate:.1f} req/s",
                 flush=True,
             )
             run = asyncio.run(
@@ -530,39 +355,35 @@ def main(argv: list[str] | None = None) -> int:
                     args.max_connections,
                     args.drain_s,
                     rss,
-                    1.0,
                     args.burst,
                 )
             )
-            status, _ = http_get(server.url + "/v2/health/ready")
+            ready = harness.request_once(server.url, Body("GET", "/v2/health/ready"))[0]
             batch_sizes = {model: _batch_sizes(server, model) for model in models}
-        commit, dirty = git_commit()
-        warmup_s = args.duration_s * WARMUP_FRACTION if args.warmup_s is None else args.warmup_s
-        summary = summarise(run, args.window_s, warmup_s)
-        report = {
-            "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "commit": commit,
-            "dirty": dirty,
-            "argv": argv or [],
-            "machine": machine_info(),
-            "training": bool(training),
-            "models_source": source,
-            "models": models,
-            "workload": [name for name, _ in pairs],
-            "utilisation": args.utilisation if args.rate is None else rate / calibration["rps"],
-            "calibration": {"concurrency": args.concurrency, **calibration},
-            "rss_after_start_mib": rss_after_start / 1024,
-            "burst": args.burst,
-            "serving": _serving(model_dir, models),
-            "batch_sizes": batch_sizes,
-            "ready_after": status,
-            "soak": summary,
-        }
-    path = write_results(report, args.out)
-    print(render_markdown(report))
-    print(f"written to {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
+        serving = _serving(model_dir, models)
+    warmup_s = args.duration_s / 6 if args.warmup_s is None else args.warmup_s
+    report = harness.new_report(
+        "soak",
+        args.argv,
+        models_source=source,
+        models=models,
+        workload=[name for name, _ in pairs],
+        utilisation=args.utilisation if args.rate is None else rate / calibration["rps"],
+        calibration={**calibration, "concurrency": args.concurrency},
+        rss_after_start_mib=rss_after_start / 1024,
+        burst=args.burst,
+        serving=serving,
+        batch_sizes=batch_sizes,
+        ready_after=ready,
+        soak=summarise(run, args.window_s, warmup_s),
+    )
+    text = render_markdown(report)
+    print(text)
+    if not args.no_write:
+        harness.write(report, text, args.results_dir)
     met = (
-        summary["errors"] <= ERROR_TARGET and summary["rss_growth_after_warmup"] < RSS_GROWTH_TARGET
+        report["soak"]["errors"] == 0
+        and report["soak"]["rss_growth_after_warmup"] < RSS_GROWTH_TARGET
     )
     return 0 if met else 1
 

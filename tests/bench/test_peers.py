@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from bench import peers
-from bench.serving import REPO
+from bench import harness, matrix, peers
 
 
 def test_tensorflow_requirement_comes_from_the_lock(tmp_path: Path) -> None:
@@ -41,15 +40,6 @@ def test_cache_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_
     assert peers.cache_dir() == tmp_path / "peers"
 
 
-def test_model_folder_holds_only_the_chosen_version(tmp_path: Path) -> None:
-    paths = peers.model_folder(tmp_path, REPO / "models", 1)
-    assert sorted(paths) == ["digit_classifier", "energy_from_potential"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(paths)
-    assert (tmp_path / "digit_classifier" / "1" / "saved_model.pb").exists()
-    with pytest.raises(FileNotFoundError):
-        peers.model_folder(tmp_path / "other", REPO / "models", 99)
-
-
 def test_mlserver_setup_is_loopback_with_its_tuning(tmp_path: Path) -> None:
     config = peers.FULL_PEERS[3]  # 0 workers, adaptive batching 64 / 2 ms
     server = peers.mlserver_server(config, tmp_path / "venv", {"m": "/models/m/1"}, tmp_path)
@@ -74,34 +64,35 @@ def test_kserve_and_bentoml_setups_pass_models_and_knobs(tmp_path: Path) -> None
     assert "PYTHONPATH" not in bento.env  # a peer never sees our packages
 
 
-def test_schedule_rotates_servers_at_every_point() -> None:
-    configs = [peers.OURS, peers.FULL_PEERS[1], peers.FULL_PEERS[4]]
-    plan = peers.schedule(configs, ["classify", "energy"], [1, 8], rounds=2)
-    entries = sum(len(c.kinds) for c in configs)  # ours 4 routes, mlserver 1, kserve 2
-    assert len(plan) == 2 * 2 * 2 * entries
-    firsts = [(plan[i * entries][3].name, plan[i * entries][4]) for i in range(4)]
-    assert len(set(firsts)) == 4  # a different server+route opens each point
-    point = plan[:entries]
-    assert {(e[3].name, e[4]) for e in point} == {(c.name, k) for c in configs for k in c.kinds}
+def test_quick_preset_fits_in_twelve_minutes(capsys: pytest.CaptureFixture[str]) -> None:
+    configs = peers.configurations(True, sorted(peers.PEERS))
+    routes = [(c.name, kind) for c in configs for kind in c.kinds]
+    groups = [(key, 1, c) for key in peers.MODEL_KEYS for c in (1, 8, 64)]
+    plan = matrix.schedule(routes, groups, 1)
+    assert peers.estimate_s(len(plan), len(configs), 5.0, 1.0) <= 12 * 60
+    assert peers.main(["--quick", "--plan"]) == 0  # the preset as the command line gives it
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"{len(plan)} runs on {len(configs)} servers, 1 round(s)")
 
 
-def test_quick_preset_fits_in_twelve_minutes() -> None:
-    args = peers.parse_args(["--quick"])
-    configs = peers.configurations(True, sorted(peers.PEER_PACKAGES))
-    plan = peers.schedule(configs, list(peers.MODEL_KEYS), args.concurrency, args.rounds)
-    assert peers.estimate_s(len(plan), len(configs), args.duration, args.warmup) <= 12 * 60
-
-
-def _point(server: str, kind: str, c: int, rps: float, p99: float, r: int = 0) -> peers.Point:
-    result = {"rps": rps, "p50_ms": p99 / 3, "p99_ms": p99, "errors": 0, "requests": 100}
-    return peers.Point(server, kind, "digit_classifier", c, r, result, 900.0, 700.0, 400.0)
-
-
-def test_aggregate_takes_medians_over_rounds() -> None:
-    points = [_point("ours", "v2", 1, rps, 10.0, r) for r, rps in enumerate((100, 300, 200))]
-    stats = peers.aggregate(points)
-    assert stats[("ours", "v2", "digit_classifier", 1)]["rps"] == 200
-    assert stats[("ours", "v2", "digit_classifier", 1)]["rounds"] == 3
+def _point(server: str, kind: str, c: int, rps: float, p99: float, r: int = 0) -> dict[str, Any]:
+    return {
+        "server": server,
+        "kind": kind,
+        "model": "digit_classifier",
+        "concurrency": c,
+        "items": 1,
+        "round": r,
+        "items_per_s": rps,
+        "client_cpu_us_per_req": 30.0,
+        "rps": rps,
+        "p50_ms": p99 / 3,
+        "p99_ms": p99,
+        "errors": 0,
+        "requests": 100,
+        "server_cpu_us_per_req": 900.0,
+        "rss_mib": 700.0,
+    }
 
 
 def test_best_peer_ignores_ours_and_failing_configs() -> None:
@@ -111,15 +102,16 @@ def test_best_peer_ignores_ours_and_failing_configs() -> None:
         _point("kserve (b)", "v2", 8, 500, 30),
         _point("bentoml (c)", "v2", 8, 800, 9),
     ]
-    points[3].result["errors"] = 4
-    stats = peers.aggregate(points)
+    points[3]["errors"] = 4
+    stats = matrix.aggregate(points)
     name, best = peers.best_peer(stats, "digit_classifier", 8)  # type: ignore[misc]
     assert name == "kserve (b)" and best["rps"] == 500
     assert peers.best_peer(stats, "digit_classifier", 64) is None
 
 
-def _report(points: list[peers.Point]) -> dict[str, Any]:
+def _report(points: list[dict[str, Any]]) -> dict[str, Any]:
     return {
+        "name": "peers",
         "date": "2026-12-01 22:00 UTC",
         "commit": "abc1234",
         "dirty": False,
@@ -133,7 +125,7 @@ def _report(points: list[peers.Point]) -> dict[str, Any]:
             "tensorflow": "2",
             "load_before": [0.1],
         },
-        "wrk_version": "4.1.0",
+        "client": "wrk",
         "duration_s": 5.0,
         "warmup_s": 1.0,
         "rounds": 1,
@@ -147,7 +139,7 @@ def _report(points: list[peers.Point]) -> dict[str, Any]:
             "mlserver (a)": {"rss": 620.0, "pss": 500.0, "processes": 1},
         },
         "notes": ["mlserver (a), V2 binary, classify: answered 400 (skipped)"],
-        "stats": peers.aggregate(points),
+        "stats": matrix.aggregate(points),
         "wall_s": 600.0,
     }
 
@@ -172,12 +164,14 @@ def test_render_and_targets_state_ratios_and_verdicts(tmp_path: Path) -> None:
     assert "met: classify single-item p50 (V2, conc. 1) 2.67 ms = 1.33x" in text
     assert "NOT met: resident memory ours 700 MiB = 1.13x the leanest peer" in text
     assert "answered 400 (skipped)" in text
-    path = peers.write(report, tmp_path)
+    path = peers.write(report, text, tmp_path)
     assert path.name == "peers-quick-2026-12-01-abc1234.md"
     saved = json.loads(path.with_suffix(".json").read_text())
-    assert saved["stats"][0][:4] == ["ours", "v2", "digit_classifier", 1]
+    assert saved["stats"][0][:5] == ["ours", "v2", "digit_classifier", 1, 1]
+    assert "| digit_classifier | 1 | 1 | mlserver (a) | V2 JSON | 100.0 | 100.0 |" in text
+    assert path.read_text() == text
 
 
 def test_ratio_without_a_figure_is_nan() -> None:
-    assert math.isnan(peers.ratio(1.0, 0.0)) and math.isnan(peers.ratio(math.nan, 2.0))
-    assert peers.ratio(3.0, 2.0) == 1.5
+    assert math.isnan(harness.ratio(1.0, 0.0)) and math.isnan(harness.ratio(math.nan, 2.0))
+    assert harness.ratio(3.0, 2.0) == 1.5

@@ -6,6 +6,7 @@ No server is started and nothing is timed here; `python -m bench serving` is the
 from __future__ import annotations
 
 import io
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -14,16 +15,10 @@ import numpy as np
 import pytest
 
 from bench import __main__ as dispatcher
-from bench.loadgen import Request, ResponseParser, RunResult, percentile
-from bench.serving import (
-    RAW_BATCH,
-    Row,
-    evaluate_targets,
-    npy_bytes,
-    potentials,
-    render_markdown,
-    write_results,
-)
+from bench import harness, matrix
+from bench.bodies import npy_bytes, potentials
+from bench.driver import Body, ResponseParser, percentile, summary
+from bench.serving import RAW_BATCH, evaluate_targets, render_markdown
 
 
 @pytest.mark.parametrize("q", [0, 1, 25, 50, 90, 99, 99.9, 100])
@@ -40,24 +35,20 @@ def test_percentile_edge_cases() -> None:
         percentile([1.0], 101)
 
 
-def test_run_result_summary_counts_errors_apart() -> None:
-    result = RunResult(concurrency=8, items_per_request=10, elapsed_s=2.0, client_cpu_s=0.5)
-    for latency in (0.001, 0.002, 0.003, 0.004):
-        result.record(200, latency)
-    result.record(503, 0.0005)
-    result.record("ConnectionResetError", 0.1)
-    summary = result.summary()
-    assert summary["requests"] == 6
-    assert summary["ok"] == 4 and summary["errors"] == 2
-    assert summary["rps"] == 2.0 and summary["items_per_s"] == 20.0
-    assert summary["p50_ms"] == pytest.approx(2.5)  # errors are not in the latencies
-    assert summary["client_cpu_us_per_req"] == pytest.approx(0.5 / 6 * 1e6)
-    assert math.isnan(summary["server_cpu_us_per_req"])
-    assert summary["statuses"] == {"200": 4, "503": 1, "ConnectionResetError": 1}
+def test_summary_counts_errors_apart() -> None:
+    result = summary(8, 10, [0.001, 0.002, 0.003, 0.004], 2, elapsed_s=2.0, client_cpu_s=0.5)
+    assert result["requests"] == 6
+    assert result["ok"] == 4 and result["errors"] == 2
+    assert result["rps"] == 2.0 and result["items_per_s"] == 20.0
+    assert result["p50_ms"] == pytest.approx(2.5)  # errors are not in the latencies
+    assert result["max_ms"] == pytest.approx(4.0)
+    assert result["client_cpu_us_per_req"] == pytest.approx(0.5 / 6 * 1e6)
+    empty = summary(1, 1, [], 3, elapsed_s=1.0, client_cpu_s=0.0)
+    assert math.isnan(empty["p50_ms"]) and empty["rps"] == 0.0
 
 
 def test_request_encodes_head_and_body() -> None:
-    wire = Request("POST", "/x?scale=unit", b"abc", (("Content-Type", "a/b"),)).encode("h:1")
+    wire = Body("POST", "/x?scale=unit", b"abc", (("Content-Type", "a/b"),)).encode("h:1")
     assert wire == (
         b"POST /x?scale=unit HTTP/1.1\r\nHost: h:1\r\nContent-Type: a/b\r\n"
         b"Content-Length: 3\r\n\r\nabc"
@@ -94,13 +85,19 @@ def test_npy_bytes_round_trip() -> None:
     np.testing.assert_array_equal(loaded, array)
 
 
-def _summary(concurrency: int, rps: float, p50: float, p99: float, items: int = 1) -> dict:
+def _point(
+    server: str, kind: str, c: int, rps: float, p50: float, p99: float, items: int = 1
+) -> dict:
     return {
-        "concurrency": concurrency,
+        "server": server,
+        "kind": kind,
+        "model": "digit_classifier",
+        "concurrency": c,
+        "items": items,
+        "round": 0,
         "requests": 100,
         "ok": 100,
         "errors": 0,
-        "statuses": {"200": 100},
         "elapsed_s": 1.0,
         "rps": rps,
         "items_per_s": rps * items,
@@ -108,25 +105,22 @@ def _summary(concurrency: int, rps: float, p50: float, p99: float, items: int = 
         "p99_ms": p99,
         "client_cpu_us_per_req": 20.0,
         "server_cpu_us_per_req": 500.0,
+        "rss_mib": 600.0,
     }
 
 
-def _report(tmp_path: Path) -> dict[str, Any]:
-    single = {"model": "digit_classifier", "bulk": False}
-    bulk = {"model": "digit_classifier", "bulk": True}
-    rows = [
-        Row("classify, 1 image, JSON", "service", _summary(1, 900.0, 1.1, 3.0), extra=single),
-        Row("classify, 1 image, JSON", "service", _summary(64, 2000.0, 30.0, 60.0), extra=single),
-        Row("classify, 1 image, JSON", "naive", _summary(64, 50.0, 900.0, 1500.0), extra=single),
-        Row(
-            "classify, 10000 images, npy",
-            "service",
-            _summary(1, 4.0, 200.0, 260.0, items=10_000),
-            extra=bulk,
-        ),
-    ]
+def _report() -> dict[str, Any]:
+    stats = matrix.aggregate(
+        [
+            _point("service", "task", 1, 900.0, 1.1, 3.0),
+            _point("service", "task", 64, 2000.0, 30.0, 60.0),
+            _point("naive", "task", 64, 50.0, 900.0, 1500.0),
+            _point("service", "npy", 1, 4.0, 200.0, 260.0, items=10_000),
+        ]
+    )
     raw = {"digit_classifier": {RAW_BATCH: {"items_per_s": 60_000.0, "ms_per_call": 4.3}}}
     return {
+        "name": "serving",
         "date": "2026-11-24 09:30 UTC",
         "commit": "abc1234",
         "dirty": False,
@@ -138,23 +132,19 @@ def _report(tmp_path: Path) -> dict[str, Any]:
             "python": "3.12",
             "tensorflow": "2.21.0",
             "uvicorn": "0",
-            "fastapi": "0",
-            "uvloop": "no",
-            "httptools": "no",
             "load_before": [0.1, 0.2, 0.3],
         },
-        "model_dir": "models",
+        "contended": "",
         "models": {"digit_classifier": 1},
         "workers": 1,
         "client": "raw",
         "duration_s": 10.0,
-        "max_requests": 1000,
         "bulk_max_requests": 10,
         "warmup_s": 1.0,
-        "rows": rows,
+        "stats": stats,
         "raw": raw,
-        "ceiling": [("raw", _summary(64, 30_000.0, 2.0, 5.0))],
-        "targets": evaluate_targets(rows, raw),
+        "ceiling": [("raw", _point("canned", "-", 64, 30_000.0, 2.0, 5.0))],
+        "targets": evaluate_targets(stats, raw),
         "memory": [
             {
                 "workers": 1,
@@ -165,44 +155,56 @@ def _report(tmp_path: Path) -> dict[str, Any]:
                 "pss": 400_000,
             }
         ],
+        "profiles": [],
         "notes": ["a note"],
     }
 
 
-def test_targets_are_computed_from_rows(tmp_path: Path) -> None:
-    targets = {t["target"]: t for t in _report(tmp_path)["targets"]}
+def test_targets_are_computed_from_the_figures() -> None:
+    targets = {t["target"]: t for t in _report()["targets"]}
     one = targets["classify, 1 item, concurrency 1: p50 <= 2 ms"]
     assert one["met"] and one["measured"] == "p50 1.10 ms"
     many = targets["classify, 1 item, concurrency 64: >= 20x naive req/s, p99 <= 50 ms"]
     assert not many["met"]  # 40x naive, but p99 60 ms
     assert many["measured"] == "40.0x naive, p99 60.0 ms"
     (bulk,) = [t for t in targets.values() if "npy" in t["target"]]
-    assert bulk["met"]
+    assert bulk["met"] and bulk["target"].startswith("digit_classifier, 10000 items, npy")
     assert bulk["measured"] == "67% (40,000 of 60,000 items/s)"
+    assert "energy" not in " ".join(targets)  # no figures, no verdicts
 
 
 def test_results_file_has_date_commit_and_tables(tmp_path: Path) -> None:
-    path = write_results(_report(tmp_path), tmp_path)
+    report = _report()
+    path = harness.write(report, render_markdown(report), tmp_path)
     assert path.name == "serving-2026-11-24-abc1234.md"
+    assert json.loads(path.with_suffix(".json").read_text())["commit"] == "abc1234"
     text = path.read_text()
     assert text.startswith("# Serving benchmark, 2026-11-24 09:30 UTC, commit abc1234")
     assert "2 cores (Test CPU)" in text and "TensorFlow 2.21.0" in text
-    assert "| classify, 1 image, JSON | service | 64 | 100 | 0 | 30.00 | 60.00 |" in text
-    assert "| 40.0x |" in text  # ours / naive at the same concurrency
-    assert "| 67% |" in text  # 40,000 of 60,000 items/s
+    row = "| digit_classifier | 64 | 1 | service | task JSON | 2,000 | 2,000 | 30.00 | 60.0 | 0 |"
+    assert row in text
+    assert "| digit_classifier | task JSON | 1 | 64 | 40.0x | - |" in text  # ours / naive
+    assert "| digit_classifier | .npy | 10,000 | 1 | - | 67% |" in text  # of raw
     assert "| 1 | **total** | 500 | 391 |" in text
+    assert "| yes |" in text and "| NO |" in text
     assert "- a note" in text
 
 
-def test_markdown_marks_wrong_answers(tmp_path: Path) -> None:
-    report = _report(tmp_path)
-    report["rows"][0].check = "expected 1 prediction"
-    text = render_markdown(report)
-    assert "(**wrong answer**)" in text and "expected 1 prediction" in text
-
-
-def test_dispatcher_knows_serving_and_passes_options(capsys: pytest.CaptureFixture[str]) -> None:
-    assert dispatcher.BENCHMARKS["serving"] == "bench.serving"
-    assert "schrodinger" in dispatcher.BENCHMARKS
+def test_dispatcher_finds_the_scenario_files(capsys: pytest.CaptureFixture[str]) -> None:
+    names = dispatcher.scenarios()
+    for name in ("serving", "peers", "protocols", "soak", "ab", "overhead", "schrodinger"):
+        assert name in names
+    assert not dispatcher.LIBRARY & set(names)  # the harness's own modules are no scenarios
     assert dispatcher.main(["serving", "schrodinger", "--duration", "1"]) == 2
     assert dispatcher.main(["nope"]) == 2
+
+
+def test_readme_scenario_example_builds_on_the_harness(capsys: pytest.CaptureFixture[str]) -> None:
+    text = (harness.REPO / "bench" / "README.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "bench/README.md", "exec"), namespace)
+    with pytest.raises(SystemExit) as done:
+        namespace["main"](["--help"])
+    assert done.value.code == 0
+    assert "--quick" in capsys.readouterr().out

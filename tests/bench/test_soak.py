@@ -55,10 +55,12 @@ def test_windows_split_by_send_time_with_p99_per_window() -> None:
 
 def _report() -> dict:
     return {
-        "date": "2026-11-24T09:00:00Z",
+        "name": "soak",
+        "date": "2026-11-24 09:00 UTC",
         "commit": "abc1234",
         "dirty": False,
-        "argv": [],
+        "command": "python -m bench soak --tiny",
+        "contended": "",
         "machine": {
             "cores": 2,
             "cpu": "cpu",
@@ -88,6 +90,8 @@ def _report() -> dict:
 
 def test_render_markdown_flags_missed_targets() -> None:
     text = render_markdown(_report())
+    assert text.startswith("# Soak, 2026-11-24 09:00 UTC, commit abc1234")
+    assert "Command: `python -m bench soak --tiny`" in text
     assert "| errors | 1 | 0 | MISSED |" in text
     assert "| memory growth from the start | +5.0% | | |" in text
     assert "| memory growth after the warm-up | +5.0% | < 5% | MISSED |" in text

@@ -1,0 +1,461 @@
+"""The one HTTP load driver: `wrk` where it is installed, a Python closed loop otherwise.
+
+`run` keeps `concurrency` keep-alive connections busy for `duration_s` (or `max_requests`),
+cycling through prepared bodies, and returns one result dict. wrk (C, Debian's, shipped by none
+of the servers under test) runs a generated Lua script that formats each request once and prints
+its figures as one JSON line (`MARKER`). The Python client speaks HTTP/1.1 over an asyncio
+`Protocol` with each request's bytes built once (~0.1 ms CPU per request; httpx, ~1 ms, is there
+to compare); it runs when wrk is missing or a request count must bound the run (wrk only knows
+durations). `python -m bench.driver --canned --port P` answers every request with a fixed body.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import math
+import resource
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MARKER = "MLDM-WRK "
+
+
+@dataclass(frozen=True)
+class Body:
+    """One request: method, path (with query), payload and headers."""
+
+    method: str
+    path: str
+    payload: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def encode(self, host: str) -> bytes:
+        """The whole request on the wire (Content-Length always set)."""
+        lines = [f"{self.method} {self.path} HTTP/1.1", f"Host: {host}"]
+        lines += [f"{name}: {value}" for name, value in self.headers]
+        lines.append(f"Content-Length: {len(self.payload)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + self.payload
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100), linear between ranks (numpy's default)."""
+    if not values:
+        return math.nan
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"percentile {q} is outside [0, 100]")
+    ordered = sorted(values)
+    rank = q / 100.0 * (len(ordered) - 1)
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def summary(
+    concurrency: int,
+    items: int,
+    latencies_s: Sequence[float],
+    errors: int,
+    elapsed_s: float,
+    client_cpu_s: float,
+) -> dict[str, Any]:
+    """The result of one run from its good latencies and error count."""
+    ok, total = len(latencies_s), len(latencies_s) + errors
+    ms = [v * 1e3 for v in latencies_s]
+    return {
+        "concurrency": concurrency,
+        "requests": total,
+        "ok": ok,
+        "errors": errors,
+        "elapsed_s": elapsed_s,
+        "rps": ok / elapsed_s if elapsed_s > 0 else math.nan,
+        "items_per_s": ok * items / elapsed_s if elapsed_s > 0 else math.nan,
+        **{f"p{q}_ms": percentile(ms, q) for q in (50, 90, 99)},
+        "max_ms": max(ms) if ms else math.nan,
+        "client_cpu_us_per_req": client_cpu_s / total * 1e6 if total else math.nan,
+    }
+
+
+def run(
+    url: str,
+    bodies: Sequence[Body],
+    concurrency: int,
+    duration_s: float,
+    workdir: Path,
+    items: int = 1,
+    max_requests: int | None = None,
+    client: str = "auto",
+) -> dict[str, Any]:
+    """One bounded load run; `client`: auto (wrk if installed and no count), wrk, raw, httpx."""
+    if not bodies:
+        raise ValueError("no request bodies")
+    if client == "auto":
+        client = "wrk" if shutil.which("wrk") and max_requests is None else "raw"
+    if client == "wrk":
+        return run_wrk(url, bodies, concurrency, duration_s, workdir, items)
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    cap = max_requests or 10**9
+    return asyncio.run(
+        _closed_loop(host, int(port), bodies, concurrency, cap, duration_s, items, client)
+    )
+
+
+# wrk -----------------------------------------------------------------------------------------
+
+
+def _lua(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def lua_script(bodies: Sequence[Body], files: Sequence[Path]) -> str:
+    """Format each request once per thread, cycle through them, report as one JSON line."""
+    specs = []
+    for body, path in zip(bodies, files, strict=True):
+        headers = ", ".join(f"[{_lua(k)}] = {_lua(v)}" for k, v in body.headers)
+        specs.append(
+            f"  {{method = {_lua(body.method)}, path = {_lua(body.path)}, "
+            f"file = {_lua(str(path))}, headers = {{{headers}}}}},"
+        )
+    fields = (
+        '"requests": %d, "duration_us": %d, "status": %d, "connect": %d, "read": %d, '
+        '"write": %d, "timeout": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, '
+        '"max_us": %d, "mean_us": %.1f'
+    )
+    return (
+        "local specs = {\n"
+        + "\n".join(specs)
+        + "\n}\n"
+        + f"""local requests = {{}}
+local count = 0
+init = function(args)
+  for i, spec in ipairs(specs) do
+    local file = assert(io.open(spec.file, "rb"))
+    local payload = file:read("*a")
+    file:close()
+    requests[i] = wrk.format(spec.method, spec.path, spec.headers, payload)
+  end
+end
+request = function()
+  count = count % #requests + 1
+  return requests[count]
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('{MARKER}{{{fields}}}\\n',
+    summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency.max, latency.mean))
+end
+"""
+    )
+
+
+def parse(
+    stdout: str, concurrency: int = 0, items: int = 1, cpu_s: float = math.nan
+) -> dict[str, Any]:
+    """The result line of the `done` hook; ValueError if wrk printed none."""
+    line = next((x for x in stdout.splitlines() if x.startswith(MARKER)), None)
+    if line is None:
+        raise ValueError(f"wrk printed no result line: {stdout[-400:]!r}")
+    d = json.loads(line[len(MARKER) :])
+    requests, seconds = int(d["requests"]), d["duration_us"] / 1e6
+    ok = max(requests - int(d["status"]), 0)  # refused requests are not throughput
+    # wrk reports 0 percentiles when nothing completed: "no figure", not 0 ms.
+    ms = {k: d[f"{k}_us"] / 1e3 if requests else math.nan for k in ("p50", "p90", "p99", "max")}
+    return {
+        "concurrency": concurrency,
+        "requests": requests,
+        "ok": ok,
+        "errors": int(d["status"] + d["connect"] + d["read"] + d["write"] + d["timeout"]),
+        "timeouts": int(d["timeout"]),
+        "elapsed_s": seconds,
+        "rps": ok / seconds if seconds > 0 else math.nan,
+        "items_per_s": ok * items / seconds if seconds > 0 else math.nan,
+        **{f"{k}_ms": v for k, v in ms.items()},
+        "client_cpu_us_per_req": cpu_s / requests * 1e6 if requests else math.nan,
+    }
+
+
+def wrk_command(
+    url: str, script: Path, connections: int, duration_s: float, timeout_s: float
+) -> list[str]:
+    threads = max(1, min(2, connections))  # two cores: more client threads only contend
+    return [
+        shutil.which("wrk") or "wrk",
+        "-t",
+        str(threads),
+        "-c",
+        str(connections),
+        "-d",
+        f"{max(1, round(duration_s))}s",
+        "--timeout",
+        f"{max(1, round(timeout_s))}s",
+        "-s",
+        str(script),
+        url,
+    ]
+
+
+def run_wrk(
+    url: str,
+    bodies: Sequence[Body],
+    concurrency: int,
+    duration_s: float,
+    workdir: Path,
+    items: int = 1,
+    timeout_s: float = 10.0,
+) -> dict[str, Any]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    files = [workdir / f"body-{i}.bin" for i in range(len(bodies))]
+    for body, path in zip(bodies, files, strict=True):
+        path.write_bytes(body.payload)
+    script = workdir / "run.lua"
+    script.write_text(lua_script(bodies, files), encoding="utf-8")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(
+        wrk_command(url, script, concurrency, duration_s, timeout_s),
+        capture_output=True,
+        text=True,
+        timeout=duration_s + timeout_s + 30,
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk exited with {done.returncode}: {done.stderr[-400:]}")
+    return parse(done.stdout, concurrency, items, cpu)
+
+
+# The Python client ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+class ResponseParser:
+    """Incremental HTTP/1.1 response parser: `feed` bytes, get the responses they complete."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._head: tuple[int, dict[str, str], int, bool] | None = None
+
+    def feed(self, data: bytes) -> list[Response]:
+        self._buffer += data
+        done: list[Response] = []
+        while (response := self._next()) is not None:
+            done.append(response)
+        return done
+
+    def _next(self) -> Response | None:
+        if self._head is None:
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return None
+            lines = bytes(self._buffer[:end]).decode("latin-1").split("\r\n")
+            headers = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            del self._buffer[: end + 4]
+            chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+            length = int(headers.get("content-length", 0))
+            self._head = (int(lines[0].split(" ", 2)[1]), headers, length, chunked)
+        status, headers, length, chunked = self._head
+        if chunked:
+            body = self._dechunk()
+            if body is None:
+                return None
+        elif len(self._buffer) < length:
+            return None
+        else:
+            body = bytes(self._buffer[:length])
+            del self._buffer[:length]
+        self._head = None
+        return Response(status, headers, body)
+
+    def _dechunk(self) -> bytes | None:
+        parts: list[bytes] = []
+        position = 0
+        while (line_end := self._buffer.find(b"\r\n", position)) >= 0:
+            size = int(bytes(self._buffer[position:line_end]).split(b";")[0], 16)
+            start = line_end + 2
+            if size == 0:
+                trailer_end = self._buffer.find(b"\r\n", start)
+                if trailer_end < 0:
+                    return None
+                del self._buffer[: trailer_end + 2]
+                return b"".join(parts)
+            if len(self._buffer) < start + size + 2:
+                return None
+            parts.append(bytes(self._buffer[start : start + size]))
+            position = start + size + 2
+        return None
+
+
+class Connection(asyncio.Protocol):
+    """One keep-alive connection; one request at a time."""
+
+    def __init__(self) -> None:
+        self.parser = ResponseParser()
+        self.transport: asyncio.Transport | None = None
+        self.waiter: asyncio.Future[Response] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        for response in self.parser.feed(data):
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_result(response)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(exc or ConnectionResetError("server closed the connection"))
+
+    async def send(self, wire: bytes) -> Response:
+        if self.transport is None:
+            raise ConnectionResetError("connection closed")
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(wire)
+        return await self.waiter
+
+
+async def _closed_loop(
+    host: str,
+    port: int,
+    bodies: Sequence[Body],
+    concurrency: int,
+    cap: int,
+    duration_s: float,
+    items: int,
+    client: str,
+) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors = 0
+    left, deadline = cap, math.inf  # the clock starts after the collection below
+
+    def take() -> bool:
+        nonlocal left
+        left -= 1
+        return left >= 0 and time.perf_counter() < deadline
+
+    async def raw_worker() -> None:
+        nonlocal errors
+        loop, connection, i = asyncio.get_running_loop(), None, 0
+        wires = [body.encode(f"{host}:{port}") for body in bodies]
+        while take():
+            start = time.perf_counter()
+            try:
+                if connection is None or connection.transport is None:
+                    _, connection = await loop.create_connection(Connection, host, port)
+                response = await connection.send(wires[i % len(wires)])
+            except OSError:
+                errors, connection = errors + 1, None
+                continue
+            finally:
+                i += 1
+            if response.status == 200:
+                latencies.append(time.perf_counter() - start)
+            else:
+                errors += 1
+        if connection is not None and connection.transport is not None:
+            connection.transport.close()
+
+    async def httpx_worker(session: Any) -> None:
+        nonlocal errors
+        i = 0
+        while take():
+            body, i, start = bodies[i % len(bodies)], i + 1, time.perf_counter()
+            try:
+                response = await session.request(
+                    body.method,
+                    f"http://{host}:{port}{body.path}",
+                    content=body.payload,
+                    headers=dict(body.headers),
+                )
+            except Exception:  # any transport error counts, the run goes on
+                errors += 1
+                continue
+            if response.status_code == 200:
+                latencies.append(time.perf_counter() - start)
+            else:
+                errors += 1
+
+    # The caller may hold TensorFlow: a full collection (~150 ms) would look like server latency.
+    gc.collect()
+    gc.freeze()
+    cpu, start = time.process_time(), time.perf_counter()
+    deadline = start + duration_s
+    if client == "raw":
+        await asyncio.gather(*(raw_worker() for _ in range(concurrency)))
+    elif client == "httpx":
+        import httpx
+
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(limits=limits, timeout=120.0) as session:
+            await asyncio.gather(*(httpx_worker(session) for _ in range(concurrency)))
+    else:
+        raise ValueError(f"unknown client {client!r} (wrk, raw or httpx)")
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return summary(concurrency, items, latencies, errors, elapsed, cpu)
+
+
+# The canned server -----------------------------------------------------------------------------
+
+CANNED = (
+    b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{"ok":true}'
+)
+
+
+class _Canned(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.transport: Any = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
+            head = bytes(self.buffer[:end]).lower()
+            marker = head.find(b"content-length:")
+            length = int(head[marker + 15 :].split(b"\r\n", 1)[0]) if marker >= 0 else 0
+            if len(self.buffer) < end + 4 + length:
+                return
+            del self.buffer[: end + 4 + length]
+            self.transport.write(CANNED)
+
+
+async def serve_canned(host: str, port: int) -> None:
+    server = await asyncio.get_running_loop().create_server(_Canned, host, port)
+    async with server:
+        await server.serve_forever()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.driver", description=__doc__)
+    parser.add_argument("--canned", action="store_true", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_canned(args.host, args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,464 @@
+"""The harness every benchmark scenario stands on (bench/README.md: layout, scenario API):
+the launcher, the argument base, one load point (`measure`) and the results writer."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench import driver
+from bench.driver import Body
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO / "bench" / "results"
+
+
+def models() -> tuple[str, ...]:
+    """Every model name of the service's contract (the one lookup to repoint)."""
+    from service.catalogue import EXPECTED_MODELS
+
+    return tuple(EXPECTED_MODELS)
+
+
+def latest_version(model_dir: Path, name: str) -> Path | None:
+    versions = [p.parent for p in (model_dir / name).glob("*/saved_model.pb")]
+    versions = [p for p in versions if p.name.isdigit()]
+    return max(versions, key=lambda p: int(p.name)) if versions else None
+
+
+# Arguments --------------------------------------------------------------------------------------
+
+
+def parser(
+    name: str,
+    doc: str | None,
+    *,
+    duration: tuple[float, float] | None = None,
+    warmup: tuple[float, float] | None = None,
+    rounds: tuple[int, int] | None = None,
+    concurrency: Sequence[int] | None = None,
+    results: bool = True,
+) -> argparse.ArgumentParser:
+    """The argument base; a (quick, full) pair adds the option with its two presets; `results`
+    the options of a scenario that writes a results file."""
+    p = argparse.ArgumentParser(prog=f"python -m bench {name}", description=doc)
+    given = {"duration": duration, "warmup": warmup, "rounds": rounds}
+    presets: dict[str, tuple[float, float]] = {k: v for k, v in given.items() if v is not None}
+    if presets:
+        p.add_argument("--quick", action="store_true", help="the short preset")
+    for key, (quick, full) in presets.items():
+        kind = int if key == "rounds" else float
+        p.add_argument(f"--{key}", type=kind, help=f"default {full:g}, --quick {quick:g}")
+    if concurrency is not None:
+        p.add_argument("--concurrency", type=int, nargs="+", default=list(concurrency))
+    p.add_argument("--model-dir", type=Path, default=REPO / "models")
+    if results:
+        p.add_argument("--results-dir", "--out", type=Path, default=RESULTS_DIR)
+        p.add_argument("--no-write", action="store_true", help="print only")
+    p.add_argument("--allow-training", action="store_true", help="run while training runs")
+    p.set_defaults(_presets=presets)
+    return p
+
+
+def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    args = p.parse_args(argv)
+    for key, (quick, full) in args._presets.items():
+        if getattr(args, key) is None:
+            setattr(args, key, quick if args.quick else full)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    return args
+
+
+def training_running() -> list[str]:
+    """Command lines of `python -m training` processes (someone else's load on the machine)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+                if "-m training" in cmdline:
+                    found.append(f"{proc.name}: {cmdline}")
+    return found
+
+
+def refuse_while_training(args: argparse.Namespace, wait_s: float = 0.0) -> bool:
+    """True (and a message) when training runs and the run should not start."""
+    busy, until = training_running(), time.monotonic() + wait_s
+    while busy and time.monotonic() < until:
+        print(f"waiting for training to finish: {busy[0]}", flush=True)
+        time.sleep(min(30.0, max(1.0, until - time.monotonic())))
+        busy = training_running()
+    if busy and not args.allow_training:
+        print(
+            "training runs on this machine; its load would distort the figures (wait, or "
+            "--allow-training for a smoke run):\n  " + "\n  ".join(busy),
+            file=sys.stderr,
+        )
+        return True
+    return False
+
+
+# The machine and the report -----------------------------------------------------------------
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine_info() -> dict[str, Any]:
+    """Cores, CPU model, memory, versions and the load average before the run."""
+    info = {"cpu": platform.processor() or "unknown", "memory_gib": math.nan}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                info["memory_gib"] = round(int(line.split()[1]) / 1024**2, 1)
+    tf = _version("tensorflow")
+    return {
+        "cores": len(os.sched_getaffinity(0)),
+        **info,
+        "python": platform.python_version(),
+        "tensorflow": tf if tf != "not installed" else _version("tensorflow-cpu"),
+        **{dist: _version(dist) for dist in ("uvicorn", "fastapi", "uvloop", "httptools")},
+        "load_before": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def git_commit() -> tuple[str, bool]:
+    """Short commit of HEAD and whether service/, bench/ or models/ differ from it."""
+    try:
+        git = ["git", "-C", str(REPO)]
+        commit = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--", "service", "bench", "models"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", False
+    return commit, bool(dirty)
+
+
+def new_report(name: str, argv: Sequence[str], **fields: Any) -> dict[str, Any]:
+    commit, dirty = git_commit()
+    return {
+        "name": name,
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit,
+        "dirty": dirty,
+        "command": " ".join(["python -m bench", name, *argv]),
+        "machine": machine_info(),
+        "contended": "; ".join(training_running()),
+        "notes": [],
+        **fields,
+    }
+
+
+def header(report: dict[str, Any], title: str) -> list[str]:
+    """The opening lines of a results file: title, command, machine, contention."""
+    m = report["machine"]
+    dirty = " (+ uncommitted changes in service/, bench/ or models/)" if report["dirty"] else ""
+    wall = f"; wall time {report['wall_s'] / 60:.1f} min" if "wall_s" in report else ""
+    out = [
+        f"# {title}, {report['date']}, commit {report['commit']}{dirty}",
+        "",
+        f"Command: `{report['command']}`{wall}.",
+        "",
+        f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB; Python {m['python']}, "
+        f"TensorFlow {m['tensorflow']}, uvicorn {m.get('uvicorn', '?')}; load average before "
+        f"the run {', '.join(map(str, m['load_before']))} (a machine shared with other work: "
+        "compare figures within one run).",
+        "",
+    ]
+    if report.get("contended"):
+        out += [
+            f"**Contended run** ({report['contended']}): only ratios within it mean anything.",
+            "",
+        ]
+    return out
+
+
+def write(report: dict[str, Any], text: str, directory: Path, label: str = "") -> Path:
+    """`<name><label>-<date>-<commit>.md` (and `.json` of the report) under `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{report['name']}{label}-{report['date'][:10]}-{report['commit']}.md"
+    path.write_text(text, encoding="utf-8")
+    if isinstance(report.get("stats"), dict):  # keyed by tuples: rows of key parts + figures
+        report = {**report, "stats": [[*k, v] for k, v in report["stats"].items()]}
+    path.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    print(f"wrote {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
+    return path
+
+
+# Formatting ------------------------------------------------------------------------------------
+
+
+def fmt(value: Any, digits: int = 1) -> str:
+    """A table cell: '-' for no figure, thousands separators from 1,000."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def table(head: str, rows: Iterable[Sequence[Any]]) -> list[str]:
+    """A markdown table; `head` is "a | b: | c:" (a trailing ':' right-aligns the column);
+    cells that are not strings go through `fmt`."""
+    cols = [c.strip() for c in head.split("|")]
+    out = ["| " + " | ".join(c.rstrip(":") for c in cols) + " |"]
+    out.append("| " + " | ".join("---:" if c.endswith(":") else "---" for c in cols) + " |")
+    out += ["| " + " | ".join(v if isinstance(v, str) else fmt(v) for v in r) + " |" for r in rows]
+    return out
+
+
+def median(values: Sequence[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(statistics.median(finite)) if finite else math.nan
+
+
+def ratio(a: float, b: float) -> float:
+    return math.nan if not b or math.isnan(a) or math.isnan(b) else a / b
+
+
+# Processes -------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (uvicorn's worker processes)."""
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        with contextlib.suppress(OSError):
+            todo += [
+                int(x) for x in Path(f"/proc/{current}/task/{current}/children").read_text().split()
+            ]
+    return tree
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU time of the processes, from /proc/<pid>/stat."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS (shared pages in full) and Pss (shared pages split) in KiB."""
+    out: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                out["rss"] = int(line.split()[1])
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                out["pss"] = int(line.split()[1])
+    return out
+
+
+def request_once(
+    base_url: str, body: Body, timeout: float = 30.0
+) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(
+        base_url + body.path,
+        data=body.payload or None,
+        method=body.method,
+        headers=dict(body.headers),
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, dict(response.headers.items()), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers.items()), exc.read()
+
+
+@dataclass
+class Server:
+    """A server subprocess in its own session, so that stopping it stops its workers too."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    port: int
+    log: Path
+    ready_path: str = "/v2/health/ready"
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 300.0) -> float:
+        """Start and wait until `ready_path` answers 200; the seconds that took."""
+        start = time.perf_counter()
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                self.command,
+                cwd=REPO,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        while time.perf_counter() < start + timeout_s:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}"
+                )
+            with contextlib.suppress(OSError):
+                if request_once(self.url, Body("GET", self.ready_path), 2.0)[0] == 200:
+                    return time.perf_counter() - start
+            time.sleep(0.25)
+        self.stop()
+        raise RuntimeError(f"{self.name} not ready after {timeout_s:g} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def pids(self) -> list[int]:
+        return process_tree(self.process.pid) if self.process else []
+
+    def memory_mib(self) -> tuple[float, float]:
+        """VmRSS and Pss summed over the process tree, MiB."""
+        mems = [memory_kib(pid) for pid in self.pids()]
+        return sum(m.get("rss", 0) for m in mems) / 1024, sum(m.get("pss", 0) for m in mems) / 1024
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)  # our child's own group (start_new_session)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+
+def _interrupted(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # unwinds through `running`, which stops the server
+
+
+@contextlib.contextmanager
+def running(server: Server, timeout_s: float = 300.0) -> Iterator[Server]:
+    """The server, started; stopped on leaving, also on an error, Ctrl-C or SIGTERM."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupted) if main else None
+    try:
+        server.start(timeout_s)
+        yield server
+    finally:
+        server.stop()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def base_env(ours: bool = True) -> dict[str, str]:
+    """Our packages on PYTHONPATH; a peer (`ours=False`) sees only its own venv."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if ours:
+        env["PYTHONPATH"] = str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    return env
+
+
+def python_server(name: str, module: str, args: Sequence[str], log_dir: Path, **env: str) -> Server:
+    """`python -m module --port P args...` of this checkout on a free loopback port."""
+    port = free_port()
+    command = [sys.executable, "-m", module, "--port", str(port), *args]
+    return Server(name, command, {**base_env(), **env}, port, log_dir / f"{name}-{port}.log")
+
+
+def our_server(
+    model_dir: Path, names: Sequence[str], workers: int, log_dir: Path, max_items: int = 1024
+) -> Server:
+    """The service on loopback; readiness waits for `names`; bulk bodies of `max_items` fit."""
+    args = ["--host", "127.0.0.1", "--workers", str(workers), "--log-level", "warning"]
+    return python_server(
+        "service",
+        "service",
+        args,
+        log_dir,
+        MLDM_MODEL_DIR=str(model_dir),
+        MLDM_EXPECTED_MODELS=json.dumps(list(names)),
+        MLDM_MAX_BATCH_SIZE=str(max(max_items, 1024)),
+        MLDM_MAX_BODY_BYTES=str(max(max_items * 28 * 28 * 4 * 2, 64 * 2**20)),
+    )
+
+
+def canned_server(log_dir: Path) -> Server:
+    """The cheapest server there is (a fixed answer): driving it gives the client's ceiling."""
+    server = python_server("canned", "bench.driver", ["--canned"], log_dir)
+    server.ready_path = "/"
+    return server
+
+
+# Measuring ------------------------------------------------------------------------------------
+
+
+def measure(
+    server: Server,
+    bodies: Sequence[Body],
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    work: Path,
+    items: int = 1,
+    max_requests: int | None = None,
+    client: str = "auto",
+) -> dict[str, Any]:
+    """Warm up, then one measured load point; adds the server's CPU us/request and memory."""
+
+    def load(seconds: float, cap: int | None) -> dict[str, Any]:
+        return driver.run(server.url, bodies, concurrency, seconds, work, items, cap, client)
+
+    if warmup_s > 0:
+        load(warmup_s, max(concurrency * 4, 50) if max_requests else None)
+    pids = server.pids()
+    before = cpu_seconds(pids)
+    result = load(duration_s, max_requests)
+    result["server_cpu_us_per_req"] = (
+        (cpu_seconds(pids) - before) / max(result["requests"], 1) * 1e6
+    )
+    result["rss_mib"], result["pss_mib"] = server.memory_mib()
+    return result

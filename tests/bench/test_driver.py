@@ -1,0 +1,106 @@
+"""The load driver: wrk's generated Lua script and result line, and short real runs of the
+Python client and of wrk (skipped without Debian's `wrk`) against the canned server."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench import driver as wrk
+from bench import harness
+
+
+def test_lua_script_formats_each_body_once_and_reports_json(tmp_path: Path) -> None:
+    bodies = [
+        wrk.Body("POST", "/v2/models/m/infer", b"{}", (("Content-Type", "application/json"),)),
+        wrk.Body("GET", '/a"b', b""),
+    ]
+    files = [tmp_path / "0.bin", tmp_path / "1.bin"]
+    script = wrk.lua_script(bodies, files)
+    assert script.count(', file = "') == 2
+    assert '["Content-Type"] = "application/json"' in script
+    assert 'path = "/a\\"b"' in script  # quotes escaped for Lua
+    assert "wrk.format(spec.method, spec.path, spec.headers, payload)" in script
+    assert wrk.MARKER in script and "latency:percentile(99)" in script
+
+
+def test_parse_reads_counts_and_percentiles() -> None:
+    line = (
+        wrk.MARKER + '{"requests": 1000, "duration_us": 2000000, "status": 10, "connect": 0, '
+        '"read": 1, "write": 0, "timeout": 2, "p50_us": 1500, "p90_us": 2500, '
+        '"p99_us": 9000, "max_us": 12000, "mean_us": 1700.5}'
+    )
+    result = wrk.parse("Running 2s test\n" + line + "\n", 8, items=2, cpu_s=0.25)
+    assert result["requests"] == 1000 and result["ok"] == 990
+    assert result["errors"] == 13 and result["timeouts"] == 2
+    assert result["rps"] == pytest.approx(990 / 2.0)  # refused requests are not throughput
+    assert result["items_per_s"] == pytest.approx(990.0)
+    assert (result["p50_ms"], result["p99_ms"], result["max_ms"]) == (1.5, 9.0, 12.0)
+    assert result["client_cpu_us_per_req"] == pytest.approx(250.0)
+
+
+def test_parse_without_answers_gives_no_latency() -> None:
+    line = wrk.MARKER + (
+        '{"requests": 0, "duration_us": 1000000, "status": 0, "connect": 5, "read": 0, '
+        '"write": 0, "timeout": 0, "p50_us": 0, "p90_us": 0, "p99_us": 0, "max_us": 0, '
+        '"mean_us": 0}'
+    )
+    result = wrk.parse(line)
+    assert math.isnan(result["p50_ms"]) and result["rps"] == 0.0 and result["errors"] == 5
+
+
+def test_parse_without_result_line_fails() -> None:
+    with pytest.raises(ValueError, match="no result line"):
+        wrk.parse("unable to connect to 127.0.0.1:1 Connection refused\n")
+
+
+def test_command_bounds_threads_duration_and_timeout(tmp_path: Path) -> None:
+    command = wrk.wrk_command("http://127.0.0.1:1", tmp_path / "s.lua", 64, 4.6, 10.0)
+    assert command[1:9] == ["-t", "2", "-c", "64", "-d", "5s", "--timeout", "10s"]
+    assert wrk.wrk_command("http://x", tmp_path / "s.lua", 1, 1, 1)[1:3] == ["-t", "1"]
+
+
+@pytest.fixture(scope="module")
+def canned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Server]:
+    with harness.running(harness.canned_server(tmp_path_factory.mktemp("canned")), 30) as server:
+        yield server
+
+
+BODY = wrk.Body("POST", "/", b"{}", (("Content-Type", "application/json"),))
+
+
+@pytest.mark.parametrize("client", ["raw", "httpx"])
+def test_python_client_against_canned_server(
+    canned: harness.Server, tmp_path: Path, client: str
+) -> None:
+    result = wrk.run(canned.url, [BODY, BODY], 2, 1.0, tmp_path, items=3, client=client)
+    assert result["requests"] > 50 and result["errors"] == 0
+    assert result["items_per_s"] == pytest.approx(3 * result["rps"])
+    assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
+    assert result["client_cpu_us_per_req"] > 0
+
+
+def test_request_cap_bounds_a_python_run(canned: harness.Server, tmp_path: Path) -> None:
+    result = wrk.run(canned.url, [BODY], 4, 30.0, tmp_path, max_requests=40)
+    assert result["requests"] == 40 and result["elapsed_s"] < 10
+
+
+def test_python_client_counts_a_refused_connection(tmp_path: Path) -> None:
+    result = wrk.run(
+        f"http://127.0.0.1:{harness.free_port()}", [BODY], 1, 1.0, tmp_path, max_requests=5
+    )
+    assert result["ok"] == 0 and result["errors"] == 5
+
+
+@pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)"
+)
+def test_wrk_against_canned_server(canned: harness.Server, tmp_path: Path) -> None:
+    result = wrk.run(canned.url, [BODY, BODY], 2, 1.0, tmp_path, client="wrk")
+    assert result["requests"] > 50 and result["errors"] == 0
+    assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
+    assert result["client_cpu_us_per_req"] > 0
