@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
+import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,8 +34,6 @@ MODEL_KEYS = tuple(wire.CASES)
 
 
 def cache_dir() -> Path:
-    import os
-
     return Path(os.environ.get("MLDM_BENCH_CACHE", "~/.cache/mldm-bench")).expanduser() / "peers"
 
 
@@ -105,10 +102,10 @@ BATCH = {"max_batch_size": 64, "max_batch_time": 0.002}
 #: batching; KServe: per-request latency logging on/off; BentoML: plain and adaptive batching
 #: (a 10 s max latency: a tight one makes its dispatcher refuse requests at concurrency 64).
 FULL_PEERS = (
-    Config("mlserver", "1 worker", {"parallel_workers": 1, "debug": False}),
-    Config("mlserver", "0 workers", {"parallel_workers": 0, "debug": False}),
-    Config("mlserver", "1 worker, batch 64/2ms", {"parallel_workers": 1, "debug": False, **BATCH}),
-    Config("mlserver", "0 workers, batch 64/2ms", {"parallel_workers": 0, "debug": False, **BATCH}),
+    Config("mlserver", "1 worker", {"parallel_workers": 1}),
+    Config("mlserver", "0 workers", {"parallel_workers": 0}),
+    Config("mlserver", "1 worker, batch 64/2ms", {"parallel_workers": 1, **BATCH}),
+    Config("mlserver", "0 workers, batch 64/2ms", {"parallel_workers": 0, **BATCH}),
     Config("kserve", "latency log on", {"latency_logging": True}),
     Config("kserve", "latency log off", {"latency_logging": False}),
     Config("bentoml", "plain", {"batching": False}),
@@ -127,7 +124,7 @@ def mlserver_server(config: Config, venv: Path, paths: dict[str, str], work: Pat
         "http_port": port,
         "grpc_port": free_port(),
         "metrics_port": free_port(),
-        "debug": config.options.get("debug", True),
+        "debug": False,
         "parallel_workers": config.options.get("parallel_workers", 1),
         "model_repository_root": str(folder),
     }
@@ -149,16 +146,9 @@ def mlserver_server(config: Config, venv: Path, paths: dict[str, str], work: Pat
 def kserve_server(config: Config, venv: Path, paths: dict[str, str], work: Path) -> Server:
     port = free_port()
     logging = str(bool(config.options.get("latency_logging", True))).lower()
-    command = [
-        str(venv / "bin" / "python"),
-        str(RUNTIMES / "kserve_server.py"),
-        "--http_port",
-        str(port),
-        "--grpc_port",
-        str(free_port()),
-        "--enable_latency_logging",
-        logging,
-    ]
+    flags = ["--http_port", str(port), "--grpc_port", str(free_port())]
+    flags += ["--enable_latency_logging", logging]
+    command = [str(venv / "bin" / "python"), str(RUNTIMES / "kserve_server.py"), *flags]
     env = {**harness.base_env(ours=False), "MLDM_PEER_MODELS": json.dumps(paths)}
     return Server(config.name, command, env, port, work / f"kserve-{port}.log")
 
@@ -174,17 +164,8 @@ def bentoml_server(config: Config, venv: Path, paths: dict[str, str], work: Path
         "BENTOML_HOME": str(work / f"bentoml-home-{port}"),
         "BENTOML_DO_NOT_TRACK": "True",
     }
-    command = [
-        str(venv / "bin" / "bentoml"),
-        "serve",
-        "bentoml_service:Peers",
-        "--working-dir",
-        str(RUNTIMES),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+    command = [str(venv / "bin" / "bentoml"), "serve", "bentoml_service:Peers"]
+    command += ["--working-dir", str(RUNTIMES), "--host", "127.0.0.1", "--port", str(port)]
     return Server(config.name, command, env, port, work / f"bentoml-{port}.log", "/readyz")
 
 
@@ -197,51 +178,26 @@ def make_server(config: Config, model_root: Path, paths: dict[str, str], work: P
     return build[config.server](config, ensure_venv(config.server), paths, work)
 
 
-def signature_latency_ms(path: str, case: wire.ModelCase, calls: int) -> float:
-    """Median ms of a batch-1 `serving_default` call in this process (the in-process floor)."""
-    import tensorflow as tf
-
-    function = tf.saved_model.load(path).signatures["serving_default"]
-    tensor = tf.constant(case.inputs(1, 0))
-    times = []
-    for i in range(calls + 20):
-        start = time.perf_counter()
-        next(iter(function(**{case.input_name: tensor}).values())).numpy()
-        if i >= 20:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
-
-
-def floors(
-    report: dict[str, Any], ours: Server | None, paths: dict[str, str], work: Path, seconds: float
-) -> None:
-    """The client's ceiling (canned server), our bare loopback round trip, the in-process call."""
-    with (
-        contextlib.suppress(RuntimeError),
-        harness.running(harness.canned_server(work), 30) as canned,
-    ):
-        for c in (1, 64):
-            res = driver.run(canned.url, [driver.Body("POST", "/", b"{}")], c, seconds, work)
-            report["floors"].append(
-                f"client ceiling (canned-response server, conc. {c}): {res['rps']:,.0f} req/s, "
-                f"p50 {res['p50_ms']:.3f} ms, client CPU {res['client_cpu_us_per_req']:.1f} us/req"
-            )
+def floors(report: dict[str, Any], ours: Server | None, paths: dict[str, str], work: Path) -> None:
+    """The client's ceiling, our bare loopback round trip and the in-process signature call."""
+    report["ceiling"] = harness.ceiling(work, min(report["duration_s"], 5.0))
     loopback = math.nan
     if ours is not None:
-        res = driver.run(ours.url, [driver.Body("GET", "/v2/health/live")], 1, seconds, work)
+        body = [driver.Body("GET", "/v2/health/live")]
+        res = driver.run(ours.url, body, 1, min(report["duration_s"], 5.0), work)
         loopback = res["p50_ms"]
         report["floors"].append(
             f"bare loopback round trip to our stack (GET /v2/health/live, conc. 1): "
             f"p50 {loopback:.3f} ms, {res['rps']:,.0f} req/s"
         )
     for key in report["models"]:
-        case = wire.CASES[key]
-        ms = signature_latency_ms(paths[case.model], case, 2000)
+        model = wire.CASES[key].model
+        timing = harness.signature_timing(paths[model], 1, 2.0)
         report["floors"].append(
-            f"in-process `serving_default` call, batch 1, {case.model}: median {ms:.3f} ms of 2,000"
+            f"in-process `serving_default` call, batch 1, {model}: median "
+            f"{timing['median_ms']:.3f} ms of {timing['calls']:,}"
         )
-        if not math.isnan(loopback):
-            report["single_item_floor_ms"][key] = ms + loopback
+        report["single_item_floor_ms"][key] = timing["median_ms"] + loopback
 
 
 # Schedule and results -----------------------------------------------------------------------
@@ -284,42 +240,32 @@ def targets(report: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
         p99 = {
             k: harness.ratio(s["p99_ms"], b["p99_ms"]) if s else math.nan for k, s in ours.items()
         }
-        rows.append(
-            [
-                f"{key}, {c}",
-                pair(ours["v2"]),
-                pair(ours["task"]),
-                f"{peer}: {pair(b)}",
-                fmt(r["v2"], 2),
-                fmt(r["task"], 2),
-                fmt(p99["v2"], 2),
-            ]
-        )
+        cells = [pair(ours["v2"]), pair(ours["task"]), f"{peer}: {pair(b)}"]
+        rows.append([f"{key}, {c}", *cells, *(fmt(x, 2) for x in (r["v2"], r["task"], p99["v2"]))])
         for route in (k for k in r if not math.isnan(r[k])):
-            verdict = "met" if r[route] >= 1.5 and p99[route] <= 0.5 else "NOT met"
-            lines.append(
-                f"{verdict}: {key}, concurrency {c}, ours {route.replace('v2', 'V2')} req/s "
-                f"{r[route]:.2f}x the best peer ({peer}; target >= 1.5x), p99 {p99[route]:.2f}x "
-                "(target <= 0.5x)"
+            what = (
+                f"{key}, concurrency {c}, ours {route.replace('v2', 'V2')} req/s {r[route]:.2f}x "
+                f"the best peer ({peer}; target >= 1.5x), p99 {p99[route]:.2f}x (target <= 0.5x)"
             )
+            lines.append(harness.verdict(r[route] >= 1.5 and p99[route] <= 0.5, what))
     for key, floor in report["single_item_floor_ms"].items():
-        if (v2 := stats.get(("ours", "v2", wire.CASES[key].model, 1, 1))) is not None:
+        if (v2 := stats.get(("ours", "v2", wire.CASES[key].model, 1, 1))) and not math.isnan(floor):
             p50 = v2["p50_ms"]
-            lines.append(
-                f"{'met' if p50 <= 1.5 * floor else 'NOT met'}: {key} single-item p50 (V2, conc. "
-                f"1) {p50:.2f} ms = {p50 / floor:.2f}x (signature call + bare loopback round trip "
-                f"= {floor:.2f} ms; target <= 1.5x)"
+            what = (
+                f"{key} single-item p50 (V2, conc. 1) {p50:.2f} ms = {p50 / floor:.2f}x "
+                f"(signature call + bare loopback round trip = {floor:.2f} ms; target <= 1.5x)"
             )
+            lines.append(harness.verdict(p50 <= 1.5 * floor, what))
     memory = report["memory"]
     peers = {k: v for k, v in memory.items() if not k.startswith("ours")}
     if "ours" in memory and peers:
         name, lean = min(peers.items(), key=lambda kv: kv[1]["rss"])
         ours_rss = memory["ours"]["rss"]
-        lines.append(
-            f"{'met' if ours_rss <= 1.1 * lean['rss'] else 'NOT met'}: resident memory ours "
-            f"{ours_rss:.0f} MiB = {ours_rss / lean['rss']:.2f}x the leanest peer ({name}, "
-            f"{lean['rss']:.0f} MiB; target <= 1.1x)"
+        what = (
+            f"resident memory ours {ours_rss:.0f} MiB = {ours_rss / lean['rss']:.2f}x the "
+            f"leanest peer ({name}, {lean['rss']:.0f} MiB; target <= 1.1x)"
         )
+        lines.append(harness.verdict(ours_rss <= 1.1 * lean["rss"], what))
     return rows, lines
 
 
@@ -352,6 +298,8 @@ def render(report: dict[str, Any]) -> str:
         "",
         "## Floors measured in the same run",
         "",
+        *harness.ceiling_table(report.get("ceiling", [])),
+        "",
         *(f"- {f}" for f in report["floors"]),
         "",
         "## Resident memory after the run (process tree, MiB)",
@@ -363,8 +311,7 @@ def render(report: dict[str, Any]) -> str:
     ]
     for title, profile in report.get("profiles", []):
         out += ["", f"## Profile of ours (py-spy, separate unmeasured run): {title}", "", *profile]
-    out += ["", "## Notes", "", *(f"- {n}" for n in report["notes"])] if report["notes"] else []
-    return "\n".join(out) + "\n"
+    return "\n".join([*out, *harness.notes(report)]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -426,11 +373,13 @@ def main(argv: list[str] | None = None) -> int:
             except RuntimeError as exc:
                 report["notes"].append(f"{config.name} did not start: {str(exc)[:300]}")
                 print(report["notes"][-1], flush=True)
-        floors(report, servers.get("ours"), paths, work, min(args.duration, 5.0))
+        floors(report, servers.get("ours"), paths, work)
         routes = [route for route in routes if route[0] in servers]
         points = matrix.run(servers, routes, groups, args, report, work)
-        if args.profile and "ours" in servers:
-            profile_ours(report, servers["ours"], work)
+        for key in report["models"] if args.profile and "ours" in servers else ():
+            bodies = wire.bodies(wire.CASES[key], "v2", 1, matrix.VARIANTS)
+            lines = profiling.point(servers["ours"], bodies, 1, 1, work)
+            report["profiles"].append((f"{key}, V2 JSON, concurrency 1", lines))
         for name, server in servers.items():
             rss, pss = server.memory_mib()
             report["memory"][name] = {"rss": rss, "pss": pss, "processes": len(server.pids())}
@@ -439,21 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     text = render(report)
     print("\n" + text)
     if not args.no_write:
-        write(report, text, args.results_dir)
+        harness.write(report, text, args.results_dir, "-quick" if args.quick else "")
     return 0
-
-
-def profile_ours(report: dict[str, Any], ours: Server, work: Path) -> None:
-    """py-spy samples our server during an extra single-request loop per model (V2 JSON)."""
-    for key in report["models"]:
-        bodies = wire.bodies(wire.CASES[key], "v2", 1, matrix.VARIANTS)
-        load = functools.partial(driver.run, ours.url, bodies, 1, 9.0, work)
-        lines = profiling.during(ours, work / f"profile-{key}.txt", load, 8.0)
-        report["profiles"].append((f"{key}, V2 JSON, concurrency 1", lines))
-
-
-def write(report: dict[str, Any], text: str, directory: Path) -> Path:
-    return harness.write(report, text, directory, "-quick" if report["quick"] else "")
 
 
 if __name__ == "__main__":
