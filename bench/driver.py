@@ -59,6 +59,29 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
+def result(
+    concurrency: int,
+    items: int,
+    counts: tuple[int, int, int],
+    elapsed_s: float,
+    ms: dict[str, float],
+    client_cpu_s: float,
+) -> dict[str, Any]:
+    """One run's result dict; `counts` = (requests, answered 200, errors)."""
+    requests, ok, errors = counts
+    return {
+        "concurrency": concurrency,
+        "requests": requests,
+        "ok": ok,
+        "errors": errors,
+        "elapsed_s": elapsed_s,
+        "rps": ok / elapsed_s if elapsed_s > 0 else math.nan,
+        "items_per_s": ok * items / elapsed_s if elapsed_s > 0 else math.nan,
+        **{f"{k}_ms": v for k, v in ms.items()},
+        "client_cpu_us_per_req": client_cpu_s / requests * 1e6 if requests else math.nan,
+    }
+
+
 def summary(
     concurrency: int,
     items: int,
@@ -67,21 +90,12 @@ def summary(
     elapsed_s: float,
     client_cpu_s: float,
 ) -> dict[str, Any]:
-    """The result of one run from its good latencies and error count."""
-    ok, total = len(latencies_s), len(latencies_s) + errors
+    """The result of one Python-client run from its good latencies and error count."""
     ms = [v * 1e3 for v in latencies_s]
-    return {
-        "concurrency": concurrency,
-        "requests": total,
-        "ok": ok,
-        "errors": errors,
-        "elapsed_s": elapsed_s,
-        "rps": ok / elapsed_s if elapsed_s > 0 else math.nan,
-        "items_per_s": ok * items / elapsed_s if elapsed_s > 0 else math.nan,
-        **{f"p{q}_ms": percentile(ms, q) for q in (50, 90, 99)},
-        "max_ms": max(ms) if ms else math.nan,
-        "client_cpu_us_per_req": client_cpu_s / total * 1e6 if total else math.nan,
-    }
+    figures = {f"p{q}": percentile(ms, q) for q in (50, 90, 99)}
+    figures["max"] = max(ms) if ms else math.nan
+    counts = (len(ms) + errors, len(ms), errors)
+    return result(concurrency, items, counts, elapsed_s, figures, client_cpu_s)
 
 
 def run(
@@ -166,22 +180,13 @@ def parse(
     if line is None:
         raise ValueError(f"wrk printed no result line: {stdout[-400:]!r}")
     d = json.loads(line[len(MARKER) :])
-    requests, seconds = int(d["requests"]), d["duration_us"] / 1e6
+    requests = int(d["requests"])
     ok = max(requests - int(d["status"]), 0)  # refused requests are not throughput
+    errors = int(d["status"] + d["connect"] + d["read"] + d["write"] + d["timeout"])
     # wrk reports 0 percentiles when nothing completed: "no figure", not 0 ms.
     ms = {k: d[f"{k}_us"] / 1e3 if requests else math.nan for k in ("p50", "p90", "p99", "max")}
-    return {
-        "concurrency": concurrency,
-        "requests": requests,
-        "ok": ok,
-        "errors": int(d["status"] + d["connect"] + d["read"] + d["write"] + d["timeout"]),
-        "timeouts": int(d["timeout"]),
-        "elapsed_s": seconds,
-        "rps": ok / seconds if seconds > 0 else math.nan,
-        "items_per_s": ok * items / seconds if seconds > 0 else math.nan,
-        **{f"{k}_ms": v for k, v in ms.items()},
-        "client_cpu_us_per_req": cpu_s / requests * 1e6 if requests else math.nan,
-    }
+    out = result(concurrency, items, (requests, ok, errors), d["duration_us"] / 1e6, ms, cpu_s)
+    return {**out, "timeouts": int(d["timeout"])}
 
 
 def wrk_command(
@@ -189,18 +194,9 @@ def wrk_command(
 ) -> list[str]:
     threads = max(1, min(2, connections))  # two cores: more client threads only contend
     return [
-        shutil.which("wrk") or "wrk",
-        "-t",
-        str(threads),
-        "-c",
-        str(connections),
-        "-d",
-        f"{max(1, round(duration_s))}s",
-        "--timeout",
-        f"{max(1, round(timeout_s))}s",
-        "-s",
-        str(script),
-        url,
+        *(shutil.which("wrk") or "wrk", "-t", str(threads), "-c", str(connections)),
+        *("-d", f"{max(1, round(duration_s))}s", "--timeout", f"{max(1, round(timeout_s))}s"),
+        *("-s", str(script), url),
     ]
 
 

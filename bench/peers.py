@@ -1,4 +1,5 @@
-"""Our server against MLServer, KServe and BentoML on the same bodies, with floors and targets
+"""Our server against MLServer, KServe and BentoML on the same bodies, with floors and targets;
+ours on every protocol, also alone (``--peers`` with none) and with bulk requests (``--bulk-items``)
 (``python -m bench peers [--quick | --plan | --setup-only]``; bench/README.md)."""
 
 from __future__ import annotations
@@ -91,9 +92,7 @@ class Config:
     @property
     def kinds(self) -> tuple[str, ...]:
         """The protocol routes driven on this server."""
-        return {"ours": ("v2", "task", "v2-binary", "npy"), "kserve": ("v2", "v2-binary")}.get(
-            self.server, ("v2",)
-        )
+        return {"ours": wire.KINDS, "kserve": ("v2", "v2-binary")}.get(self.server, ("v2",))
 
 
 OURS = Config("ours", "")
@@ -169,9 +168,13 @@ def bentoml_server(config: Config, venv: Path, paths: dict[str, str], work: Path
     return Server(config.name, command, env, port, work / f"bentoml-{port}.log", "/readyz")
 
 
-def make_server(config: Config, model_root: Path, paths: dict[str, str], work: Path) -> Server:
+def make_server(
+    config: Config, model_root: Path, paths: dict[str, str], work: Path, bulk: int = 0
+) -> Server:
     if config.server == "ours":
-        server = harness.our_server(model_root, list(paths), 1, work)
+        server = harness.our_server(model_root, list(paths), 1, work, bulk)
+        if bulk:  # bulk JSON bodies of 10,000 images are ~150 MB: the limits must let them in
+            server.env.update(MLDM_MAX_BODY_BYTES=str(2**30), MLDM_REQUEST_TIMEOUT_S="120")
         server.name = config.name
         return server
     build = {"mlserver": mlserver_server, "kserve": kserve_server, "bentoml": bentoml_server}
@@ -207,9 +210,10 @@ def configurations(quick: bool, peers: Sequence[str]) -> list[Config]:
     return [OURS, *(c for c in (QUICK_PEERS if quick else FULL_PEERS) if c.server in peers)]
 
 
-def estimate_s(runs: int, configs: int, duration: float, warmup: float) -> float:
-    """Per run the point, its warm-up and ~1.5 s overhead; ~40 s to start each server; floors."""
-    return runs * (duration + warmup + 1.5) + configs * 40 + 30
+def estimate_s(runs: int, configs: int, duration: float, warmup: float, bulk: int = 0) -> float:
+    """Per run the point, its warm-up and ~1.5 s overhead; ~40 s to start each server; floors;
+    ~20 s per bulk run."""
+    return runs * (duration + warmup + 1.5) + configs * 40 + 30 + bulk * 20
 
 
 def best_peer(stats: dict[Key, dict[str, float]], model: str, c: int) -> tuple[str, Any] | None:
@@ -256,6 +260,22 @@ def targets(report: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
                 f"(signature call + bare loopback round trip = {floor:.2f} ms; target <= 1.5x)"
             )
             lines.append(harness.verdict(p50 <= 1.5 * floor, what))
+    for key, model in ((k, wire.CASES[k].model) for k in MODEL_KEYS):
+        v2, task = (stats.get(("ours", k, model, 1, 1)) for k in ("v2", "task"))
+        if v2 and task:
+            r = v2["p50_ms"] / task["p50_ms"]
+            what = (
+                f"{key} V2 JSON single-item p50 {v2['p50_ms']:.2f} ms = {r:.2f}x the task route's"
+            )
+            lines.append(harness.verdict(r <= 1.10, what + " (target <= 1.10x)"))
+        bulk = report.get("bulk_items", 0)
+        binary, npy = (stats.get(("ours", k, model, 1, bulk)) for k in ("v2-binary", "npy"))
+        if binary and npy:
+            r, ips = binary["items_per_s"] / npy["items_per_s"], binary["items_per_s"]
+            what = f"{key} V2 binary bulk {ips:,.0f} items/s = {r:.2f}x the .npy path's"
+            lines.append(harness.verdict(r >= 0.85, what + " (target >= 0.85x)"))
+        elif bulk:
+            lines.append(f"not measured: {key} V2 binary bulk vs .npy (a protocol was skipped)")
     memory = report["memory"]
     peers = {k: v for k, v in memory.items() if not k.startswith("ours")}
     if "ours" in memory and peers:
@@ -277,7 +297,13 @@ def render(report: dict[str, Any]) -> str:
         f"Load client: {report['client']}, {report['duration_s']:g} s per point after "
         f"{report['warmup_s']:g} s of warm-up, {report['rounds']} interleaved round(s), "
         f"{matrix.VARIANTS} different bodies per point, the same bytes for every server; "
-        "medians over rounds.",
+        "medians over rounds, noise = (max - min) / median of req/s over rounds."
+        + (
+            f" Bulk points: ours alone, {report['bulk_items']:,} items per request, "
+            f"{report['bulk_requests']} sequential requests."
+            if report.get("bulk_items")
+            else ""
+        ),
         "",
         "## Ours / best peer (V2 JSON route; req/s, p99 ms)",
         "",
@@ -321,15 +347,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="+", choices=MODEL_KEYS, default=list(MODEL_KEYS))
     p.add_argument("--peers", nargs="*", choices=sorted(PEERS), default=sorted(PEERS))
     p.add_argument("--model-version", type=int, default=1)
+    p.add_argument("--bulk-items", type=int, default=0, help="also ours alone with N items")
+    p.add_argument("--bulk-requests", type=int, help="per bulk point (default 4, --quick 2)")
     p.add_argument("--setup-only", action="store_true", help="build the peer virtualenvs and stop")
     p.add_argument("--plan", action="store_true", help="print what would run and stop")
     p.add_argument("--profile", action="store_true", help="py-spy ours, V2 JSON, conc. 1")
     args = harness.parse(p, argv)
+    args.bulk_requests = args.bulk_requests or (2 if args.quick else 4)
     configs = configurations(args.quick, args.peers)
     routes = [(c.name, kind) for c in configs for kind in c.kinds]
     groups = [(key, 1, c) for key in args.models for c in args.concurrency]
-    plan = matrix.schedule(routes, groups, args.rounds)
-    minutes = estimate_s(len(plan), len(configs), args.duration, args.warmup) / 60
+    bulk = [(key, args.bulk_items, 1) for key in args.models if args.bulk_items]
+    ours = [route for route in routes if route[0] == "ours"]
+    plan = matrix.schedule(routes, groups, args.rounds) + matrix.schedule(ours, bulk, args.rounds)
+    runs = len(plan) - len(ours) * len(bulk) * args.rounds
+    minutes = estimate_s(runs, len(configs), args.duration, args.warmup, len(plan) - runs) / 60
     missing = [peer for peer in args.peers if not venv_ready(peer)]
     print(
         f"{len(plan)} runs on {len(configs)} servers, {args.rounds} round(s): about {minutes:.0f} "
@@ -355,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
         rounds=args.rounds,
         concurrencies=args.concurrency,
         models=args.models,
+        bulk_items=args.bulk_items,
+        bulk_requests=args.bulk_requests,
         client="wrk" if shutil.which("wrk") else "Python (wrk is not installed)",
         servers=[c.name for c in configs],
         floors=[],
@@ -368,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         servers: dict[str, Server] = {}
         for config in configs:
             try:
-                server = make_server(config, work / "models", paths, work)
+                server = make_server(config, work / "models", paths, work, args.bulk_items)
                 servers[config.name] = stack.enter_context(harness.running(server))
             except RuntimeError as exc:
                 report["notes"].append(f"{config.name} did not start: {str(exc)[:300]}")
@@ -376,6 +410,10 @@ def main(argv: list[str] | None = None) -> int:
         floors(report, servers.get("ours"), paths, work)
         routes = [route for route in routes if route[0] in servers]
         points = matrix.run(servers, routes, groups, args, report, work)
+        if bulk and "ours" in servers:
+            cap = (args.bulk_requests, 60.0, 0.0)
+            ours = [route for route in routes if route[0] == "ours"]
+            points += matrix.run({"ours": servers["ours"]}, ours, bulk, args, report, work, cap)
         for key in report["models"] if args.profile and "ours" in servers else ():
             bodies = wire.bodies(wire.CASES[key], "v2", 1, matrix.VARIANTS)
             lines = profiling.point(servers["ours"], bodies, 1, 1, work)
