@@ -485,7 +485,7 @@ def signature_timing(path: Path | str, batch: int, seconds: float = 3.0) -> dict
     shape = [batch, *(int(d) for d in spec.shape[1:])]
     rng = np.random.default_rng(0)
     array = rng.integers(0, 256, shape) if spec.dtype == tf.uint8 else rng.random(shape)
-    tensor, times = tf.constant(array, dtype=spec.dtype), []
+    tensor, times = tf.constant(array, dtype=spec.dtype), list[float]()
     for _ in range(3):
         function(**{name: tensor})
     while sum(times) < seconds or len(times) < 5:
@@ -506,11 +506,11 @@ def ceiling(
     """The load client's own ceiling: each client at concurrency 1 and 64 against the canned
     server (the cheapest server there is); no figure if it does not start."""
     body = [driver.Body("POST", "/", b"{}", (("Content-Type", "application/json"),))]
-    out = []
+    out: list[tuple[str, dict[str, Any]]] = []
     with contextlib.suppress(RuntimeError), running(canned_server(work), 30) as canned:
         for client, c in ((client, c) for client in clients for c in (1, 64)):
             out.append((client, driver.run(canned.url, body, c, seconds, work, client=client)))
-            print(f"ceiling {client} c={c}: {out[-1]['rps']:,.0f} req/s", flush=True)
+            print(f"ceiling {client} c={c}: {out[-1][1]['rps']:,.0f} req/s", flush=True)
     return out
 
 

@@ -191,7 +191,7 @@ def test_results_file_has_date_commit_and_tables(tmp_path: Path) -> None:
 
 def test_dispatcher_finds_the_scenario_files(capsys: pytest.CaptureFixture[str]) -> None:
     names = dispatcher.scenarios()
-    for name in ("serving", "peers", "protocols", "soak", "overhead", "metrics", "memshapes"):
+    for name in ("serving", "peers", "soak", "overhead", "memshapes"):
         assert name in names
     assert not dispatcher.LIBRARY & set(names)  # the harness's own modules are no scenarios
     assert dispatcher.main(["serving", "soak", "--duration", "1"]) == 2
