@@ -1,4 +1,5 @@
-"""The one HTTP load driver: `wrk` where it is installed, a Python closed loop otherwise.
+"""The one HTTP load driver: `wrk` where it is installed, a Python closed loop otherwise, and a
+Python open loop (`open_loop`: requests at a set rate whether or not answers come).
 
 `run` keeps `concurrency` keep-alive connections busy for `duration_s` (or `max_requests`),
 cycling through prepared bodies, and returns one result dict. wrk (C, Debian's, shipped by none
@@ -407,6 +408,75 @@ async def _closed_loop(
         raise ValueError(f"unknown client {client!r} (wrk, raw or httpx)")
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     return summary(concurrency, items, latencies, errors, elapsed, cpu)
+
+
+@dataclass
+class Sample:
+    """One request of an open loop."""
+
+    scheduled_s: float  # since the start of the run
+    latency_s: float  # from the scheduled send time to the complete answer
+    status: int | str  # the HTTP status, or what went wrong
+    kind: str
+
+
+async def open_loop(
+    port: int,
+    pairs: Sequence[tuple[str, Body]],
+    rate: float,
+    duration_s: float,
+    max_connections: int = 256,
+    drain_s: float = 30.0,
+    burst: int = 1,
+) -> list[Sample]:
+    """Send the (kind, request) `pairs` round-robin to 127.0.0.1:`port` at `rate` per second for
+    `duration_s` whether or not answers come (open loop), `burst` requests of one kind at each
+    scheduled time, on at most `max_connections` keep-alive connections; then wait `drain_s`."""
+    loop = asyncio.get_running_loop()
+    wires = [(kind, body.encode(f"127.0.0.1:{port}")) for kind, body in pairs]
+    idle: list[Connection] = []
+    samples: list[Sample] = []
+    tasks: set[asyncio.Task[None]] = set()
+    busy = 0
+
+    async def one(kind: str, wire_bytes: bytes, scheduled: float, offset: float) -> None:
+        nonlocal busy
+        connection = idle.pop() if idle else None
+        try:
+            if connection is None or connection.transport is None:
+                _, connection = await loop.create_connection(Connection, "127.0.0.1", port)
+            response = await connection.send(wire_bytes)
+            status: int | str = response.status
+        except OSError as exc:
+            status, connection = type(exc).__name__, None
+        samples.append(Sample(offset, time.perf_counter() - scheduled, status, kind))
+        if connection is not None and connection.transport is not None:
+            idle.append(connection)
+        else:
+            busy -= 1
+
+    start = time.perf_counter()
+    for i in range(int(rate * duration_s)):
+        offset = (i - i % burst) / rate  # the burst's requests share its send time
+        if (delay := start + offset - time.perf_counter()) > 0:
+            await asyncio.sleep(delay)
+        if not idle and busy >= max_connections:  # every connection busy: not keeping up
+            samples.append(Sample(offset, 0.0, "client: no free connection", "-"))
+            continue
+        busy += 0 if idle else 1
+        kind, wire_bytes = wires[(i // burst) % len(wires)]
+        task = asyncio.create_task(one(kind, wire_bytes, start + offset, offset))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    if tasks:
+        _, pending = await asyncio.wait(set(tasks), timeout=drain_s)
+        for task in pending:
+            task.cancel()
+            samples.append(Sample(duration_s, drain_s, "client: no answer within drain time", "-"))
+    for connection in idle:
+        if connection.transport is not None:
+            connection.transport.close()
+    return samples
 
 
 # The canned server -----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 
 from bench import bodies as wire
 from bench import driver, harness
-from bench.driver import Body, percentile
+from bench.driver import Body, Sample, percentile
 from bench.harness import Server, fmt
 
 RSS_GROWTH_TARGET = 0.05
@@ -54,14 +54,6 @@ def workload(models: Sequence[str], code: str | None) -> list[tuple[str, Body]]:
 
 
 @dataclass
-class Sample:
-    scheduled_s: float  # since the start of the soak
-    latency_s: float  # from the scheduled send time to the complete answer
-    status: int | str
-    kind: str
-
-
-@dataclass
 class SoakRun:
     rate: float
     duration_s: float
@@ -79,60 +71,20 @@ async def soak(
     sample_rss: Callable[[], int],
     burst: int = 1,
 ) -> SoakRun:
-    """Send `pairs` round-robin at `rate` per second for `duration_s`, open loop, `burst`
-    requests of one kind at each scheduled time."""
-    loop = asyncio.get_running_loop()
-    wires = [(kind, body.encode(f"127.0.0.1:{port}")) for kind, body in pairs]
-    idle: list[driver.Connection] = []
-    run, tasks, busy = SoakRun(rate, duration_s), set(), 0
-
-    async def one(kind: str, wire_bytes: bytes, scheduled: float, offset: float) -> None:
-        nonlocal busy
-        connection = idle.pop() if idle else None
-        try:
-            if connection is None or connection.transport is None:
-                _, connection = await loop.create_connection(driver.Connection, "127.0.0.1", port)
-            response = await connection.send(wire_bytes)
-            status: int | str = response.status
-        except OSError as exc:
-            status, connection = type(exc).__name__, None
-        run.samples.append(Sample(offset, time.perf_counter() - scheduled, status, kind))
-        if connection is not None and connection.transport is not None:
-            idle.append(connection)
-        else:
-            busy -= 1
+    """The open loop of `driver.open_loop`, with the server's VmRSS sampled every second."""
+    run, start = SoakRun(rate, duration_s), time.perf_counter()
 
     async def rss_sampler() -> None:
         while True:
             run.rss_kib.append((time.perf_counter() - start, sample_rss()))
             await asyncio.sleep(1.0)
 
-    start = time.perf_counter()
     sampler = asyncio.create_task(rss_sampler())
-    for i in range(int(rate * duration_s)):
-        offset = (i - i % burst) / rate  # the burst's requests share its send time
-        if (delay := start + offset - time.perf_counter()) > 0:
-            await asyncio.sleep(delay)
-        if not idle and busy >= max_connections:  # every connection busy: not keeping up
-            run.samples.append(Sample(offset, 0.0, "client: no free connection", "-"))
-            continue
-        busy += 0 if idle else 1
-        kind, wire_bytes = wires[(i // burst) % len(wires)]
-        task = asyncio.create_task(one(kind, wire_bytes, start + offset, offset))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-    if tasks:
-        _, pending = await asyncio.wait(set(tasks), timeout=drain_s)
-        for task in pending:
-            task.cancel()
-            run.samples.append(
-                Sample(duration_s, drain_s, "client: no answer within drain time", "-")
-            )
+    run.samples = await driver.open_loop(
+        port, pairs, rate, duration_s, max_connections, drain_s, burst
+    )
     run.rss_kib.append((time.perf_counter() - start, sample_rss()))
     sampler.cancel()
-    for connection in idle:
-        if connection.transport is not None:
-            connection.transport.close()
     return run
 
 
