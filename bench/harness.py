@@ -10,6 +10,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import signal
 import socket
 import statistics
@@ -509,6 +510,8 @@ def ceiling(
     out: list[tuple[str, dict[str, Any]]] = []
     with contextlib.suppress(RuntimeError), running(canned_server(work), 30) as canned:
         for client, c in ((client, c) for client in clients for c in (1, 64)):
+            if client == "auto":  # the table names the client that ran
+                client = "wrk" if shutil.which("wrk") else "raw"
             out.append((client, driver.run(canned.url, body, c, seconds, work, client=client)))
             print(f"ceiling {client} c={c}: {out[-1][1]['rps']:,.0f} req/s", flush=True)
     return out
