@@ -200,7 +200,8 @@ def floors(report: dict[str, Any], ours: Server | None, paths: dict[str, str], w
             f"in-process `serving_default` call, batch 1, {model}: median "
             f"{timing['median_ms']:.3f} ms of {timing['calls']:,}"
         )
-        report["single_item_floor_ms"][key] = timing["median_ms"] + loopback
+        if not math.isnan(loopback):
+            report["single_item_floor_ms"][key] = timing["median_ms"] + loopback
 
 
 # Schedule and results -----------------------------------------------------------------------
@@ -253,7 +254,7 @@ def targets(report: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
             )
             lines.append(harness.verdict(r[route] >= 1.5 and p99[route] <= 0.5, what))
     for key, floor in report["single_item_floor_ms"].items():
-        if (v2 := stats.get(("ours", "v2", wire.CASES[key].model, 1, 1))) and not math.isnan(floor):
+        if v2 := stats.get(("ours", "v2", wire.CASES[key].model, 1, 1)):
             p50 = v2["p50_ms"]
             what = (
                 f"{key} single-item p50 (V2, conc. 1) {p50:.2f} ms = {p50 / floor:.2f}x "
