@@ -21,10 +21,11 @@ import pytest
 from fastapi import FastAPI
 
 from service.app import create_app
-from service.inference import InferenceService
+from service.dataplane import DataPlane
 from service.registry import ModelRegistry
 from service.runtime import ModelRunner
-from service.settings import EXPECTED_MODELS, Settings
+from service.settings import Settings
+from service.tasks import model_names, model_specs
 
 REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
 
@@ -163,7 +164,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_registry(tiny_model_dir: Path) -> ModelRegistry:
-    registry = ModelRegistry(tiny_model_dir, EXPECTED_MODELS)
+    registry = ModelRegistry(tiny_model_dir, model_names())
     registry.load(warm_up=True)
     return registry
 
@@ -182,7 +183,7 @@ def broken_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFact
 def settings(tiny_model_dir: Path) -> Settings:
     return Settings(
         model_dir=tiny_model_dir,
-        max_batch_size=64,
+        max_items_per_request=64,
         max_body_bytes=2 * 1024 * 1024,
         max_image_pixels=1_000_000,
         warmup=False,
@@ -190,11 +191,9 @@ def settings(tiny_model_dir: Path) -> Settings:
 
 
 @pytest.fixture
-async def service(
-    tiny_registry: ModelRegistry, settings: Settings
-) -> AsyncIterator[InferenceService]:
+async def service(tiny_registry: ModelRegistry, settings: Settings) -> AsyncIterator[DataPlane]:
     runner = ModelRunner(settings)
-    yield InferenceService(tiny_registry, settings, runner)
+    yield DataPlane(tiny_registry, settings, runner, model_specs())
     await runner.aclose()
 
 

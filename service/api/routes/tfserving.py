@@ -25,8 +25,8 @@ from service.api.deps import (
     SettingsDep,
     require_api_key,
 )
+from service.api.errors import ERRORS
 from service.api.responses import JSONBody
-from service.api.routes.tasks import ERRORS
 from service.codecs import tfserving
 from service.dataplane import DataPlane
 from service.errors import InvalidInput, NotFound

@@ -24,8 +24,8 @@ from service.api.deps import (
     SettingsDep,
     require_api_key,
 )
+from service.api.errors import ERRORS
 from service.api.responses import JSONBody
-from service.api.routes.tasks import ERRORS
 from service.api.routes.tfserving import parse_version
 from service.codecs import v2
 from service.dataplane import DataPlane
@@ -155,7 +155,7 @@ async def model_version_metadata(name: str, version: str, registry: RegistryDep)
 
 def _config(model: ModelVersion, settings: Settings) -> Response:
     enabled, size, _ = settings.batching_for(model.name)
-    batch = min(settings.max_batch_size, size) if enabled else settings.max_batch_size
+    batch = min(settings.max_items_per_request, size) if enabled else settings.max_items_per_request
     return JSONBody(v2.model_config(model, batch, enabled, settings.inference_threads))
 
 
