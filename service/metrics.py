@@ -143,7 +143,7 @@ class _VersionCounters:
 class InferenceStats:
     """All model versions' statistics of one app, in prometheus-client counters (multiprocess-safe
     when `PROMETHEUS_MULTIPROC_DIR` is set). The counters belong to no registry: `Metrics`
-    exposes them, `of` / `snapshot` read them back (from every worker's files in multiprocess
+    exposes them, `of` reads them back (from every worker's files in multiprocess
     mode)."""
 
     def __init__(self) -> None:
@@ -279,10 +279,6 @@ class InferenceStats:
 
     def of(self, name: str, version: int) -> ModelStats:
         return self.read().get((name, version)) or ModelStats(name, version)
-
-    def snapshot(self) -> list[ModelStats]:
-        found = self.read()
-        return [found[key] for key in sorted(found)]
 
 
 def _ns(seconds: float) -> int:

@@ -17,25 +17,17 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from service.api.responses import JSONBody
+from service.api.responses import STATUS_DESCRIPTIONS, JSONBody
 from service.errors import InvalidInput, MalformedRequest, ServiceError, describe
 from service.schemas import ErrorResponse
 
 logger = logging.getLogger(__name__)
 
-#: The error answers of the model routes, documented in OpenAPI (`responses=` of their routers).
+#: The error answers of the model routes, documented in OpenAPI (`responses=` of their routers;
+#: `document_errors` then keeps each operation's recorded ones), described by the one table.
 ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": description}
-    for status, description in {
-        400: "Malformed body (not JSON, not multipart)",
-        401: "Missing or wrong API key (when one is configured)",
-        404: "Unknown model or version",
-        413: "Body (or image) over the configured limit",
-        415: "Unsupported content type",
-        422: "Invalid values: shape, range, NaN, batch size, codes...",
-        503: "The model is not loaded",
-        504: "Inference took longer than the configured timeout",
-    }.items()
+    int(status): {"model": ErrorResponse, "description": STATUS_DESCRIPTIONS[status]}
+    for status in ("400", "401", "404", "413", "415", "422", "503", "504")
 }
 
 

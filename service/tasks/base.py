@@ -13,17 +13,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import numpy as np
 from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.api.body import media_type
+from service.api.body import json_body, media_type, read_body
 from service.api.deps import FastRoute, require_api_key
 from service.api.errors import ERRORS
+from service.api.negotiation import NPY_RESPONSE, negotiate
 from service.contracts import InputContract, ModelSpec
 from service.dataplane import DataPlane
 from service.errors import InvalidInput, MalformedRequest, UnsupportedMediaType, describe
@@ -34,6 +36,8 @@ from service.types import InferenceRequest, InferenceResponse
 OFFLOAD_ITEMS = 64
 
 Extras = Mapping[str, np.ndarray]
+M = TypeVar("M", bound=BaseModel)
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,36 @@ def task_router() -> APIRouter:
         dependencies=[Depends(require_api_key)],
         route_class=FastRoute,
     )
+
+
+def array_route(
+    router: APIRouter,
+    path: str,
+    tag: str,
+    body: type[BaseModel],
+    answer: type[BaseModel],
+    npy_query: dict[str, str],
+    *,
+    exclude_none: bool = False,
+) -> Callable[[Endpoint], Endpoint]:
+    """`router.post` of a route whose body is `body` as JSON, or a .npy array with the query
+    parameters of `npy_query` (name -> description), and whose answer is `answer` as JSON or
+    its main output as .npy (`Accept: application/x-npy`)."""
+    decorate: Callable[[Endpoint], Endpoint] = router.post(
+        path,
+        tags=[tag],
+        response_model=answer,
+        response_model_exclude_none=exclude_none,
+        responses=NPY_RESPONSE,
+        openapi_extra=json_body(body, npy_query=npy_query),
+    )
+    return decorate
+
+
+async def read_request(request: Request, body: type[M], array_field: str) -> tuple[str, M]:
+    """(the answer's media type, from Accept; the body as `body`, its array in `array_field`
+    for a .npy body): a 406 comes before any error of the body."""
+    return negotiate(request), await read_body(request, body, array_field)
 
 
 async def infer_one(

@@ -20,9 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from starlette.responses import Response
 
 from service import imaging
-from service.api.body import json_body, read_body
 from service.api.deps import DataPlaneDep
-from service.api.negotiation import NPY, NPY_RESPONSE, negotiate, npy_response
+from service.api.negotiation import NPY, npy_response
 from service.api.responses import JSONBody
 from service.codecs.b64 import b64decode, b64encode
 from service.contracts import UINT8_RANGE, InputContract, ModelSpec
@@ -30,15 +29,7 @@ from service.dataplane import DataPlane
 from service.errors import InvalidInput, ModelNotReady, describe
 from service.registry import ModelVersion
 from service.schemas import ModelRef, RequestSchema
-from service.tasks.base import (
-    Extras,
-    Task,
-    infer_one,
-    model_headers,
-    model_ref,
-    primary,
-    task_router,
-)
+from service.tasks import base
 from service.tasks.digits import (
     IMAGES,
     ONE_DIGIT,
@@ -168,7 +159,7 @@ class Compression:
     model: ModelVersion
     codes: list[bytes]
     bytes_per_image: int
-    extras: Extras = field(default_factory=dict)
+    extras: base.Extras = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -198,8 +189,8 @@ async def compress(dataplane: DataPlane, images: Any, scale: PixelScale = "unit"
     """Each image as a self-describing code: header + the encoder's latent bytes."""
     model = encoder_for_compression(dataplane)
     contract = pixel_contract(scale)
-    response = await infer_one(dataplane, model, "images", images, "images", contract)
-    latent, extras = primary(dataplane, response)
+    response = await base.infer_one(dataplane, model, "images", images, "images", contract)
+    latent, extras = base.primary(dataplane, response)
     latent = np.asarray(latent, dtype=np.uint8).reshape(latent.shape[0], -1)
     codes = [pack(model.version, row) for row in latent]
     return Compression(model, codes, HEADER_BYTES + latent.shape[1], extras)
@@ -254,8 +245,8 @@ async def decompress(
     for version, items in sorted(groups.items()):
         model = entry.versions[version]
         batch = np.stack([latent for _, latent in items])
-        out, _ = primary(
-            dataplane, await infer_one(dataplane, model, model.input.name, batch, field)
+        out, _ = base.primary(
+            dataplane, await base.infer_one(dataplane, model, model.input.name, batch, field)
         )
         out = np.asarray(out, dtype=np.float32).reshape(len(items), 28, 28)
         for (i, _), image in zip(items, out, strict=True):
@@ -266,7 +257,7 @@ async def decompress(
 
 # Routes ---------------------------------------------------------------------------------------
 
-router = task_router()
+router = base.task_router()
 
 
 def _code_rows(codes: np.ndarray) -> list[bytes]:
@@ -280,12 +271,8 @@ def _code_rows(codes: np.ndarray) -> list[bytes]:
     return [row.tobytes() for row in codes]
 
 
-@router.post(
-    "/digits/compress",
-    tags=["digits"],
-    response_model=CompressResponse,
-    responses=NPY_RESPONSE,
-    openapi_extra=json_body(CompressRequest, npy_query=SCALE_QUERY),
+@base.array_route(
+    router, "/digits/compress", "digits", CompressRequest, CompressResponse, SCALE_QUERY
 )
 async def compress_digits(request: Request, dataplane: DataPlaneDep) -> Response:
     """Compress images into self-describing codes (header + the encoder's latent bytes).
@@ -293,15 +280,14 @@ async def compress_digits(request: Request, dataplane: DataPlaneDep) -> Response
     Binary form: a .npy body `[N, 28, 28]` with `?scale=`; `Accept: application/x-npy` returns
     the codes as uint8 `[N, bytes_per_image]`, header included.
     """
-    answer = negotiate(request)
-    body = await read_body(request, CompressRequest, "images")
+    answer, body = await base.read_request(request, CompressRequest, "images")
     result = await compress(dataplane, body.images, body.scale)
     if answer == NPY:
         codes = np.frombuffer(b"".join(result.codes), dtype=np.uint8)
-        return npy_response(codes.reshape(len(result.codes), -1), model_headers(result.model))
+        return npy_response(codes.reshape(len(result.codes), -1), base.model_headers(result.model))
     return JSONBody(
         {
-            "model": model_ref(result.model),
+            "model": base.model_ref(result.model),
             "format": FORMAT_V1,
             "bytes_per_image": result.bytes_per_image,
             "codes": [b64encode(code) for code in result.codes],
@@ -310,13 +296,14 @@ async def compress_digits(request: Request, dataplane: DataPlaneDep) -> Response
     )
 
 
-@router.post(
+@base.array_route(
+    router,
     "/digits/decompress",
-    tags=["digits"],
-    response_model=DecompressResponse,
-    response_model_exclude_none=True,
-    responses=NPY_RESPONSE,
-    openapi_extra=json_body(DecompressRequest, npy_query={}),
+    "digits",
+    DecompressRequest,
+    DecompressResponse,
+    {},
+    exclude_none=True,
 )
 async def decompress_digits(request: Request, dataplane: DataPlaneDep) -> Response:
     """Decode codes back to 28x28 images, each with the decoder version named in its header.
@@ -324,8 +311,7 @@ async def decompress_digits(request: Request, dataplane: DataPlaneDep) -> Respon
     Binary form: a .npy body of uint8 codes `[N, bytes_per_image]` (header included);
     `Accept: application/x-npy` returns the images, float32 `[N, 28, 28]`.
     """
-    answer = negotiate(request)
-    body = await read_body(request, DecompressRequest, "codes")
+    answer, body = await base.read_request(request, DecompressRequest, "codes")
     codes = body.codes
     if isinstance(codes, np.ndarray):
         codes = _code_rows(codes)
@@ -340,4 +326,4 @@ async def decompress_digits(request: Request, dataplane: DataPlaneDep) -> Respon
     return JSONBody(content)
 
 
-TASK = Task("codec", MODELS, router)
+TASK = base.Task("codec", MODELS, router)

@@ -12,7 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from service import imaging, reading
-from service.api.body import json_body, read_body
 from service.api.deps import DataPlaneDep
 from service.api.negotiation import NPY, NPY_RESPONSE, negotiate, npy_response
 from service.api.responses import JSONBody
@@ -22,18 +21,7 @@ from service.dataplane import DataPlane
 from service.errors import InvalidInput, describe
 from service.registry import ModelVersion
 from service.schemas import ModelRef, RequestSchema, array_schema
-from service.tasks.base import (
-    Extras,
-    Task,
-    flag,
-    infer_one,
-    model_headers,
-    model_ref,
-    primary,
-    read_upload,
-    task_router,
-    upload_doc,
-)
+from service.tasks import base
 
 CLASSIFIER = "digit_classifier"
 
@@ -220,7 +208,7 @@ class Classification:
     digits: np.ndarray  # int64 [N]
     probabilities: np.ndarray  # float32 [N, 10]
     #: The classifier version's other outputs, by name, each [N, ...].
-    extras: Extras = field(default_factory=dict)
+    extras: base.Extras = field(default_factory=dict)
     #: For uploads and readings: the 28x28 images in [0, 1] the model was given, [N, 28, 28].
     inputs: np.ndarray | None = None
 
@@ -292,22 +280,22 @@ async def _classify(
     contract: InputContract | None = None,
     inputs: np.ndarray | None = None,
 ) -> Classification:
-    response = await infer_one(dataplane, model, "images", images, "images", contract)
-    probabilities, extras = primary(dataplane, response)
+    response = await base.infer_one(dataplane, model, "images", images, "images", contract)
+    probabilities, extras = base.primary(dataplane, response)
     probabilities = probabilities.reshape(probabilities.shape[0], -1)
     return Classification(model, probabilities.argmax(axis=1), probabilities, extras, inputs)
 
 
 # Routes ---------------------------------------------------------------------------------------
 
-router = task_router()
+router = base.task_router()
 
 
 def _classification(
     result: Classification, answer: str, model_input_png: np.ndarray | None = None
 ) -> Response:
     if answer == NPY:
-        return npy_response(result.probabilities, model_headers(result.model))
+        return npy_response(result.probabilities, base.model_headers(result.model))
     predictions: list[dict[str, Any]] = [
         {"digit": int(digit), "probabilities": probabilities}
         for digit, probabilities in zip(result.digits, result.probabilities, strict=True)
@@ -319,19 +307,15 @@ def _classification(
             prediction[name] = value
     if model_input_png is not None:  # the upload's debug option: what the model saw
         predictions[0]["model_input_png"] = b64encode(imaging.to_png(model_input_png))
-    return JSONBody({"model": model_ref(result.model), "predictions": predictions})
+    return JSONBody({"model": base.model_ref(result.model), "predictions": predictions})
 
 
 #: The query parameter of a .npy body of images.
 SCALE_QUERY = {"scale": "'unit' (floats in [0, 1]) or 'byte' (integers 0-255); required."}
 
 
-@router.post(
-    "/digits/classify",
-    tags=["digits"],
-    response_model=ClassifyResponse,
-    responses=NPY_RESPONSE,
-    openapi_extra=json_body(ClassifyRequest, npy_query=SCALE_QUERY),
+@base.array_route(
+    router, "/digits/classify", "digits", ClassifyRequest, ClassifyResponse, SCALE_QUERY
 )
 async def classify_digits(request: Request, dataplane: DataPlaneDep) -> Response:
     """Classify 28x28 digit images: the digit and the ten probabilities of each.
@@ -339,8 +323,7 @@ async def classify_digits(request: Request, dataplane: DataPlaneDep) -> Response
     Binary form: a .npy body `[N, 28, 28]` with `?scale=`; `Accept: application/x-npy` returns
     the probabilities, float32 `[N, 10]`.
     """
-    answer = negotiate(request)
-    body = await read_body(request, ClassifyRequest, "images")
+    answer, body = await base.read_request(request, ClassifyRequest, "images")
     return _classification(await classify(dataplane, body.images, body.scale), answer)
 
 
@@ -360,13 +343,13 @@ _DEBUG = {
     response_model=ClassifyResponse,
     response_model_exclude_none=True,
     responses=NPY_RESPONSE,
-    openapi_extra=upload_doc("A PNG or JPEG of one digit, any size, any colours.", _DEBUG),
+    openapi_extra=base.upload_doc("A PNG or JPEG of one digit, any size, any colours.", _DEBUG),
 )
 async def classify_digit_image(request: Request, dataplane: DataPlaneDep) -> Response:
     """Classify an uploaded PNG/JPEG photo or drawing of one digit (MNIST-style preprocessing)."""
     answer = negotiate(request)
-    data, fields = await read_upload(request)
-    debug = flag(fields.get("debug", request.query_params.get("debug")), "debug")
+    data, fields = await base.read_upload(request)
+    debug = base.flag(fields.get("debug", request.query_params.get("debug")), "debug")
     if debug and answer == NPY:
         raise InvalidInput.for_field(
             "debug",
@@ -400,22 +383,22 @@ def _reading(result: Reading) -> Response:
         "?" if "is_digit" in extras and not bool(np.ravel(extras["is_digit"][i])[0]) else str(d)
         for i, d in enumerate(classified.digits)
     )
-    return JSONBody({"model": model_ref(classified.model), "text": text, "digits": digits})
+    return JSONBody({"model": base.model_ref(classified.model), "text": text, "digits": digits})
 
 
 @router.post(
     "/digits/read",
     tags=["digits"],
     response_model=ReadResponse,
-    openapi_extra=upload_doc(
+    openapi_extra=base.upload_doc(
         "A PNG or JPEG of digits in one row (a number, a postcode), dark on light or light on "
         "dark; touching digits are not split."
     ),
 )
 async def read_digits(request: Request, dataplane: DataPlaneDep) -> Response:
     """Read a number: segment an uploaded picture of a row of digits and classify each digit."""
-    data, _fields = await read_upload(request)
+    data, _fields = await base.read_upload(request)
     return _reading(await read_picture(dataplane, data))
 
 
-TASK = Task("digits", MODELS, router)
+TASK = base.Task("digits", MODELS, router)

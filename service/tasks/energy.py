@@ -16,9 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from service import energy_domain
-from service.api.body import json_body, read_body
 from service.api.deps import DataPlaneDep
-from service.api.negotiation import NPY, NPY_RESPONSE, negotiate, npy_response
+from service.api.negotiation import NPY, npy_response
 from service.api.responses import JSONBody
 from service.arrays import as_batch, item_index
 from service.contracts import InputContract, ModelSpec, ValueRange
@@ -27,16 +26,7 @@ from service.energy_domain import EnergyAnswer
 from service.errors import InvalidInput, ModelNotReady, describe
 from service.registry import ModelVersion
 from service.schemas import EXAMPLE_POTENTIAL, ModelRef, RequestSchema, array_schema
-from service.tasks.base import (
-    Extras,
-    Task,
-    infer_one,
-    model_headers,
-    model_ref,
-    offload,
-    primary,
-    task_router,
-)
+from service.tasks import base
 
 ENERGY_FROM_POTENTIAL = "energy_from_potential"
 ENERGY_FROM_DENSITY = "energy_from_density"
@@ -256,7 +246,7 @@ class EnergyPrediction:
     exact: np.ndarray | None = None  # float64 [N], Hartree
     errors: np.ndarray | None = None  # predicted - exact
     #: The energy model version's other outputs, by name, each [N, ...].
-    extras: Extras = field(default_factory=dict)
+    extras: base.Extras = field(default_factory=dict)
     #: Who answered each item and the model's domain verdict (`mode`); `energies` are then
     #: the answers (the model's or the exact solver's).
     answer: energy_domain.EnergyAnswer | None = None
@@ -274,10 +264,15 @@ def potentials_from(value: Any, max_items: int, field: str = "potentials") -> np
     return as_batch(value, field, (GRID_POINTS,), max_items, value_range=POTENTIAL_RANGE)[0]
 
 
+async def _potentials(dataplane: DataPlane, value: Any) -> np.ndarray:
+    """`potentials_from`, off the event loop for a big nested list."""
+    return await base.offload(potentials_from, value, dataplane.settings.max_items_per_request)
+
+
 async def _energy(dataplane: DataPlane, name: str, value: Any, field: str) -> EnergyPrediction:
     model = dataplane.resolve(name)
-    energies, extras = primary(
-        dataplane, await infer_one(dataplane, model, model.input.name, value, field)
+    energies, extras = base.primary(
+        dataplane, await base.infer_one(dataplane, model, model.input.name, value, field)
     )
     return EnergyPrediction(model, energies.reshape(energies.shape[0]), extras=extras)
 
@@ -295,7 +290,7 @@ async def from_potential(
         if "in_domain" not in prediction.extras:  # v1: its card's check needs the array
             arrays = np.asarray(potentials, np.float64).reshape(-1, GRID_POINTS)
         return await _answer(dataplane, prediction, mode, arrays)
-    arrays = await offload(potentials_from, potentials, dataplane.settings.max_items_per_request)
+    arrays = await _potentials(dataplane, potentials)
     prediction = await _energy(dataplane, ENERGY_FROM_POTENTIAL, arrays, "potentials")
     exact = await _solve(dataplane, arrays) if include_exact else None
     return await _answer(dataplane, prediction, mode, arrays, exact)
@@ -319,7 +314,7 @@ async def from_density(
     prediction = await _energy(dataplane, ENERGY_FROM_DENSITY, densities, "densities")
     if potentials is None:
         return await _answer(dataplane, prediction, mode, None)
-    exact_for = await offload(potentials_from, potentials, dataplane.settings.max_items_per_request)
+    exact_for = await _potentials(dataplane, potentials)
     count = prediction.energies.shape[0]
     if exact_for.shape[0] != count:
         raise InvalidInput.for_field(
@@ -383,7 +378,7 @@ async def exact(dataplane: DataPlane, potentials: Any) -> ExactSolution:
     """The exact ground state of each potential from the project's own solver."""
     return await _solve(
         dataplane,
-        await offload(potentials_from, potentials, dataplane.settings.max_items_per_request),
+        await _potentials(dataplane, potentials),
     )
 
 
@@ -411,7 +406,7 @@ def _check_mode(mode: str) -> None:
 
 
 def _named(prediction: EnergyPrediction) -> dict[str, np.ndarray]:
-    """The energy model's outputs by name: the primary one as `energy`, then the others."""
+    """The energy model's outputs by name: the base.primary one as `energy`, then the others."""
     return {"energy": prediction.energies, **prediction.extras}
 
 
@@ -431,17 +426,17 @@ def _solve_exactly(potentials: np.ndarray) -> np.ndarray:
 
 # Routes ---------------------------------------------------------------------------------------
 
-router = task_router()
+router = base.task_router()
 
 
 def _energies(result: EnergyPrediction, answer: str) -> Response:
     if answer == NPY:
         if result.exact is None or result.errors is None:
-            return npy_response(result.energies, model_headers(result.model))
+            return npy_response(result.energies, base.model_headers(result.model))
         columns = np.stack([result.energies.astype(np.float64), result.exact, result.errors], 1)
-        return npy_response(columns, model_headers(result.model))
+        return npy_response(columns, base.model_headers(result.model))
     body: dict[str, Any] = {
-        "model": model_ref(result.model),
+        "model": base.model_ref(result.model),
         "grid": GRID_JSON,
         "unit": "hartree",
         "energies": result.energies,
@@ -479,16 +474,14 @@ def _answer_fields(answer: EnergyAnswer, mode: str) -> dict[str, Any]:
 _MODE = "'model' (default), 'exact' or 'auto': who answers (see the JSON body's `mode`)"
 
 
-@router.post(
+@base.array_route(
+    router,
     "/energy/from-potential",
-    tags=["energy"],
-    response_model=EnergyResponse,
-    response_model_exclude_none=True,
-    responses=NPY_RESPONSE,
-    openapi_extra=json_body(
-        PotentialEnergyRequest,
-        npy_query={"include_exact": "true to add the exact energies", "mode": _MODE},
-    ),
+    "energy",
+    PotentialEnergyRequest,
+    EnergyResponse,
+    {"include_exact": "true to add the exact energies", "mode": _MODE},
+    exclude_none=True,
 )
 async def energy_from_potential(request: Request, dataplane: DataPlaneDep) -> Response:
     """Predict ground-state energies (Hartree) from potentials V(x) (Hartree) on the grid.
@@ -496,19 +489,19 @@ async def energy_from_potential(request: Request, dataplane: DataPlaneDep) -> Re
     Binary form: a .npy body `[N, 64]`; `Accept: application/x-npy` returns the energies,
     float32 `[N]`, or with `include_exact` float64 `[N, 3]`: predicted, exact, error.
     """
-    answer = negotiate(request)
-    body = await read_body(request, PotentialEnergyRequest, "potentials")
+    answer, body = await base.read_request(request, PotentialEnergyRequest, "potentials")
     result = await from_potential(dataplane, body.potentials, body.include_exact, body.mode)
     return _energies(result, answer)
 
 
-@router.post(
+@base.array_route(
+    router,
     "/energy/from-density",
-    tags=["energy"],
-    response_model=EnergyResponse,
-    response_model_exclude_none=True,
-    responses=NPY_RESPONSE,
-    openapi_extra=json_body(DensityEnergyRequest, npy_query={"mode": _MODE}),
+    "energy",
+    DensityEnergyRequest,
+    EnergyResponse,
+    {"mode": _MODE},
+    exclude_none=True,
 )
 async def energy_from_density(request: Request, dataplane: DataPlaneDep) -> Response:
     """Predict ground-state energies (Hartree) from densities n(x) (1/bohr) on the grid.
@@ -516,27 +509,19 @@ async def energy_from_density(request: Request, dataplane: DataPlaneDep) -> Resp
     Binary form: a .npy body `[N, 64]`; `Accept: application/x-npy` returns the energies,
     float32 `[N]` (float64 `[N, 3]` with potentials, in JSON only: predicted, exact, error).
     """
-    answer = negotiate(request)
-    body = await read_body(request, DensityEnergyRequest, "densities")
+    answer, body = await base.read_request(request, DensityEnergyRequest, "densities")
     result = await from_density(dataplane, body.densities, body.potentials, body.mode)
     return _energies(result, answer)
 
 
-@router.post(
-    "/energy/exact",
-    tags=["energy"],
-    response_model=ExactResponse,
-    responses=NPY_RESPONSE,
-    openapi_extra=json_body(ExactRequest, npy_query={}),
-)
+@base.array_route(router, "/energy/exact", "energy", ExactRequest, ExactResponse, {})
 async def exact_solution(request: Request, dataplane: DataPlaneDep) -> Response:
     """Solve the Schrodinger equation exactly: ground-state energy and density of each potential.
 
     Binary form: a .npy body `[N, 64]`; `Accept: application/x-npy` returns float64 `[N, 65]`:
     column 0 the energy, columns 1-64 the density.
     """
-    answer = negotiate(request)
-    body = await read_body(request, ExactRequest, "potentials")
+    answer, body = await base.read_request(request, ExactRequest, "potentials")
     result = await exact(dataplane, body.potentials)
     if answer == NPY:
         return npy_response(np.column_stack([result.energies, result.densities]))
@@ -550,4 +535,4 @@ async def exact_solution(request: Request, dataplane: DataPlaneDep) -> Response:
     )
 
 
-TASK = Task("energy", MODELS, router)
+TASK = base.Task("energy", MODELS, router)

@@ -29,7 +29,7 @@ LAYERS = [
     {"energy_domain"},
     {"reloader", "reading"},
     {"settings", "schemas", "metrics", "types", "logs"},
-    {"runtime", "codecs.v2", "codecs.tfserving"},
+    {"runtime", "codecs.v2", "codecs.v2_documents", "codecs.tfserving"},
     {"dataplane"},
 ]
 
