@@ -135,7 +135,9 @@ async def measure(model_dir: Path, calls: int) -> list[tuple[str, str, float]]:
         try:
             from service.api.body import parse_json
             from service.arrays import to_numeric_array
-            from service.schemas import ClassifyRequest, PotentialEnergyRequest, V2InferenceRequest
+            from service.schemas import V2InferenceRequest
+            from service.tasks.digits import ClassifyRequest
+            from service.tasks.energy import PotentialEnergyRequest
 
             rows.append(
                 (
@@ -288,7 +290,7 @@ async def measure(model_dir: Path, calls: int) -> list[tuple[str, str, float]]:
                         )
                     )
             try:
-                service = app.state.service
+                service = app.state.dataplane
                 for case in wire.CASES.values():
                     model = app.state.registry.get(case.model)
                     inputs = {case.input_name: case.inputs(1, 0)}
