@@ -5,7 +5,7 @@ models' contracts, its routes, its wire schemas, its pre-steps and post-steps. T
 the tasks it is given (`create_app(..., tasks=TASKS)`), readiness waits for their models, the
 data plane validates against their contracts, the metrics label their routes with their models.
 `model_names()` is the one list of model names (compose, the TF Serving config, schemathesis'
-dictionary and the tests are checked against it: tests/service/test_tasks_registry.py).
+dictionary and the tests are checked against it: tests/service/tasks/test_registry.py).
 """
 
 from __future__ import annotations

@@ -447,14 +447,14 @@ def _energies(result: EnergyPrediction, answer: str) -> Response:
         body["exact_energies"] = result.exact
         body["errors"] = result.errors
     # Every other output of the model version, by output name, one value per item like
-    # `energies` (issue 11's `energy_std`, `domain_score`, `in_domain`).
+    # `energies` (`energy_std`, `domain_score`, `in_domain`).
     for name, values in result.extras.items():
         body.setdefault(name, values)
     return JSONBody(body)
 
 
 def _answer_fields(answer: EnergyAnswer, mode: str) -> dict[str, Any]:
-    """Who answered each item and the model's domain verdict (issue 11), one value per item."""
+    """Who answered each item and the model's domain verdict, one value per item."""
     std = answer.energy_std
     known = np.isfinite(std)
     return {
