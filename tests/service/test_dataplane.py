@@ -64,7 +64,7 @@ async def test_infer_rejects_unknown_output_name(dataplane: DataPlane) -> None:
         await dataplane.infer(request)
 
 
-async def test_infer_checks_catalogue_range_for_every_protocol(dataplane: DataPlane) -> None:
+async def test_infer_checks_the_declared_range_for_every_protocol(dataplane: DataPlane) -> None:
     images = np.full((1, 28, 28, 1), 2.0, dtype=np.float32)
     request = InferenceRequest(
         "digit_classifier", {"images": images}, fields={"images": "inputs[0].data"}, flat_index=True
