@@ -18,9 +18,7 @@ import numpy as np
 SERVICE = str(Path("service").resolve())
 
 
-async def _walk(
-    client: httpx.AsyncClient, method: str, url: str, body: Any
-) -> dict[str, int]:
+async def _walk(client: httpx.AsyncClient, method: str, url: str, body: Any) -> dict[str, int]:
     """Calls per service file during one request (after a first, warming one)."""
     await client.request(method, url, json=body)  # warm: first-call imports and caches
     calls: dict[str, int] = {}
@@ -52,14 +50,26 @@ async def main() -> None:
         "V2 infer, one image (JSON)": (
             "POST",
             "/v2/models/digit_classifier/infer",
-            {"inputs": [{"name": "images", "datatype": "FP32", "shape": [1, 28, 28, 1],
-                         "data": (image / 255).ravel().tolist()}]},
+            {
+                "inputs": [
+                    {
+                        "name": "images",
+                        "datatype": "FP32",
+                        "shape": [1, 28, 28, 1],
+                        "data": (image / 255).ravel().tolist(),
+                    }
+                ]
+            },
         ),
         "task classify, scale=byte": (
-            "POST", "/api/v1/digits/classify", {"images": [image.tolist()], "scale": "byte"}
+            "POST",
+            "/api/v1/digits/classify",
+            {"images": [image.tolist()], "scale": "byte"},
         ),
         "task classify, scale=unit": (
-            "POST", "/api/v1/digits/classify", {"images": [(image / 255).tolist()], "scale": "unit"}
+            "POST",
+            "/api/v1/digits/classify",
+            {"images": [(image / 255).tolist()], "scale": "unit"},
         ),
     }
     async with app.router.lifespan_context(app):
