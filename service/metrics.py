@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,6 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from service.catalogue import TASK_ROUTE_MODELS
 from service.registry import ModelRegistry, ModelState
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -144,7 +143,7 @@ class _VersionCounters:
 class InferenceStats:
     """All model versions' statistics of one app, in prometheus-client counters (multiprocess-safe
     when `PROMETHEUS_MULTIPROC_DIR` is set). The counters belong to no registry: `Metrics`
-    exposes them, `of` / `snapshot` read them back (from every worker's files in multiprocess
+    exposes them, `of` reads them back (from every worker's files in multiprocess
     mode)."""
 
     def __init__(self) -> None:
@@ -281,10 +280,6 @@ class InferenceStats:
     def of(self, name: str, version: int) -> ModelStats:
         return self.read().get((name, version)) or ModelStats(name, version)
 
-    def snapshot(self) -> list[ModelStats]:
-        found = self.read()
-        return [found[key] for key in sorted(found)]
-
 
 def _ns(seconds: float) -> int:
     return round(seconds * 1e9)
@@ -322,8 +317,13 @@ class Metrics:
     every worker read from the multiprocess directory (several)."""
 
     def __init__(
-        self, registry: ModelRegistry | None = None, stats: InferenceStats | None = None
+        self,
+        registry: ModelRegistry | None = None,
+        stats: InferenceStats | None = None,
+        route_models: Mapping[str, str] | None = None,
     ) -> None:
+        #: The model behind each task route (`service.tasks.route_models()`): its model label.
+        self.route_models: Mapping[str, str] = route_models or {}
         self.multiprocess_dir = multiprocess_dir()
         self.registry = CollectorRegistry(auto_describe=True)
         labels = ("method", "route", "model", "status")
@@ -407,7 +407,7 @@ class Metrics:
             if self.model_registry is not None and name in self.model_registry.model_names():
                 return name
             return ""
-        return TASK_ROUTE_MODELS.get(route, "")
+        return self.route_models.get(route, "")
 
     def refresh_models(self) -> None:
         """Several workers: write this worker's model states into its gauges (call after a load

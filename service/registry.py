@@ -47,11 +47,6 @@ class TensorSpec:
         """The shape of one item, without the batch dimension."""
         return self.shape[1:]
 
-    def describe_shape(self) -> str:
-        """`[N, 28, 28, 1]`: the shape as the docs write it."""
-        dims = ["N" if i == 0 else ("?" if d is None else str(d)) for i, d in enumerate(self.shape)]
-        return "[" + ", ".join(dims) + "]"
-
 
 @dataclass
 class ModelVersion:

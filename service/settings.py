@@ -13,9 +13,7 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.catalogue import EXPECTED_MODELS
-
-__all__ = ["EXPECTED_MODELS", "REPO_ROOT", "BatchingOverride", "Settings"]
+__all__ = ["REPO_ROOT", "BatchingOverride", "Settings"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,8 +42,9 @@ class Settings(BaseSettings):
     model_dir: Path = REPO_ROOT / "models"
     """TensorFlow Serving layout: `<model_dir>/<name>/<version>/saved_model.pb`."""
 
-    expected_models: tuple[str, ...] = EXPECTED_MODELS
-    """Models that must be loaded for the server to report itself ready."""
+    expected_models: tuple[str, ...] | None = None
+    """Models that must be loaded for the server to report itself ready; None (the default):
+    every model the app's tasks declare (`service.tasks.model_names()`)."""
 
     host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("MLDM_HOST", "HOST"))
     """Interface to bind; plain `HOST` (set by container platforms) is honoured too."""
@@ -76,8 +75,20 @@ class Settings(BaseSettings):
     """Responses of at least this many bytes are gzip-compressed for clients that accept it;
     0 switches compression off."""
 
-    max_batch_size: int = Field(default=16384, ge=1, le=1_000_000)
-    """Most items (images, arrays, codes) accepted in one request; more is a 422."""
+    max_items_per_request: int = Field(
+        default=16384,
+        ge=1,
+        le=1_000_000,
+        validation_alias=AliasChoices(
+            "MLDM_MAX_ITEMS_PER_REQUEST",
+            "max_items_per_request",
+            "MLDM_MAX_BATCH_SIZE",  # its old name, deprecated: kept so deployments keep working
+            "max_batch_size",
+        ),
+    )
+    """Most items (images, arrays, codes) accepted in one request; more is a 422. (Not the
+    batcher's merged size, which is `batch_max_size`.) `MLDM_MAX_BATCH_SIZE`, its old name, is
+    still read."""
 
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=1024**3)
     """Largest request body in bytes; a larger one is refused with 413 before it is read in full."""
