@@ -50,7 +50,9 @@ binary tensor data, model configuration and statistics extensions. Request bodie
 def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> FastAPI:
     """A ready-to-serve app; `registry` defaults to one over `settings.model_dir`."""
     settings = settings or Settings()
-    registry = registry or ModelRegistry(settings.model_dir, settings.expected_models)
+    registry = registry or ModelRegistry(
+        settings.model_dir, settings.expected_models, settings.backend_policy()
+    )
     runner = ModelRunner(settings)
     service = InferenceService(registry, settings, runner)
     reloader = Reloader(registry, settings.reload_interval_s, settings.warmup)

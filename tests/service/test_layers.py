@@ -11,7 +11,9 @@ SERVICE = Path(__file__).resolve().parents[2] / "service"
 #: Each module's layer; a module may import only modules of a lower layer (or its own package's
 #: siblings within the HTTP layer, which routes share: ERRORS, parse_version).
 LAYERS = [
-    {"errors", "context", "codecs", "codecs.dtypes", "http_protocol", "api.responses"},
+    {"errors", "context", "codecs", "codecs.dtypes", "http_protocol", "api.responses"}
+    | {"backends", "backends.base", "backends.tensorflow", "backends.onnxruntime"}
+    | {"backends.verify", "backends.select"},
     {"arrays", "codec", "imaging", "registry", "codecs.npy", "codecs.compression", "batching"},
     {"energy_domain"},
     {"catalogue", "reloader", "reading"},
