@@ -1,0 +1,211 @@
+"""The backends (service/backends/): a tiny SavedModel compiled with the project's own conversion
+(training/compile.py), equal outputs, refusal of a wrong compiled model, `auto`'s choice, the
+fallback without onnxruntime, and every committed version's compiled artefact verified."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from service.backends.onnxruntime import OnnxRuntimeBackend
+from service.backends.select import Plan, choose, measure
+from service.backends.verify import VerificationBatch, compare, tolerance_for
+from service.metrics import _ModelCollector
+from service.registry import BackendPolicy, ModelRegistry, load_version
+
+REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
+COMMITTED = sorted(p.parent for p in REPO_MODELS.glob("*/*/saved_model.pb"))
+
+
+def _tiny_energy_model(path: Path) -> None:
+    """An MLP with the exact GELU (tf2onnx writes it with Erfc, which the conversion rewrites)
+    and three outputs of three kinds: an energy, a flag and a reason code."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(3)
+
+    class Tiny(tf.Module):
+        def __init__(self) -> None:
+            self.w1 = tf.Variable(rng.normal(size=(64, 16)).astype(np.float32) * 0.3)
+            self.w2 = tf.Variable(rng.normal(size=(16,)).astype(np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 64], tf.float32, name="potential")])
+        def serve(self, potential: Any) -> Any:
+            hidden = tf.nn.gelu(tf.matmul(potential, self.w1), approximate=False)
+            energy = tf.reduce_sum(hidden * self.w2, axis=1)
+            return {
+                "energy": energy,
+                "in_domain": energy < 0.0,
+                "domain_reason": tf.cast(energy > 1.0, tf.int32),
+            }
+
+    module = Tiny()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+
+
+@pytest.fixture(scope="module")
+def compiled_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """energy_from_potential/1: the tiny SavedModel, its model.onnx and verification batch."""
+    pytest.importorskip("tf2onnx", reason="the converter (requirements-dev.lock) is needed")
+    from data.schrodinger import sample_potentials
+    from training.compile import ONNX_FILE, convert, write_verification
+
+    root = tmp_path_factory.mktemp("compiled")
+    path = root / "energy_from_potential" / "1"
+    _tiny_energy_model(path)
+    write_verification(path, {"potential": sample_potentials(16, seed=5).astype(np.float32)})
+    model, facts = convert(path)
+    assert any("Erfc" in rewrite for rewrite in facts["rewrites"])
+    import onnx
+
+    onnx.save(model, str(path / ONNX_FILE))
+    return root
+
+
+def _version(root: Path, policy: BackendPolicy) -> Any:
+    return load_version("energy_from_potential", 1, root / "energy_from_potential" / "1", policy)
+
+
+def test_onnxruntime_serves_with_tensorflows_outputs(compiled_dir: Path) -> None:
+    model = _version(compiled_dir, BackendPolicy(default="onnxruntime"))
+    assert model.plan.backends == ["onnxruntime"] and not model.refused
+    V = np.random.default_rng(1).normal(size=(5, 64)).astype(np.float32)
+    got = model.predict({"potential": V})
+    expected = model.backends["tensorflow"].run({"potential": V})
+    assert compare(expected, got).equal, compare(expected, got).problems
+    assert got["in_domain"].dtype == np.bool_ and got["domain_reason"].dtype == np.int32
+    assert model.card["serving"]["by_batch_size"] == {"1+": "onnxruntime"}
+
+
+def test_a_wrong_compiled_model_is_refused_and_tensorflow_serves(
+    compiled_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    root = tmp_path / "models"
+    shutil.copytree(compiled_dir, root)
+    onnx_path = root / "energy_from_potential" / "1" / "model.onnx"
+    model = onnx.load(str(onnx_path))
+    # Nudge the largest weight matrix by 0.1%: a plausible miscompilation, not garbage.
+    largest = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    nudged = numpy_helper.to_array(largest) * np.float32(1.001)
+    largest.CopyFrom(numpy_helper.from_array(nudged, largest.name))
+    onnx.save(model, str(onnx_path))
+
+    version = _version(root, BackendPolicy(default="auto"))
+    assert version.plan.backends == ["tensorflow"]
+    assert "differs from TensorFlow" in version.refused["onnxruntime"]
+    assert "'energy'" in version.refused["onnxruntime"]
+    assert version.card["serving"]["refused"] == version.refused
+    assert any("onnxruntime refused" in r.getMessage() for r in caplog.records)
+
+    registry = ModelRegistry(root, ("energy_from_potential",), BackendPolicy(default="auto"))
+    registry.load()
+    families = {f.name: f for f in _ModelCollector(registry).collect()}
+    [sample] = families["mldm_model_version_backend_refused"].samples
+    assert sample.labels == {
+        "model": "energy_from_potential",
+        "version": "1",
+        "backend": "onnxruntime",
+    }
+
+
+def test_a_missing_onnxruntime_package_falls_back_to_tensorflow(
+    compiled_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises
+    version = _version(compiled_dir, BackendPolicy(default="auto"))
+    assert version.plan.backends == ["tensorflow"]
+    assert "not importable" in version.refused["onnxruntime"]
+    V = np.ones((2, 64), np.float32)
+    assert version.predict({"potential": V})["energy"].shape == (2,)
+
+
+def test_the_tensorflow_setting_never_loads_the_compiled_model(compiled_dir: Path) -> None:
+    version = _version(compiled_dir, BackendPolicy(default="tensorflow"))
+    assert list(version.backends) == ["tensorflow"] and not version.refused
+
+
+def test_auto_measures_and_keeps_the_faster_backend_per_batch_size(compiled_dir: Path) -> None:
+    version = _version(compiled_dir, BackendPolicy(default="auto", measure_repeats=3))
+    measured = version.card["serving"]["measured_us"]
+    assert set(measured) == {"tensorflow", "onnxruntime"}
+    for size in ("1", "8", "64"):
+        fastest = min(measured, key=lambda name: measured[name][size])
+        assert version.backend_for(int(size)) == fastest
+
+
+def test_choose_takes_the_fastest_per_size_and_merges_equal_neighbours() -> None:
+    plan = choose(
+        {
+            "tensorflow": {1: 800e-6, 8: 1800e-6, 64: 8000e-6},
+            "onnxruntime": {1: 200e-6, 8: 1400e-6, 64: 11000e-6},
+        }
+    )
+    assert plan == Plan(steps=((8, "onnxruntime"), (64, "tensorflow")))
+    assert [plan.for_size(n) for n in (1, 8, 9, 64, 500)] == [
+        "onnxruntime",
+        "onnxruntime",
+        "tensorflow",
+        "tensorflow",
+        "tensorflow",
+    ]
+    assert plan.describe() == {"1-8": "onnxruntime", "9+": "tensorflow"}
+
+
+def test_measure_times_each_backend_on_tiled_inputs() -> None:
+    now = [0.0]
+    sizes_seen: list[int] = []
+
+    def backend(cost: float) -> Any:
+        def run(inputs: Mapping[str, np.ndarray]) -> None:
+            sizes_seen.append(len(inputs["x"]))
+            now[0] += cost * len(inputs["x"])
+
+        return run
+
+    timings = measure(
+        {"slow": backend(3.0), "fast": backend(1.0)},
+        {"x": np.arange(5.0).reshape(5, 1)},
+        sizes=(1, 8),
+        repeats=3,
+        clock=lambda: now[0],
+    )
+    assert timings == {"slow": {1: 3.0, 8: 24.0}, "fast": {1: 1.0, 8: 8.0}}
+    assert set(sizes_seen) == {1, 8}
+
+
+def test_tolerances_are_exact_for_integer_kinds_and_energies_in_hartree() -> None:
+    assert tolerance_for("code", np.dtype(np.uint8)).exact
+    assert tolerance_for("is_digit", np.dtype(np.bool_)).exact
+    assert tolerance_for("probabilities", np.dtype(np.float32)).atol == 1e-5
+    energy = tolerance_for("energy", np.dtype(np.float32))
+    assert (energy.atol, energy.rtol) == (1e-5, 2e-6)
+    codes = np.array([[1, 2, 3]], np.uint8)
+    assert not compare({"code": codes}, {"code": codes + np.uint8(1)}).equal
+    probabilities = np.array([[0.25, 0.75]], np.float32)
+    assert compare({"p": probabilities}, {"p": probabilities + np.float32(5e-6)}).equal
+    assert not compare({"p": probabilities}, {"p": probabilities + np.float32(5e-5)}).equal
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: f"{p.parent.name}-v{p.name}")
+def test_every_committed_version_has_a_compiled_model_that_passes_verification(
+    path: Path,
+) -> None:
+    batch = VerificationBatch.load(path)
+    for array in batch.inputs.values():  # real inputs, not a constant
+        assert len(array) >= 16 and float(np.std(array.astype(np.float64))) > 0.0
+    result = compare(batch.reference, OnnxRuntimeBackend.load(path, threads=1).run(batch.inputs))
+    assert result.equal, result.problems
+    import json
+
+    card = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+    assert card["compiled"]["onnxruntime"]["file"] == "model.onnx"
+    assert "## Compiled backends" in (path / "MODEL_CARD.md").read_text(encoding="utf-8")
