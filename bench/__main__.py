@@ -19,6 +19,7 @@ BENCHMARKS: dict[str, str] = {
     "overhead": "bench.overhead",
     "peers": "bench.peers",
     "protocols": "bench.protocols",
+    "runtimes": "bench.runtimes",
     "schrodinger": "bench.schrodinger",
     "serving": "bench.serving",
     "soak": "bench.soak",
