@@ -326,6 +326,27 @@ def _card_markdown(section: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def compile_exported(models_dir: Path, paths: Sequence[Path]) -> None:
+    """The export step: compile freshly exported versions (in order: an encoder before its
+    decoder); without tf2onnx, say how to do it later and leave TensorFlow to serve them."""
+    try:
+        import tf2onnx  # noqa: F401
+    except ImportError:
+        print("not compiled: tf2onnx is not installed (make compile-models)", flush=True)
+        return
+    for path in paths:
+        _report(path, compile_version(models_dir, path))
+
+
+def _report(path: Path, section: dict[str, Any]) -> None:
+    ort = section["onnxruntime"]
+    where = f"{path.parent.name} v{path.name}"
+    if ort.get("file"):
+        print(f"{where}: {ort['file']}, max abs diff {ort['max_abs_diff_at_export']}", flush=True)
+    else:
+        print(f"{where}: not converted (op {ort['op']}); TensorFlow serves it", flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.compile", description=__doc__)
     parser.add_argument("targets", nargs="*", help="MODEL or MODEL/VERSION (default: all)")
@@ -333,13 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for path in version_folders(args.models_dir, args.targets):
-        section = compile_version(args.models_dir, path)
-        ort = section["onnxruntime"]
-        where = f"{path.parent.name} v{path.name}"
-        if ort.get("file"):
-            print(f"{where}: {ort['file']}, max abs diff {ort['max_abs_diff_at_export']}")
-        else:
-            print(f"{where}: not converted (op {ort['op']}); TensorFlow serves it")
+        _report(path, compile_version(args.models_dir, path))
     return 0
 
 
