@@ -9,6 +9,7 @@ A model or version that fails to load is recorded with its error and never stops
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import logging
 import threading
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SIGNATURE_NAME = "serving_default"
+NOT_COMPILED = "no model.onnx beside saved_model.pb (make compile-models)"
 
 
 class ModelState(enum.StrEnum):
@@ -198,12 +200,24 @@ def load_version(
     name: str, version: int, path: Path, policy: BackendPolicy | None = None
 ) -> ModelVersion:
     """Load one SavedModel version, its signature's specs and, as the policy asks, a compiled
-    backend verified against TensorFlow's stored outputs."""
-    import tensorflow as tf
+    backend verified against TensorFlow's stored outputs.
 
+    With the setting `onnxruntime`, a version whose compiled model verifies is loaded without
+    TensorFlow at all (specs from the model card's signature); TensorFlow is imported only for a
+    version whose compiled model is refused, which it then serves."""
     policy = policy or BackendPolicy()
     if not (path / "saved_model.pb").is_file():
         raise FileNotFoundError(f"no saved_model.pb in {path}")
+    card, markdown = _read_card(path)
+    refused = None
+    if policy.for_model(name) == "onnxruntime":
+        compiled = _load_compiled_only(name, version, path, card, markdown, policy)
+        if isinstance(compiled, ModelVersion):
+            return compiled
+        refused = compiled
+
+    import tensorflow as tf
+
     loaded = tf.saved_model.load(str(path))
     if SIGNATURE_NAME not in loaded.signatures:
         raise ValueError(f"no {SIGNATURE_NAME!r} signature (found {sorted(loaded.signatures)})")
@@ -213,7 +227,6 @@ def load_version(
         raise ValueError("the serving signature has no named inputs")
     inputs = {key: _spec(key, spec) for key, spec in sorted(input_specs.items())}
     outputs = {key: _spec(key, spec) for key, spec in sorted(signature.structured_outputs.items())}
-    card, markdown = _read_card(path)
     # The signature needs its SavedModel object (variables) alive.
     reference = TensorFlowBackend(signature, keepalive=loaded)
     model = ModelVersion(
@@ -226,7 +239,82 @@ def load_version(
         card_markdown=markdown,
         backends={"tensorflow": reference},
     )
-    _choose_backend(model, policy)
+    if refused is not None:
+        if refused:
+            _refuse(model, refused)
+        model.card["serving"] = {"setting": "onnxruntime"}
+        if not refused:
+            model.card["serving"]["not_compiled"] = NOT_COMPILED
+        _serve_with(model, Plan.single("tensorflow"), model.card["serving"])
+    else:
+        _choose_backend(model, policy)
+    return model
+
+
+def _card_specs(card: Mapping[str, Any], side: str) -> dict[str, TensorSpec]:
+    """`{name: TensorSpec}` of the card's `signature.inputs` or `.outputs` (KeyError if none)."""
+    described = card["signature"][side]
+    return {
+        key: TensorSpec(
+            name=key,
+            dtype=np.dtype(spec["dtype"]),
+            shape=tuple(None if d is None else int(d) for d in spec["shape"]),
+        )
+        for key, spec in sorted(described.items())
+    }
+
+
+def _load_compiled_only(
+    name: str,
+    version: int,
+    path: Path,
+    card: dict[str, Any],
+    markdown: str | None,
+    policy: BackendPolicy,
+) -> ModelVersion | str:
+    """The version served by ONNX Runtime alone, without importing TensorFlow; otherwise why
+    not ("" for a version never compiled, which is no refusal)."""
+    onnx_path = path / "model.onnx"
+    if not onnx_path.is_file():
+        return ""
+    compiled = card.get("compiled", {}).get("onnxruntime", {})
+    # The card is rewritten by every export: a model.onnx whose hash the card does not hold was
+    # compiled from another SavedModel (and its verification file is as stale).
+    if compiled.get("sha256") != hashlib.sha256(onnx_path.read_bytes()).hexdigest():
+        return "model.onnx is not the one this version's card records (recompile it)"
+    try:
+        inputs, outputs = _card_specs(card, "inputs"), _card_specs(card, "outputs")
+        backend = OnnxRuntimeBackend.load(path, policy.onnxruntime_threads)
+        batch = VerificationBatch.load(path)
+        if sorted(batch.reference) != sorted(outputs):
+            return f"verification.npz has outputs {sorted(batch.reference)}, not {sorted(outputs)}"
+        result = compare(batch.reference, backend.run(batch.inputs))
+    except ImportError as exc:
+        return f"the onnxruntime package is not importable ({exc})"
+    except Exception as exc:  # any broken file costs only the compiled backend
+        return f"{type(exc).__name__}: {exc}"
+    if not result.equal:
+        return "differs from TensorFlow: " + "; ".join(result.problems)
+    model = ModelVersion(
+        name=name,
+        version=version,
+        path=path,
+        inputs=inputs,
+        outputs=outputs,
+        card=card,
+        card_markdown=markdown,
+        backends={"onnxruntime": backend},
+    )
+    serving: dict[str, Any] = {
+        "setting": "onnxruntime",
+        "tensorflow": "not loaded (the compiled model verified against the stored outputs)",
+        "verification": {
+            "items": len(next(iter(batch.inputs.values()))),
+            "onnxruntime_max_abs_diff": result.differences,
+        },
+    }
+    model.card["serving"] = serving
+    _serve_with(model, Plan.single("onnxruntime"), serving)
     return model
 
 
@@ -257,8 +345,13 @@ def _choose_backend(model: ModelVersion, policy: BackendPolicy) -> None:
             key: {str(size): round(s * 1e6, 1) for size, s in per_size.items()}
             for key, per_size in timings.items()
         }
-    serving["backend"] = "+".join(model.plan.backends)
-    serving["by_batch_size"] = model.plan.describe()
+    _serve_with(model, model.plan, serving)
+
+
+def _serve_with(model: ModelVersion, plan: Plan, serving: dict[str, Any]) -> None:
+    model.plan = plan
+    serving["backend"] = "+".join(plan.backends)
+    serving["by_batch_size"] = plan.describe()
     if model.refused:
         serving["refused"] = dict(model.refused)
     logger.info(
@@ -266,7 +359,7 @@ def _choose_backend(model: ModelVersion, policy: BackendPolicy) -> None:
         model.name,
         model.version,
         serving["by_batch_size"],
-        wanted,
+        serving["setting"],
     )
 
 
@@ -277,7 +370,7 @@ def _verified_onnxruntime(
     verification batch; otherwise None, with the reason in `model.refused` (or, for a version
     that was never compiled, in `serving["not_compiled"]`) and a log line."""
     if not (model.path / "model.onnx").is_file():
-        serving["not_compiled"] = "no model.onnx beside saved_model.pb (make compile-models)"
+        serving["not_compiled"] = NOT_COMPILED
         return None
     try:
         backend = OnnxRuntimeBackend.load(model.path, policy.onnxruntime_threads)

@@ -4,7 +4,10 @@ fallback without onnxruntime, and every committed version's compiled artefact ve
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
+import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -53,18 +56,20 @@ def _tiny_energy_model(path: Path) -> None:
 def compiled_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """energy_from_potential/1: the tiny SavedModel, its model.onnx and verification batch."""
     pytest.importorskip("tf2onnx", reason="the converter (requirements-dev.lock) is needed")
-    from data.schrodinger import sample_potentials
-    from training.compile import ONNX_FILE, convert, write_verification
+    import tensorflow as tf
+
+    from training.common import load_signature, signature_description
+    from training.compile import compile_version
 
     root = tmp_path_factory.mktemp("compiled")
     path = root / "energy_from_potential" / "1"
     _tiny_energy_model(path)
-    write_verification(path, {"potential": sample_potentials(16, seed=5).astype(np.float32)})
-    model, facts = convert(path)
-    assert any("Erfc" in rewrite for rewrite in facts["rewrites"])
-    import onnx
-
-    onnx.save(model, str(path / ONNX_FILE))
+    card = {"name": path.parent.name, "version": 1, "tensorflow": tf.__version__}
+    card["signature"] = signature_description(load_signature(path))
+    (path / "metrics.json").write_text(json.dumps(card), encoding="utf-8")
+    # The export step itself: real potentials and densities from the data generators.
+    section = compile_version(root, path)
+    assert any("Erfc" in rewrite for rewrite in section["onnxruntime"]["rewrites"])
     return root
 
 
@@ -72,19 +77,24 @@ def _version(root: Path, policy: BackendPolicy) -> Any:
     return load_version("energy_from_potential", 1, root / "energy_from_potential" / "1", policy)
 
 
-def test_onnxruntime_serves_with_tensorflows_outputs(compiled_dir: Path) -> None:
+def test_onnxruntime_serves_with_tensorflows_outputs_and_without_tensorflow(
+    compiled_dir: Path,
+) -> None:
     model = _version(compiled_dir, BackendPolicy(default="onnxruntime"))
-    assert model.plan.backends == ["onnxruntime"] and not model.refused
+    assert list(model.backends) == ["onnxruntime"] and not model.refused
+    reference = _version(compiled_dir, BackendPolicy(default="tensorflow"))
+    assert model.inputs == reference.inputs and model.outputs == reference.outputs
     V = np.random.default_rng(1).normal(size=(5, 64)).astype(np.float32)
     got = model.predict({"potential": V})
-    expected = model.backends["tensorflow"].run({"potential": V})
+    expected = reference.predict({"potential": V})
     assert compare(expected, got).equal, compare(expected, got).problems
     assert got["in_domain"].dtype == np.bool_ and got["domain_reason"].dtype == np.int32
     assert model.card["serving"]["by_batch_size"] == {"1+": "onnxruntime"}
 
 
+@pytest.mark.parametrize("setting", ["auto", "onnxruntime"])
 def test_a_wrong_compiled_model_is_refused_and_tensorflow_serves(
-    compiled_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    setting: str, compiled_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     import onnx
     from onnx import numpy_helper
@@ -98,15 +108,20 @@ def test_a_wrong_compiled_model_is_refused_and_tensorflow_serves(
     nudged = numpy_helper.to_array(largest) * np.float32(1.001)
     largest.CopyFrom(numpy_helper.from_array(nudged, largest.name))
     onnx.save(model, str(onnx_path))
+    # As if recompiled: the card records the new file, so only verification can catch it.
+    card_path = onnx_path.parent / "metrics.json"
+    card = json.loads(card_path.read_text())
+    card["compiled"]["onnxruntime"]["sha256"] = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    card_path.write_text(json.dumps(card))
 
-    version = _version(root, BackendPolicy(default="auto"))
+    version = _version(root, BackendPolicy(default=setting))
     assert version.plan.backends == ["tensorflow"]
     assert "differs from TensorFlow" in version.refused["onnxruntime"]
     assert "'energy'" in version.refused["onnxruntime"]
     assert version.card["serving"]["refused"] == version.refused
     assert any("onnxruntime refused" in r.getMessage() for r in caplog.records)
 
-    registry = ModelRegistry(root, ("energy_from_potential",), BackendPolicy(default="auto"))
+    registry = ModelRegistry(root, ("energy_from_potential",), BackendPolicy(default=setting))
     registry.load()
     families = {f.name: f for f in _ModelCollector(registry).collect()}
     [sample] = families["mldm_model_version_backend_refused"].samples
@@ -117,11 +132,12 @@ def test_a_wrong_compiled_model_is_refused_and_tensorflow_serves(
     }
 
 
+@pytest.mark.parametrize("setting", ["auto", "onnxruntime"])
 def test_a_missing_onnxruntime_package_falls_back_to_tensorflow(
-    compiled_dir: Path, monkeypatch: pytest.MonkeyPatch
+    setting: str, compiled_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises
-    version = _version(compiled_dir, BackendPolicy(default="auto"))
+    version = _version(compiled_dir, BackendPolicy(default=setting))
     assert version.plan.backends == ["tensorflow"]
     assert "not importable" in version.refused["onnxruntime"]
     V = np.ones((2, 64), np.float32)
@@ -209,3 +225,18 @@ def test_every_committed_version_has_a_compiled_model_that_passes_verification(
     card = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
     assert card["compiled"]["onnxruntime"]["file"] == "model.onnx"
     assert "## Compiled backends" in (path / "MODEL_CARD.md").read_text(encoding="utf-8")
+
+
+def test_the_onnxruntime_setting_serves_the_committed_models_without_importing_tensorflow() -> None:
+    script = (
+        "import sys; from service.registry import BackendPolicy, ModelRegistry; "
+        "from service.catalogue import EXPECTED_MODELS; "
+        f"r = ModelRegistry({str(REPO_MODELS)!r}, EXPECTED_MODELS, BackendPolicy('onnxruntime')); "
+        "r.load(warm_up=True); "
+        "print(r.ready, sorted({b for e in r.entries() for m in e.versions.values() "
+        "for b in m.plan.backends}), 'tensorflow' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert done.stdout.split("\n")[-2] == "True ['onnxruntime'] False", done.stderr[-2000:]
