@@ -6,7 +6,9 @@ difference to TensorFlow, and what `auto` would pick (docs/runtimes.md).
 
 Inputs are each version's stored verification batch (real digits, codes, potentials,
 densities), tiled to the batch size. Calls alternate between the backends so that a busy machine
-slows both alike; the result files record the machine's load average before and after.
+slows both alike; the result files record the machine's load average before and after. Then
+one fresh process per `MLDM_BACKEND` setting loads every version: its start-up time, resident
+memory and whether it imported TensorFlow.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from service.registry import BackendPolicy, load_version
 
 REPO = Path(__file__).resolve().parent.parent
 SIZES = (1, 8, 64)
+STARTUP_SETTINGS = ("tensorflow", "auto", "onnxruntime")
 
 
 def _difference(reference: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> float:
@@ -75,6 +78,37 @@ def bench_version(path: Path, calls: int) -> dict[str, Any]:
     return {"sizes": rows, "auto": choose(timings).describe()}
 
 
+_STARTUP = """
+import json, resource, sys, time
+start = time.perf_counter()
+from service.catalogue import EXPECTED_MODELS
+from service.registry import BackendPolicy, ModelRegistry
+registry = ModelRegistry(sys.argv[1], EXPECTED_MODELS, BackendPolicy(sys.argv[2]))
+registry.load(warm_up=True)
+seconds = time.perf_counter() - start
+rss = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS"))
+print(json.dumps({"ready": registry.ready, "load_s": round(seconds, 1), "rss_mib": rss // 1024,
+    "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+    "tensorflow_imported": "tensorflow" in sys.modules}))
+"""
+
+
+def startup(models_dir: Path, setting: str) -> dict[str, Any]:
+    """A fresh process loads every model with one setting: seconds, resident memory after
+    warm-up, and whether TensorFlow was imported."""
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _STARTUP, str(models_dir), setting],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
 def _git_commit() -> str:
     done = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
@@ -114,6 +148,20 @@ def _markdown(result: dict[str, Any]) -> str:
                 f"| {key} | {size} | {tf_us:,.0f} | {ort_us:,.0f} | {tf_us / ort_us:.1f}x | "
                 f"{row['max_abs_diff_to_tensorflow']:.2g} | {pick} |"
             )
+    lines += [
+        "",
+        "Start-up of a fresh process that loads and warms every committed version with one "
+        "`MLDM_BACKEND` setting (the registry alone, no HTTP server):",
+        "",
+        "| setting | load + warm-up s | resident MiB after | peak resident MiB | TensorFlow "
+        "imported |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for setting, row in result["startup"].items():
+        lines.append(
+            f"| `{setting}` | {row['load_s']} | {row['rss_mib']} | {row['peak_rss_mib']} | "
+            f"{'yes' if row['tensorflow_imported'] else 'no'} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -136,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         key = f"{path.parent.name} ({path.name})"
         versions[key] = bench_version(path, args.calls)
         print(key, json.dumps(versions[key]), flush=True)
+    processes = {setting: startup(args.models_dir, setting) for setting in STARTUP_SETTINGS}
+    print(json.dumps(processes), flush=True)
     result = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": _git_commit(),
@@ -145,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in os.getloadavg()],
         "versions": versions,
+        "startup": processes,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"runtimes-{dt.date.today().isoformat()}-{result['commit']}"
