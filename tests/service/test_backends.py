@@ -240,3 +240,17 @@ def test_the_onnxruntime_setting_serves_the_committed_models_without_importing_t
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True
     )
     assert done.stdout.split("\n")[-2] == "True ['onnxruntime'] False", done.stderr[-2000:]
+
+
+def test_a_model_onnx_the_card_does_not_record_is_refused(
+    compiled_dir: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "models"
+    shutil.copytree(compiled_dir, root)
+    card_path = root / "energy_from_potential" / "1" / "metrics.json"
+    card = json.loads(card_path.read_text())
+    del card["compiled"]  # what a re-export without `make compile-models` leaves
+    card_path.write_text(json.dumps(card))
+    version = _version(root, BackendPolicy(default="onnxruntime"))
+    assert version.plan.backends == ["tensorflow"]
+    assert "card records" in version.refused["onnxruntime"]
