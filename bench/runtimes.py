@@ -79,23 +79,24 @@ def bench_version(path: Path, calls: int) -> dict[str, Any]:
 
 
 _STARTUP = """
-import json, resource, sys, time
+import json, sys, time
 start = time.perf_counter()
 from service.catalogue import EXPECTED_MODELS
 from service.registry import BackendPolicy, ModelRegistry
 registry = ModelRegistry(sys.argv[1], EXPECTED_MODELS, BackendPolicy(sys.argv[2]))
 registry.load(warm_up=True)
 seconds = time.perf_counter() - start
-rss = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS"))
-print(json.dumps({"ready": registry.ready, "load_s": round(seconds, 1), "rss_mib": rss // 1024,
-    "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+status = {l.split(":")[0]: int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("Vm")}
+print(json.dumps({"ready": registry.ready, "load_s": round(seconds, 1),
+    "rss_mib": status["VmRSS"] // 1024, "peak_rss_mib": status["VmHWM"] // 1024,
     "tensorflow_imported": "tensorflow" in sys.modules}))
 """
 
 
 def startup(models_dir: Path, setting: str) -> dict[str, Any]:
     """A fresh process loads every model with one setting: seconds, resident memory after
-    warm-up, and whether TensorFlow was imported."""
+    warm-up and its peak (VmHWM: getrusage's maxrss would carry this parent's over exec), and
+    whether TensorFlow was imported."""
     import sys
 
     done = subprocess.run(
