@@ -86,7 +86,8 @@ from service.registry import BackendPolicy, ModelRegistry
 registry = ModelRegistry(sys.argv[1], EXPECTED_MODELS, BackendPolicy(sys.argv[2]))
 registry.load(warm_up=True)
 seconds = time.perf_counter() - start
-status = {l.split(":")[0]: int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("Vm")}
+lines = [line.split() for line in open("/proc/self/status") if line.startswith("Vm")]
+status = {fields[0].rstrip(":"): int(fields[1]) for fields in lines}
 print(json.dumps({"ready": registry.ready, "load_s": round(seconds, 1),
     "rss_mib": status["VmRSS"] // 1024, "peak_rss_mib": status["VmHWM"] // 1024,
     "tensorflow_imported": "tensorflow" in sys.modules}))
