@@ -159,15 +159,16 @@ class Settings(BaseSettings):
     """Which runtime serves each model version (docs/runtimes.md). `auto`: the compiled
     `model.onnx` (ONNX Runtime) where it exists and reproduces TensorFlow's stored outputs, for
     the batch sizes where it measured faster at load (1, 8, 64), TensorFlow for the rest;
-    `onnxruntime`: the compiled one for every batch size where it verifies; `tensorflow`: the
-    SavedModel signature only. A compiled model that differs is refused and TensorFlow serves."""
+    `onnxruntime`: the compiled one for every batch size where it verifies, without importing
+    TensorFlow unless a version needs it; `tensorflow`: the SavedModel signature only. A compiled
+    model that differs from TensorFlow's stored outputs is refused and TensorFlow serves."""
 
     backends: dict[str, BackendSetting] = {}
     """Per-model overrides of `backend`, as JSON: `{"energy_from_potential": "tensorflow"}`."""
 
     onnxruntime_threads: int = Field(default=1, ge=1, le=64)
-    """Intra-op threads of each ONNX Runtime session: 1 is fastest for the small batches the
-    compiled backend serves (several inference threads already run calls side by side)."""
+    """Intra-op threads of each ONNX Runtime session; 1 by default, as the server already runs
+    `inference_threads` calls side by side."""
 
     @field_validator("model_dir")
     @classmethod
