@@ -254,3 +254,32 @@ def test_a_model_onnx_the_card_does_not_record_is_refused(
     version = _version(root, BackendPolicy(default="onnxruntime"))
     assert version.plan.backends == ["tensorflow"]
     assert "card records" in version.refused["onnxruntime"]
+
+
+async def test_metadata_config_and_metrics_name_the_serving_backend(compiled_dir: Path) -> None:
+    import httpx
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    settings = Settings(
+        model_dir=compiled_dir,
+        expected_models=("energy_from_potential",),
+        backend="onnxruntime",
+        warmup=False,
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            config = (await client.get("/v2/models/energy_from_potential/config")).json()
+            metadata = (await client.get("/v2/models/energy_from_potential")).json()
+            metrics = (await client.get("/metrics")).text
+    assert (config["backend"], config["platform"]) == ("onnxruntime", "onnxruntime_onnx")
+    assert config["parameters"] == {"backend_batch_1+": {"string_value": "onnxruntime"}}
+    serving = metadata["parameters"]["model_card"]["serving"]
+    assert serving["backend"] == "onnxruntime" and serving["setting"] == "onnxruntime"
+    assert (
+        'mldm_model_version_backend{backend="onnxruntime",model="energy_from_potential",'
+        'version="1"} 1.0' in metrics
+    )
