@@ -58,7 +58,9 @@ def create_app(
     settings = settings or Settings()
     expected = settings.expected_models
     registry = registry or ModelRegistry(
-        settings.model_dir, model_names(tasks) if expected is None else expected
+        settings.model_dir,
+        model_names(tasks) if expected is None else expected,
+        settings.backend_policy(),
     )
     runner = ModelRunner(settings)
     dataplane = DataPlane(registry, settings, runner, model_specs(tasks))

@@ -13,9 +13,14 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.registry import BackendPolicy
+
 __all__ = ["REPO_ROOT", "BatchingOverride", "Settings"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: What serves a model version (docs/runtimes.md): `auto` measures at load, per batch size.
+BackendSetting = Literal["auto", "tensorflow", "onnxruntime"]
 
 
 class BatchingOverride(BaseModel):
@@ -162,6 +167,21 @@ class Settings(BaseSettings):
     with a 1-sigma uncertainty (`energy_std`) of at most this many Hartree (default 1.6 mHa,
     chemical accuracy); the exact solver answers the rest."""
 
+    backend: BackendSetting = "auto"
+    """Which runtime serves each model version (docs/runtimes.md). `auto`: the compiled
+    `model.onnx` (ONNX Runtime) where it exists and reproduces TensorFlow's stored outputs, for
+    the batch sizes where it measured faster at load (1, 8, 64), TensorFlow for the rest;
+    `onnxruntime`: the compiled one for every batch size where it verifies, without importing
+    TensorFlow unless a version needs it; `tensorflow`: the SavedModel signature only. A compiled
+    model that differs from TensorFlow's stored outputs is refused and TensorFlow serves."""
+
+    backends: dict[str, BackendSetting] = {}
+    """Per-model overrides of `backend`, as JSON: `{"energy_from_potential": "tensorflow"}`."""
+
+    onnxruntime_threads: int = Field(default=1, ge=1, le=64)
+    """Intra-op threads of each ONNX Runtime session; 1 by default, as the server already runs
+    `inference_threads` calls side by side."""
+
     @field_validator("model_dir")
     @classmethod
     def _model_dir_absolute(cls, value: Path) -> Path:
@@ -215,6 +235,14 @@ class Settings(BaseSettings):
         largest = self.batching_for(model)[1]
         powers = [1 << i for i in range(largest.bit_length()) if 1 << i < largest]
         return (*powers, largest)
+
+    def backend_policy(self) -> BackendPolicy:
+        """The registry's backend choice from `backend`, `backends` and `onnxruntime_threads`."""
+        return BackendPolicy(
+            default=self.backend,
+            per_model=dict(self.backends),
+            onnxruntime_threads=self.onnxruntime_threads,
+        )
 
     def batching_for(self, model: str) -> tuple[bool, int, float]:
         """(enabled, max batch size, max wait in seconds) of adaptive batching for one model."""

@@ -46,10 +46,14 @@ def model_config(
     def dims(shape: tuple[int | None, ...]) -> list[int]:
         return [-1 if d is None else d for d in shape[1:]]
 
+    # Triton names the runtime in `backend`/`platform`; a version served by two (ONNX Runtime
+    # at small batches, TensorFlow at large ones) names the small batches' one, and `parameters`
+    # says which serves which sizes (docs/runtimes.md).
+    backend = model.plan.for_size(1)
     config: dict[str, Any] = {
         "name": model.name,
-        "platform": "tensorflow_savedmodel",
-        "backend": "tensorflow",
+        "platform": "onnxruntime_onnx" if backend == "onnxruntime" else "tensorflow_savedmodel",
+        "backend": backend,
         "version_policy": {"specific": {"versions": [model.version]}},
         "max_batch_size": max_batch_size,
         "input": [
@@ -75,8 +79,11 @@ def model_config(
             for s in model.outputs.values()
         ],
         "instance_group": [{"name": model.name, "kind": "KIND_CPU", "count": threads}],
-        "default_model_filename": "model.savedmodel",
-        "parameters": {},
+        "default_model_filename": "model.onnx" if backend == "onnxruntime" else "model.savedmodel",
+        "parameters": {
+            f"backend_batch_{sizes}": {"string_value": name}
+            for sizes, name in model.plan.describe().items()
+        },
         "model_transaction_policy": {"decoupled": False},
         "response_cache": {"enable": False},
     }

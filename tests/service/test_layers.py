@@ -15,7 +15,9 @@ ARCHITECTURE = SERVICE.parent / "docs" / "ARCHITECTURE.md"
 #: listed is the top (HTTP) layer: `api.*`, the task modules `tasks.*`, `app`, `__main__`,
 #: which may import each other and everything below.
 LAYERS = [
-    {"errors", "context", "codecs", "codecs.dtypes", "http_protocol", "api.responses"},
+    {"errors", "context", "codecs", "codecs.dtypes", "http_protocol", "api.responses"}
+    | {"backends", "backends.base", "backends.tensorflow", "backends.onnxruntime"}
+    | {"backends.verify", "backends.select"},
     {
         "arrays",
         "contracts",
