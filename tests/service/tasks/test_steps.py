@@ -26,7 +26,9 @@ async def test_classify_returns_signature_probabilities(service: DataPlane) -> N
     result = await digits.classify(service, batch.tolist(), "unit")
     model = service.registry.get("digit_classifier")
     expected = model.predict_one(batch.reshape(3, 28, 28, 1).astype(np.float32))
-    np.testing.assert_array_equal(result.probabilities, expected)
+    # Served as a batch padded to a bucket size: TensorFlow's CPU kernels block by batch size, so
+    # the last bit may differ from a call of exactly 3 (seen on this 2-core machine).
+    np.testing.assert_allclose(result.probabilities, expected, rtol=0, atol=1e-6)
     np.testing.assert_array_equal(result.digits, expected.argmax(axis=1))
 
 
