@@ -8,7 +8,8 @@ HOST ?= 0.0.0.0
 PORT ?= 8000
 
 .PHONY: setup serve test lint typecheck format data train evaluate bench clean hadolint audit lock fuzz soak \
-	image image-test compose-test image-size deploy-tools validate-manifests checkov client-test browser-test nginx-test
+	image image-test compose-test image-size deploy-tools validate-manifests checkov client-test browser-test nginx-test \
+	compile-models
 
 # pip's own output, filtered to one line per package it collects or installs (no progress bars,
 # no "already satisfied" pages), so a first setup shows what it is doing without flooding the log.
@@ -78,6 +79,9 @@ train: $(STAMP)  ## train, evaluate and export all four tasks into models/ (offl
 
 evaluate: $(STAMP)  ## re-evaluate every exported SavedModel on its test split
 	$(BIN)/python -m training evaluate all
+
+compile-models: $(STAMP)  ## every models/<name>/<version>/ SavedModel -> model.onnx + verification.npz (tf2onnx; ~3 min; docs/runtimes.md)
+	$(BIN)/python -m training.compile
 
 # `make bench` runs the serving benchmark (results in bench/results/); BENCH= runs every benchmark,
 # BENCH=schrodinger another one, BENCH_ARGS passes options (`BENCH_ARGS="--workers 2"`).

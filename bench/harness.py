@@ -35,9 +35,9 @@ RESULTS_DIR = REPO / "bench" / "results"
 
 def models() -> tuple[str, ...]:
     """Every model name of the service's contract (the one lookup to repoint)."""
-    from service.catalogue import EXPECTED_MODELS
+    from service.tasks import model_names
 
-    return tuple(EXPECTED_MODELS)
+    return tuple(model_names())
 
 
 def latest_version(model_dir: Path, name: str) -> Path | None:
@@ -432,7 +432,7 @@ def our_server(
         log_dir,
         MLDM_MODEL_DIR=str(model_dir),
         MLDM_EXPECTED_MODELS=json.dumps(list(names)),
-        MLDM_MAX_BATCH_SIZE=str(max(max_items, 1024)),
+        MLDM_MAX_ITEMS_PER_REQUEST=str(max(max_items, 1024)),
         MLDM_MAX_BODY_BYTES=str(max(max_items * 28 * 28 * 4 * 2, 64 * 2**20)),
     )
 

@@ -31,8 +31,8 @@ from PIL import Image
 
 from data.mnist import default_mnist_dir, read_idx
 from data.schrodinger import sample_potentials, solve_ground_state
-from service.catalogue import EXPECTED_MODELS
 from service.client import Client, ServiceError
+from service.tasks import model_names
 from training import digit_sets
 
 #: The first test digits; the committed classifier gets every one of them right (a wrong answer
@@ -207,7 +207,7 @@ def routes(url: str) -> None:
             "digit_encoder", {"images": (images[:2] / np.float32(255))[..., None]}, binary=True
         )
         print(f"v2 binary: digit_encoder outputs {sorted(latent.outputs)}")
-        for model in EXPECTED_MODELS:
+        for model in model_names():
             meta = client.metadata(model)
             print(f"metadata {model}: {sorted(meta)}")
         predict = _expect(

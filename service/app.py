@@ -1,8 +1,9 @@
 """The app factory: settings + registry in, a FastAPI app out; models load in the lifespan.
 
-`create_app(settings, registry=None)`: with no registry, one is built from `settings.model_dir`
-and loaded at start-up (in a thread, so liveness answers while models load); a registry passed in
-and already loaded (tests, benchmarks) is used as is.
+`create_app(settings, registry=None, tasks=TASKS)`: with no registry, one is built from
+`settings.model_dir` and loaded at start-up (in a thread, so liveness answers while models load);
+a registry passed in and already loaded (tests, benchmarks) is used as is. The app owns the data
+plane, built over the registry with the contracts of its `tasks`, whose routers it mounts.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,13 +25,14 @@ from service.api.body import add_documented_models
 from service.api.errors import register_error_handlers
 from service.api.limits import BodySizeLimit
 from service.api.responses import JSONBody, document_errors
-from service.api.routes import admin, models, tasks, tfserving, v2
-from service.inference import InferenceService
+from service.api.routes import admin, models, tfserving, v2
+from service.dataplane import DataPlane
 from service.metrics import Metrics
 from service.registry import ModelRegistry
 from service.reloader import Reloader
 from service.runtime import ModelRunner
 from service.settings import Settings
+from service.tasks import TASKS, Task, model_names, model_specs, route_models
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +49,21 @@ binary tensor data, model configuration and statistics extensions. Request bodie
 """
 
 
-def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    registry: ModelRegistry | None = None,
+    tasks: Sequence[Task] = TASKS,
+) -> FastAPI:
     """A ready-to-serve app; `registry` defaults to one over `settings.model_dir`."""
     settings = settings or Settings()
-    registry = registry or ModelRegistry(settings.model_dir, settings.expected_models)
+    expected = settings.expected_models
+    registry = registry or ModelRegistry(
+        settings.model_dir,
+        model_names(tasks) if expected is None else expected,
+        settings.backend_policy(),
+    )
     runner = ModelRunner(settings)
-    service = InferenceService(registry, settings, runner)
+    dataplane = DataPlane(registry, settings, runner, model_specs(tasks))
     reloader = Reloader(registry, settings.reload_interval_s, settings.warmup)
 
     @asynccontextmanager
@@ -94,13 +105,14 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     )
     app.state.settings = settings
     app.state.registry = registry
-    app.state.service = service
+    app.state.dataplane = dataplane
     app.state.reloader = reloader
 
     register_error_handlers(app)
     # Routes are matched in this order: the inference routers first (the V2 router holds the
     # infer routes; after ~25 other routes its matching cost ~60-90 us per request).
-    app.include_router(tasks.router)
+    for task in tasks:
+        app.include_router(task.router)
     app.include_router(v2.router)
     app.include_router(tfserving.router)
     app.include_router(models.router)
@@ -132,7 +144,9 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     # Outermost, so an oversized body is refused before anything else touches it.
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
     # Around even the body limit: every response, a 413 too, is counted, timed and given an id.
-    metrics = Metrics(registry, runner.stats) if settings.metrics_enabled else None
+    metrics = (
+        Metrics(registry, runner.stats, route_models(tasks)) if settings.metrics_enabled else None
+    )
     if metrics is not None:
         reloader.on_reload.append(metrics.refresh_models)
     middleware.install(app, settings, metrics)

@@ -1,25 +1,26 @@
 """The data plane: the one path of every inference, whatever protocol asked for it.
 
 `DataPlane.infer(InferenceRequest)` resolves the model version once, validates every input once
-against its signature and its catalogue contract (names, shape, dtype, value range, batch
+against its signature and its declared contract (names, shape, dtype, value range, batch
 size), runs it on the one execution path (`ModelRunner`: the adaptive batcher or the chunked
 call, the inference threads) under the request timeout, counts it in the inference statistics
 and returns every named output (`InferenceResponse`). Protocol routes decode -> `infer` ->
-encode; task endpoints are a pre-step and a post-step around it (`service.inference`), as in
-MLServer's `handlers/dataplane.py` and KServe's `protocol/dataplane.py`.
+encode; task endpoints are a pre-step and a post-step around it (`service.tasks`), as in
+MLServer's `handlers/dataplane.py` and KServe's `protocol/dataplane.py`. It knows no model by
+name: the app gives it the `ModelSpec`s its tasks declare (`service.contracts`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import replace
 
 import anyio
 import numpy as np
 
 from service.arrays import as_batch, shape_text
-from service.catalogue import UINT8_RANGE, InputContract, spec_of
+from service.contracts import UINT8_RANGE, InputContract, ModelSpec
 from service.errors import InvalidInput, ServiceError, describe
 from service.registry import ModelRegistry, ModelVersion, TensorSpec
 from service.runtime import ModelRunner
@@ -30,8 +31,11 @@ from service.types import InferenceRequest, InferenceResponse
 _OFFLOAD_ITEMS = 64
 
 
-def fit_to_spec(array: np.ndarray, spec: TensorSpec, field: str) -> np.ndarray:
-    """Reshape `[N, ...]` to the signature's input shape (same item size) and cast its dtype."""
+def fit_to_spec(
+    array: np.ndarray, spec: TensorSpec, field: str, divide_by: float | None = None
+) -> np.ndarray:
+    """`[N, ...]` in the signature's input shape (one reshape, same item size) and dtype (one
+    cast; `divide_by` then scales the values in that dtype)."""
     item = spec.item_shape
     if array.shape[1:] != item:
         known = all(d is not None for d in item)
@@ -44,13 +48,16 @@ def fit_to_spec(array: np.ndarray, spec: TensorSpec, field: str) -> np.ndarray:
                 what="wrong shape for the model",
             )
         array = array.reshape((array.shape[0], *(int(d) for d in item if d is not None)))
+    if divide_by is not None:
+        # In the model's dtype: no float64 copy of a bulk batch
+        return np.ascontiguousarray(array.astype(spec.dtype) / spec.dtype.type(divide_by))
     return np.ascontiguousarray(array, dtype=spec.dtype)
 
 
-def contract_of(model: ModelVersion, spec: TensorSpec) -> InputContract:
-    """The input's catalogue contract, or one derived from the signature for other models."""
-    entry = spec_of(model.name)
-    known = entry.input(spec.name) if entry is not None else None
+def contract_of(
+    model: ModelVersion, spec: TensorSpec, known: InputContract | None
+) -> InputContract:
+    """The input's declared contract (`known`), or one derived from the signature."""
     item = spec.item_shape
     if known is not None and known.item_shape:
         return known
@@ -61,10 +68,8 @@ def contract_of(model: ModelVersion, spec: TensorSpec) -> InputContract:
             status_code=501,
         )
     shape = tuple(int(d) for d in item if d is not None)
-    if known is not None:  # the catalogue leaves the item shape to the signature (codes)
-        return InputContract(
-            known.name, shape, known.value_range, known.integers, check=known.check
-        )
+    if known is not None:  # the task leaves the item shape to the signature (codes)
+        return replace(known, item_shape=shape)
     uint8 = spec.dtype == np.uint8
     return InputContract(
         spec.name,
@@ -75,13 +80,21 @@ def contract_of(model: ModelVersion, spec: TensorSpec) -> InputContract:
 
 
 class DataPlane:
-    """Inference on the models of one registry, through one runner, under one settings object."""
+    """Inference on the models of one registry, through one runner, under one settings object;
+    `specs`: the declared models (by name) whose contracts the validation adds."""
 
-    def __init__(self, registry: ModelRegistry, settings: Settings, runner: ModelRunner) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        settings: Settings,
+        runner: ModelRunner,
+        specs: Mapping[str, ModelSpec] | None = None,
+    ) -> None:
         self.registry = registry
         self.settings = settings
         self.runner = runner
         self.stats = runner.stats
+        self.specs: Mapping[str, ModelSpec] = specs or {}
 
     def resolve(self, name: str, version: int | None = None) -> ModelVersion:
         """The servable version (latest when None): 404 unknown, 503 not loaded."""
@@ -134,6 +147,10 @@ class DataPlane:
         outputs = await self.runner.execute(model, arrays)
         return outputs, next(iter(arrays.values())).shape[0], single
 
+    def _contract(self, model: ModelVersion, spec: TensorSpec) -> InputContract:
+        declared = self.specs.get(model.name)
+        return contract_of(model, spec, declared.input(spec.name) if declared else None)
+
     def validate(
         self, model: ModelVersion, request: InferenceRequest
     ) -> tuple[dict[str, np.ndarray], bool]:
@@ -163,12 +180,12 @@ class DataPlane:
             where = request.fields.get(key) or (
                 f"{field}.{key}" if len(model.inputs) > 1 else field
             )
-            contract = contract_of(model, spec)
+            contract = request.contracts.get(key) or self._contract(model, spec)
             batch, single = as_batch(
                 inputs[key],
                 where,
                 contract.item_shape,
-                self.settings.max_batch_size,
+                self.settings.max_items_per_request,
                 squeeze_channel=contract.squeeze_channel,
                 value_range=contract.value_range,
                 integers=contract.integers,
@@ -176,14 +193,9 @@ class DataPlane:
             )
             if contract.check is not None:
                 contract.check(batch, where, single)
-            arrays[key] = fit_to_spec(batch, spec, where)
+            arrays[key] = fit_to_spec(batch, spec, where, contract.divide_by)
         if len({a.shape[0] for a in arrays.values()}) > 1:
             raise InvalidInput.for_field(
                 field, "the same batch size for every input", "different sizes"
             )
         return arrays, single
-
-
-def extra_outputs(response: InferenceResponse, primary: str) -> Mapping[str, Any]:
-    """The outputs of the model version beyond its primary one, by name (for task answers)."""
-    return {k: v for k, v in response.outputs.items() if k != primary}

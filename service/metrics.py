@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,8 +33,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from service.catalogue import TASK_ROUTE_MODELS
-from service.registry import ModelRegistry, ModelState
+from service.registry import ModelEntry, ModelRegistry, ModelState
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BATCH_SIZE_BUCKETS = tuple(float(2**i) for i in range(17))  # 1 ... 65536 items
@@ -144,7 +143,7 @@ class _VersionCounters:
 class InferenceStats:
     """All model versions' statistics of one app, in prometheus-client counters (multiprocess-safe
     when `PROMETHEUS_MULTIPROC_DIR` is set). The counters belong to no registry: `Metrics`
-    exposes them, `of` / `snapshot` read them back (from every worker's files in multiprocess
+    exposes them, `of` reads them back (from every worker's files in multiprocess
     mode)."""
 
     def __init__(self) -> None:
@@ -281,10 +280,6 @@ class InferenceStats:
     def of(self, name: str, version: int) -> ModelStats:
         return self.read().get((name, version)) or ModelStats(name, version)
 
-    def snapshot(self) -> list[ModelStats]:
-        found = self.read()
-        return [found[key] for key in sorted(found)]
-
 
 def _ns(seconds: float) -> int:
     return round(seconds * 1e9)
@@ -322,8 +317,13 @@ class Metrics:
     every worker read from the multiprocess directory (several)."""
 
     def __init__(
-        self, registry: ModelRegistry | None = None, stats: InferenceStats | None = None
+        self,
+        registry: ModelRegistry | None = None,
+        stats: InferenceStats | None = None,
+        route_models: Mapping[str, str] | None = None,
     ) -> None:
+        #: The model behind each task route (`service.tasks.route_models()`): its model label.
+        self.route_models: Mapping[str, str] = route_models or {}
         self.multiprocess_dir = multiprocess_dir()
         self.registry = CollectorRegistry(auto_describe=True)
         labels = ("method", "route", "model", "status")
@@ -407,7 +407,7 @@ class Metrics:
             if self.model_registry is not None and name in self.model_registry.model_names():
                 return name
             return ""
-        return TASK_ROUTE_MODELS.get(route, "")
+        return self.route_models.get(route, "")
 
     def refresh_models(self) -> None:
         """Several workers: write this worker's model states into its gauges (call after a load
@@ -462,6 +462,9 @@ class _ModelGauges:
             "mldm_model_version_failed", _MODEL_HELP["failed"], ("model", "version")
         )
         self.latest = gauge("mldm_model_latest_version", _MODEL_HELP["latest"], ("model",))
+        labels = ("model", "version", "backend")
+        self.backend = gauge("mldm_model_version_backend", _MODEL_HELP["backend"], labels)
+        self.refused = gauge("mldm_model_version_backend_refused", _MODEL_HELP["refused"], labels)
         self._loaded: set[tuple[str, str]] = set()
         self._failed: set[tuple[str, str]] = set()
 
@@ -475,6 +478,8 @@ class _ModelGauges:
             loaded.update((entry.name, str(version)) for version in entry.versions)
             failed.update((entry.name, str(version)) for version in entry.failed)
             self.latest.labels(entry.name).set(float(max(entry.versions, default=0)))
+            for kind, names in _backend_labels(entry):
+                (self.backend if kind == "backend" else self.refused).labels(*names).set(1.0)
         # A value once written stays in the worker's file (`clear()` would not remove it), so a
         # version unloaded since the last refresh reads 0 instead of 1.
         for gauge, now, before in (
@@ -495,6 +500,10 @@ _MODEL_HELP = {
     "loaded": "1 for each loaded version.",
     "failed": "1 for each version that failed to load.",
     "latest": "The version served when a request names none (0: none loaded).",
+    "backend": "1 for each backend (tensorflow, onnxruntime) serving some batch sizes of a loaded "
+    "version (docs/runtimes.md).",
+    "refused": "1 for each compiled backend refused for a loaded version (its outputs differ "
+    "from TensorFlow's, or it could not load); TensorFlow serves that version.",
 }
 
 
@@ -525,6 +534,16 @@ class _ModelCollector(Collector):
         latest = GaugeMetricFamily(
             "mldm_model_latest_version", _MODEL_HELP["latest"], labels=["model"]
         )
+        backend = GaugeMetricFamily(
+            "mldm_model_version_backend",
+            _MODEL_HELP["backend"],
+            labels=["model", "version", "backend"],
+        )
+        refused = GaugeMetricFamily(
+            "mldm_model_version_backend_refused",
+            _MODEL_HELP["refused"],
+            labels=["model", "version", "backend"],
+        )
         if scrape:
             for entry in self.model_registry.entries():
                 ready.add_metric([entry.name], 1.0 if entry.ready else 0.0)
@@ -535,4 +554,15 @@ class _ModelCollector(Collector):
                 for version in sorted(entry.failed):
                     failed.add_metric([entry.name, str(version)], 1.0)
                 latest.add_metric([entry.name], float(max(entry.versions, default=0)))
-        yield from (ready, state, loaded, failed, latest)
+                for kind, labels in _backend_labels(entry):
+                    (backend if kind == "backend" else refused).add_metric(labels, 1.0)
+        yield from (ready, state, loaded, failed, latest, backend, refused)
+
+
+def _backend_labels(entry: ModelEntry) -> Iterator[tuple[str, list[str]]]:
+    """("backend" | "refused", [model, version, backend]) of each loaded version."""
+    for version, model in sorted(entry.versions.items()):
+        for name in model.plan.backends:
+            yield "backend", [entry.name, str(version), name]
+        for name in sorted(model.refused):
+            yield "refused", [entry.name, str(version), name]

@@ -9,21 +9,30 @@ A model or version that fails to load is recorded with its error and never stops
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from service.backends.onnxruntime import OnnxRuntimeBackend
+from service.backends.select import MEASURE_SIZES, Plan, choose, measure
+from service.backends.tensorflow import TensorFlowBackend
+from service.backends.verify import VerificationBatch, compare
 from service.errors import ModelNotReady, NotFound
+
+if TYPE_CHECKING:
+    from service.backends.base import Backend
 
 logger = logging.getLogger(__name__)
 
 SIGNATURE_NAME = "serving_default"
+NOT_COMPILED = "no model.onnx beside saved_model.pb (make compile-models)"
 
 
 class ModelState(enum.StrEnum):
@@ -47,15 +56,30 @@ class TensorSpec:
         """The shape of one item, without the batch dimension."""
         return self.shape[1:]
 
-    def describe_shape(self) -> str:
-        """`[N, 28, 28, 1]`: the shape as the docs write it."""
-        dims = ["N" if i == 0 else ("?" if d is None else str(d)) for i, d in enumerate(self.shape)]
-        return "[" + ", ".join(dims) + "]"
+
+@dataclass(frozen=True)
+class BackendPolicy:
+    """How the registry picks the backend of each version (docs/runtimes.md)."""
+
+    default: str = "auto"
+    """`auto` (measure at load, per batch size), `tensorflow` or `onnxruntime`."""
+    per_model: Mapping[str, str] = field(default_factory=dict)
+    """Overrides of `default` by model name."""
+    onnxruntime_threads: int = 1
+    """Intra-op threads of each ONNX Runtime session."""
+    measure_sizes: tuple[int, ...] = MEASURE_SIZES
+    """The batch sizes `auto` times each backend at."""
+    measure_repeats: int = 9
+    """Calls per backend and size whose median `auto` compares."""
+
+    def for_model(self, name: str) -> str:
+        return self.per_model.get(name, self.default)
 
 
 @dataclass
 class ModelVersion:
-    """One loaded SavedModel version with its signature callable and its model card."""
+    """One loaded SavedModel version: its backends, the plan that picks one per batch size, and
+    its model card (with a `serving` section saying which backend serves what, and why)."""
 
     name: str
     version: int
@@ -64,8 +88,11 @@ class ModelVersion:
     outputs: dict[str, TensorSpec]
     card: dict[str, Any]
     card_markdown: str | None
-    _call: Callable[..., Mapping[str, Any]] = field(repr=False)
-    _keepalive: Any = field(repr=False, default=None)
+    backends: dict[str, Backend] = field(repr=False)
+    plan: Plan = field(default_factory=lambda: Plan.single("tensorflow"))
+    refused: dict[str, str] = field(default_factory=dict)
+    """Compiled backends refused for this version: name -> reason (a differing output, a
+    missing package or file)."""
 
     @property
     def input(self) -> TensorSpec:
@@ -83,24 +110,28 @@ class ModelVersion:
         return next(iter(self.outputs.values()))
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Call the signature on arrays already of the right dtype and shape (blocking)."""
-        import tensorflow as tf
+        """Run the backend the plan names for this batch size, on arrays already of the
+        signature's dtype and shape (blocking)."""
+        items = len(next(iter(inputs.values())))
+        return self.backends[self.plan.for_size(items)].run(inputs)
 
-        tensors = {key: tf.convert_to_tensor(value) for key, value in inputs.items()}
-        result = self._call(**tensors)
-        return {key: value.numpy() for key, value in result.items()}
+    def backend_for(self, items: int) -> str:
+        """The name of the backend that serves a batch of `items`."""
+        return self.plan.for_size(items)
 
     def predict_one(self, array: np.ndarray) -> np.ndarray:
         """Call a one-input, one-output signature: array in, array out (blocking)."""
         return self.predict({self.input.name: array})[self.output.name]
 
     def warm_up(self) -> None:
-        """Run the signature once on zeros, so the first request does not pay for tracing."""
+        """Run every backend in use once on zeros, so the first request does not pay for
+        tracing or session set-up."""
         dummy = {
             spec.name: np.zeros([1 if d is None else d for d in spec.shape], dtype=spec.dtype)
             for spec in self.inputs.values()
         }
-        self.predict(dummy)
+        for name in self.plan.backends:
+            self.backends[name].run(dummy)
 
 
 @dataclass
@@ -160,12 +191,28 @@ def _read_card(version_dir: Path) -> tuple[dict[str, Any], str | None]:
     return card, text
 
 
-def load_version(name: str, version: int, path: Path) -> ModelVersion:
-    """Load one SavedModel version and pre-compute its signature callable and specs."""
-    import tensorflow as tf
+def load_version(
+    name: str, version: int, path: Path, policy: BackendPolicy | None = None
+) -> ModelVersion:
+    """Load one SavedModel version, its signature's specs and, as the policy asks, a compiled
+    backend verified against TensorFlow's stored outputs.
 
+    With the setting `onnxruntime`, a version whose compiled model verifies is loaded without
+    TensorFlow at all (specs from the model card's signature); TensorFlow is imported only for a
+    version whose compiled model is refused, which it then serves."""
+    policy = policy or BackendPolicy()
     if not (path / "saved_model.pb").is_file():
         raise FileNotFoundError(f"no saved_model.pb in {path}")
+    card, markdown = _read_card(path)
+    refused = None
+    if policy.for_model(name) == "onnxruntime":
+        compiled = _load_compiled_only(name, version, path, card, markdown, policy)
+        if isinstance(compiled, ModelVersion):
+            return compiled
+        refused = compiled
+
+    import tensorflow as tf
+
     loaded = tf.saved_model.load(str(path))
     if SIGNATURE_NAME not in loaded.signatures:
         raise ValueError(f"no {SIGNATURE_NAME!r} signature (found {sorted(loaded.signatures)})")
@@ -175,8 +222,9 @@ def load_version(name: str, version: int, path: Path) -> ModelVersion:
         raise ValueError("the serving signature has no named inputs")
     inputs = {key: _spec(key, spec) for key, spec in sorted(input_specs.items())}
     outputs = {key: _spec(key, spec) for key, spec in sorted(signature.structured_outputs.items())}
-    card, markdown = _read_card(path)
-    return ModelVersion(
+    # The signature needs its SavedModel object (variables) alive.
+    reference = TensorFlowBackend(signature, keepalive=loaded)
+    model = ModelVersion(
         name=name,
         version=version,
         path=path,
@@ -184,9 +232,178 @@ def load_version(name: str, version: int, path: Path) -> ModelVersion:
         outputs=outputs,
         card=card,
         card_markdown=markdown,
-        _call=signature,
-        _keepalive=loaded,  # the signature needs its SavedModel object (variables) alive
+        backends={"tensorflow": reference},
     )
+    if refused is not None:
+        if refused:
+            _refuse(model, refused)
+        model.card["serving"] = {"setting": "onnxruntime"}
+        if not refused:
+            model.card["serving"]["not_compiled"] = NOT_COMPILED
+        _serve_with(model, Plan.single("tensorflow"), model.card["serving"])
+    else:
+        _choose_backend(model, policy)
+    return model
+
+
+def _card_specs(card: Mapping[str, Any], side: str) -> dict[str, TensorSpec]:
+    """`{name: TensorSpec}` of the card's `signature.inputs` or `.outputs` (KeyError if none)."""
+    described = card["signature"][side]
+    return {
+        key: TensorSpec(
+            name=key,
+            dtype=np.dtype(spec["dtype"]),
+            shape=tuple(None if d is None else int(d) for d in spec["shape"]),
+        )
+        for key, spec in sorted(described.items())
+    }
+
+
+def _load_compiled_only(
+    name: str,
+    version: int,
+    path: Path,
+    card: dict[str, Any],
+    markdown: str | None,
+    policy: BackendPolicy,
+) -> ModelVersion | str:
+    """The version served by ONNX Runtime alone, without importing TensorFlow; otherwise why
+    not ("" for a version never compiled, which is no refusal)."""
+    onnx_path = path / "model.onnx"
+    if not onnx_path.is_file():
+        return ""
+    compiled = card.get("compiled", {}).get("onnxruntime", {})
+    # The card is rewritten by every export: a model.onnx whose hash the card does not hold was
+    # compiled from another SavedModel (and its verification file is as stale).
+    if compiled.get("sha256") != hashlib.sha256(onnx_path.read_bytes()).hexdigest():
+        return "model.onnx is not the one this version's card records (recompile it)"
+    try:
+        inputs, outputs = _card_specs(card, "inputs"), _card_specs(card, "outputs")
+        backend = OnnxRuntimeBackend.load(path, policy.onnxruntime_threads)
+        batch = VerificationBatch.load(path)
+        if sorted(batch.reference) != sorted(outputs):
+            return f"verification.npz has outputs {sorted(batch.reference)}, not {sorted(outputs)}"
+        result = compare(batch.reference, backend.run(batch.inputs))
+    except ImportError as exc:
+        return f"the onnxruntime package is not importable ({exc})"
+    except Exception as exc:  # any broken file costs only the compiled backend
+        return f"{type(exc).__name__}: {exc}"
+    if not result.equal:
+        return "differs from TensorFlow: " + "; ".join(result.problems)
+    model = ModelVersion(
+        name=name,
+        version=version,
+        path=path,
+        inputs=inputs,
+        outputs=outputs,
+        card=card,
+        card_markdown=markdown,
+        backends={"onnxruntime": backend},
+    )
+    serving: dict[str, Any] = {
+        "setting": "onnxruntime",
+        "tensorflow": "not loaded (the compiled model verified against the stored outputs)",
+        "verification": {
+            "items": len(next(iter(batch.inputs.values()))),
+            "onnxruntime_max_abs_diff": result.differences,
+        },
+    }
+    model.card["serving"] = serving
+    _serve_with(model, Plan.single("onnxruntime"), serving)
+    return model
+
+
+def _choose_backend(model: ModelVersion, policy: BackendPolicy) -> None:
+    """Add the compiled backend if the policy wants it and it reproduces TensorFlow's stored
+    outputs; set the plan; record the facts in the card's `serving` section."""
+    wanted = policy.for_model(model.name)
+    serving: dict[str, Any] = {"setting": wanted}
+    model.card["serving"] = serving
+    if wanted != "tensorflow":
+        compiled = _verified_onnxruntime(model, policy, serving)
+        if compiled is not None:
+            model.backends["onnxruntime"] = compiled
+    if "onnxruntime" not in model.backends:
+        model.plan = Plan.single("tensorflow")
+    elif wanted == "onnxruntime":
+        model.plan = Plan.single("onnxruntime")
+    else:
+        batch = VerificationBatch.load(model.path)
+        timings = measure(
+            {key: backend.run for key, backend in model.backends.items()},
+            batch.inputs,
+            policy.measure_sizes,
+            policy.measure_repeats,
+        )
+        model.plan = choose(timings)
+        serving["measured_us"] = {
+            key: {str(size): round(s * 1e6, 1) for size, s in per_size.items()}
+            for key, per_size in timings.items()
+        }
+    _serve_with(model, model.plan, serving)
+
+
+def _serve_with(model: ModelVersion, plan: Plan, serving: dict[str, Any]) -> None:
+    model.plan = plan
+    serving["backend"] = "+".join(plan.backends)
+    serving["by_batch_size"] = plan.describe()
+    if model.refused:
+        serving["refused"] = dict(model.refused)
+    logger.info(
+        "model %s version %s served by %s (setting %s)",
+        model.name,
+        model.version,
+        serving["by_batch_size"],
+        serving["setting"],
+    )
+
+
+def _verified_onnxruntime(
+    model: ModelVersion, policy: BackendPolicy, serving: dict[str, Any]
+) -> OnnxRuntimeBackend | None:
+    """The ONNX Runtime backend of a version if it loads and equals TensorFlow on the stored
+    verification batch; otherwise None, with the reason in `model.refused` (or, for a version
+    that was never compiled, in `serving["not_compiled"]`) and a log line."""
+    if not (model.path / "model.onnx").is_file():
+        serving["not_compiled"] = NOT_COMPILED
+        return None
+    try:
+        backend = OnnxRuntimeBackend.load(model.path, policy.onnxruntime_threads)
+        batch = VerificationBatch.load(model.path)
+    except ImportError as exc:
+        return _refuse(model, f"the onnxruntime package is not importable ({exc})")
+    except Exception as exc:  # an unreadable file must only cost the compiled backend
+        return _refuse(model, f"{type(exc).__name__}: {exc}")
+    # The stored reference must still be this SavedModel's: a stale verification file (a model
+    # re-exported without `make compile-models`) proves nothing about the compiled one.
+    stale = compare(batch.reference, model.backends["tensorflow"].run(batch.inputs))
+    if not stale.equal:
+        return _refuse(
+            model, "verification.npz is not this SavedModel's: " + "; ".join(stale.problems)
+        )
+    try:
+        outputs = backend.run(batch.inputs)
+    except Exception as exc:
+        return _refuse(model, f"fails on the verification batch: {type(exc).__name__}: {exc}")
+    result = compare(batch.reference, outputs)
+    serving["verification"] = {
+        "items": len(next(iter(batch.inputs.values()))),
+        "onnxruntime_max_abs_diff": result.differences,
+    }
+    if not result.equal:
+        return _refuse(model, "differs from TensorFlow: " + "; ".join(result.problems))
+    return backend
+
+
+def _refuse(model: ModelVersion, reason: str) -> OnnxRuntimeBackend | None:
+    model.refused["onnxruntime"] = reason
+    logger.error(
+        "model %s version %s: onnxruntime refused, TensorFlow serves it: %s",
+        model.name,
+        model.version,
+        reason,
+    )
+    return None
 
 
 def discover_versions(model_path: Path) -> list[int]:
@@ -203,9 +420,15 @@ def discover_versions(model_path: Path) -> list[int]:
 class ModelRegistry:
     """All models of one server: loaded at start-up, looked up per request, reloadable."""
 
-    def __init__(self, model_dir: Path, expected: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        expected: Iterable[str] = (),
+        backends: BackendPolicy | None = None,
+    ) -> None:
         self.model_dir = Path(model_dir)
         self.expected = tuple(expected)
+        self.backends = backends or BackendPolicy()
         self._entries: dict[str, ModelEntry] = {
             name: ModelEntry(name=name, loading=True) for name in self.expected
         }
@@ -249,7 +472,7 @@ class ModelRegistry:
                 if version in loaded:
                     continue
                 try:
-                    model = load_version(name, version, model_path / str(version))
+                    model = load_version(name, version, model_path / str(version), self.backends)
                     if warm_up:
                         model.warm_up()
                 except Exception as exc:  # any broken file must only disable this version

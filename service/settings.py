@@ -13,11 +13,14 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.catalogue import EXPECTED_MODELS
+from service.registry import BackendPolicy
 
-__all__ = ["EXPECTED_MODELS", "REPO_ROOT", "BatchingOverride", "Settings"]
+__all__ = ["REPO_ROOT", "BatchingOverride", "Settings"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: What serves a model version (docs/runtimes.md): `auto` measures at load, per batch size.
+BackendSetting = Literal["auto", "tensorflow", "onnxruntime"]
 
 
 class BatchingOverride(BaseModel):
@@ -44,8 +47,9 @@ class Settings(BaseSettings):
     model_dir: Path = REPO_ROOT / "models"
     """TensorFlow Serving layout: `<model_dir>/<name>/<version>/saved_model.pb`."""
 
-    expected_models: tuple[str, ...] = EXPECTED_MODELS
-    """Models that must be loaded for the server to report itself ready."""
+    expected_models: tuple[str, ...] | None = None
+    """Models that must be loaded for the server to report itself ready; None (the default):
+    every model the app's tasks declare (`service.tasks.model_names()`)."""
 
     host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("MLDM_HOST", "HOST"))
     """Interface to bind; plain `HOST` (set by container platforms) is honoured too."""
@@ -76,8 +80,20 @@ class Settings(BaseSettings):
     """Responses of at least this many bytes are gzip-compressed for clients that accept it;
     0 switches compression off."""
 
-    max_batch_size: int = Field(default=16384, ge=1, le=1_000_000)
-    """Most items (images, arrays, codes) accepted in one request; more is a 422."""
+    max_items_per_request: int = Field(
+        default=16384,
+        ge=1,
+        le=1_000_000,
+        validation_alias=AliasChoices(
+            "MLDM_MAX_ITEMS_PER_REQUEST",
+            "max_items_per_request",
+            "MLDM_MAX_BATCH_SIZE",  # its old name, deprecated: kept so deployments keep working
+            "max_batch_size",
+        ),
+    )
+    """Most items (images, arrays, codes) accepted in one request; more is a 422. (Not the
+    batcher's merged size, which is `batch_max_size`.) `MLDM_MAX_BATCH_SIZE`, its old name, is
+    still read."""
 
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=1024**3)
     """Largest request body in bytes; a larger one is refused with 413 before it is read in full."""
@@ -151,6 +167,21 @@ class Settings(BaseSettings):
     with a 1-sigma uncertainty (`energy_std`) of at most this many Hartree (default 1.6 mHa,
     chemical accuracy); the exact solver answers the rest."""
 
+    backend: BackendSetting = "auto"
+    """Which runtime serves each model version (docs/runtimes.md). `auto`: the compiled
+    `model.onnx` (ONNX Runtime) where it exists and reproduces TensorFlow's stored outputs, for
+    the batch sizes where it measured faster at load (1, 8, 64), TensorFlow for the rest;
+    `onnxruntime`: the compiled one for every batch size where it verifies, without importing
+    TensorFlow unless a version needs it; `tensorflow`: the SavedModel signature only. A compiled
+    model that differs from TensorFlow's stored outputs is refused and TensorFlow serves."""
+
+    backends: dict[str, BackendSetting] = {}
+    """Per-model overrides of `backend`, as JSON: `{"energy_from_potential": "tensorflow"}`."""
+
+    onnxruntime_threads: int = Field(default=1, ge=1, le=64)
+    """Intra-op threads of each ONNX Runtime session; 1 by default, as the server already runs
+    `inference_threads` calls side by side."""
+
     @field_validator("model_dir")
     @classmethod
     def _model_dir_absolute(cls, value: Path) -> Path:
@@ -204,6 +235,14 @@ class Settings(BaseSettings):
         largest = self.batching_for(model)[1]
         powers = [1 << i for i in range(largest.bit_length()) if 1 << i < largest]
         return (*powers, largest)
+
+    def backend_policy(self) -> BackendPolicy:
+        """The registry's backend choice from `backend`, `backends` and `onnxruntime_threads`."""
+        return BackendPolicy(
+            default=self.backend,
+            per_model=dict(self.backends),
+            onnxruntime_threads=self.onnxruntime_threads,
+        )
 
     def batching_for(self, model: str) -> tuple[bool, int, float]:
         """(enabled, max batch size, max wait in seconds) of adaptive batching for one model."""

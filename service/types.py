@@ -6,12 +6,14 @@ their wire formats into an `InferenceRequest` and encode the `InferenceResponse`
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from service.contracts import InputContract
 from service.registry import ModelVersion
 
 
@@ -35,6 +37,9 @@ class InferenceRequest:
     field: str = "inputs"
     #: Errors index the flat data of an input (`data[k]`, V2) rather than `[i][j]`.
     flat_index: bool = False
+    #: Input name -> the contract to validate it against instead of the model's declared one
+    #: (a task's pre-step: 0-255 pixels, checked and scaled in one pass).
+    contracts: Mapping[str, InputContract] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -48,8 +53,3 @@ class InferenceResponse:
     id: str | None = None
     #: The client sent a single unbatched item (a task endpoint may answer unbatched too).
     single: bool = False
-
-    @property
-    def primary(self) -> np.ndarray:
-        """The first requested output."""
-        return self.outputs[self.requested[0]]

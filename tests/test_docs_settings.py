@@ -100,10 +100,22 @@ def test_every_setting_has_a_docstring() -> None:
 def test_settings_page_table_matches_the_settings_class() -> None:
     expected = settings_table()
     assert documented_table() == expected, (
-        "docs/settings.md's table is out of date; replace it with the output of "
-        f"`.venv/bin/python -m tests.test_docs_settings`:\n{expected}"
+        "docs/settings.md's table is out of date; rewrite it with "
+        f"`.venv/bin/python -m tests.test_docs_settings --write`:\n{expected}"
     )
 
 
+def write_table() -> None:
+    """Replace docs/settings.md's table with the one the Settings class gives."""
+    text = SETTINGS_PAGE.read_text(encoding="utf-8")
+    old = documented_table()
+    SETTINGS_PAGE.write_text(text.replace(old, settings_table(), 1), encoding="utf-8")
+
+
 if __name__ == "__main__":
-    print(settings_table())
+    import sys
+
+    if "--write" in sys.argv:
+        write_table()
+    else:
+        print(settings_table())

@@ -8,8 +8,10 @@
 Tasks: digit-classifier, digit-codec, energy-from-potential, energy-from-density, and the broad
 (v2) energy tasks energy-from-potential-broad, energy-from-density-broad. Training
 exports ``models/<name>/<version>/`` (SavedModel, ``metrics.json``, ``MODEL_CARD.md``, plots)
-and prints a summary table; ``evaluate`` re-measures exported SavedModels through their
-``serving_default`` signature on the test split.
+and prints a summary table, then compiles them for the service's compiled backends
+(``training/compile.py``: ``model.onnx`` + ``verification.npz``; ``--no-compile`` skips it);
+``evaluate`` re-measures exported SavedModels through their ``serving_default`` signature on
+the test split.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from training.common import DEFAULT_MODELS_DIR, next_version, read_card
+from training.compile import compile_exported
 from training.energy_v2 import flatten
 from training.tasks import TASKS, Task, resolve_version, task_of_model, task_of_version
 
@@ -53,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--version", type=int, help="export/evaluate this version (default: next/latest)"
     )
+    parser.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="do not compile the exported SavedModels to model.onnx + verification.npz "
+        "(`make compile-models` does it later; docs/runtimes.md)",
+    )
     return parser
 
 
@@ -75,6 +84,7 @@ def train_task(
     limit: int | None,
     models_dir: Path,
     version: int | None,
+    compile_models: bool = True,
 ) -> list[list[str]]:
     """Train, export and measure one task; the summary rows of its models."""
     config = task.config(config_name, epochs)
@@ -97,6 +107,8 @@ def train_task(
             ]
         )
         print(f"exported {model.path}: {figures}", flush=True)
+    if compile_models:
+        compile_exported(models_dir, [model.path for model in exported])
     return rows
 
 
@@ -148,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             limit=args.limit,
             models_dir=args.models_dir,
             version=args.version,
+            compile_models=not args.no_compile,
         )
     print("\n" + _table(rows))
     return 0

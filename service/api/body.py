@@ -1,6 +1,6 @@
 """Reading request bodies: content-type dispatch and pydantic validation from raw bytes.
 
-Routes take the `Request` and call `read_json` instead of declaring a body parameter, so that the
+Routes take the `Request` and call `read_body` instead of declaring a body parameter, so that the
 same endpoint can later accept other media types (`application/x-npy`) and every parse error goes
 through the one error shape; `json_body` documents the body in OpenAPI all the same.
 """
@@ -14,7 +14,8 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from service.api.errors import from_validation_errors
-from service.api.npy import NPY_BODY_DOC
+from service.api.negotiation import NPY_BODY_DOC
+from service.arrays import MAY_HOLD_BOOLEANS
 from service.codecs.npy import NPY, load_npy
 from service.errors import UnsupportedMediaType
 
@@ -50,11 +51,6 @@ def require_json(request: Request) -> None:
         )
 
 
-async def read_json(request: Request, model: type[M], accepted: tuple[str, ...] = (JSON,)) -> M:
-    """The body validated as `model`; another content type is a 415."""
-    return await read_body(request, model, None)
-
-
 async def read_body(request: Request, model: type[M], array_field: str | None) -> M:
     """The body validated as `model`, from JSON or, with `array_field`, from a .npy file.
 
@@ -88,6 +84,8 @@ async def read_json_any_type(request: Request, model: type[M]) -> M:
 
 async def parse_json_offloaded(body: bytes, model: type[M]) -> M:
     """`parse_json`, in a worker thread for a big body."""
+    # Set here, in the request's own context (a worker thread's copy would not carry it back).
+    MAY_HOLD_BOOLEANS.set(b"true" in body or b"false" in body)
     if len(body) > _OFFLOAD_BYTES:
         return await anyio.to_thread.run_sync(parse_json, body, model)
     return parse_json(body, model)

@@ -1,4 +1,4 @@
-"""Dependencies of the routes: settings, registry and service from the app, and the API key.
+"""Dependencies of the routes: settings, registry and data plane from the app, and the API key.
 
 `FastRoute`, the route class of the routers of the inference routes, resolves these same
 dependencies without FastAPI's dependency solver: on a batch-1 request the solver (once per
@@ -21,7 +21,6 @@ from starlette.responses import Response
 
 from service.dataplane import DataPlane
 from service.errors import Unauthorized
-from service.inference import InferenceService
 from service.registry import ModelRegistry
 from service.settings import Settings
 
@@ -39,19 +38,13 @@ async def get_registry(request: Request) -> ModelRegistry:
     return registry
 
 
-async def get_service(request: Request) -> InferenceService:
-    service: InferenceService = request.app.state.service
-    return service
-
-
 async def get_dataplane(request: Request) -> DataPlane:
-    dataplane: DataPlane = request.app.state.service.dataplane
+    dataplane: DataPlane = request.app.state.dataplane
     return dataplane
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
-ServiceDep = Annotated[InferenceService, Depends(get_service)]
 DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
 
 
@@ -86,8 +79,7 @@ def _api_key_of(request: Request) -> None:
 _DIRECT: dict[Callable[..., Any], Callable[[Request], Any]] = {
     get_settings: lambda request: request.app.state.settings,
     get_registry: lambda request: request.app.state.registry,
-    get_service: lambda request: request.app.state.service,
-    get_dataplane: lambda request: request.app.state.service.dataplane,
+    get_dataplane: lambda request: request.app.state.dataplane,
     require_api_key: _api_key_of,
 }
 

@@ -17,10 +17,18 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from service.api.responses import JSONBody
+from service.api.responses import STATUS_DESCRIPTIONS, JSONBody
 from service.errors import InvalidInput, MalformedRequest, ServiceError, describe
+from service.schemas import ErrorResponse
 
 logger = logging.getLogger(__name__)
+
+#: The error answers of the model routes, documented in OpenAPI (`responses=` of their routers;
+#: `document_errors` then keeps each operation's recorded ones), described by the one table.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    int(status): {"model": ErrorResponse, "description": STATUS_DESCRIPTIONS[status]}
+    for status in ("400", "401", "404", "413", "415", "422", "503", "504")
+}
 
 
 def _field(loc: Sequence[int | str]) -> str:

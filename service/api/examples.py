@@ -31,7 +31,8 @@ from pydantic import SecretStr
 
 from service.api.responses import EXAMPLES_FILE
 from service.registry import ModelRegistry
-from service.settings import EXPECTED_MODELS, REPO_ROOT, Settings
+from service.settings import REPO_ROOT, Settings
+from service.tasks import model_names
 
 API_KEY = "example-api-key-0123456789"
 #: The model each `{name}` route is probed with (small inputs, fast).
@@ -305,7 +306,7 @@ async def _clients(registry: ModelRegistry) -> AsyncIterator[dict[str, httpx.Asy
     from service.app import create_app
 
     model_dir = registry.model_dir
-    empty = ModelRegistry(model_dir, EXPECTED_MODELS)  # never loaded: every model not ready
+    empty = ModelRegistry(model_dir, model_names())  # never loaded: every model not ready
     empty.loaded = True  # so the lifespan leaves it as it is: every model still loading
     apps: dict[str, FastAPI] = {
         "default": create_app(_settings(model_dir), registry),
@@ -371,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, default=REPO_ROOT / "models")
     parser.add_argument("--out", type=Path, default=EXAMPLES_FILE)
     args = parser.parse_args(argv)
-    registry = ModelRegistry(args.model_dir, EXPECTED_MODELS)
+    registry = ModelRegistry(args.model_dir, model_names())
     registry.load(warm_up=True)
     recorded, problems = asyncio.run(record(registry))
     for problem in problems:

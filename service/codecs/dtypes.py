@@ -24,20 +24,24 @@ class DType:
         return "TYPE_STRING" if self.v2 == "BYTES" else f"TYPE_{self.v2}"
 
 
-TABLE: tuple[DType, ...] = (
-    DType("bool", "BOOL", "DT_BOOL"),
-    DType("uint8", "UINT8", "DT_UINT8"),
-    DType("uint16", "UINT16", "DT_UINT16"),
-    DType("uint32", "UINT32", "DT_UINT32"),
-    DType("uint64", "UINT64", "DT_UINT64"),
-    DType("int8", "INT8", "DT_INT8"),
-    DType("int16", "INT16", "DT_INT16"),
-    DType("int32", "INT32", "DT_INT32"),
-    DType("int64", "INT64", "DT_INT64"),
-    DType("float16", "FP16", "DT_HALF"),
-    DType("float32", "FP32", "DT_FLOAT"),
-    DType("float64", "FP64", "DT_DOUBLE"),
-    DType("object", "BYTES", "DT_STRING"),
+#: numpy name, V2 datatype, TensorFlow DataType: one dtype a line.
+TABLE: tuple[DType, ...] = tuple(
+    DType(*line.split())
+    for line in """
+    bool     BOOL    DT_BOOL
+    uint8    UINT8   DT_UINT8
+    uint16   UINT16  DT_UINT16
+    uint32   UINT32  DT_UINT32
+    uint64   UINT64  DT_UINT64
+    int8     INT8    DT_INT8
+    int16    INT16   DT_INT16
+    int32    INT32   DT_INT32
+    int64    INT64   DT_INT64
+    float16  FP16    DT_HALF
+    float32  FP32    DT_FLOAT
+    float64  FP64    DT_DOUBLE
+    object   BYTES   DT_STRING
+    """.strip().splitlines()
 )
 BY_NUMPY = {d.numpy: d for d in TABLE}
 BY_V2 = {d.v2: d for d in TABLE}

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from service import codec
 from service.codecs import dtypes
+from service.codecs.b64 import b64decode
 from service.errors import InvalidInput, describe
 from service.registry import SIGNATURE_NAME, ModelEntry, ModelVersion, TensorSpec
 from service.schemas import TFServingPredictRequest
@@ -22,7 +22,7 @@ PREDICT_METHOD = "tensorflow/serving/predict"
 def _b64_tensors(value: Any, field: str) -> Any:
     """`{"b64": ...}` objects (anywhere in a list) as uint8 arrays; everything else unchanged."""
     if isinstance(value, dict) and set(value) == {"b64"}:
-        return np.frombuffer(codec.b64decode(value["b64"], field + ".b64"), dtype=np.uint8)
+        return np.frombuffer(b64decode(value["b64"], field + ".b64"), dtype=np.uint8)
     if isinstance(value, list) and value and isinstance(value[0], dict):
         decoded = [_b64_tensors(item, f"{field}[{i}]") for i, item in enumerate(value)]
         if all(isinstance(item, np.ndarray) for item in decoded):

@@ -1,5 +1,5 @@
 """The Open Inference Protocol (KServe V2) over REST: JSON tensors and Triton's binary tensor
-data extension, both ways; the model configuration and statistics documents Triton serves.
+data extension, both ways (the documents about models are `v2_documents`).
 
 Binary tensor data (https://github.com/triton-inference-server/server/blob/main/docs/protocol/
 extension_binary_data.md): the body is the JSON header, whose length is the
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -23,7 +22,6 @@ import orjson
 from service.arrays import to_numeric_array
 from service.codecs import dtypes
 from service.errors import InvalidInput, MalformedRequest, describe
-from service.metrics import ModelStats
 from service.registry import ModelVersion
 from service.schemas import V2InferenceRequest
 from service.types import InferenceRequest, InferenceResponse
@@ -241,109 +239,3 @@ def encode_response(
     if not binary:
         return text, None
     return b"".join([text, *binary]), {HEADER_LENGTH: str(len(text))}
-
-
-def _tensors(specs: Sequence[Any]) -> list[dict[str, Any]]:
-    return [
-        {
-            "name": s.name,
-            "datatype": dtypes.v2_name(s.dtype),
-            "shape": [-1 if d is None else d for d in s.shape],
-        }
-        for s in specs
-    ]
-
-
-def metadata(model: ModelVersion, versions: Sequence[int]) -> dict[str, Any]:
-    """The model metadata document, with the model card in `parameters`."""
-    return {
-        "name": model.name,
-        "versions": [str(v) for v in versions],
-        "platform": "tensorflow_savedmodel",
-        "inputs": _tensors(list(model.inputs.values())),
-        "outputs": _tensors(list(model.outputs.values())),
-        "parameters": {"model_card": model.card, "version": model.version},
-    }
-
-
-def model_config(
-    model: ModelVersion, max_batch_size: int, batching: bool, threads: int
-) -> dict[str, Any]:
-    """Triton's model configuration (model_config.proto as JSON) derived from the signature.
-
-    The batch dimension is Triton's implicit one: `max_batch_size` > 0 and `dims` without it.
-    """
-
-    def dims(shape: tuple[int | None, ...]) -> list[int]:
-        return [-1 if d is None else d for d in shape[1:]]
-
-    config: dict[str, Any] = {
-        "name": model.name,
-        "platform": "tensorflow_savedmodel",
-        "backend": "tensorflow",
-        "version_policy": {"specific": {"versions": [model.version]}},
-        "max_batch_size": max_batch_size,
-        "input": [
-            {
-                "name": s.name,
-                "data_type": dtypes.of(s.dtype).triton,
-                "format": "FORMAT_NONE",
-                "dims": dims(s.shape),
-                "is_shape_tensor": False,
-                "allow_ragged_batch": False,
-                "optional": False,
-            }
-            for s in model.inputs.values()
-        ],
-        "output": [
-            {
-                "name": s.name,
-                "data_type": dtypes.of(s.dtype).triton,
-                "dims": dims(s.shape),
-                "label_filename": "",
-                "is_shape_tensor": False,
-            }
-            for s in model.outputs.values()
-        ],
-        "instance_group": [{"name": model.name, "kind": "KIND_CPU", "count": threads}],
-        "default_model_filename": "model.savedmodel",
-        "parameters": {},
-        "model_transaction_policy": {"decoupled": False},
-        "response_cache": {"enable": False},
-    }
-    if batching:
-        config["dynamic_batching"] = {"max_queue_delay_microseconds": 0}
-    return config
-
-
-def model_stats(stats: ModelStats) -> dict[str, Any]:
-    """One entry of the statistics extension's `model_stats`."""
-    zero = {"count": 0, "ns": 0}
-    return {
-        "name": stats.name,
-        "version": str(stats.version),
-        "last_inference": stats.last_inference,
-        "inference_count": stats.inference_count,
-        "execution_count": stats.execution_count,
-        "inference_stats": {
-            "success": stats.success.to_json(),
-            "fail": stats.fail.to_json(),
-            "queue": stats.queue.to_json(),
-            # Decoding and encoding happen in the route, outside the model's execution.
-            "compute_input": zero,
-            "compute_infer": stats.compute_infer.to_json(),
-            "compute_output": zero,
-            "cache_hit": zero,
-            "cache_miss": zero,
-        },
-        "batch_stats": [
-            {
-                "batch_size": size,
-                "compute_input": {"count": d.count, "ns": 0},
-                "compute_infer": d.to_json(),
-                "compute_output": {"count": d.count, "ns": 0},
-            }
-            for size, d in sorted(stats.batches.items())
-        ],
-        "memory_usage": [],
-    }

@@ -18,10 +18,11 @@ import pytest
 from fastapi import FastAPI
 
 from service.app import create_app
-from service.inference import InferenceService
+from service.dataplane import DataPlane
 from service.registry import ModelRegistry
 from service.runtime import ModelRunner
-from service.settings import EXPECTED_MODELS, Settings
+from service.settings import Settings
+from service.tasks import model_names, model_specs
 from training.tiny_models import (  # noqa: F401 (re-exported for the tests)
     TINY_CODE_LENGTH,
     build_tiny_models,
@@ -38,7 +39,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_registry(tiny_model_dir: Path) -> ModelRegistry:
-    registry = ModelRegistry(tiny_model_dir, EXPECTED_MODELS)
+    registry = ModelRegistry(tiny_model_dir, model_names())
     registry.load(warm_up=True)
     return registry
 
@@ -57,7 +58,7 @@ def broken_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFact
 def settings(tiny_model_dir: Path) -> Settings:
     return Settings(
         model_dir=tiny_model_dir,
-        max_batch_size=64,
+        max_items_per_request=64,
         max_body_bytes=2 * 1024 * 1024,
         max_image_pixels=1_000_000,
         warmup=False,
@@ -65,11 +66,9 @@ def settings(tiny_model_dir: Path) -> Settings:
 
 
 @pytest.fixture
-async def service(
-    tiny_registry: ModelRegistry, settings: Settings
-) -> AsyncIterator[InferenceService]:
+async def service(tiny_registry: ModelRegistry, settings: Settings) -> AsyncIterator[DataPlane]:
     runner = ModelRunner(settings)
-    yield InferenceService(tiny_registry, settings, runner)
+    yield DataPlane(tiny_registry, settings, runner, model_specs())
     await runner.aclose()
 
 

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 from service.batching import AdaptiveBatcher, padded_size
-from service.inference import InferenceService
+from service.dataplane import DataPlane
 from service.registry import ModelRegistry
 from service.runtime import ModelRunner
 from service.settings import Settings
+from service.tasks import digits, energy, model_specs
 from tests.service.helpers import images, potentials
 
 
@@ -98,20 +99,20 @@ async def test_batcher_drops_cancelled_waiting_request(executor: ThreadPoolExecu
 @pytest.fixture
 async def batched_service(
     tiny_registry: ModelRegistry, settings: Settings
-) -> AsyncIterator[InferenceService]:
+) -> AsyncIterator[DataPlane]:
     tuned = settings.model_copy(update={"batching_enabled": True, "batch_max_wait_ms": 200.0})
     runner = ModelRunner(tuned)
-    yield InferenceService(tiny_registry, tuned, runner)
+    yield DataPlane(tiny_registry, tuned, runner, model_specs())
     await runner.aclose()
 
 
 async def test_batched_classify_equals_unbatched(
-    batched_service: InferenceService, tiny_registry: ModelRegistry
+    batched_service: DataPlane, tiny_registry: ModelRegistry
 ) -> None:
     batch = images(12, seed=3)
     requests = [batch[i : i + 1 + i % 2] for i in range(0, 12, 2)]
     results = await asyncio.gather(
-        *(batched_service.classify(r.tolist(), "unit") for r in requests)
+        *(digits.classify(batched_service, r.tolist(), "unit") for r in requests)
     )
     model = tiny_registry.get("digit_classifier")
     for request, result in zip(requests, results, strict=True):
@@ -123,14 +124,14 @@ async def test_batched_classify_equals_unbatched(
     assert batcher is not None and batcher.stats.batches < len(requests)
 
 
-async def test_batched_mixed_good_and_bad_requests(batched_service: InferenceService) -> None:
+async def test_batched_mixed_good_and_bad_requests(batched_service: DataPlane) -> None:
     V = potentials(3)
     bad = V[1].copy()
     bad[5] = np.inf
     results = await asyncio.gather(
-        batched_service.energy_from_potential(V[0].tolist()),
-        batched_service.energy_from_potential(bad.tolist()),
-        batched_service.energy_from_potential(V[2].tolist()),
+        energy.from_potential(batched_service, V[0].tolist()),
+        energy.from_potential(batched_service, bad.tolist()),
+        energy.from_potential(batched_service, V[2].tolist()),
         return_exceptions=True,
     )
     assert not isinstance(results[0], BaseException) and not isinstance(results[2], BaseException)

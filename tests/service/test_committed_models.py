@@ -16,7 +16,8 @@ import pytest
 from data.schrodinger import solve_ground_state
 from service.app import create_app
 from service.registry import ModelRegistry
-from service.settings import EXPECTED_MODELS, Settings
+from service.settings import Settings
+from service.tasks import model_names
 from tests.service.conftest import REPO_MODELS
 from tests.service.helpers import digit_image, encode, potentials
 
@@ -41,7 +42,7 @@ def needs(*names: str) -> pytest.MarkDecorator:
 
 @pytest.fixture(scope="module")
 def committed_registry() -> ModelRegistry:
-    registry = ModelRegistry(REPO_MODELS, EXPECTED_MODELS)
+    registry = ModelRegistry(REPO_MODELS, model_names())
     registry.load()
     return registry
 
@@ -55,7 +56,7 @@ async def committed_client(committed_registry: ModelRegistry) -> AsyncIterator[h
             yield client
 
 
-@pytest.mark.parametrize("name", EXPECTED_MODELS)
+@pytest.mark.parametrize("name", model_names())
 def test_committed_model_follows_contract(name: str, committed_registry: ModelRegistry) -> None:
     if not committed(name):
         pytest.skip(f"{name} not committed under models/ yet")

@@ -15,6 +15,7 @@ from service.errors import InferenceTimeout, InvalidInput
 from service.registry import ModelRegistry
 from service.runtime import ModelRunner
 from service.settings import Settings
+from service.tasks import model_specs
 from service.types import InferenceRequest
 from tests.service.helpers import potentials
 
@@ -22,7 +23,7 @@ from tests.service.helpers import potentials
 @pytest.fixture
 async def dataplane(tiny_registry: ModelRegistry, settings: Settings) -> AsyncIterator[DataPlane]:
     runner = ModelRunner(settings)
-    yield DataPlane(tiny_registry, settings, runner)
+    yield DataPlane(tiny_registry, settings, runner, model_specs())
     await runner.aclose()
 
 
@@ -37,7 +38,7 @@ async def test_infer_returns_every_output_of_a_multi_output_model(
     multi_registry: ModelRegistry, settings: Settings
 ) -> None:
     runner = ModelRunner(settings)
-    plane = DataPlane(multi_registry, settings, runner)
+    plane = DataPlane(multi_registry, settings, runner, model_specs())
     V = potentials(3)
     response = await plane.infer(InferenceRequest("energy_from_potential", {"potential": V}))
     assert response.model.version == 2
@@ -63,7 +64,7 @@ async def test_infer_rejects_unknown_output_name(dataplane: DataPlane) -> None:
         await dataplane.infer(request)
 
 
-async def test_infer_checks_catalogue_range_for_every_protocol(dataplane: DataPlane) -> None:
+async def test_infer_checks_the_declared_range_for_every_protocol(dataplane: DataPlane) -> None:
     images = np.full((1, 28, 28, 1), 2.0, dtype=np.float32)
     request = InferenceRequest(
         "digit_classifier", {"images": images}, fields={"images": "inputs[0].data"}, flat_index=True
@@ -88,9 +89,11 @@ async def test_infer_names_flat_index_of_the_bad_value(dataplane: DataPlane) -> 
 async def test_infer_times_out_including_validation(
     tiny_registry: ModelRegistry, settings: Settings
 ) -> None:
-    tight = settings.model_copy(update={"request_timeout_s": 0.001, "max_batch_size": 100_000})
+    tight = settings.model_copy(
+        update={"request_timeout_s": 0.001, "max_items_per_request": 100_000}
+    )
     runner = ModelRunner(tight)
-    plane = DataPlane(tiny_registry, tight, runner)
+    plane = DataPlane(tiny_registry, tight, runner, model_specs())
     # 20,000 nested lists take far longer than 1 ms to validate (in a worker thread): that
     # time counts against the request timeout too.
     slow = InferenceRequest("energy_from_potential", {"potential": potentials(20_000).tolist()})

@@ -133,6 +133,69 @@ CASES = [
         "instances[0][0]",
         id="strings-in-tf-instances",
     ),
+    # A boolean among numbers is not the number 0 or 1, on any protocol (numpy would read
+    # `[true, 0.1]` as [1.0, 0.1] without a word).
+    pytest.param(
+        V2,
+        _v2([True, *V[1:]]),
+        422,
+        "inputs[0].data[0]: expected a number, received True",
+        "inputs[0].data[0]",
+        id="boolean-among-numbers-in-v2-data",
+    ),
+    pytest.param(
+        TF,
+        {"instances": [[*V[:5], False, *V[6:]]]},
+        400,  # TF Serving: INVALID_ARGUMENT
+        "instances[0][5]: expected a number, received False",
+        "instances[0][5]",
+        id="boolean-among-numbers-in-tf-instances",
+    ),
+    pytest.param(
+        TF,
+        {"inputs": [[*V[:63], True]]},
+        400,
+        "inputs[0][63]: expected a number, received True",
+        "inputs[0][63]",
+        id="boolean-among-numbers-in-tf-columnar-inputs",
+    ),
+    pytest.param(
+        "/api/v1/digits/classify",
+        {
+            "images": [
+                row if r != 2 else [*row[:3], True, *row[4:]] for r, row in enumerate(IMAGE)
+            ],
+            "scale": "unit",
+        },
+        422,
+        "images[2][3]: expected a number, received True",
+        "images[2][3]",
+        id="boolean-among-numbers-in-image",
+    ),
+    pytest.param(
+        "/api/v1/digits/classify",
+        {"images": [[[0] * 27 + [True]] * 28], "scale": "byte"},
+        422,
+        "images[0][0][27]: expected a number, received True",
+        "images[0][0][27]",
+        id="boolean-among-integers-in-byte-image",
+    ),
+    pytest.param(
+        "/api/v1/energy/from-potential",
+        {"potentials": [V, [*V[:10], True, *V[11:]]]},
+        422,
+        "potentials[1][10]: expected a number, received True",
+        "potentials[1][10]",
+        id="boolean-among-numbers-in-potentials",
+    ),
+    pytest.param(
+        "/api/v1/energy/from-density",
+        {"densities": [63 / (64 * 30)] * 64, "potentials": [[*V[:1], False, *V[2:]]]},
+        422,
+        "potentials[0][1]: expected a number, received False",
+        "potentials[0][1]",
+        id="boolean-among-numbers-in-density-potentials",
+    ),
     pytest.param(
         "/api/v1/digits/classify",
         {"images": [[True] * 28] * 28, "scale": "unit"},

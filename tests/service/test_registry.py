@@ -10,7 +10,7 @@ import pytest
 
 from service.errors import ModelNotReady, NotFound
 from service.registry import ModelRegistry, ModelState
-from service.settings import EXPECTED_MODELS
+from service.tasks import model_names
 from tests.service.conftest import TINY_CODE_LENGTH
 
 
@@ -47,7 +47,7 @@ def test_get_rejects_unknown_version_with_404(tiny_registry: ModelRegistry) -> N
 
 
 def test_load_isolates_corrupt_and_missing_models(broken_model_dir: Path) -> None:
-    registry = ModelRegistry(broken_model_dir, EXPECTED_MODELS)
+    registry = ModelRegistry(broken_model_dir, model_names())
     registry.load()
     assert not registry.ready
     assert registry.not_ready() == ["digit_classifier", "energy_from_density"]
@@ -65,7 +65,7 @@ def test_load_picks_up_new_version_and_keeps_loaded_ones(
 ) -> None:
     root = tmp_path / "models"
     shutil.copytree(tiny_model_dir, root)
-    registry = ModelRegistry(root, EXPECTED_MODELS)
+    registry = ModelRegistry(root, model_names())
     registry.load()
     first = registry.get("digit_decoder", 1)
     shutil.copytree(root / "digit_decoder" / "2", root / "digit_decoder" / "3")
@@ -76,7 +76,7 @@ def test_load_picks_up_new_version_and_keeps_loaded_ones(
 
 
 def test_registry_reports_loading_before_load(tiny_model_dir: Path) -> None:
-    registry = ModelRegistry(tiny_model_dir, EXPECTED_MODELS)
+    registry = ModelRegistry(tiny_model_dir, model_names())
     assert registry.entry("digit_classifier").state is ModelState.LOADING
     with pytest.raises(ModelNotReady, match="still loading"):
         registry.get("digit_classifier")

@@ -69,7 +69,7 @@ def _fuzz(
 
 ENV = {
     "MLDM_API_KEY": KEY,
-    "MLDM_MAX_BATCH_SIZE": "64",
+    "MLDM_MAX_ITEMS_PER_REQUEST": "64",
     "MLDM_MAX_BODY_BYTES": str(2 * 1024 * 1024),
     "MLDM_LOG_LEVEL": "warning",
 }

@@ -9,11 +9,20 @@ from service.settings import Settings
 
 
 def test_settings_read_mldm_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MLDM_MAX_BATCH_SIZE", "7")
+    monkeypatch.setenv("MLDM_MAX_ITEMS_PER_REQUEST", "7")
     monkeypatch.setenv("MLDM_CORS_ORIGINS", '["https://example.org"]')
     settings = Settings()
-    assert settings.max_batch_size == 7
+    assert settings.max_items_per_request == 7
     assert settings.cors_origins == ["https://example.org"]
+
+
+def test_settings_read_the_old_name_of_max_items_per_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # MLDM_MAX_BATCH_SIZE, deprecated: deployments that set it keep their limit.
+    monkeypatch.setenv("MLDM_MAX_BATCH_SIZE", "9")
+    assert Settings().max_items_per_request == 9
+    assert Settings(max_batch_size=11).max_items_per_request == 11  # type: ignore[call-arg]
 
 
 def test_settings_honour_plain_host_and_port(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -43,7 +52,7 @@ def test_settings_default_to_loopback_without_cors(monkeypatch: pytest.MonkeyPat
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"max_batch_size": 0}, "max_batch_size"),
+        ({"max_items_per_request": 0}, "max_items_per_request"),
         ({"max_body_bytes": 10}, "max_body_bytes"),
         ({"port": 70000}, "port"),
         ({"api_key": "short"}, "at least 16 characters"),

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.catalogue import DX
 from service.registry import ModelRegistry
+from service.tasks.energy import DX
 from tests.service.helpers import images, potentials
 from tests.service.live_server import LiveServer, live_server
 

@@ -60,8 +60,12 @@ def test_committed_model_card_describes_its_signature(name) -> None:
     assert {k: [spec.dtype.name, spec.shape.as_list()] for k, spec in inputs.items()} == {
         k: [v["dtype"], v["shape"]] for k, v in card["signature"]["inputs"].items()
     }
-    size = sum(p.stat().st_size for p in _path(name).rglob("*") if p.is_file())
-    assert size < 5_000_000
+    # The SavedModel and its card; the compiled copies (model.onnx, verification.npz, written by
+    # `make compile-models`) hold the same weights again and have their own bound.
+    compiled = {"model.onnx", "verification.npz"}
+    files = [p for p in _path(name).rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files if p.name not in compiled) < 5_000_000
+    assert sum(p.stat().st_size for p in files if p.name in compiled) < 8_000_000
 
 
 def test_committed_classifier_meets_target_on_resampled_test_images(mnist_splits) -> None:

@@ -21,11 +21,16 @@ def test_main_tiny_run_exports_next_version_and_evaluates(tmp_path, capsys) -> N
     ]
 
     assert main(argv) == 0
-    assert main([*argv, "--config", "seed"]) == 0
+    assert main([*argv, "--config", "seed", "--no-compile"]) == 0
 
     assert sorted(p.name for p in (tmp_path / "energy_from_potential").iterdir()) == ["1", "2"]
     card = json.loads((tmp_path / "energy_from_potential" / "2" / "metrics.json").read_text())
     assert card["config"] == "seed" and card["version"] == 2
+    # Compiled at export (training/compile.py) unless told not to.
+    first = tmp_path / "energy_from_potential" / "1"
+    assert (first / "model.onnx").is_file() and (first / "verification.npz").is_file()
+    assert json.loads((first / "metrics.json").read_text())["compiled"]["onnxruntime"]["file"]
+    assert not (tmp_path / "energy_from_potential" / "2" / "model.onnx").exists()
     capsys.readouterr()
     assert (
         main(["evaluate", "energy_from_potential", "--limit", "64", "--models-dir", str(tmp_path)])

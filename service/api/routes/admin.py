@@ -13,8 +13,8 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from service.api.deps import SettingsDep, require_api_key
+from service.api.errors import ERRORS
 from service.api.responses import JSONBody
-from service.api.routes.tasks import ERRORS
 from service.errors import ServiceError
 from service.reloader import Reloader
 

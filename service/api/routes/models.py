@@ -6,8 +6,8 @@ from fastapi import APIRouter, Depends
 from starlette.responses import Response
 
 from service.api.deps import RegistryDep, require_api_key
+from service.api.errors import ERRORS
 from service.api.responses import JSONBody
-from service.api.routes.tasks import ERRORS
 from service.schemas import ModelList
 
 router = APIRouter(

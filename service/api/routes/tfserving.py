@@ -25,8 +25,8 @@ from service.api.deps import (
     SettingsDep,
     require_api_key,
 )
-from service.api.responses import JSONBody
-from service.api.routes.tasks import ERRORS
+from service.api.errors import ERRORS
+from service.api.responses import TF_SERVING_400, JSONBody
 from service.codecs import tfserving
 from service.dataplane import DataPlane
 from service.errors import InvalidInput, NotFound
@@ -38,7 +38,7 @@ router = APIRouter(
     tags=["TensorFlow Serving REST"],
     responses={
         **{k: v for k, v in ERRORS.items() if k != 422},
-        400: {**ERRORS[400], "description": "Malformed body or invalid argument (TF Serving)"},
+        400: {**ERRORS[400], "description": TF_SERVING_400},
     },
     dependencies=[Depends(require_api_key)],
     route_class=FastRoute,

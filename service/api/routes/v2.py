@@ -24,10 +24,10 @@ from service.api.deps import (
     SettingsDep,
     require_api_key,
 )
+from service.api.errors import ERRORS
 from service.api.responses import JSONBody
-from service.api.routes.tasks import ERRORS
 from service.api.routes.tfserving import parse_version
-from service.codecs import v2
+from service.codecs import v2, v2_documents
 from service.dataplane import DataPlane
 from service.errors import ModelNotReady
 from service.registry import ModelRegistry, ModelVersion
@@ -52,7 +52,7 @@ router = APIRouter(
 
 # The inference routes first: a request is matched against the routes in order, and these
 # are the ones a client calls thousands of times.
-async def _infer(
+async def _decode_infer_encode(
     name: str, version: int | None, request: Request, dataplane: DataPlane
 ) -> Response:
     model = dataplane.resolve(name, version)
@@ -75,7 +75,7 @@ _INFER_DOC = json_body(V2InferenceRequest)
 async def infer(name: str, request: Request, dataplane: DataPlaneDep) -> Response:
     """Inference on the latest version (JSON, or binary tensor data with
     `Inference-Header-Content-Length`)."""
-    return await _infer(name, None, request, dataplane)
+    return await _decode_infer_encode(name, None, request, dataplane)
 
 
 @router.post(
@@ -87,7 +87,7 @@ async def infer_version(
     name: str, version: str, request: Request, dataplane: DataPlaneDep
 ) -> Response:
     """Inference on one model version."""
-    return await _infer(name, parse_version(version), request, dataplane)
+    return await _decode_infer_encode(name, parse_version(version), request, dataplane)
 
 
 @health.get("", response_model=V2ServerMetadata)
@@ -135,7 +135,7 @@ def _stats(
     for entry in entries:
         for number in sorted(entry.versions):
             if version is None or number == version:
-                found.append(v2.model_stats(dataplane.stats.of(entry.name, number)))
+                found.append(v2_documents.model_stats(dataplane.stats.of(entry.name, number)))
     return found
 
 
@@ -143,20 +143,20 @@ def _stats(
 async def model_metadata(name: str, registry: RegistryDep) -> Response:
     """Model metadata (latest version) with its model card."""
     model = registry.get(name)
-    return JSONBody(v2.metadata(model, sorted(registry.entry(name).versions)))
+    return JSONBody(v2_documents.metadata(model, sorted(registry.entry(name).versions)))
 
 
 @router.get("/models/{name}/versions/{version}", response_model=V2ModelMetadata)
 async def model_version_metadata(name: str, version: str, registry: RegistryDep) -> Response:
     """Metadata and model card of one model version."""
     model = registry.get(name, parse_version(version))
-    return JSONBody(v2.metadata(model, [model.version]))
+    return JSONBody(v2_documents.metadata(model, [model.version]))
 
 
 def _config(model: ModelVersion, settings: Settings) -> Response:
     enabled, size, _ = settings.batching_for(model.name)
-    batch = min(settings.max_batch_size, size) if enabled else settings.max_batch_size
-    return JSONBody(v2.model_config(model, batch, enabled, settings.inference_threads))
+    batch = min(settings.max_items_per_request, size) if enabled else settings.max_items_per_request
+    return JSONBody(v2_documents.model_config(model, batch, enabled, settings.inference_threads))
 
 
 @router.get("/models/{name}/config")

@@ -11,7 +11,8 @@ from service.api import examples
 from service.api.responses import describe_status, load_examples
 from service.app import create_app
 from service.registry import ModelRegistry
-from service.settings import EXPECTED_MODELS, Settings
+from service.settings import Settings
+from service.tasks import model_names
 from tests.service.conftest import REPO_MODELS
 
 REGENERATE = "regenerate with `python -m service.api.examples`"
@@ -19,7 +20,7 @@ REGENERATE = "regenerate with `python -m service.api.examples`"
 
 @pytest.fixture(scope="module")
 def committed_registry() -> ModelRegistry:
-    registry = ModelRegistry(REPO_MODELS, EXPECTED_MODELS)
+    registry = ModelRegistry(REPO_MODELS, model_names())
     registry.load()
     return registry
 

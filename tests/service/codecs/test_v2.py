@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from service.codecs import v2
+from service.codecs import v2, v2_documents
 from service.errors import InvalidInput, MalformedRequest
 from service.metrics import InferenceStats
 from service.registry import ModelRegistry
@@ -115,7 +115,7 @@ def test_bool_outputs_are_one_byte_each(tiny_registry: ModelRegistry) -> None:
 
 def test_model_config_and_stats_documents(tiny_registry: ModelRegistry) -> None:
     model = tiny_registry.get("energy_from_potential")
-    config = v2.model_config(model, max_batch_size=256, batching=False, threads=2)
+    config = v2_documents.model_config(model, max_batch_size=256, batching=False, threads=2)
     assert config["input"][0] == {
         "name": "potential",
         "data_type": "TYPE_FP32",
@@ -129,7 +129,7 @@ def test_model_config_and_stats_documents(tiny_registry: ModelRegistry) -> None:
     stats = InferenceStats()
     stats.record_execution("energy_from_potential", 1, 4, 0.001, 0.002)
     stats.record_request("energy_from_potential", 1, 4, 0.004, ok=True)
-    entry = v2.model_stats(stats.of("energy_from_potential", 1))
+    entry = v2_documents.model_stats(stats.of("energy_from_potential", 1))
     assert entry["inference_count"] == 4 and entry["execution_count"] == 1
     assert entry["inference_stats"]["success"] == {"count": 1, "ns": 4_000_000}
     assert entry["inference_stats"]["queue"] == {"count": 1, "ns": 1_000_000}

@@ -45,7 +45,10 @@ async def test_classify_digits_parses_big_body(
         batch.reshape(60, 28, 28, 1).astype(np.float32)
     )
     got = np.array([p["probabilities"] for p in response.json()["predictions"]], np.float32)
-    np.testing.assert_array_equal(got, expected)
+    # The served call runs a batch padded to a bucket size (64 here); TensorFlow's CPU kernels
+    # block by batch size, so the sums may differ in the last bit from a call of exactly 60.
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    assert got.argmax(axis=1).tolist() == expected.argmax(axis=1).tolist()
 
 
 async def test_classify_digits_accepts_byte_scale(client: httpx.AsyncClient) -> None:

@@ -257,7 +257,7 @@ async def test_model_config_has_the_fields_perf_analyzer_reads(client: httpx.Asy
         "tensorflow_savedmodel",
         "tensorflow",
     )
-    assert config["max_batch_size"] == 64  # the settings' max_batch_size
+    assert config["max_batch_size"] == 64  # the settings' max_items_per_request
     [tensor] = config["input"]
     assert tensor["name"] == "code" and tensor["data_type"] == "TYPE_UINT8"
     assert tensor["dims"] == [49] and tensor["format"] == "FORMAT_NONE"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service import codec
+from service.codecs import b64
 from service.errors import InvalidInput
+from service.tasks import codec
 
 
 def test_pack_writes_format_version_then_latent() -> None:
@@ -41,5 +42,5 @@ def test_pack_rejects_version_over_two_bytes() -> None:
 @pytest.mark.parametrize("text", ["not base64!", "AQID*", 12])
 def test_b64decode_rejects_non_base64(text: object) -> None:
     with pytest.raises(InvalidInput) as info:
-        codec.b64decode(text, "codes[1]")
+        b64.b64decode(text, "codes[1]")
     assert info.value.field == "codes[1]"

@@ -1,4 +1,4 @@
-"""The service layer called without HTTP: each task against the signatures it wraps."""
+"""The tasks' steps called without HTTP: each task against the signatures it wraps."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 
 from data.schrodinger import DX, GRID, solve_ground_state
-from service import codec
+from service.codecs.b64 import b64encode
+from service.dataplane import DataPlane
 from service.errors import InvalidInput
-from service.inference import GRID as SERVICE_GRID
-from service.inference import InferenceService
 from service.registry import ModelRegistry
 from service.runtime import ModelRunner
 from service.settings import Settings
+from service.tasks import codec, digits, energy, model_specs
+from service.tasks.energy import GRID as SERVICE_GRID
 from tests.service.helpers import images, potentials
 
 
@@ -20,59 +21,61 @@ def test_service_grid_matches_solver_grid() -> None:
     np.testing.assert_array_equal(SERVICE_GRID, GRID)
 
 
-async def test_classify_returns_signature_probabilities(service: InferenceService) -> None:
+async def test_classify_returns_signature_probabilities(service: DataPlane) -> None:
     batch = images(3)
-    result = await service.classify(batch.tolist(), "unit")
+    result = await digits.classify(service, batch.tolist(), "unit")
     model = service.registry.get("digit_classifier")
     expected = model.predict_one(batch.reshape(3, 28, 28, 1).astype(np.float32))
-    np.testing.assert_array_equal(result.probabilities, expected)
+    # Served as a batch padded to a bucket size: TensorFlow's CPU kernels block by batch size, so
+    # the last bit may differ from a call of exactly 3 (seen on this 2-core machine).
+    np.testing.assert_allclose(result.probabilities, expected, rtol=0, atol=1e-6)
     np.testing.assert_array_equal(result.digits, expected.argmax(axis=1))
 
 
-async def test_classify_byte_scale_equals_unit_scale(service: InferenceService) -> None:
+async def test_classify_byte_scale_equals_unit_scale(service: DataPlane) -> None:
     pixels = np.random.default_rng(1).integers(0, 256, size=(2, 28, 28))
-    as_bytes = await service.classify(pixels.tolist(), "byte")
-    as_unit = await service.classify((pixels / 255.0).tolist(), "unit")
+    as_bytes = await digits.classify(service, pixels.tolist(), "byte")
+    as_unit = await digits.classify(service, (pixels / 255.0).tolist(), "unit")
     np.testing.assert_array_equal(as_bytes.probabilities, as_unit.probabilities)
 
 
-async def test_classify_accepts_one_image_and_channel_axis(service: InferenceService) -> None:
+async def test_classify_accepts_one_image_and_channel_axis(service: DataPlane) -> None:
     one = images(1)[0]
-    single = await service.classify(one.tolist(), "unit")
-    channel = await service.classify(one.reshape(1, 28, 28, 1).tolist(), "unit")
+    single = await digits.classify(service, one.tolist(), "unit")
+    channel = await digits.classify(service, one.reshape(1, 28, 28, 1).tolist(), "unit")
     assert single.probabilities.shape == (1, 10)
     np.testing.assert_array_equal(single.probabilities, channel.probabilities)
 
 
-async def test_classify_rejects_unit_pixels_above_one(service: InferenceService) -> None:
+async def test_classify_rejects_unit_pixels_above_one(service: DataPlane) -> None:
     batch = images(1)
     batch[0, 3, 4] = 255.0
     with pytest.raises(InvalidInput, match=r"value out of range: expected pixels") as info:
-        await service.classify(batch.tolist(), "unit")
+        await digits.classify(service, batch.tolist(), "unit")
     assert info.value.field == "images[0][3][4]"
     assert info.value.received == "255"
 
 
-async def test_classify_rejects_fractional_byte_pixels(service: InferenceService) -> None:
+async def test_classify_rejects_fractional_byte_pixels(service: DataPlane) -> None:
     pixels = np.zeros((28, 28))
     pixels[1, 2] = 0.5
     with pytest.raises(InvalidInput, match=r"images\[1\]\[2\]: expected an integer") as info:
-        await service.classify(pixels.tolist(), "byte")
+        await digits.classify(service, pixels.tolist(), "byte")
     assert info.value.received == "0.5"
 
 
-async def test_compress_uses_newest_encoder_with_a_decoder(service: InferenceService) -> None:
-    result = await service.compress(images(2).tolist(), "unit")
+async def test_compress_uses_newest_encoder_with_a_decoder(service: DataPlane) -> None:
+    result = await codec.compress(service, images(2).tolist(), "unit")
     assert result.model.version == 2
     assert result.bytes_per_image == codec.HEADER_BYTES + 49
     assert all(len(code) == result.bytes_per_image for code in result.codes)
     assert result.codes[0][:3] == b"\x01\x00\x02"
 
 
-async def test_decompress_reproduces_decoder_output_exactly(service: InferenceService) -> None:
+async def test_decompress_reproduces_decoder_output_exactly(service: DataPlane) -> None:
     batch = images(4)
-    compressed = await service.compress(batch.tolist(), "unit")
-    decompressed = await service.decompress([codec.b64encode(c) for c in compressed.codes])
+    compressed = await codec.compress(service, batch.tolist(), "unit")
+    decompressed = await codec.decompress(service, [b64encode(c) for c in compressed.codes])
     encoder = service.registry.get("digit_encoder", 2)
     decoder = service.registry.get("digit_decoder", 2)
     latent = encoder.predict_one(batch.reshape(4, 28, 28, 1).astype(np.float32))
@@ -82,35 +85,35 @@ async def test_decompress_reproduces_decoder_output_exactly(service: InferenceSe
 
 
 async def test_decompress_decodes_each_code_with_its_own_version(
-    service: InferenceService,
+    service: DataPlane,
 ) -> None:
     old = codec.pack(1, np.full(16, 255, np.uint8))
     new = codec.pack(2, np.zeros(49, np.uint8))
-    result = await service.decompress([new, old, new])
+    result = await codec.decompress(service, [new, old, new])
     assert result.versions == [2, 1, 2]
     np.testing.assert_array_equal(result.images[1], np.ones((28, 28), np.float32))
     np.testing.assert_array_equal(result.images[0], np.zeros((28, 28), np.float32))
 
 
-async def test_decompress_rejects_unknown_version(service: InferenceService) -> None:
-    code = codec.b64encode(codec.pack(9, np.zeros(16, np.uint8)))
+async def test_decompress_rejects_unknown_version(service: DataPlane) -> None:
+    code = b64encode(codec.pack(9, np.zeros(16, np.uint8)))
     with pytest.raises(InvalidInput, match="unknown model version 9") as info:
-        await service.decompress([code])
+        await codec.decompress(service, [code])
     assert info.value.field == "codes[0]"
     assert info.value.expected == "a code from a loaded encoder version (1, 2)"
 
 
-async def test_decompress_rejects_code_of_wrong_length(service: InferenceService) -> None:
+async def test_decompress_rejects_code_of_wrong_length(service: DataPlane) -> None:
     code = codec.pack(1, np.zeros(15, np.uint8))
     with pytest.raises(InvalidInput, match="corrupt code: wrong length") as info:
-        await service.decompress([codec.pack(1, np.zeros(16, np.uint8)), code])
+        await codec.decompress(service, [codec.pack(1, np.zeros(16, np.uint8)), code])
     assert info.value.field == "codes[1]"
     assert info.value.expected == "19 bytes for version 1"
 
 
-async def test_energy_from_potential_adds_exact_and_error(service: InferenceService) -> None:
+async def test_energy_from_potential_adds_exact_and_error(service: DataPlane) -> None:
     V = potentials(3)
-    result = await service.energy_from_potential(V.tolist(), include_exact=True)
+    result = await energy.from_potential(service, V.tolist(), include_exact=True)
     model = service.registry.get("energy_from_potential")
     predicted = model.predict_one(V.astype(np.float32))
     exact, _ = solve_ground_state(V)
@@ -121,29 +124,29 @@ async def test_energy_from_potential_adds_exact_and_error(service: InferenceServ
 
 
 async def test_energy_from_density_checks_exact_against_potentials(
-    service: InferenceService,
+    service: DataPlane,
 ) -> None:
     V = potentials(2)
     exact, densities = solve_ground_state(V)
-    result = await service.energy_from_density(densities.tolist(), V.tolist())
+    result = await energy.from_density(service, densities.tolist(), V.tolist())
     assert result.exact is not None
     np.testing.assert_allclose(result.exact, exact, rtol=1e-12)
 
 
 async def test_energy_from_density_rejects_unnormalised_density(
-    service: InferenceService,
+    service: DataPlane,
 ) -> None:
     _, densities = solve_ground_state(potentials(2))
     densities[1] *= 2
     with pytest.raises(InvalidInput, match="density not normalised") as info:
-        await service.energy_from_density(densities.tolist())
+        await energy.from_density(service, densities.tolist())
     assert info.value.field == "densities[1]"
     assert info.value.received == f"sum(n) * dx = {densities[1].sum() * DX:.6g}"
 
 
-async def test_exact_solution_matches_solver(service: InferenceService) -> None:
+async def test_exact_solution_matches_solver(service: DataPlane) -> None:
     V = potentials(2)
-    result = await service.exact_solution(V.tolist())
+    result = await energy.exact(service, V.tolist())
     energies, densities = solve_ground_state(V)
     np.testing.assert_array_equal(result.energies, energies)
     np.testing.assert_array_equal(result.densities, densities)
@@ -153,27 +156,27 @@ async def test_energy_from_potential_validates_big_batch_in_thread(
     tiny_registry: ModelRegistry, settings: Settings
 ) -> None:
     # over _OFFLOAD_ITEMS items: validated in a worker thread, same answers and same errors
-    tuned = settings.model_copy(update={"max_batch_size": 500})
+    tuned = settings.model_copy(update={"max_items_per_request": 500})
     runner = ModelRunner(tuned)
-    service = InferenceService(tiny_registry, tuned, runner)
+    service = DataPlane(tiny_registry, tuned, runner, model_specs())
     V = potentials(300)
-    result = await service.energy_from_potential(V.tolist())
+    result = await energy.from_potential(service, V.tolist())
     expected = tiny_registry.get("energy_from_potential").predict_one(V.astype(np.float32))
     np.testing.assert_allclose(result.energies, expected, rtol=1e-6)
     bad = V.tolist()
     bad[250][3] = "x"
     with pytest.raises(InvalidInput, match=r"potentials\[250\]\[3\]: expected a number"):
-        await service.energy_from_potential(bad)
+        await energy.from_potential(service, bad)
     await runner.aclose()
 
 
-async def test_energy_auto_without_domain_check_is_solved(service: InferenceService) -> None:
+async def test_energy_auto_without_domain_check_is_solved(service: DataPlane) -> None:
     # The tiny model has no domain outputs and no domain in its card: it cannot say whether an
     # input is inside what it knows, so `model` says "unknown" and `auto` asks the solver.
     V = potentials(3)
     exact, _ = solve_ground_state(V)
-    model = await service.energy_from_potential(V.tolist())
-    auto = await service.energy_from_potential(V.tolist(), mode="auto")
+    model = await energy.from_potential(service, V.tolist())
+    auto = await energy.from_potential(service, V.tolist(), mode="auto")
     assert model.answer is not None and auto.answer is not None
     assert model.answer.answered_by == ["model"] * 3
     assert not model.answer.domain.inside.any() and np.isnan(model.answer.domain.score).all()
@@ -182,7 +185,7 @@ async def test_energy_auto_without_domain_check_is_solved(service: InferenceServ
     np.testing.assert_allclose(auto.energies, exact, rtol=1e-12)
 
 
-async def test_energy_unknown_mode_is_invalid_input(service: InferenceService) -> None:
+async def test_energy_unknown_mode_is_invalid_input(service: DataPlane) -> None:
     with pytest.raises(InvalidInput) as caught:
-        await service.energy_from_potential(potentials(1).tolist(), mode="fastest")
+        await energy.from_potential(service, potentials(1).tolist(), mode="fastest")
     assert caught.value.field == "mode" and "'auto'" in str(caught.value)

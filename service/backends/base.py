@@ -1,0 +1,22 @@
+"""The one interface every backend implements, and the names a setting may choose."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal, Protocol
+
+import numpy as np
+
+BackendName = Literal["tensorflow", "onnxruntime"]
+#: The reference, always available: what serves a version when nothing else may.
+REFERENCE: BackendName = "tensorflow"
+COMPILED: tuple[BackendName, ...] = ("onnxruntime",)
+
+
+class Backend(Protocol):
+    """Runs one model version: named numpy arrays in (the signature's dtypes and shapes), every
+    named output out as numpy arrays. Blocking; safe to call from several threads."""
+
+    name: str
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
