@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 #: Modules of the harness itself, not scenarios.
-LIBRARY = frozenset({"harness", "driver", "bodies", "profile", "naive_server", "digits_http"})
+LIBRARY = frozenset(
+    {"harness", "driver", "matrix", "bodies", "profile", "naive_server", "digits_http"}
+)
 
 
 def scenarios() -> list[str]:

@@ -86,7 +86,7 @@ ENERGY = ModelCase(
 CASES = {case.key: case for case in (CLASSIFY, ENERGY)}
 
 
-def _json(path: str, body: Any) -> Body:
+def json_body(path: str, body: Any) -> Body:
     return Body(
         "POST", path, json.dumps(body, separators=(",", ":")).encode(), (("Content-Type", JSON),)
     )
@@ -97,7 +97,7 @@ def v2_path(case: ModelCase) -> str:
 
 
 def v2_json(case: ModelCase, array: np.ndarray) -> Body:
-    return _json(
+    return json_body(
         v2_path(case),
         {
             "inputs": [
@@ -143,8 +143,8 @@ def v2_binary(case: ModelCase, array: np.ndarray) -> Body:
 
 def task_json(case: ModelCase, array: np.ndarray) -> Body:
     if case.key == "classify":
-        return _json(case.task_path, {"images": array[..., 0].tolist(), "scale": "unit"})
-    return _json(case.task_path, {"potentials": array.tolist()})
+        return json_body(case.task_path, {"images": array[..., 0].tolist(), "scale": "unit"})
+    return json_body(case.task_path, {"potentials": array.tolist()})
 
 
 def npy(case: ModelCase, array: np.ndarray) -> Body:
@@ -154,7 +154,7 @@ def npy(case: ModelCase, array: np.ndarray) -> Body:
 
 
 def tfserving_row(case: ModelCase, array: np.ndarray) -> Body:
-    return _json(f"/v1/models/{case.model}:predict", {"instances": array.tolist()})
+    return json_body(f"/v1/models/{case.model}:predict", {"instances": array.tolist()})
 
 
 ENCODERS = {

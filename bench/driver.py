@@ -1,4 +1,5 @@
-"""The one HTTP load driver: `wrk` where it is installed, a Python closed loop otherwise.
+"""The one HTTP load driver: `wrk` where it is installed, a Python closed loop otherwise, and a
+Python open loop (`open_loop`: requests at a set rate whether or not answers come).
 
 `run` keeps `concurrency` keep-alive connections busy for `duration_s` (or `max_requests`),
 cycling through prepared bodies, and returns one result dict. wrk (C, Debian's, shipped by none
@@ -59,6 +60,29 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
+def result(
+    concurrency: int,
+    items: int,
+    counts: tuple[int, int, int],
+    elapsed_s: float,
+    ms: dict[str, float],
+    client_cpu_s: float,
+) -> dict[str, Any]:
+    """One run's result dict; `counts` = (requests, answered 200, errors)."""
+    requests, ok, errors = counts
+    return {
+        "concurrency": concurrency,
+        "requests": requests,
+        "ok": ok,
+        "errors": errors,
+        "elapsed_s": elapsed_s,
+        "rps": ok / elapsed_s if elapsed_s > 0 else math.nan,
+        "items_per_s": ok * items / elapsed_s if elapsed_s > 0 else math.nan,
+        **{f"{k}_ms": v for k, v in ms.items()},
+        "client_cpu_us_per_req": client_cpu_s / requests * 1e6 if requests else math.nan,
+    }
+
+
 def summary(
     concurrency: int,
     items: int,
@@ -67,21 +91,12 @@ def summary(
     elapsed_s: float,
     client_cpu_s: float,
 ) -> dict[str, Any]:
-    """The result of one run from its good latencies and error count."""
-    ok, total = len(latencies_s), len(latencies_s) + errors
+    """The result of one Python-client run from its good latencies and error count."""
     ms = [v * 1e3 for v in latencies_s]
-    return {
-        "concurrency": concurrency,
-        "requests": total,
-        "ok": ok,
-        "errors": errors,
-        "elapsed_s": elapsed_s,
-        "rps": ok / elapsed_s if elapsed_s > 0 else math.nan,
-        "items_per_s": ok * items / elapsed_s if elapsed_s > 0 else math.nan,
-        **{f"p{q}_ms": percentile(ms, q) for q in (50, 90, 99)},
-        "max_ms": max(ms) if ms else math.nan,
-        "client_cpu_us_per_req": client_cpu_s / total * 1e6 if total else math.nan,
-    }
+    figures = {f"p{q}": percentile(ms, q) for q in (50, 90, 99)}
+    figures["max"] = max(ms) if ms else math.nan
+    counts = (len(ms) + errors, len(ms), errors)
+    return result(concurrency, items, counts, elapsed_s, figures, client_cpu_s)
 
 
 def run(
@@ -166,22 +181,13 @@ def parse(
     if line is None:
         raise ValueError(f"wrk printed no result line: {stdout[-400:]!r}")
     d = json.loads(line[len(MARKER) :])
-    requests, seconds = int(d["requests"]), d["duration_us"] / 1e6
+    requests = int(d["requests"])
     ok = max(requests - int(d["status"]), 0)  # refused requests are not throughput
+    errors = int(d["status"] + d["connect"] + d["read"] + d["write"] + d["timeout"])
     # wrk reports 0 percentiles when nothing completed: "no figure", not 0 ms.
     ms = {k: d[f"{k}_us"] / 1e3 if requests else math.nan for k in ("p50", "p90", "p99", "max")}
-    return {
-        "concurrency": concurrency,
-        "requests": requests,
-        "ok": ok,
-        "errors": int(d["status"] + d["connect"] + d["read"] + d["write"] + d["timeout"]),
-        "timeouts": int(d["timeout"]),
-        "elapsed_s": seconds,
-        "rps": ok / seconds if seconds > 0 else math.nan,
-        "items_per_s": ok * items / seconds if seconds > 0 else math.nan,
-        **{f"{k}_ms": v for k, v in ms.items()},
-        "client_cpu_us_per_req": cpu_s / requests * 1e6 if requests else math.nan,
-    }
+    out = result(concurrency, items, (requests, ok, errors), d["duration_us"] / 1e6, ms, cpu_s)
+    return {**out, "timeouts": int(d["timeout"])}
 
 
 def wrk_command(
@@ -189,18 +195,9 @@ def wrk_command(
 ) -> list[str]:
     threads = max(1, min(2, connections))  # two cores: more client threads only contend
     return [
-        shutil.which("wrk") or "wrk",
-        "-t",
-        str(threads),
-        "-c",
-        str(connections),
-        "-d",
-        f"{max(1, round(duration_s))}s",
-        "--timeout",
-        f"{max(1, round(timeout_s))}s",
-        "-s",
-        str(script),
-        url,
+        *(shutil.which("wrk") or "wrk", "-t", str(threads), "-c", str(connections)),
+        *("-d", f"{max(1, round(duration_s))}s", "--timeout", f"{max(1, round(timeout_s))}s"),
+        *("-s", str(script), url),
     ]
 
 
@@ -411,6 +408,75 @@ async def _closed_loop(
         raise ValueError(f"unknown client {client!r} (wrk, raw or httpx)")
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     return summary(concurrency, items, latencies, errors, elapsed, cpu)
+
+
+@dataclass
+class Sample:
+    """One request of an open loop."""
+
+    scheduled_s: float  # since the start of the run
+    latency_s: float  # from the scheduled send time to the complete answer
+    status: int | str  # the HTTP status, or what went wrong
+    kind: str
+
+
+async def open_loop(
+    port: int,
+    pairs: Sequence[tuple[str, Body]],
+    rate: float,
+    duration_s: float,
+    max_connections: int = 256,
+    drain_s: float = 30.0,
+    burst: int = 1,
+) -> list[Sample]:
+    """Send the (kind, request) `pairs` round-robin to 127.0.0.1:`port` at `rate` per second for
+    `duration_s` whether or not answers come (open loop), `burst` requests of one kind at each
+    scheduled time, on at most `max_connections` keep-alive connections; then wait `drain_s`."""
+    loop = asyncio.get_running_loop()
+    wires = [(kind, body.encode(f"127.0.0.1:{port}")) for kind, body in pairs]
+    idle: list[Connection] = []
+    samples: list[Sample] = []
+    tasks: set[asyncio.Task[None]] = set()
+    busy = 0
+
+    async def one(kind: str, wire_bytes: bytes, scheduled: float, offset: float) -> None:
+        nonlocal busy
+        connection = idle.pop() if idle else None
+        try:
+            if connection is None or connection.transport is None:
+                _, connection = await loop.create_connection(Connection, "127.0.0.1", port)
+            response = await connection.send(wire_bytes)
+            status: int | str = response.status
+        except OSError as exc:
+            status, connection = type(exc).__name__, None
+        samples.append(Sample(offset, time.perf_counter() - scheduled, status, kind))
+        if connection is not None and connection.transport is not None:
+            idle.append(connection)
+        else:
+            busy -= 1
+
+    start = time.perf_counter()
+    for i in range(int(rate * duration_s)):
+        offset = (i - i % burst) / rate  # the burst's requests share its send time
+        if (delay := start + offset - time.perf_counter()) > 0:
+            await asyncio.sleep(delay)
+        if not idle and busy >= max_connections:  # every connection busy: not keeping up
+            samples.append(Sample(offset, 0.0, "client: no free connection", "-"))
+            continue
+        busy += 0 if idle else 1
+        kind, wire_bytes = wires[(i // burst) % len(wires)]
+        task = asyncio.create_task(one(kind, wire_bytes, start + offset, offset))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    if tasks:
+        _, pending = await asyncio.wait(set(tasks), timeout=drain_s)
+        for task in pending:
+            task.cancel()
+            samples.append(Sample(duration_s, drain_s, "client: no answer within drain time", "-"))
+    for connection in idle:
+        if connection.transport is not None:
+            connection.transport.close()
+    return samples
 
 
 # The canned server -----------------------------------------------------------------------------

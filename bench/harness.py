@@ -10,6 +10,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import signal
 import socket
 import statistics
@@ -216,6 +217,16 @@ def write(report: dict[str, Any], text: str, directory: Path, label: str = "") -
     path.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str) + "\n")
     print(f"wrote {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
     return path
+
+
+def verdict(met: bool, what: str) -> str:
+    """One target's line: `met: what` or `NOT met: what`."""
+    return f"{'met' if met else 'NOT met'}: {what}"
+
+
+def notes(report: dict[str, Any]) -> list[str]:
+    """The closing Notes section of a results file (none without notes)."""
+    return ["", "## Notes", "", *(f"- {n}" for n in report["notes"])] if report["notes"] else []
 
 
 # Formatting ------------------------------------------------------------------------------------
@@ -462,3 +473,52 @@ def measure(
     )
     result["rss_mib"], result["pss_mib"] = server.memory_mib()
     return result
+
+
+def signature_timing(path: Path | str, batch: int, seconds: float = 3.0) -> dict[str, float]:
+    """A SavedModel's `serving_default` called in a loop in this process on one pre-built batch
+    (the in-process floor of a served request): median ms per call, items/s over the loop."""
+    import numpy as np
+    import tensorflow as tf
+
+    function = tf.saved_model.load(str(path)).signatures["serving_default"]
+    (name, spec), *_ = function.structured_input_signature[1].items()
+    shape = [batch, *(int(d) for d in spec.shape[1:])]
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 256, shape) if spec.dtype == tf.uint8 else rng.random(shape)
+    tensor, times = tf.constant(array, dtype=spec.dtype), list[float]()
+    for _ in range(3):
+        function(**{name: tensor})
+    while sum(times) < seconds or len(times) < 5:
+        start = time.perf_counter()
+        next(iter(function(**{name: tensor}).values())).numpy()
+        times.append(time.perf_counter() - start)
+    return {
+        "items_per_s": len(times) * batch / sum(times),
+        "ms_per_call": sum(times) / len(times) * 1e3,
+        "median_ms": statistics.median(times) * 1e3,
+        "calls": len(times),
+    }
+
+
+def ceiling(
+    work: Path, seconds: float, clients: Sequence[str] = ("auto",)
+) -> list[tuple[str, dict[str, Any]]]:
+    """The load client's own ceiling: each client at concurrency 1 and 64 against the canned
+    server (the cheapest server there is); no figure if it does not start."""
+    body = [driver.Body("POST", "/", b"{}", (("Content-Type", "application/json"),))]
+    out: list[tuple[str, dict[str, Any]]] = []
+    with contextlib.suppress(RuntimeError), running(canned_server(work), 30) as canned:
+        for client, c in ((client, c) for client in clients for c in (1, 64)):
+            if client == "auto":  # the table names the client that ran
+                client = "wrk" if shutil.which("wrk") else "raw"
+            out.append((client, driver.run(canned.url, body, c, seconds, work, client=client)))
+            print(f"ceiling {client} c={c}: {out[-1][1]['rps']:,.0f} req/s", flush=True)
+    return out
+
+
+def ceiling_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
+    head = "client | conc.: | requests: | req/s: | p50 ms: | p99 ms: | client CPU us/req:"
+    cells = {"concurrency": 1, "requests": 1, "rps": 1, "p50_ms": 3, "p99_ms": 3}
+    cells["client_cpu_us_per_req"] = 0
+    return table(head, ([c, *(fmt(s[k], d) for k, d in cells.items())] for c, s in rows))

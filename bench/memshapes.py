@@ -9,9 +9,6 @@ records the resident memory after every pass, in a fresh subprocess per variant:
 - ``constant``: every call the same batch size (what batching off gives);
 - ``distinct``: each pass every batch size 1..N once (what batching gives), same item count;
 - ``padded``: the same batches padded up to the next power of two (9 shapes; the fix idea);
-- ``distinct`` through the service's execution path (`ModelRunner`, batching off so each call
-  keeps its size), with the default padding to allowed batch sizes (`Settings.batch_pad_sizes`)
-  and with padding off (`[]`);
 - ``distinct`` again with oneDNN's optimisations off (``TF_ENABLE_ONEDNN_OPTS=0``), with a
   small oneDNN primitive cache (``ONEDNN_PRIMITIVE_CACHE_CAPACITY``), and with glibc limited
   to two malloc arenas (``MALLOC_ARENA_MAX=2``).
@@ -27,7 +24,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +34,6 @@ VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "constant": ("constant", {}),
     "distinct": ("distinct", {}),
     "distinct, padded to powers of two": ("padded", {}),
-    "distinct, service runner, padding on (default)": ("service", {}),
-    "distinct, service runner, padding off": ("service-unpadded", {}),
     "distinct, oneDNN off": ("distinct", {"TF_ENABLE_ONEDNN_OPTS": "0"}),
     "distinct, oneDNN cache 16": ("distinct", {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "16"}),
     "distinct, 2 malloc arenas": ("distinct", {"MALLOC_ARENA_MAX": "2"}),
@@ -47,16 +41,11 @@ VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
 
 
 def rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    return harness.memory_kib(os.getpid()).get("rss", 0) / 1024
 
 
 def child(model: str, mode: str, sizes: int, passes: int) -> dict[str, Any]:
     """In the subprocess: load, warm up at batch 1, then `passes` passes; RSS after each."""
-    if mode.startswith("service"):
-        return _service_child(model, mode == "service", sizes, passes)
     from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
@@ -90,75 +79,26 @@ def child(model: str, mode: str, sizes: int, passes: int) -> dict[str, Any]:
     return out
 
 
-def _service_child(model: str, padded: bool, sizes: int, passes: int) -> dict[str, Any]:
-    """`child` through `ModelRunner.execute`: the service's own padding (or none)."""
-    import asyncio
-
-    import numpy as np
-
-    from service.registry import ModelRegistry
-    from service.runtime import ModelRunner
-    from service.settings import Settings
-
-    path = Path(model)
-    settings = Settings(
-        model_dir=path.parent.parent,
-        expected_models=(path.parent.name,),
-        batching_enabled=False,
-        batch_max_size=sizes,
-        batch_pad_sizes=None if padded else (),
-        inference_threads=2,
-    )
-    registry = ModelRegistry(settings.model_dir, settings.expected_models)
-    registry.load(False)
-    version = registry.get(path.parent.name, int(path.name))
-    rng = np.random.default_rng(0)
-    item = [int(d) for d in version.input.item_shape if d is not None]
-
-    async def run() -> dict[str, Any]:
-        runner = ModelRunner(settings)
-
-        async def call(batch: int) -> None:
-            array = rng.random([batch, *item], dtype=np.float32)
-            await runner.execute(version, {version.input.name: array})
-
-        for _ in range(20):
-            await call(1)
-        out: dict[str, Any] = {"after_warmup": rss_mib(), "passes": []}
-        schedule = list(range(1, sizes + 1))
-        for _ in range(passes):
-            for i in range(0, len(schedule), 2):  # two at a time, as the two-thread pool
-                await asyncio.gather(*(call(b) for b in schedule[i : i + 2]))
-            out["passes"].append(rss_mib())
-        await runner.aclose()
-        return out
-
-    return asyncio.run(run())
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = harness.parser("memshapes", __doc__, results=False)
     parser.add_argument("--model", type=Path, default=REPO / "models" / "digit_classifier" / "1")
     parser.add_argument("--sizes", type=int, default=256, help="batch sizes 1..N per pass")
     parser.add_argument("--passes", type=int, default=4)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
-    parser.add_argument("--child", nargs=2, metavar=("MODE", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", metavar="MODE", help=argparse.SUPPRESS)
     args = harness.parse(parser, argv)
     if args.child:
-        mode, out = args.child
-        Path(out).write_text(json.dumps(child(str(args.model), mode, args.sizes, args.passes)))
+        print(json.dumps(child(str(args.model), args.child, args.sizes, args.passes)))
         return 0
     print(f"| variant | after warm-up MiB | after each pass over sizes 1..{args.sizes} MiB |")
     print("| --- | ---: | --- |")
     for label in args.variants:
         mode, extra = VARIANTS[label]
-        with tempfile.NamedTemporaryFile(suffix=".json") as out:
-            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
-            env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-            command = [sys.executable, "-m", "bench.memshapes", "--model", str(args.model)]
-            command += ["--sizes", str(args.sizes), "--passes", str(args.passes)]
-            subprocess.run([*command, "--child", mode, out.name], env=env, check=True, timeout=1800)
-            result = json.loads(Path(out.name).read_text())
+        command = [sys.executable, "-m", "bench.memshapes", "--model", str(args.model)]
+        command += ["--sizes", str(args.sizes), "--passes", str(args.passes), "--child", mode]
+        env = {**harness.base_env(), **extra}
+        done = subprocess.run(command, env=env, check=True, timeout=1800, capture_output=True)
+        result = json.loads(done.stdout.splitlines()[-1])
         passes = ", ".join(f"{v:.0f}" for v in result["passes"])
         print(f"| {label} | {result['after_warmup']:.0f} | {passes} |", flush=True)
     return 0

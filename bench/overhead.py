@@ -1,15 +1,26 @@
 """Where one request's time goes, timed in-process (no network): the signature call, the pool
-hop, the batcher, the whole ASGI app per protocol (``python -m bench overhead``)."""
+hop, the batcher, the metric calls, the whole ASGI app per protocol (``python -m bench overhead``;
+``--only metrics`` for the metric calls alone).
+
+The metric calls of one served request (the in-flight gauge up and down, one model execution,
+one data-plane request and one HTTP request, `service.metrics`) are timed best of 5 x 20,000,
+with in-memory values and with `PROMETHEUS_MULTIPROC_DIR` set (memory-mapped files, as with
+`MLDM_WORKERS` > 1), each in a child process: the library picks its value type when imported.
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import gc
 import inspect
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+import timeit
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -103,13 +114,11 @@ async def served_app(model_dir: Path, stub: bool, **settings: Any) -> AsyncItera
             registry.ModelVersion.predict = real  # type: ignore[method-assign]
 
 
-async def app_routes(
-    app: Any, kinds: tuple[str, ...] = ("v2", "task", "npy")
-) -> dict[str, AsgiCall]:
+async def app_routes(app: Any) -> dict[str, AsgiCall]:
     """One checked `AsgiCall` per (model, protocol); a route that does not answer 200 fails."""
     calls = {}
     for case in wire.CASES.values():
-        for kind in kinds:
+        for kind in ("v2", "task", "npy"):
             call = AsgiCall(app, wire.ENCODERS[kind](case, case.inputs(1, 0)))
             if (status := await call()) != 200:
                 raise RuntimeError(f"{case.key} {kind} answered {status}")
@@ -119,20 +128,10 @@ async def app_routes(
 
 async def measure(model_dir: Path, calls: int) -> list[tuple[str, float]]:
     """(step, median us) for every step."""
-    import tensorflow as tf
-
     rows = []
     for case in wire.CASES.values():
-        function = tf.saved_model.load(str(model_dir / case.model / "1")).signatures[
-            "serving_default"
-        ]
-        x = tf.constant(case.inputs(1, 0))
-
-        def call(f: Any = function, x: Any = x, name: str = case.input_name) -> None:
-            next(iter(f(**{name: x}).values())).numpy()
-
-        step = f"{case.key}: signature call (tf.constant in, .numpy() out)"
-        rows.append((step, await median_us(call, calls)))
+        timing = harness.signature_timing(model_dir / case.model / "1", 1, 2.0)
+        rows.append((f"{case.key}: signature call, batch 1", timing["median_ms"] * 1e3))
     from concurrent.futures import ThreadPoolExecutor
 
     from service.batching import AdaptiveBatcher
@@ -167,17 +166,56 @@ async def measure(model_dir: Path, calls: int) -> list[tuple[str, float]]:
     return rows
 
 
+def metric_calls_us() -> float:
+    """Microseconds of the metric calls one served request makes (best of 5 x 20,000)."""
+    from service.metrics import InferenceStats, Metrics
+
+    stats = InferenceStats()
+    metrics, calls = Metrics(stats=stats), 20_000
+    model, route = "energy_from_potential", "/api/v1/energy/from-potential"
+
+    def one() -> None:
+        metrics.in_flight.inc()
+        stats.record_execution(model, 1, 1, 0.0001, 0.001)
+        stats.record_request(model, 1, 1, 0.002, ok=True)
+        metrics.in_flight.dec()
+        metrics.observe_request("POST", route, model, 200, 0.003)
+
+    return min(timeit.repeat(one, number=calls, repeat=5)) / calls * 1e6
+
+
+def metric_rows() -> list[tuple[str, float]]:
+    """`metric_calls_us` in a child process with one process's metrics, then multiprocess."""
+    rows, env = [], {k: v for k, v in harness.base_env().items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    with tempfile.TemporaryDirectory() as folder:
+        for label, extra in (
+            ("one process", {}),
+            ("multiprocess", {"PROMETHEUS_MULTIPROC_DIR": folder}),
+        ):
+            command = [sys.executable, "-m", "bench.overhead", "--metrics-child"]
+            done = subprocess.run(command, env={**env, **extra}, capture_output=True, check=True)
+            rows.append((f"metric calls of one request, {label}", float(done.stdout.split()[-1])))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = harness.parser("overhead", __doc__, results=False)
     p.add_argument("--calls", type=int, default=1000, help="timed calls per step")
+    p.add_argument("--only", choices=["metrics"], help="the metric calls alone")
+    p.add_argument("--metrics-child", action="store_true", help=argparse.SUPPRESS)
     args = harness.parse(p, argv)
-    gc.collect()
-    gc.freeze()
-    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
-        model_folder(Path(tmp), args.model_dir.resolve(), 1)  # version 1 only, as the peers run
-        rows = asyncio.run(measure(Path(tmp), args.calls))
-    print("| step | median us |\n| --- | ---: |")
-    print("\n".join(f"| {step} | {us:,.0f} |" for step, us in rows))
+    if args.metrics_child:
+        print(f"{metric_calls_us():.2f}")
+        return 0
+    rows = metric_rows()
+    if args.only is None:
+        gc.collect()
+        gc.freeze()
+        with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
+            model_folder(Path(tmp), args.model_dir.resolve(), 1)  # version 1 only, as the peers run
+            rows += asyncio.run(measure(Path(tmp), args.calls))
+    print("| step | us (median; metric calls: best of 5) |\n| --- | ---: |")
+    print("\n".join(f"| {step} | {us:,.2f} |" for step, us in rows))
     return 0
 
 

@@ -1,15 +1,15 @@
-"""Our server against MLServer, KServe and BentoML on the same bodies, with floors and targets
+"""Our server against MLServer, KServe and BentoML on the same bodies, with floors and targets;
+ours on every protocol, also alone (``--peers`` with none) and with bulk requests (``--bulk-items``)
 (``python -m bench peers [--quick | --plan | --setup-only]``; bench/README.md)."""
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
+import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,8 +35,6 @@ MODEL_KEYS = tuple(wire.CASES)
 
 
 def cache_dir() -> Path:
-    import os
-
     return Path(os.environ.get("MLDM_BENCH_CACHE", "~/.cache/mldm-bench")).expanduser() / "peers"
 
 
@@ -94,9 +92,7 @@ class Config:
     @property
     def kinds(self) -> tuple[str, ...]:
         """The protocol routes driven on this server."""
-        return {"ours": ("v2", "task", "v2-binary", "npy"), "kserve": ("v2", "v2-binary")}.get(
-            self.server, ("v2",)
-        )
+        return {"ours": wire.KINDS, "kserve": ("v2", "v2-binary")}.get(self.server, ("v2",))
 
 
 OURS = Config("ours", "")
@@ -105,10 +101,10 @@ BATCH = {"max_batch_size": 64, "max_batch_time": 0.002}
 #: batching; KServe: per-request latency logging on/off; BentoML: plain and adaptive batching
 #: (a 10 s max latency: a tight one makes its dispatcher refuse requests at concurrency 64).
 FULL_PEERS = (
-    Config("mlserver", "1 worker", {"parallel_workers": 1, "debug": False}),
-    Config("mlserver", "0 workers", {"parallel_workers": 0, "debug": False}),
-    Config("mlserver", "1 worker, batch 64/2ms", {"parallel_workers": 1, "debug": False, **BATCH}),
-    Config("mlserver", "0 workers, batch 64/2ms", {"parallel_workers": 0, "debug": False, **BATCH}),
+    Config("mlserver", "1 worker", {"parallel_workers": 1}),
+    Config("mlserver", "0 workers", {"parallel_workers": 0}),
+    Config("mlserver", "1 worker, batch 64/2ms", {"parallel_workers": 1, **BATCH}),
+    Config("mlserver", "0 workers, batch 64/2ms", {"parallel_workers": 0, **BATCH}),
     Config("kserve", "latency log on", {"latency_logging": True}),
     Config("kserve", "latency log off", {"latency_logging": False}),
     Config("bentoml", "plain", {"batching": False}),
@@ -127,7 +123,7 @@ def mlserver_server(config: Config, venv: Path, paths: dict[str, str], work: Pat
         "http_port": port,
         "grpc_port": free_port(),
         "metrics_port": free_port(),
-        "debug": config.options.get("debug", True),
+        "debug": False,
         "parallel_workers": config.options.get("parallel_workers", 1),
         "model_repository_root": str(folder),
     }
@@ -149,16 +145,9 @@ def mlserver_server(config: Config, venv: Path, paths: dict[str, str], work: Pat
 def kserve_server(config: Config, venv: Path, paths: dict[str, str], work: Path) -> Server:
     port = free_port()
     logging = str(bool(config.options.get("latency_logging", True))).lower()
-    command = [
-        str(venv / "bin" / "python"),
-        str(RUNTIMES / "kserve_server.py"),
-        "--http_port",
-        str(port),
-        "--grpc_port",
-        str(free_port()),
-        "--enable_latency_logging",
-        logging,
-    ]
+    flags = ["--http_port", str(port), "--grpc_port", str(free_port())]
+    flags += ["--enable_latency_logging", logging]
+    command = [str(venv / "bin" / "python"), str(RUNTIMES / "kserve_server.py"), *flags]
     env = {**harness.base_env(ours=False), "MLDM_PEER_MODELS": json.dumps(paths)}
     return Server(config.name, command, env, port, work / f"kserve-{port}.log")
 
@@ -174,74 +163,45 @@ def bentoml_server(config: Config, venv: Path, paths: dict[str, str], work: Path
         "BENTOML_HOME": str(work / f"bentoml-home-{port}"),
         "BENTOML_DO_NOT_TRACK": "True",
     }
-    command = [
-        str(venv / "bin" / "bentoml"),
-        "serve",
-        "bentoml_service:Peers",
-        "--working-dir",
-        str(RUNTIMES),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+    command = [str(venv / "bin" / "bentoml"), "serve", "bentoml_service:Peers"]
+    command += ["--working-dir", str(RUNTIMES), "--host", "127.0.0.1", "--port", str(port)]
     return Server(config.name, command, env, port, work / f"bentoml-{port}.log", "/readyz")
 
 
-def make_server(config: Config, model_root: Path, paths: dict[str, str], work: Path) -> Server:
+def make_server(
+    config: Config, model_root: Path, paths: dict[str, str], work: Path, bulk: int = 0
+) -> Server:
     if config.server == "ours":
-        server = harness.our_server(model_root, list(paths), 1, work)
+        server = harness.our_server(model_root, list(paths), 1, work, bulk)
+        if bulk:  # bulk JSON bodies of 10,000 images are ~150 MB: the limits must let them in
+            server.env.update(MLDM_MAX_BODY_BYTES=str(2**30), MLDM_REQUEST_TIMEOUT_S="120")
         server.name = config.name
         return server
     build = {"mlserver": mlserver_server, "kserve": kserve_server, "bentoml": bentoml_server}
     return build[config.server](config, ensure_venv(config.server), paths, work)
 
 
-def signature_latency_ms(path: str, case: wire.ModelCase, calls: int) -> float:
-    """Median ms of a batch-1 `serving_default` call in this process (the in-process floor)."""
-    import tensorflow as tf
-
-    function = tf.saved_model.load(path).signatures["serving_default"]
-    tensor = tf.constant(case.inputs(1, 0))
-    times = []
-    for i in range(calls + 20):
-        start = time.perf_counter()
-        next(iter(function(**{case.input_name: tensor}).values())).numpy()
-        if i >= 20:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
-
-
-def floors(
-    report: dict[str, Any], ours: Server | None, paths: dict[str, str], work: Path, seconds: float
-) -> None:
-    """The client's ceiling (canned server), our bare loopback round trip, the in-process call."""
-    with (
-        contextlib.suppress(RuntimeError),
-        harness.running(harness.canned_server(work), 30) as canned,
-    ):
-        for c in (1, 64):
-            res = driver.run(canned.url, [driver.Body("POST", "/", b"{}")], c, seconds, work)
-            report["floors"].append(
-                f"client ceiling (canned-response server, conc. {c}): {res['rps']:,.0f} req/s, "
-                f"p50 {res['p50_ms']:.3f} ms, client CPU {res['client_cpu_us_per_req']:.1f} us/req"
-            )
+def floors(report: dict[str, Any], ours: Server | None, paths: dict[str, str], work: Path) -> None:
+    """The client's ceiling, our bare loopback round trip and the in-process signature call."""
+    report["ceiling"] = harness.ceiling(work, min(report["duration_s"], 5.0))
     loopback = math.nan
     if ours is not None:
-        res = driver.run(ours.url, [driver.Body("GET", "/v2/health/live")], 1, seconds, work)
+        body = [driver.Body("GET", "/v2/health/live")]
+        res = driver.run(ours.url, body, 1, min(report["duration_s"], 5.0), work)
         loopback = res["p50_ms"]
         report["floors"].append(
             f"bare loopback round trip to our stack (GET /v2/health/live, conc. 1): "
             f"p50 {loopback:.3f} ms, {res['rps']:,.0f} req/s"
         )
     for key in report["models"]:
-        case = wire.CASES[key]
-        ms = signature_latency_ms(paths[case.model], case, 2000)
+        model = wire.CASES[key].model
+        timing = harness.signature_timing(paths[model], 1, 2.0)
         report["floors"].append(
-            f"in-process `serving_default` call, batch 1, {case.model}: median {ms:.3f} ms of 2,000"
+            f"in-process `serving_default` call, batch 1, {model}: median "
+            f"{timing['median_ms']:.3f} ms of {timing['calls']:,}"
         )
         if not math.isnan(loopback):
-            report["single_item_floor_ms"][key] = ms + loopback
+            report["single_item_floor_ms"][key] = timing["median_ms"] + loopback
 
 
 # Schedule and results -----------------------------------------------------------------------
@@ -251,9 +211,10 @@ def configurations(quick: bool, peers: Sequence[str]) -> list[Config]:
     return [OURS, *(c for c in (QUICK_PEERS if quick else FULL_PEERS) if c.server in peers)]
 
 
-def estimate_s(runs: int, configs: int, duration: float, warmup: float) -> float:
-    """Per run the point, its warm-up and ~1.5 s overhead; ~40 s to start each server; floors."""
-    return runs * (duration + warmup + 1.5) + configs * 40 + 30
+def estimate_s(runs: int, configs: int, duration: float, warmup: float, bulk: int = 0) -> float:
+    """Per run the point, its warm-up and ~1.5 s overhead; ~40 s to start each server; floors;
+    ~20 s per bulk run."""
+    return runs * (duration + warmup + 1.5) + configs * 40 + 30 + bulk * 20
 
 
 def best_peer(stats: dict[Key, dict[str, float]], model: str, c: int) -> tuple[str, Any] | None:
@@ -284,42 +245,48 @@ def targets(report: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
         p99 = {
             k: harness.ratio(s["p99_ms"], b["p99_ms"]) if s else math.nan for k, s in ours.items()
         }
-        rows.append(
-            [
-                f"{key}, {c}",
-                pair(ours["v2"]),
-                pair(ours["task"]),
-                f"{peer}: {pair(b)}",
-                fmt(r["v2"], 2),
-                fmt(r["task"], 2),
-                fmt(p99["v2"], 2),
-            ]
-        )
+        cells = [pair(ours["v2"]), pair(ours["task"]), f"{peer}: {pair(b)}"]
+        rows.append([f"{key}, {c}", *cells, *(fmt(x, 2) for x in (r["v2"], r["task"], p99["v2"]))])
         for route in (k for k in r if not math.isnan(r[k])):
-            verdict = "met" if r[route] >= 1.5 and p99[route] <= 0.5 else "NOT met"
-            lines.append(
-                f"{verdict}: {key}, concurrency {c}, ours {route.replace('v2', 'V2')} req/s "
-                f"{r[route]:.2f}x the best peer ({peer}; target >= 1.5x), p99 {p99[route]:.2f}x "
-                "(target <= 0.5x)"
+            what = (
+                f"{key}, concurrency {c}, ours {route.replace('v2', 'V2')} req/s {r[route]:.2f}x "
+                f"the best peer ({peer}; target >= 1.5x), p99 {p99[route]:.2f}x (target <= 0.5x)"
             )
+            lines.append(harness.verdict(r[route] >= 1.5 and p99[route] <= 0.5, what))
     for key, floor in report["single_item_floor_ms"].items():
-        if (v2 := stats.get(("ours", "v2", wire.CASES[key].model, 1, 1))) is not None:
+        if v2 := stats.get(("ours", "v2", wire.CASES[key].model, 1, 1)):
             p50 = v2["p50_ms"]
-            lines.append(
-                f"{'met' if p50 <= 1.5 * floor else 'NOT met'}: {key} single-item p50 (V2, conc. "
-                f"1) {p50:.2f} ms = {p50 / floor:.2f}x (signature call + bare loopback round trip "
-                f"= {floor:.2f} ms; target <= 1.5x)"
+            what = (
+                f"{key} single-item p50 (V2, conc. 1) {p50:.2f} ms = {p50 / floor:.2f}x "
+                f"(signature call + bare loopback round trip = {floor:.2f} ms; target <= 1.5x)"
             )
+            lines.append(harness.verdict(p50 <= 1.5 * floor, what))
+    for key, model in ((k, wire.CASES[k].model) for k in MODEL_KEYS):
+        v2, task = (stats.get(("ours", k, model, 1, 1)) for k in ("v2", "task"))
+        if v2 and task:
+            r = v2["p50_ms"] / task["p50_ms"]
+            what = (
+                f"{key} V2 JSON single-item p50 {v2['p50_ms']:.2f} ms = {r:.2f}x the task route's"
+            )
+            lines.append(harness.verdict(r <= 1.10, what + " (target <= 1.10x)"))
+        bulk = report.get("bulk_items", 0)
+        binary, npy = (stats.get(("ours", k, model, 1, bulk)) for k in ("v2-binary", "npy"))
+        if binary and npy:
+            r, ips = binary["items_per_s"] / npy["items_per_s"], binary["items_per_s"]
+            what = f"{key} V2 binary bulk {ips:,.0f} items/s = {r:.2f}x the .npy path's"
+            lines.append(harness.verdict(r >= 0.85, what + " (target >= 0.85x)"))
+        elif bulk:
+            lines.append(f"not measured: {key} V2 binary bulk vs .npy (a protocol was skipped)")
     memory = report["memory"]
     peers = {k: v for k, v in memory.items() if not k.startswith("ours")}
     if "ours" in memory and peers:
         name, lean = min(peers.items(), key=lambda kv: kv[1]["rss"])
         ours_rss = memory["ours"]["rss"]
-        lines.append(
-            f"{'met' if ours_rss <= 1.1 * lean['rss'] else 'NOT met'}: resident memory ours "
-            f"{ours_rss:.0f} MiB = {ours_rss / lean['rss']:.2f}x the leanest peer ({name}, "
-            f"{lean['rss']:.0f} MiB; target <= 1.1x)"
+        what = (
+            f"resident memory ours {ours_rss:.0f} MiB = {ours_rss / lean['rss']:.2f}x the "
+            f"leanest peer ({name}, {lean['rss']:.0f} MiB; target <= 1.1x)"
         )
+        lines.append(harness.verdict(ours_rss <= 1.1 * lean["rss"], what))
     return rows, lines
 
 
@@ -331,7 +298,13 @@ def render(report: dict[str, Any]) -> str:
         f"Load client: {report['client']}, {report['duration_s']:g} s per point after "
         f"{report['warmup_s']:g} s of warm-up, {report['rounds']} interleaved round(s), "
         f"{matrix.VARIANTS} different bodies per point, the same bytes for every server; "
-        "medians over rounds.",
+        "medians over rounds, noise = (max - min) / median of req/s over rounds."
+        + (
+            f" Bulk points: ours alone, {report['bulk_items']:,} items per request, "
+            f"{report['bulk_requests']} sequential requests."
+            if report.get("bulk_items")
+            else ""
+        ),
         "",
         "## Ours / best peer (V2 JSON route; req/s, p99 ms)",
         "",
@@ -352,6 +325,8 @@ def render(report: dict[str, Any]) -> str:
         "",
         "## Floors measured in the same run",
         "",
+        *harness.ceiling_table(report.get("ceiling", [])),
+        "",
         *(f"- {f}" for f in report["floors"]),
         "",
         "## Resident memory after the run (process tree, MiB)",
@@ -363,8 +338,7 @@ def render(report: dict[str, Any]) -> str:
     ]
     for title, profile in report.get("profiles", []):
         out += ["", f"## Profile of ours (py-spy, separate unmeasured run): {title}", "", *profile]
-    out += ["", "## Notes", "", *(f"- {n}" for n in report["notes"])] if report["notes"] else []
-    return "\n".join(out) + "\n"
+    return "\n".join([*out, *harness.notes(report)]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -374,15 +348,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="+", choices=MODEL_KEYS, default=list(MODEL_KEYS))
     p.add_argument("--peers", nargs="*", choices=sorted(PEERS), default=sorted(PEERS))
     p.add_argument("--model-version", type=int, default=1)
+    p.add_argument("--bulk-items", type=int, default=0, help="also ours alone with N items")
+    p.add_argument("--bulk-requests", type=int, help="per bulk point (default 4, --quick 2)")
     p.add_argument("--setup-only", action="store_true", help="build the peer virtualenvs and stop")
     p.add_argument("--plan", action="store_true", help="print what would run and stop")
     p.add_argument("--profile", action="store_true", help="py-spy ours, V2 JSON, conc. 1")
     args = harness.parse(p, argv)
+    args.bulk_requests = args.bulk_requests or (2 if args.quick else 4)
     configs = configurations(args.quick, args.peers)
     routes = [(c.name, kind) for c in configs for kind in c.kinds]
     groups = [(key, 1, c) for key in args.models for c in args.concurrency]
-    plan = matrix.schedule(routes, groups, args.rounds)
-    minutes = estimate_s(len(plan), len(configs), args.duration, args.warmup) / 60
+    bulk = [(key, args.bulk_items, 1) for key in args.models if args.bulk_items]
+    ours = [route for route in routes if route[0] == "ours"]
+    plan = matrix.schedule(routes, groups, args.rounds) + matrix.schedule(ours, bulk, args.rounds)
+    runs = len(plan) - len(ours) * len(bulk) * args.rounds
+    minutes = estimate_s(runs, len(configs), args.duration, args.warmup, len(plan) - runs) / 60
     missing = [peer for peer in args.peers if not venv_ready(peer)]
     print(
         f"{len(plan)} runs on {len(configs)} servers, {args.rounds} round(s): about {minutes:.0f} "
@@ -408,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
         rounds=args.rounds,
         concurrencies=args.concurrency,
         models=args.models,
+        bulk_items=args.bulk_items,
+        bulk_requests=args.bulk_requests,
         client="wrk" if shutil.which("wrk") else "Python (wrk is not installed)",
         servers=[c.name for c in configs],
         floors=[],
@@ -421,16 +403,22 @@ def main(argv: list[str] | None = None) -> int:
         servers: dict[str, Server] = {}
         for config in configs:
             try:
-                server = make_server(config, work / "models", paths, work)
+                server = make_server(config, work / "models", paths, work, args.bulk_items)
                 servers[config.name] = stack.enter_context(harness.running(server))
             except RuntimeError as exc:
                 report["notes"].append(f"{config.name} did not start: {str(exc)[:300]}")
                 print(report["notes"][-1], flush=True)
-        floors(report, servers.get("ours"), paths, work, min(args.duration, 5.0))
+        floors(report, servers.get("ours"), paths, work)
         routes = [route for route in routes if route[0] in servers]
         points = matrix.run(servers, routes, groups, args, report, work)
-        if args.profile and "ours" in servers:
-            profile_ours(report, servers["ours"], work)
+        if bulk and "ours" in servers:
+            cap = (args.bulk_requests, 60.0, 0.0)
+            ours = [route for route in routes if route[0] == "ours"]
+            points += matrix.run({"ours": servers["ours"]}, ours, bulk, args, report, work, cap)
+        for key in report["models"] if args.profile and "ours" in servers else ():
+            bodies = wire.bodies(wire.CASES[key], "v2", 1, matrix.VARIANTS)
+            lines = profiling.point(servers["ours"], bodies, 1, 1, work)
+            report["profiles"].append((f"{key}, V2 JSON, concurrency 1", lines))
         for name, server in servers.items():
             rss, pss = server.memory_mib()
             report["memory"][name] = {"rss": rss, "pss": pss, "processes": len(server.pids())}
@@ -439,21 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     text = render(report)
     print("\n" + text)
     if not args.no_write:
-        write(report, text, args.results_dir)
+        harness.write(report, text, args.results_dir, "-quick" if args.quick else "")
     return 0
-
-
-def profile_ours(report: dict[str, Any], ours: Server, work: Path) -> None:
-    """py-spy samples our server during an extra single-request loop per model (V2 JSON)."""
-    for key in report["models"]:
-        bodies = wire.bodies(wire.CASES[key], "v2", 1, matrix.VARIANTS)
-        load = functools.partial(driver.run, ours.url, bodies, 1, 9.0, work)
-        lines = profiling.during(ours, work / f"profile-{key}.txt", load, 8.0)
-        report["profiles"].append((f"{key}, V2 JSON, concurrency 1", lines))
-
-
-def write(report: dict[str, Any], text: str, directory: Path) -> Path:
-    return harness.write(report, text, directory, "-quick" if report["quick"] else "")
 
 
 if __name__ == "__main__":

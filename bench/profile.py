@@ -1,11 +1,10 @@
 """Where a server's time goes: py-spy attached to it during a load run, stacks summarised.
 
-`start(pid, seconds, out)` samples every thread of a running process with py-spy (non-blocking,
-so the server is never paused) into collapsed stacks; `summarize(text)` turns them into the
-share of samples spent in each package (the leaf frame's top-level module: h11, starlette,
-service, tensorflow...) and in each function (inclusive: the function or anything it called).
-py-spy only samples threads that are running, so the shares are of busy time, not wall time.
-`during(server, out, load)` profiles a server while `load()` runs and gives the table lines.
+py-spy samples every thread of the server (non-blocking, so it is never paused) into collapsed
+stacks; `summarize` turns them into the share of busy samples spent in each package (the leaf
+frame's top-level module: h11, starlette, service, tensorflow...) and in each function
+(inclusive: the function or anything it called). Stacks that end in a wait count apart.
+`point(server, bodies, concurrency, items, work)` profiles one extra, unmeasured load run.
 """
 
 from __future__ import annotations
@@ -14,63 +13,12 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-def py_spy() -> str | None:
-    """The py-spy executable next to this Python, or on PATH."""
-    local = Path(sys.executable).parent / "py-spy"
-    return str(local) if local.exists() else shutil.which("py-spy")
-
-
-def start(pid: int, seconds: float, out: Path, rate: int = 250) -> subprocess.Popen[bytes]:
-    """Start sampling `pid` (and its subprocesses) for `seconds` into `out` (collapsed stacks)."""
-    executable = py_spy()
-    if executable is None:
-        raise RuntimeError("py-spy is not installed (pip install py-spy)")
-    return subprocess.Popen(
-        [
-            executable,
-            "record",
-            "--pid",
-            str(pid),
-            "--duration",
-            str(max(1, round(seconds))),
-            "--rate",
-            str(rate),
-            "--nonblocking",
-            "--subprocesses",
-            "--format",
-            "raw",
-            "--output",
-            str(out),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-def package_of(frame: str) -> str:
-    """`h11` for `Connection.next_event (h11/_connection.py:440)`; `asyncio`, `<frozen ...>`."""
-    start = frame.rfind(" (")
-    where = frame[start + 2 : -1] if start >= 0 and frame.endswith(")") else frame
-    path = where.rsplit(":", 1)[0]
-    if path.startswith("<"):
-        return path
-    head = path.split("/", 1)[0]
-    return head[:-3] if head.endswith(".py") else head
-
-
-def _function(frame: str) -> str:
-    """The frame without its line number: `Connection.next_event (h11/_connection.py)`."""
-    start = frame.rfind(" (")
-    if start < 0 or not frame.endswith(")"):
-        return frame
-    return frame[:start] + " (" + frame[start + 2 : -1].rsplit(":", 1)[0] + ")"
-
+from bench import driver
 
 #: Leaf frames of a thread that waits (a lock, a queue, the selector): not CPU time. py-spy's own
 #: idle detection misses some of them (threads blocked in a C call that holds no lock).
@@ -84,6 +32,24 @@ WAITING = frozenset(
         "Thread._wait_for_tstate_lock (threading.py)",
     }
 )
+#: Frames every request passes through (event loop, thread bootstraps, entry points): left out
+#: of the "top functions" list, which is about where time differs.
+GENERIC = ("<frozen runpy>", "asyncio", "threading", "concurrent")
+ENTRY = ("main (", "run (", "<module> (", "asyncio_run (", "Server.run (")
+
+
+def package_of(frame: str) -> str:
+    """`h11` for `Connection.next_event (h11/_connection.py:440)`; `asyncio`, `<frozen ...>`."""
+    path = _function(frame).rpartition(" (")[2].rstrip(")")
+    return path if path.startswith("<") else path.split("/", 1)[0].removesuffix(".py")
+
+
+def _function(frame: str) -> str:
+    """The frame without its line number: `Connection.next_event (h11/_connection.py)`."""
+    name, sep, where = frame.rpartition(" (")
+    if not sep or not frame.endswith(")"):
+        return frame
+    return f"{name} ({where[:-1].rsplit(':', 1)[0]})"
 
 
 @dataclass
@@ -96,38 +62,27 @@ class Profile:
     def top_packages(self, n: int = 10) -> list[tuple[str, float]]:
         return [(k, v / self.samples) for k, v in self.by_package.most_common(n)]
 
-    def top_functions(self, n: int = 15, skip: tuple[str, ...] = ()) -> list[tuple[str, float]]:
-        rows = [(k, v) for k, v in self.inclusive.most_common() if not k.startswith(skip)]
-        return [(k, v / self.samples) for k, v in rows[:n]]
+    def top_functions(self, n: int = 15) -> list[tuple[str, float]]:
+        return [(k, v / self.samples) for k, v in self.inclusive.most_common(n)]
 
 
 def summarize(text: str) -> Profile:
-    """Parse py-spy's raw (collapsed) output: `frame;frame;...;leaf count` per line; stacks
-    that end in a wait count as `waiting`, apart from the busy `samples`."""
+    """py-spy's raw (collapsed) output: `frame;frame;...;leaf count` per line."""
     profile = Profile()
     for line in text.splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
+        stack, _, count = line.rpartition(" ")
         # --subprocesses puts a `process <pid>:"<command line>"` frame at the root.
-        frames = [frame for frame in stack.split(";") if not frame.startswith("process ")]
-        if not frames:
+        frames = [f for f in stack.split(";") if f and not f.startswith("process ")]
+        if not frames or not count.isdigit():
             continue
         if _function(frames[-1]) in WAITING:
-            profile.waiting += count
+            profile.waiting += int(count)
             continue
-        profile.samples += count
-        profile.by_package[package_of(frames[-1])] += count
+        profile.samples += int(count)
+        profile.by_package[package_of(frames[-1])] += int(count)
         for name in {_function(frame) for frame in frames}:
-            profile.inclusive[name] += count
+            profile.inclusive[name] += int(count)
     return profile
-
-
-#: Frames every request passes through (event loop, thread bootstraps): left out of the "top
-#: functions" list, which is about where time differs.
-_GENERIC = ("<frozen runpy>", "asyncio", "threading", "concurrent")
-_ENTRY = ("main (", "run (", "<module> (", "asyncio_run (", "Server.run (")
 
 
 def lines(profile: Profile) -> list[str]:
@@ -136,9 +91,9 @@ def lines(profile: Profile) -> list[str]:
     functions = [
         (name, share)
         for name, share in profile.top_functions(200)
-        if package_of(name) not in _GENERIC
+        if package_of(name) not in GENERIC
         and not name.split(" (")[0].endswith("__call__")
-        and not name.startswith(_ENTRY)
+        and not name.startswith(ENTRY)
     ][:14]
     return [
         f"busy samples {profile.samples:,} (plus {profile.waiting:,} of threads waiting); "
@@ -150,9 +105,20 @@ def lines(profile: Profile) -> list[str]:
     ]
 
 
-def during(server: Any, out: Path, load: Callable[[], object], seconds: float = 6.0) -> list[str]:
-    """Sample `server` (a `bench.harness.Server`) with py-spy while `load()` runs."""
-    sampler = start(server.pids()[0], seconds, out)
-    load()
-    sampler.wait(timeout=seconds + 60)
+def point(
+    server: Any, bodies: Sequence[driver.Body], concurrency: int, items: int, work: Path
+) -> list[str]:
+    """py-spy samples `server` (a `harness.Server`) for 6 s of a 6.5 s load run."""
+    local = Path(sys.executable).parent / "py-spy"
+    executable = str(local) if local.exists() else shutil.which("py-spy")
+    if executable is None:
+        raise RuntimeError("py-spy is not installed (pip install py-spy)")
+    out = work / f"profile-{server.port}-{concurrency}-{items}.txt"
+    command = [executable, "record", "--pid", str(server.pids()[0]), "--duration", "6"]
+    command += ["--rate", "250", "--nonblocking", "--subprocesses", "--format", "raw"]
+    sampler = subprocess.Popen(
+        [*command, "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    driver.run(server.url, bodies, concurrency, 6.5, work, items)
+    sampler.wait(timeout=70)
     return lines(summarize(out.read_text() if out.exists() else ""))

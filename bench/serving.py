@@ -3,7 +3,6 @@ ceiling and memory by workers, with targets (``make bench``; bench/README.md).""
 
 from __future__ import annotations
 
-import functools
 import math
 import shutil
 import tempfile
@@ -11,10 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bench import bodies as wire
-from bench import driver, harness, matrix
+from bench import harness, matrix
 from bench import profile as profiling
 from bench.harness import fmt
 
@@ -22,63 +19,32 @@ RAW_BATCH = 256
 PARTS = ("raw", "ceiling", "service", "naive", "memory")
 
 
-def raw_throughput(path: Path, batch: int, seconds: float = 3.0) -> dict[str, Any]:
-    """Items/s of the signature called in a loop on one pre-built tensor of `batch` items."""
-    import tensorflow as tf
-
-    function = tf.saved_model.load(str(path)).signatures["serving_default"]
-    (name, spec), *_ = function.structured_input_signature[1].items()
-    shape = [batch, *(int(d) for d in spec.shape[1:])]
-    rng = np.random.default_rng(0)
-    array = rng.integers(0, 256, shape) if spec.dtype == tf.uint8 else rng.random(shape)
-    tensor = tf.constant(array, dtype=spec.dtype)
-    for _ in range(3):
-        function(**{name: tensor})
-    calls, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds or calls < 5:
-        outputs = function(**{name: tensor})
-        calls += 1
-    next(iter(outputs.values())).numpy()
-    return {"items_per_s": calls * batch / elapsed, "ms_per_call": elapsed / calls * 1e3}
-
-
 def evaluate_targets(
     stats: dict[matrix.Key, dict[str, float]], raw: dict[str, dict[int, Any]]
-) -> list[dict[str, Any]]:
-    """The serving targets against the measured figures: what was asked, what we saw, met."""
-    targets = []
+) -> list[str]:
+    """The serving targets against the measured figures, each met or not."""
+    lines = []
     for key, model in ((k, c.model) for k, c in wire.CASES.items()):
-        if (one := stats.get(("service", "task", model, 1, 1))) is not None:
-            targets.append(
-                {
-                    "target": f"{key}, 1 item, concurrency 1: p50 <= 2 ms",
-                    "measured": f"p50 {one['p50_ms']:.2f} ms",
-                    "met": one["p50_ms"] <= 2.0 and one["errors"] == 0,
-                }
-            )
+        if one := stats.get(("service", "task", model, 1, 1)):
+            met, p50 = one["p50_ms"] <= 2 and not one["errors"], one["p50_ms"]
+            what = f"{key}, 1 item, concurrency 1: p50 {p50:.2f} ms (target <= 2 ms)"
+            lines.append(harness.verdict(met, what))
         ours, naive = (stats.get((s, "task", model, 64, 1)) for s in ("service", "naive"))
-        if ours is not None and naive is not None:
+        if ours and naive:
             r, p99 = harness.ratio(ours["rps"], naive["rps"]), ours["p99_ms"]
-            targets.append(
-                {
-                    "target": f"{key}, 1 item, concurrency 64: >= 20x naive req/s, p99 <= 50 ms",
-                    "measured": f"{r:.1f}x naive, p99 {p99:.1f} ms",
-                    "met": r >= 20 and p99 <= 50 and ours["errors"] == 0,
-                }
-            )
+            met = r >= 20 and p99 <= 50 and not ours["errors"]
+            what = f"{key}, 1 item, concurrency 64: {r:.1f}x naive req/s, p99 {p99:.1f} ms"
+            lines.append(harness.verdict(met, what + " (target >= 20x, <= 50 ms)"))
     for (server, kind, model, c, items), s in stats.items():
         if server == "service" and items > 1 and (of := raw.get(model, {}).get(RAW_BATCH)):
             f = s["items_per_s"] / of["items_per_s"]
-            targets.append(
-                {
-                    "target": f"{model}, {items} items, {kind}, concurrency {c}: "
-                    f">= 50% of raw batch-{RAW_BATCH} throughput",
-                    "measured": f"{f:.0%} ({fmt(s['items_per_s'])} of "
-                    f"{fmt(of['items_per_s'])} items/s)",
-                    "met": f >= 0.5 and s["errors"] == 0,
-                }
+            what = (
+                f"{model}, {items} items, {kind}, concurrency {c}: {f:.0%} of the raw "
+                f"batch-{RAW_BATCH} throughput ({fmt(s['items_per_s'])} of "
+                f"{fmt(of['items_per_s'])} items/s; target >= 50%)"
             )
-    return targets
+            lines.append(harness.verdict(f >= 0.5 and not s["errors"], what))
+    return lines
 
 
 def ratios(stats: dict[matrix.Key, dict[str, float]], raw: dict[str, Any]) -> list[list[Any]]:
@@ -126,28 +92,9 @@ def render_markdown(report: dict[str, Any]) -> str:
             ),
         ),
     ]
-    if report["ceiling"]:
-        out += ["", "## Load client ceiling (canned-response server)", ""]
-        out += harness.table(
-            "client | conc.: | requests: | req/s: | p50 ms: | p99 ms: | client CPU us/req:",
-            (
-                [
-                    c,
-                    s["concurrency"],
-                    s["requests"],
-                    s["rps"],
-                    fmt(s["p50_ms"], 3),
-                    fmt(s["p99_ms"], 3),
-                    fmt(s["client_cpu_us_per_req"], 0),
-                ]
-                for c, s in report["ceiling"]
-            ),
-        )
-    out += ["", "## Targets", ""]
-    out += harness.table(
-        "target | measured | met",
-        ([t["target"], t["measured"], "yes" if t["met"] else "NO"] for t in report["targets"]),
-    )
+    out += ["", "## Load client ceiling (canned-response server)", ""]
+    out += harness.ceiling_table(report["ceiling"])
+    out += ["", "## Targets", "", *(f"- {line}" for line in report["targets"])]
     if report["memory"]:
         out += ["", "## Memory by uvicorn workers (idle, after start-up)", ""]
         out += harness.table(
@@ -160,8 +107,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         )
     for title, lines in report["profiles"]:
         out += ["", f"## Profile of the service (py-spy, unmeasured run): {title}", "", *lines]
-    out += ["", "## Notes", "", *(f"- {n}" for n in report["notes"])] if report["notes"] else []
-    return "\n".join(out) + "\n"
+    return "\n".join([*out, *harness.notes(report)]) + "\n"
 
 
 def measure_memory(model_dir: Path, names: list[str], workers: int, work: Path) -> dict[str, Any]:
@@ -184,13 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     p = harness.parser("serving", __doc__, duration=(5, 10), warmup=(1, 1), concurrency=(1, 8, 64))
     p.add_argument("--workers", type=int, default=1, help="uvicorn workers of our service")
     p.add_argument("--bulk-max-requests", type=int, default=300, help="per bulk run")
-    p.add_argument("--bulk-images", type=int, default=10_000)
-    p.add_argument("--bulk-arrays", type=int, default=10_000)
+    p.add_argument("--bulk-items", type=int, default=10_000, help="items per bulk request")
     p.add_argument("--client", choices=["auto", "wrk", "raw", "httpx"], default="auto")
     p.add_argument("--scenarios", nargs="+", choices=["single", "bulk"], default=["single", "bulk"])
     p.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS), help="parts to run")
     p.add_argument("--profile", action="store_true", help="py-spy the service (extra runs)")
-    p.add_argument("--profile-concurrency", type=int, nargs="+", default=[1, 64], metavar="N")
     p.add_argument("--wait-for-training", type=float, default=0.0, metavar="SECONDS")
     args = harness.parse(p, argv)
     if harness.refuse_while_training(args, args.wait_for_training):
@@ -215,29 +159,23 @@ def main(argv: list[str] | None = None) -> int:
         memory=[],
         profiles=[],
     )
-    items = {"classify": args.bulk_images, "energy": args.bulk_arrays}
     if "raw" in args.only:
         for name, path in present.items():
-            bulk = {n for k, n in items.items() if wire.CASES[k].model == name}
-            report["raw"][name] = {b: raw_throughput(path, b) for b in sorted({RAW_BATCH, *bulk})}
+            bulk = [args.bulk_items] if name in (c.model for c in wire.CASES.values()) else []
+            report["raw"][name] = {b: harness.signature_timing(path, b) for b in {RAW_BATCH, *bulk}}
             print(f"raw {name}: {report['raw'][name]}", flush=True)
     args.rounds, points = 1, []
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         work = Path(tmp)
         if "ceiling" in args.only:
-            body = [wire.Body("POST", "/", b"{}", (("Content-Type", wire.JSON),))]
             clients = ["raw", "httpx"] + (["wrk"] if shutil.which("wrk") else [])
-            with harness.running(harness.canned_server(work)) as canned:
-                for client, c in ((client, c) for client in clients for c in (1, 64)):
-                    s = driver.run(canned.url, body, c, min(args.duration, 5), work, client=client)
-                    report["ceiling"].append((client, s))
-                    print(f"ceiling {client} c={c}: {s['rps']:,.0f} req/s", flush=True)
+            report["ceiling"] = harness.ceiling(work, min(args.duration, 5), clients)
         keys = [k for k, case in wire.CASES.items() if case.model in present]
         runs = {
             "single": ("task", [(k, 1, c) for k in keys for c in args.concurrency]),
-            "bulk": ("npy", [(k, items[k], c) for k in keys for c in args.concurrency]),
+            "bulk": ("npy", [(k, args.bulk_items, c) for k in keys for c in args.concurrency]),
         }
-        most = max(args.bulk_images, args.bulk_arrays)
+        most = args.bulk_items
         servers = {
             "service": lambda: harness.our_server(model_dir, [*present], args.workers, work, most),
             "naive": lambda: harness.python_server(
@@ -255,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                         one, [(name, kind)], groups, args, report, work, cap, args.client
                     )
                     if args.profile and name == "service":
-                        profile(report, args, server, kind, groups, work)
+                        at = {min(args.concurrency), max(args.concurrency)}
+                        profile(report, server, kind, [g for g in groups if g[2] in at], work)
         if "memory" in args.only:
             for workers in (1, 2):
                 report["memory"].append(measure_memory(model_dir, [*present], workers, work))
@@ -270,16 +209,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def profile(
-    report: dict[str, Any], args: Any, server: harness.Server, kind: str, groups: list, work: Path
+    report: dict[str, Any], server: harness.Server, kind: str, groups: list, work: Path
 ) -> None:
     """py-spy samples the service during an extra, unmeasured run of each profiled point."""
     for key, items, c in groups:
-        if c in args.profile_concurrency:
-            bodies = wire.bodies(wire.CASES[key], kind, items, matrix.VARIANTS if items == 1 else 1)
-            load = functools.partial(driver.run, server.url, bodies, c, 6.5, work, items)
-            lines = profiling.during(server, work / f"profile-{len(report['profiles'])}.txt", load)
-            title = f"{key}, {items} item(s), {wire.KIND_TITLES[kind]}, concurrency {c}"
-            report["profiles"].append((title, lines))
+        bodies = wire.bodies(wire.CASES[key], kind, items, matrix.VARIANTS if items == 1 else 1)
+        title = f"{key}, {items} item(s), {wire.KIND_TITLES[kind]}, concurrency {c}"
+        report["profiles"].append((title, profiling.point(server, bodies, c, items, work)))
 
 
 if __name__ == "__main__":

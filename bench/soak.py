@@ -15,58 +15,42 @@ from typing import Any
 
 from bench import bodies as wire
 from bench import driver, harness
-from bench.driver import Body, percentile
-from bench.harness import Server
+from bench.driver import Body, Sample, percentile
+from bench.harness import Server, fmt
 
 RSS_GROWTH_TARGET = 0.05
 
 
-def _json(path: str, body: Any) -> Body:
-    return Body("POST", path, json.dumps(body).encode(), (("Content-Type", wire.JSON),))
-
-
 def workload(models: Sequence[str], code: str | None) -> list[tuple[str, Body]]:
     """(name, request) pairs, one item each, for the models that are served."""
-    image, potential = wire.images(1, 1)[0].tolist(), wire.potentials(1, 2)[0].tolist()
-    density = [math.exp(-0.5 * (-15.0 + 30.0 * i / 63) ** 2) for i in range(64)]
+    image, potential = wire.CLASSIFY.inputs(1, 1), wire.ENERGY.inputs(1, 2)
+    x = [-15.0 + 30.0 * i / 63 for i in range(64)]
+    density = [math.exp(-0.5 * v**2) for v in x]
     density = [v / (sum(density) * 30.0 / 63) for v in density]
-    digits = {"images": image, "scale": "unit"}
-    v2 = {
-        "inputs": [{"name": "potential", "shape": [1, 64], "datatype": "FP32", "data": potential}]
-    }
+    digits = {"images": image[0, ..., 0].tolist(), "scale": "unit"}
     pairs = {
-        "classify": ("digit_classifier", "/api/v1/digits/classify", digits),
-        "tfserving classify": (
-            "digit_classifier",
-            "/v1/models/digit_classifier:predict",
-            {"instances": [[[[p] for p in row] for row in image]]},
+        "classify": ("digit_classifier", wire.task_json(wire.CLASSIFY, image)),
+        "tfserving classify": ("digit_classifier", wire.tfserving_row(wire.CLASSIFY, image)),
+        "compress": ("digit_encoder", wire.json_body("/api/v1/digits/compress", digits)),
+        "decompress": (
+            "digit_decoder",
+            wire.json_body("/api/v1/digits/decompress", {"codes": [code]}),
         ),
-        "compress": ("digit_encoder", "/api/v1/digits/compress", digits),
-        "decompress": ("digit_decoder", "/api/v1/digits/decompress", {"codes": [code]}),
-        "energy": (
-            "energy_from_potential",
-            "/api/v1/energy/from-potential",
-            {"potentials": potential},
+        "energy": ("energy_from_potential", wire.task_json(wire.ENERGY, potential)),
+        "v2 energy": ("energy_from_potential", wire.v2_json(wire.ENERGY, potential)),
+        "density": (
+            "energy_from_density",
+            wire.json_body("/api/v1/energy/from-density", {"densities": density}),
         ),
-        "v2 energy": ("energy_from_potential", "/v2/models/energy_from_potential/infer", v2),
-        "density": ("energy_from_density", "/api/v1/energy/from-density", {"densities": density}),
     }
     codec = "digit_encoder" in models and "digit_decoder" in models
     return [
-        (name, _json(path, body))
-        for name, (model, path, body) in pairs.items()
+        (name, body)
+        for name, (model, body) in pairs.items()
         if model in models
         and (codec or model not in ("digit_encoder", "digit_decoder"))
         and (name != "decompress" or code is not None)
     ]
-
-
-@dataclass
-class Sample:
-    scheduled_s: float  # since the start of the soak
-    latency_s: float  # from the scheduled send time to the complete answer
-    status: int | str
-    kind: str
 
 
 @dataclass
@@ -87,60 +71,20 @@ async def soak(
     sample_rss: Callable[[], int],
     burst: int = 1,
 ) -> SoakRun:
-    """Send `pairs` round-robin at `rate` per second for `duration_s`, open loop, `burst`
-    requests of one kind at each scheduled time."""
-    loop = asyncio.get_running_loop()
-    wires = [(kind, body.encode(f"127.0.0.1:{port}")) for kind, body in pairs]
-    idle: list[driver.Connection] = []
-    run, tasks, busy = SoakRun(rate, duration_s), set(), 0
-
-    async def one(kind: str, wire_bytes: bytes, scheduled: float, offset: float) -> None:
-        nonlocal busy
-        connection = idle.pop() if idle else None
-        try:
-            if connection is None or connection.transport is None:
-                _, connection = await loop.create_connection(driver.Connection, "127.0.0.1", port)
-            response = await connection.send(wire_bytes)
-            status: int | str = response.status
-        except OSError as exc:
-            status, connection = type(exc).__name__, None
-        run.samples.append(Sample(offset, time.perf_counter() - scheduled, status, kind))
-        if connection is not None and connection.transport is not None:
-            idle.append(connection)
-        else:
-            busy -= 1
+    """The open loop of `driver.open_loop`, with the server's VmRSS sampled every second."""
+    run, start = SoakRun(rate, duration_s), time.perf_counter()
 
     async def rss_sampler() -> None:
         while True:
             run.rss_kib.append((time.perf_counter() - start, sample_rss()))
             await asyncio.sleep(1.0)
 
-    start = time.perf_counter()
     sampler = asyncio.create_task(rss_sampler())
-    for i in range(int(rate * duration_s)):
-        offset = (i - i % burst) / rate  # the burst's requests share its send time
-        if (delay := start + offset - time.perf_counter()) > 0:
-            await asyncio.sleep(delay)
-        if not idle and busy >= max_connections:  # every connection busy: not keeping up
-            run.samples.append(Sample(offset, 0.0, "client: no free connection", "-"))
-            continue
-        busy += 0 if idle else 1
-        kind, wire_bytes = wires[(i // burst) % len(wires)]
-        task = asyncio.create_task(one(kind, wire_bytes, start + offset, offset))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-    if tasks:
-        _, pending = await asyncio.wait(set(tasks), timeout=drain_s)
-        for task in pending:
-            task.cancel()
-            run.samples.append(
-                Sample(duration_s, drain_s, "client: no answer within drain time", "-")
-            )
+    run.samples = await driver.open_loop(
+        port, pairs, rate, duration_s, max_connections, drain_s, burst
+    )
     run.rss_kib.append((time.perf_counter() - start, sample_rss()))
     sampler.cancel()
-    for connection in idle:
-        if connection.transport is not None:
-            connection.transport.close()
     return run
 
 
@@ -196,14 +140,10 @@ def summarise(run: SoakRun, window_s: float, warmup_s: float = 0.0) -> dict[str,
     }
 
 
-def _f(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.1f}"
-
-
 def render_markdown(report: dict[str, Any]) -> str:
     s, cal = report["soak"], report["calibration"]
-    errors_met = "met" if s["errors"] == 0 else "MISSED"
-    growth_met = "met" if s["rss_growth_after_warmup"] < RSS_GROWTH_TARGET else "MISSED"
+    growth, warm, end = s["rss_growth_after_warmup"], s["rss_after_warmup_mib"], s["rss_end_mib"]
+    latency = " / ".join(fmt(s[k]) for k in ("p50_ms", "p99_ms", "max_ms"))
     lines = [
         *harness.header(report, "Soak"),
         f"Models: {report['models_source']} ({', '.join(report['models'])}). Server resident "
@@ -216,83 +156,77 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{s['duration_s']:g} s, round-robin over: {', '.join(report['workload'])}; "
         f"{report.get('burst', 1)} request(s) of one kind at a time.",
         "",
-        f"Serving: {report.get('serving', 'not recorded')}.",
-        "",
         "## Result",
         "",
-        "| | value | target | |",
-        "| --- | --- | --- | --- |",
-        f"| requests scheduled | {s['requests']} | | |",
-        f"| answered 200 | {s['ok']} ({s['achieved_rps']:.1f}/s) | | |",
-        f"| errors | {s['errors']} | 0 | {errors_met} |",
-        f"| latency p50 / p99 / max | {_f(s['p50_ms'])} / {_f(s['p99_ms'])} / "
-        f"{_f(s['max_ms'])} ms | | |",
-        f"| resident memory start -> end (peak) | {_f(s['rss_start_mib'])} -> "
-        f"{_f(s['rss_end_mib'])} MiB ({_f(s['rss_peak_mib'])}) | | |",
-        f"| memory growth from the start | {s['rss_growth']:+.1%} | | |",
-        f"| resident memory after the warm-up ({s['warmup_s']:.0f} s) -> end | "
-        f"{_f(s['rss_after_warmup_mib'])} -> {_f(s['rss_end_mib'])} MiB | | |",
-        f"| memory growth after the warm-up | {s['rss_growth_after_warmup']:+.1%} | "
-        f"< {RSS_GROWTH_TARGET:.0%} | {growth_met} |",
-        "",
+        f"- requests scheduled {s['requests']}, answered 200 {s['ok']} "
+        f"({s['achieved_rps']:.1f}/s); latency p50 / p99 / max {latency} ms",
+        f"- resident memory {fmt(s['rss_start_mib'])} MiB at the start, {fmt(end)} at the end "
+        f"(peak {fmt(s['rss_peak_mib'])}): {s['rss_growth']:+.1%} from the start",
+        "- " + harness.verdict(s["errors"] == 0, f"errors {s['errors']} (target 0)"),
+        "- "
+        + harness.verdict(
+            growth < RSS_GROWTH_TARGET,
+            f"memory growth after the warm-up ({s['warmup_s']:.0f} s, {fmt(warm)} MiB): "
+            f"{growth:+.1%} (target < {RSS_GROWTH_TARGET:.0%})",
+        ),
     ]
     if s["error_kinds"]:
-        lines += [
-            "Errors by kind: " + ", ".join(f"{k}: {v}" for k, v in s["error_kinds"].items()),
-            "",
-        ]
+        kinds = ", ".join(f"{k}: {v}" for k, v in s["error_kinds"].items())
+        lines += ["", f"Errors by kind: {kinds}"]
     lines += [
+        "",
         "## Over time",
         "",
         "Latency from each request's scheduled send time to its complete answer, by window of "
         "send time; memory is the server's VmRSS at the window's end.",
         "",
-        "| window | requests | errors | p50 ms | p99 ms | max ms | RSS MiB |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        *harness.table(
+            "window | requests: | errors: | p50 ms: | p99 ms: | max ms: | RSS MiB:",
+            (
+                [
+                    w[k]
+                    for k in (
+                        "window",
+                        "requests",
+                        "errors",
+                        "p50_ms",
+                        "p99_ms",
+                        "max_ms",
+                        "rss_mib",
+                    )
+                ]
+                for w in s["windows"]
+            ),
+        ),
     ]
-    for w in s["windows"]:
-        lines.append(
-            f"| {w['window']} | {w['requests']} | {w['errors']} | {_f(w['p50_ms'])} | "
-            f"{_f(w['p99_ms'])} | {_f(w['max_ms'])} | {_f(w['rss_mib'])} |"
-        )
     if report.get("batch_sizes"):
-        lines += [
-            "",
-            "## Batch sizes run (model calls by batch size, from `/v2/models/{name}/stats`)",
-            "",
-        ]
-        lines += ["| model | calls by batch size |", "| --- | --- |"]
-        for model, sizes in report["batch_sizes"].items():
-            lines.append(
-                f"| {model} | {', '.join(f'{k}: {v}' for k, v in sizes.items()) or 'none'} |"
-            )
+        lines += ["", "## As the server reports it (`/v2/models/{name}/config` and `/stats`)", ""]
+        lines += harness.table(
+            "model | batching | model calls by batch size",
+            (
+                [
+                    m,
+                    report.get("config", {}).get(m, "-"),
+                    ", ".join(f"{k}: {v}" for k, v in sizes.items()) or "none",
+                ]
+                for m, sizes in report["batch_sizes"].items()
+            ),
+        )
     return "\n".join(lines) + "\n"
 
 
-def _serving(model_dir: Path, models: Sequence[str]) -> str:
-    """The server's batching and padding as the service's settings give them by default."""
-    from service.settings import Settings
-
-    settings, parts = Settings(model_dir=model_dir, expected_models=tuple(models)), []
-    for model in models:
-        enabled, size, wait_s = settings.batching_for(model)
-        pads = settings.pad_sizes_for(model)
-        parts.append(
-            f"{model}: batching {'on' if enabled else 'off'} (max {size} items, wait "
-            f"{wait_s * 1e3:g} ms), padded to {list(pads) if pads else 'no padding'}"
-        )
-    return "; ".join(parts)
-
-
-def _batch_sizes(server: Server, model: str) -> dict[int, int]:
-    """Model calls by batch size over the run (the Triton-style statistics of every version)."""
+def server_view(server: Server, model: str) -> tuple[str, dict[int, int]]:
+    """The model's batching as its Triton-style config says, and its calls by batch size."""
+    status, _, body = harness.request_once(server.url, Body("GET", f"/v2/models/{model}/config"))
+    config = json.loads(body) if status == 200 else {}
+    batching = "on" if "dynamic_batching" in config else "off"
     status, _, body = harness.request_once(server.url, Body("GET", f"/v2/models/{model}/stats"))
     counts: dict[int, int] = {}
     for version in json.loads(body).get("model_stats", []) if status == 200 else []:
         for batch in version.get("batch_stats", []):
             size = int(batch["batch_size"])
             counts[size] = counts.get(size, 0) + int(batch["compute_infer"]["count"])
-    return dict(sorted(counts.items()))
+    return f"{batching}, max {config.get('max_batch_size', '?')}", dict(sorted(counts.items()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -330,10 +264,8 @@ def main(argv: list[str] | None = None) -> int:
 
             rss_after_start, code = rss(), None
             if "digit_encoder" in models:
-                compress = _json(
-                    "/api/v1/digits/compress",
-                    {"images": wire.images(1, 7).tolist(), "scale": "unit"},
-                )
+                digits = {"images": wire.images(1, 7).tolist(), "scale": "unit"}
+                compress = wire.json_body("/api/v1/digits/compress", digits)
                 status, _, body = harness.request_once(server.url, compress)
                 code = json.loads(body)["codes"][0] if status == 200 else None
             pairs = workload(models, code)
@@ -342,10 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                 server.url, bodies, args.concurrency, args.calibrate_s, work, client="raw"
             )
             rate = args.rate or max(1.0, calibration["rps"] * args.utilisation)
-            print(
-                f"calibration: {calibration['rps']:.1f} req/s; soaking at {rate:.1f} req/s",
-                flush=True,
-            )
+            print(f"calibration: {calibration['rps']:.1f} req/s; soaking at {rate:.1f}", flush=True)
             run = asyncio.run(
                 soak(
                     server.port,
@@ -359,9 +288,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
             ready = harness.request_once(server.url, Body("GET", "/v2/health/ready"))[0]
-            batch_sizes = {model: _batch_sizes(server, model) for model in models}
-        serving = _serving(model_dir, models)
-    warmup_s = args.duration_s / 6 if args.warmup_s is None else args.warmup_s
+            views = {model: server_view(server, model) for model in models}
     report = harness.new_report(
         "soak",
         args.argv,
@@ -372,20 +299,19 @@ def main(argv: list[str] | None = None) -> int:
         calibration={**calibration, "concurrency": args.concurrency},
         rss_after_start_mib=rss_after_start / 1024,
         burst=args.burst,
-        serving=serving,
-        batch_sizes=batch_sizes,
+        config={m: v[0] for m, v in views.items()},
+        batch_sizes={m: v[1] for m, v in views.items()},
         ready_after=ready,
-        soak=summarise(run, args.window_s, warmup_s),
+        soak=summarise(
+            run, args.window_s, args.duration_s / 6 if args.warmup_s is None else args.warmup_s
+        ),
     )
     text = render_markdown(report)
     print(text)
     if not args.no_write:
         harness.write(report, text, args.results_dir)
-    met = (
-        report["soak"]["errors"] == 0
-        and report["soak"]["rss_growth_after_warmup"] < RSS_GROWTH_TARGET
-    )
-    return 0 if met else 1
+    s = report["soak"]
+    return 0 if s["errors"] == 0 and s["rss_growth_after_warmup"] < RSS_GROWTH_TARGET else 1
 
 
 if __name__ == "__main__":

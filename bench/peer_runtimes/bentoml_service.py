@@ -30,52 +30,35 @@ def _load(name: str) -> Any:
     return tf.saved_model.load(MODELS[name]).signatures["serving_default"]
 
 
-def _outputs(function: Any, tensors: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    inputs = {
-        t["name"]: np.asarray(t["data"], dtype=DTYPES[t["datatype"]]).reshape(t["shape"])
-        for t in tensors
-    }
-    return {k: v.numpy() for k, v in function(**inputs).items()}
+def _arrays(tensors: list[dict[str, Any]]) -> list[np.ndarray]:
+    return [np.asarray(t["data"], DTYPES[t["datatype"]]).reshape(t["shape"]) for t in tensors]
 
 
-def _v2(name: str, outputs: dict[str, np.ndarray]) -> dict[str, Any]:
-    return {
-        "model_name": name,
-        "outputs": [
-            {
-                "name": k,
-                "shape": list(v.shape),
-                "datatype": V2_TYPES[v.dtype.name],
-                "data": v.reshape(-1).tolist(),
-            }
-            for k, v in outputs.items()
-        ],
-    }
-
-
-def _batched(function: Any, tensors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One merged call for the tensors of several requests (one tensor each), split back."""
-    (name,) = {t["name"] for t in tensors}
-    arrays = [
-        np.asarray(t["data"], dtype=DTYPES[t["datatype"]]).reshape(t["shape"]) for t in tensors
-    ]
-    merged = {k: v.numpy() for k, v in function(**{name: np.concatenate(arrays)}).items()}
-    bounds = np.cumsum([len(a) for a in arrays])[:-1]
-    parts = {k: np.split(v, bounds) for k, v in merged.items()}
+def _v2(outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     return [
         {
-            "outputs": [
-                {
-                    "name": k,
-                    "shape": list(p[i].shape),
-                    "datatype": V2_TYPES[p[i].dtype.name],
-                    "data": p[i].reshape(-1).tolist(),
-                }
-                for k, p in parts.items()
-            ]
+            "name": k,
+            "shape": list(v.shape),
+            "datatype": V2_TYPES[v.dtype.name],
+            "data": v.ravel().tolist(),
         }
-        for i in range(len(arrays))
+        for k, v in outputs.items()
     ]
+
+
+def _call(function: Any, name: str, inputs: list[dict[str, Any]]) -> Any:
+    """One call for the tensors of one request (a V2 response), or, batched, one merged call for
+    the tensors of several requests (one tensor each), split back into one answer each."""
+    arrays = _arrays(inputs)
+    if not BATCHING:
+        named = dict(zip((t["name"] for t in inputs), arrays, strict=True))
+        outputs = {k: v.numpy() for k, v in function(**named).items()}
+        return {"model_name": name, "outputs": _v2(outputs)}
+    (input_name,) = {t["name"] for t in inputs}
+    merged = {k: v.numpy() for k, v in function(**{input_name: np.concatenate(arrays)}).items()}
+    bounds = np.cumsum([len(a) for a in arrays])[:-1]
+    parts = {k: np.split(v, bounds) for k, v in merged.items()}
+    return [{"outputs": _v2({k: p[i] for k, p in parts.items()})} for i in range(len(arrays))]
 
 
 def _api(route: str) -> Any:
@@ -93,14 +76,8 @@ class Peers:
 
     @_api("/v2/models/digit_classifier/infer")
     def digit_classifier(self, inputs: list[dict[str, Any]]) -> Any:
-        function = self.functions["digit_classifier"]
-        if BATCHING:
-            return _batched(function, inputs)
-        return _v2("digit_classifier", _outputs(function, inputs))
+        return _call(self.functions["digit_classifier"], "digit_classifier", inputs)
 
     @_api("/v2/models/energy_from_potential/infer")
     def energy_from_potential(self, inputs: list[dict[str, Any]]) -> Any:
-        function = self.functions["energy_from_potential"]
-        if BATCHING:
-            return _batched(function, inputs)
-        return _v2("energy_from_potential", _outputs(function, inputs))
+        return _call(self.functions["energy_from_potential"], "energy_from_potential", inputs)

@@ -3,6 +3,7 @@ Python client and of wrk (skipped without Debian's `wrk`) against the canned ser
 
 from __future__ import annotations
 
+import asyncio
 import math
 import shutil
 from collections.abc import Iterator
@@ -104,3 +105,23 @@ def test_wrk_against_canned_server(canned: harness.Server, tmp_path: Path) -> No
     assert result["requests"] > 50 and result["errors"] == 0
     assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
     assert result["client_cpu_us_per_req"] > 0
+
+
+def test_open_loop_sends_at_the_rate_in_bursts(canned: harness.Server) -> None:
+    pairs = [("a", BODY), ("b", BODY)]
+    samples = asyncio.run(wrk.open_loop(canned.port, pairs, 40.0, 1.0, burst=2))
+    assert len(samples) == 40 and {s.status for s in samples} == {200}
+    offsets = sorted(s.scheduled_s for s in samples)
+    assert offsets[:4] == [0.0, 0.0, 0.05, 0.05]  # two of one kind at each scheduled time
+    assert [s.kind for s in sorted(samples, key=lambda s: s.scheduled_s)][:4] == [
+        "a",
+        "a",
+        "b",
+        "b",
+    ]
+    assert all(s.latency_s > 0 for s in samples)
+
+
+def test_open_loop_counts_what_it_could_not_send(tmp_path: Path) -> None:
+    samples = asyncio.run(wrk.open_loop(harness.free_port(), [("a", BODY)], 20.0, 0.5))
+    assert len(samples) == 10 and all(s.status == "ConnectionRefusedError" for s in samples)

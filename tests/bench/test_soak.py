@@ -34,10 +34,11 @@ def test_summarise_measures_growth_from_the_end_of_the_warm_up() -> None:
 def test_render_markdown_reports_the_batch_sizes_run() -> None:
     report = _report()
     report["batch_sizes"] = {"energy_from_potential": {1: 40, 3: 2}}
+    report["config"] = {"energy_from_potential": "on, max 256"}
     report["soak"] = summarise(_run(), window_s=5.0, warmup_s=5.0)
     text = render_markdown(report)
-    assert "| energy_from_potential | 1: 40, 3: 2 |" in text
-    assert "| memory growth after the warm-up | +1.0% | < 5% | met |" in text
+    assert "| energy_from_potential | on, max 256 | 1: 40, 3: 2 |" in text
+    assert "- met: memory growth after the warm-up (5 s, 104.0 MiB): +1.0% (target < 5%)" in text
 
 
 def test_windows_split_by_send_time_with_p99_per_window() -> None:
@@ -92,9 +93,11 @@ def test_render_markdown_flags_missed_targets() -> None:
     text = render_markdown(_report())
     assert text.startswith("# Soak, 2026-11-24 09:00 UTC, commit abc1234")
     assert "Command: `python -m bench soak --tiny`" in text
-    assert "| errors | 1 | 0 | MISSED |" in text
-    assert "| memory growth from the start | +5.0% | | |" in text
-    assert "| memory growth after the warm-up | +5.0% | < 5% | MISSED |" in text
+    assert "- NOT met: errors 1 (target 0)" in text
+    assert "(peak 105.0): +5.0% from the start" in text
+    assert (
+        "- NOT met: memory growth after the warm-up (0 s, 100.0 MiB): +5.0% (target < 5%)" in text
+    )
     assert "| 5-10 s | 50 | 1 |" in text
 
 

@@ -1,6 +1,6 @@
 """Benchmark of the one-electron generator against the straightforward dense solver.
 
-``python -m bench.schrodinger`` times ``data.schrodinger.generate`` on the full dataset (100,000
+``python -m data.solver_bench`` times ``data.schrodinger.generate`` on the full dataset (100,000
 systems by default, all CPU cores) and, in the same run, the per-sample dense
 ``numpy.linalg.eigh`` loop on the first ``--dense-subset`` systems, extrapolated linearly to the
 full count (it would take minutes). It prints both times, their ratio, the largest difference in
@@ -16,6 +16,7 @@ import os
 # which would flatter the ratio. Must be set before NumPy is first imported.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+import argparse
 import json
 import resource
 import sys
@@ -24,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import harness
 from data import schrodinger
 
 
@@ -48,7 +48,7 @@ def peak_rss_mib() -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = harness.parser("schrodinger", __doc__, results=False)
+    parser = argparse.ArgumentParser(prog="python -m data.solver_bench", description=__doc__)
     parser.add_argument("--count", type=int, default=100_000, help="systems to generate")
     parser.add_argument("--seed", type=int, default=1, help="base seed (default: 1)")
     parser.add_argument(
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workers", type=int, default=None, help="generate()'s worker processes")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
-    args = harness.parse(parser, argv)
+    args = parser.parse_args(argv)
 
     load_before = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     start = time.perf_counter()
