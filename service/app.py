@@ -57,6 +57,12 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        grpc_server = None
+        if settings.grpc_port:  # imported only when on: grpcio and the generated code
+            from service.grpc.server import GrpcServer
+
+            grpc_server = app.state.grpc = GrpcServer(service.dataplane, settings)
+            await grpc_server.start()  # health answers NOT_SERVING while the models load
         if not registry.loaded:
             await asyncio.to_thread(registry.load, settings.warmup)
         for entry in registry.entries():
@@ -75,6 +81,8 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         try:
             yield
         finally:
+            if grpc_server is not None:  # after HTTP has drained: finish gRPC calls in flight
+                await grpc_server.stop()
             await reloader.stop()
             await runner.aclose()
             if metrics is not None:
