@@ -8,7 +8,8 @@ HOST ?= 0.0.0.0
 PORT ?= 8000
 
 .PHONY: setup serve test lint typecheck format data train evaluate bench clean hadolint audit lock fuzz soak \
-	image image-test compose-test image-size deploy-tools validate-manifests checkov client-test browser-test nginx-test
+	image image-test compose-test image-size deploy-tools validate-manifests checkov client-test browser-test nginx-test \
+	grpc-test grpc-protos
 
 # pip's own output, filtered to one line per package it collects or installs (no progress bars,
 # no "already satisfied" pages), so a first setup shows what it is doing without flooding the log.
@@ -55,6 +56,12 @@ nginx-test: $(STAMP)  ## deploy/nginx.conf in Debian's nginx before replicas tha
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx-light; \
 	fi
 	MLDM_NGINX=1 $(BIN)/python -m pytest -q tests/deploy/test_nginx_live.py
+
+grpc-test: $(STAMP)  ## the gRPC port with tritonclient (sync, aio), KServe, TF Serving and health clients (~1.5 min)
+	MLDM_GRPC_CLIENTS=1 $(BIN)/python -m pytest -q tests/service/test_grpc_clients.py
+
+grpc-protos: $(STAMP)  ## regenerate service/grpc/gen from the vendored protos (grpcio-tools)
+	$(BIN)/python deploy/grpc_protos.py
 
 soak: $(STAMP)  ## 60 s soak of the server on loopback at its highest sustainable rate
 	$(BIN)/python -m bench soak
