@@ -9,17 +9,22 @@ its wrong calls must come back with the right gRPC status and our message.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 
+from service.grpc.gen.grpc_service_pb2 import ModelInferRequest
+from service.grpc.gen.grpc_service_pb2_grpc import GRPCInferenceServiceStub
 from service.registry import ModelRegistry
 from tests.service.helpers import images, potentials
 from tests.service.live_server import REPO, LiveServer, free_port, live_server
@@ -136,3 +141,29 @@ def test_grpc_health_client(server: tuple[LiveServer, str], tmp_path: Path) -> N
     assert results["overall"] == "SERVING" and results["live"] == "SERVING"
     assert results["inference"] == "SERVING"
     assert results["unknown"]["status"] == "NOT_FOUND"
+
+
+async def test_sigterm_drains_grpc_calls_in_flight(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The real server: calls waiting in the batcher (1 s) when SIGTERM arrives still answer,
+    and the process exits 0."""
+    port = free_port()
+    env = {
+        "MLDM_GRPC_PORT": str(port),
+        "MLDM_WARMUP": "false",
+        "MLDM_BATCH_MAX_WAIT_MS": "1000",
+        "MLDM_SHUTDOWN_GRACE_S": "30",
+        "MLDM_LOG_LEVEL": "info",
+    }
+    with live_server(tiny_model_dir, tmp_path / "server.log", env) as server:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = GRPCInferenceServiceStub(channel)
+            array = potentials(2).astype(np.float32)
+            request = ModelInferRequest(model_name="energy_from_potential")
+            request.inputs.add(name="potential", datatype="FP32", shape=[2, 64])
+            request.raw_input_contents.append(array.tobytes())
+            calls = [asyncio.ensure_future(stub.ModelInfer(request)) for _ in range(4)]
+            await asyncio.sleep(0.3)  # sent, and waiting for the batch to fill
+            server.process.send_signal(signal.SIGTERM)
+            answers = await asyncio.gather(*calls)
+        assert all(len(a.raw_output_contents) == 1 for a in answers)
+        assert await asyncio.to_thread(server.process.wait, 60) == 0, server.output()
