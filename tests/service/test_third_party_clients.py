@@ -61,6 +61,9 @@ def server(
         "MLDM_WARMUP": "false",
         "MLDM_LOG_LEVEL": "warning",
         "MLDM_VERSION_LABELS": json.dumps(LABELS),
+        # Small enough that every metadata and statistics answer would be compressed if the
+        # server compressed more than inference answers (the tiny models' are < 4 KB).
+        "MLDM_GZIP_MIN_BYTES": "256",
     }
     with live_server(multi_output_model_dir, log, env) as running:
         yield running
