@@ -9,7 +9,7 @@ PORT ?= 8000
 
 .PHONY: setup serve test lint typecheck format data train evaluate bench clean hadolint audit lock fuzz soak \
 	image image-test compose-test image-size deploy-tools validate-manifests checkov client-test browser-test nginx-test \
-	grpc-test grpc-protos
+	grpc-test grpc-protos perf-analyzer
 
 # pip's own output, filtered to one line per package it collects or installs (no progress bars,
 # no "already satisfied" pages), so a first setup shows what it is doing without flooding the log.
@@ -59,6 +59,9 @@ nginx-test: $(STAMP)  ## deploy/nginx.conf in Debian's nginx before replicas tha
 
 grpc-test: $(STAMP)  ## the gRPC port with tritonclient (sync, aio), KServe, TF Serving and health clients (~1.5 min)
 	MLDM_GRPC_CLIENTS=1 $(BIN)/python -m pytest -q tests/service/test_grpc_clients.py
+
+perf-analyzer: $(STAMP)  ## Triton's perf_analyzer 2.60 over HTTP and gRPC in a Debian 13 root (root; results in bench/results/)
+	$(SUDO) deploy/perf_analyzer/run.sh
 
 grpc-protos: $(STAMP)  ## regenerate service/grpc/gen from the vendored protos (grpcio-tools)
 	$(BIN)/python deploy/grpc_protos.py
