@@ -8,6 +8,7 @@ outputs must be the model's own (compared with `model.predict` on the same input
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -17,7 +18,9 @@ from fastapi import FastAPI
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import SecretStr
 
+from service import errors
 from service.app import create_app
+from service.grpc.errors import code_of
 from service.grpc.gen import grpc_service_pb2 as pb
 from service.grpc.gen import grpc_service_pb2_grpc as pb_grpc
 from service.grpc.gen.tensorflow_serving.apis import (
@@ -30,7 +33,7 @@ from service.grpc.gen.tensorflow_serving.apis import (
 from service.grpc.gen.tensorflow_serving.apis.classification_pb2 import ClassificationRequest
 from service.grpc.tfserving import to_numpy, to_proto
 from service.registry import ModelRegistry
-from service.settings import Settings
+from service.settings import EXPECTED_MODELS, Settings
 from tests.service.helpers import images, potentials
 
 KEY = "a-long-enough-test-key"
@@ -200,3 +203,52 @@ async def test_messages_over_the_body_limit_are_resource_exhausted(stubs: Stubs)
         stubs.v2.ModelInfer(_infer_request("digit_classifier", array, "images", True))
     )
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_every_catalogue_error_has_its_grpc_status() -> None:
+    """Each ServiceError subclass of the REST catalogue -> the gRPC code of its HTTP status."""
+    expected = {
+        errors.MalformedRequest: grpc.StatusCode.INVALID_ARGUMENT,
+        errors.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+        errors.Unauthorized: grpc.StatusCode.UNAUTHENTICATED,
+        errors.NotFound: grpc.StatusCode.NOT_FOUND,
+        errors.NotAcceptable: grpc.StatusCode.INVALID_ARGUMENT,
+        errors.PayloadTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
+        errors.UnsupportedMediaType: grpc.StatusCode.INVALID_ARGUMENT,
+        errors.ModelNotReady: grpc.StatusCode.UNAVAILABLE,
+        errors.InferenceTimeout: grpc.StatusCode.DEADLINE_EXCEEDED,
+        errors.ServiceError: grpc.StatusCode.INTERNAL,
+    }
+    catalogue = {
+        c
+        for c in vars(errors).values()
+        if isinstance(c, type) and issubclass(c, errors.ServiceError)
+    }
+    assert catalogue == set(expected)
+    for kind, code in expected.items():
+        assert code_of(kind.status_code) == code, kind
+    assert code_of(429) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert code_of(501) == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_model_not_loaded_is_unavailable_and_timeout_deadline_exceeded(
+    settings: Settings, broken_model_dir: Path, tiny_registry: ModelRegistry
+) -> None:
+    broken = ModelRegistry(broken_model_dir, EXPECTED_MODELS)
+    broken.load()
+    app = create_app(settings.model_copy(update={"grpc_port": -1}), broken)
+    async for stubs in _serve(app):
+        density = np.full((1, 64), 1 / (64 * 30 / 63), dtype=np.float32)
+        request = _infer_request("energy_from_density", density, "density", True)
+        code, message = await _code(stubs.v2.ModelInfer(request))
+        assert code == grpc.StatusCode.UNAVAILABLE and "energy_from_density" in message
+        ready = await stubs.v2.ModelReady(pb.ModelReadyRequest(name="energy_from_density"))
+        assert not ready.ready
+        check = await stubs.health.Check(health_pb2.HealthCheckRequest(service=""))
+        assert check.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    hurried = settings.model_copy(update={"grpc_port": -1, "request_timeout_s": 1e-9})
+    async for stubs in _serve(create_app(hurried, tiny_registry)):
+        array = images(2).reshape(2, 28, 28, 1).astype(np.float32)
+        request = _infer_request("digit_classifier", array, "images", True)
+        code, message = await _code(stubs.v2.ModelInfer(request))
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED and "did not answer within" in message
