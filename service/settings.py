@@ -60,8 +60,8 @@ class Settings(BaseSettings):
 
     grpc_port: int | None = Field(default=8081, ge=-1, le=65535)
     """TCP port of the gRPC services (Open Inference Protocol, TF Serving, health) on `host`,
-    beside REST on `port`: 8081 as KServe's and MLServer's convention; 0 or unset (`None`)
-    switches gRPC off; -1 binds a free port (tests). Several workers share it (SO_REUSEPORT)."""
+    beside REST on `port`: 8081 as KServe's and MLServer's convention; 0 switches gRPC off; -1
+    binds a free port (tests). Several workers share it (SO_REUSEPORT)."""
 
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     """Level of the service's and uvicorn's logs."""
