@@ -56,8 +56,7 @@ COPY service/ service/
 # uploads, /digits/read, V2 JSON and binary, TF Serving, .npy, gzip bodies, /docs, /demo,
 # /metrics). Removed here is only what that run never imported or mapped, and what nothing kept
 # reaches lazily (grep of the kept code for imports of it; readelf: no library NEEDs it):
-# - the distributions grpcio (19 MB: imported only by tf.debug's gRPC server and tf.distribute
-#   RPC), networkx (17 MB: only skimage.graph), Pygments (8.6 MB: only rich's syntax highlighting
+# - the distributions networkx (17 MB: only skimage.graph), Pygments (8.6 MB: only rich's syntax highlighting
 #   and tracebacks), imageio and tifffile (5 MB: only skimage.io; uploads are decoded by Pillow),
 #   google-pasta (0.6 MB: only TensorFlow's tf_upgrade_v2 converter) and setuptools (6 MB, after
 #   it built the project above); pip last of all;
@@ -79,7 +78,7 @@ COPY service/ service/
 # fails CI; `make image-size` shows what is left.
 WORKDIR /opt/venv/lib/python3.11/site-packages
 RUN pip install --no-cache-dir --no-deps --no-build-isolation /src \
-    && pip uninstall --yes grpcio networkx Pygments imageio tifffile google-pasta setuptools \
+    && pip uninstall --yes networkx Pygments imageio tifffile google-pasta setuptools \
     && rm -f tensorflow/compiler/mlir/stablehlo/stablehlo_extension.so \
        tensorflow/compiler/tf2xla/ops/_xla_ops.so \
        tensorflow/python/framework/lib_native_proto_caster.so \
@@ -113,6 +112,7 @@ WORKDIR /app
 COPY models/ /app/models/
 
 # MLDM_WORKERS: uvicorn worker processes (each loads every model; memory grows with it).
+# MLDM_GRPC_PORT: gRPC (Open Inference Protocol, TF Serving, grpc.health.v1; docs/grpc.md).
 # HOST must be 0.0.0.0 in a container (the service defaults to loopback outside one).
 # No matplotlib here: it is the `train` extra, so nothing rebuilds a font cache at start.
 ENV PATH=/opt/venv/bin:$PATH \
@@ -122,10 +122,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     MLDM_MODEL_DIR=/app/models \
     HOST=0.0.0.0 \
     PORT=8000 \
+    MLDM_GRPC_PORT=8081 \
     MLDM_WORKERS=1
 
 USER 10001:10001
-EXPOSE 8000
+EXPOSE 8000 8081
 
 # Ready means every model is loaded (503 otherwise). The slim image has no curl: urllib raises on
 # any non-2xx status or connection error, so the exit code is the health verdict. The port is

@@ -9,7 +9,8 @@ PORT ?= 8000
 
 .PHONY: setup serve test lint typecheck format data train evaluate bench clean hadolint audit lock fuzz soak \
 	image image-test compose-test image-size deploy-tools validate-manifests checkov client-test browser-test nginx-test \
-	compile-models
+	compile-models \
+	grpc-test grpc-protos perf-analyzer
 
 # pip's own output, filtered to one line per package it collects or installs (no progress bars,
 # no "already satisfied" pages), so a first setup shows what it is doing without flooding the log.
@@ -56,6 +57,15 @@ nginx-test: $(STAMP)  ## deploy/nginx.conf in Debian's nginx before replicas tha
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nginx-light; \
 	fi
 	MLDM_NGINX=1 $(BIN)/python -m pytest -q tests/deploy/test_nginx_live.py
+
+grpc-test: $(STAMP)  ## the gRPC port with tritonclient (sync, aio), KServe, TF Serving and health clients (~1.5 min)
+	MLDM_GRPC_CLIENTS=1 $(BIN)/python -m pytest -q tests/service/test_grpc_clients.py
+
+perf-analyzer: $(STAMP)  ## Triton's perf_analyzer 2.60 over HTTP and gRPC in a Debian 13 root (root; results in bench/results/)
+	$(SUDO) deploy/perf_analyzer/run.sh
+
+grpc-protos: $(STAMP)  ## regenerate service/grpc/gen from the vendored protos (grpcio-tools)
+	$(BIN)/python deploy/grpc_protos.py
 
 soak: $(STAMP)  ## 60 s soak of the server on loopback at its highest sustainable rate
 	$(BIN)/python -m bench soak

@@ -17,11 +17,12 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipMiddleware
+from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES
 
 from service import __version__
 from service.api import middleware, pages
 from service.api.body import add_documented_models
+from service.api.compression import InferenceCompression
 from service.api.errors import register_error_handlers
 from service.api.limits import BodySizeLimit
 from service.api.responses import JSONBody, document_errors
@@ -68,6 +69,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        grpc_server = None
+        if settings.grpc_port:  # imported only when on: grpcio and the generated code
+            from service.grpc.server import GrpcServer
+
+            grpc_server = app.state.grpc = GrpcServer(dataplane, settings)
+            await grpc_server.start()  # health answers NOT_SERVING while the models load
         if not registry.loaded:
             await asyncio.to_thread(registry.load, settings.warmup)
         for entry in registry.entries():
@@ -86,6 +93,8 @@ def create_app(
         try:
             yield
         finally:
+            if grpc_server is not None:  # after HTTP has drained: finish gRPC calls in flight
+                await grpc_server.stop()
             await reloader.stop()
             await runner.aclose()
             if metrics is not None:
@@ -121,13 +130,12 @@ def create_app(
     pages.install(app)
 
     if settings.gzip_min_bytes:
-        # Level 1: most of the size gain on JSON numbers for a fraction of the CPU of level 9,
-        # which belongs to inference; .npy floats and V2 binary tensors hardly compress, so
-        # they are left alone.
+        # Inference answers only, as Triton (service.api.compression). Level 1: most of the size
+        # gain on JSON numbers for a fraction of the CPU of level 9, which belongs to inference;
+        # .npy floats and V2 binary tensors hardly compress, so they are left alone.
         app.add_middleware(
-            GZipMiddleware,
+            InferenceCompression,
             minimum_size=settings.gzip_min_bytes,
-            compresslevel=1,
             exclude_content_types=(
                 *DEFAULT_EXCLUDED_CONTENT_TYPES,
                 "application/x-npy",

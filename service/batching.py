@@ -68,10 +68,22 @@ def _timed(function: BatchFunction, array: np.ndarray) -> tuple[Mapping[str, np.
 
 
 @dataclass
+class ComputeTime:
+    """The model time of every call one request took part in (its per-request statistics: a
+    merged batch's time counts for each request in it, as in Triton)."""
+
+    seconds: float = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.seconds += seconds
+
+
+@dataclass
 class _Request:
     array: np.ndarray
     future: asyncio.Future[Outputs]
     queued_at: float = field(default_factory=time.perf_counter)
+    compute: ComputeTime | None = None
 
     @property
     def size(self) -> int:
@@ -123,31 +135,35 @@ class AdaptiveBatcher:
         #: A model call of this batcher is in the pool (the worker's batch or a direct call).
         self._busy = False
 
-    async def submit(self, array: np.ndarray) -> Outputs:
+    async def submit(self, array: np.ndarray, compute: ComputeTime | None = None) -> Outputs:
         """The function's outputs for `array` alone, computed as part of a merged batch.
 
         An array of more than `max_batch_size` items is queued as consecutive chunks, so one
         bulk request neither holds the model for long nor needs the memory of one huge call.
+        `compute`, when given, adds up the model time of the calls the request took part in.
         """
         if array.shape[0] > self.max_batch_size:
             parts = await asyncio.gather(
-                *(self._submit(array[s]) for s in chunks(array.shape[0], self.max_batch_size))
+                *(
+                    self._submit(array[s], compute)
+                    for s in chunks(array.shape[0], self.max_batch_size)
+                )
             )
             return concat(parts)
-        return await self._submit(array)
+        return await self._submit(array, compute)
 
-    async def _submit(self, array: np.ndarray) -> Outputs:
+    async def _submit(self, array: np.ndarray, compute: ComputeTime | None = None) -> Outputs:
         if not self._busy and not self._queue and self.max_wait_s == 0:
-            return await self._direct(array)
+            return await self._direct(array, compute)
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._run(), name=f"batcher-{self.name}")
         future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Request(array, future))
+        self._queue.append(_Request(array, future, compute=compute))
         self._wakeup.set()
         # A cancelled await cancels `future` too; the worker then skips or drops the request.
         return await future
 
-    async def _direct(self, array: np.ndarray) -> Outputs:
+    async def _direct(self, array: np.ndarray, compute: ComputeTime | None = None) -> Outputs:
         """Nothing queued, nothing running, no wait: the call goes to the pool from the caller's
         task, which saves the worker's hand-offs (a loop iteration and a future each way).
 
@@ -165,7 +181,7 @@ class AdaptiveBatcher:
         if self._queue:  # a burst: the worker merges it, this request first
             self._busy = False
             future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
-            self._queue.appendleft(_Request(array, future))
+            self._queue.appendleft(_Request(array, future, compute=compute))
             if self._worker is None or self._worker.done():
                 self._worker = asyncio.create_task(self._run(), name=f"batcher-{self.name}")
             self._wakeup.set()
@@ -177,6 +193,8 @@ class AdaptiveBatcher:
         # Busy until the thread is done, even if the caller gives up before (shield).
         call.add_done_callback(self._direct_done)
         outputs, seconds = await asyncio.shield(call)
+        if compute is not None:
+            compute.add(seconds)
         if self.on_batch is not None:
             self.on_batch(int(array.shape[0]), 0.0, seconds)
         return dict(outputs)
@@ -255,6 +273,9 @@ class AdaptiveBatcher:
                 continue
             finally:
                 self._busy = False
+            for request in batch:
+                if request.compute is not None:
+                    request.compute.add(seconds)
             if self.on_batch is not None:
                 self.on_batch(int(merged.shape[0]), waited, seconds)
             if len(batch) == 1:
@@ -274,10 +295,14 @@ class AdaptiveBatcher:
             if request.future.done():
                 continue
             try:
-                alone = await loop.run_in_executor(self.executor, self.function, request.array)
+                alone, seconds = await loop.run_in_executor(
+                    self.executor, _timed, self.function, request.array
+                )
             except Exception as single:
                 _resolve(request, error=single)
             else:
+                if request.compute is not None:
+                    request.compute.add(seconds)
                 _resolve(request, outputs=dict(alone))
 
 

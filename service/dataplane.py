@@ -20,8 +20,10 @@ import anyio
 import numpy as np
 
 from service.arrays import as_batch, shape_text
+from service.batching import ComputeTime
 from service.contracts import UINT8_RANGE, InputContract, ModelSpec
 from service.errors import InvalidInput, ServiceError, describe
+from service.metrics import Phases
 from service.registry import ModelRegistry, ModelVersion, TensorSpec
 from service.runtime import ModelRunner
 from service.settings import Settings
@@ -109,7 +111,7 @@ class DataPlane:
         requested = self._requested(model, request)
         started = time.perf_counter()
         try:
-            outputs, items, single = await self.runner.limit(
+            outputs, items, single, times = await self.runner.limit(
                 f"model {model.name!r}", self._validate_and_run(model, request)
             )
         except Exception:
@@ -117,10 +119,13 @@ class DataPlane:
                 model.name, model.version, 0, time.perf_counter() - started, ok=False
             )
             raise
+        response = InferenceResponse(model, outputs, requested, request.id, single)
+        done = time.perf_counter()
+        phases = Phases(times[1], times[0], times[2], done - times[3])
         self.stats.record_request(
-            model.name, model.version, items, time.perf_counter() - started, ok=True
+            model.name, model.version, items, done - started, ok=True, phases=phases
         )
-        return InferenceResponse(model, outputs, requested, request.id, single)
+        return response
 
     @staticmethod
     def _requested(model: ModelVersion, request: InferenceRequest) -> tuple[str, ...]:
@@ -138,14 +143,22 @@ class DataPlane:
 
     async def _validate_and_run(
         self, model: ModelVersion, request: InferenceRequest
-    ) -> tuple[dict[str, np.ndarray], int, bool]:
+    ) -> tuple[dict[str, np.ndarray], int, bool, tuple[float, float, float, float]]:
+        """Outputs, items, single, and (input, queue, infer seconds, when the run ended) for the
+        statistics."""
+        begin = time.perf_counter()
         big = any(isinstance(v, list) and len(v) > _OFFLOAD_ITEMS for v in request.inputs.values())
         if big:  # converting thousands of JSON arrays would stall the event loop
             arrays, single = await anyio.to_thread.run_sync(self.validate, model, request)
         else:
             arrays, single = self.validate(model, request)
-        outputs = await self.runner.execute(model, arrays)
-        return outputs, next(iter(arrays.values())).shape[0], single
+        validated = time.perf_counter()
+        compute = ComputeTime()
+        outputs = await self.runner.execute(model, arrays, compute)
+        ended = time.perf_counter()
+        infer = min(compute.seconds, ended - validated)
+        times = (validated - begin, ended - validated - infer, infer, ended)
+        return outputs, next(iter(arrays.values())).shape[0], single, times
 
     def _contract(self, model: ModelVersion, spec: TensorSpec) -> InputContract:
         declared = self.specs.get(model.name)

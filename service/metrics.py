@@ -49,7 +49,9 @@ _STATS_METRICS = (
     "mldm_inference_items",
     "mldm_model_executions",
     "mldm_inference_queue_seconds",
+    "mldm_inference_compute_input_seconds",
     "mldm_inference_compute_seconds",
+    "mldm_inference_compute_output_seconds",
     "mldm_inference_last_timestamp_seconds",
 )
 _LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w*?_(\d+)\.db$")
@@ -92,6 +94,20 @@ class Duration:
         return {"count": self.count, "ns": self.ns}
 
 
+@dataclass(frozen=True)
+class Phases:
+    """Where one successful request spent its time, in seconds (Triton's per-request phases).
+
+    `compute_infer` is the model time of every execution the request took part in (a request
+    merged into a batch gets the whole batch's time, as in Triton); `queue` is the rest of its
+    time on the execution path (waiting for the batcher or a thread)."""
+
+    queue: float
+    compute_input: float
+    compute_infer: float
+    compute_output: float
+
+
 @dataclass
 class ModelStats:
     """The inference statistics of one model version (a reading of the counters)."""
@@ -106,8 +122,12 @@ class ModelStats:
     execution_count: int = 0
     success: Duration = field(default_factory=Duration)
     fail: Duration = field(default_factory=Duration)
+    #: Per successful request (Triton's semantics: each count is the success count).
     queue: Duration = field(default_factory=Duration)
+    compute_input: Duration = field(default_factory=Duration)
     compute_infer: Duration = field(default_factory=Duration)
+    compute_output: Duration = field(default_factory=Duration)
+    #: Per execution, by batch size: executions and their model time.
     batches: dict[int, Duration] = field(default_factory=dict)
 
 
@@ -124,7 +144,9 @@ class _VersionCounters:
         self.items = stats.items.labels(*key)
         self.executions = stats.executions.labels(*key)
         self.queue_s = stats.queue_seconds.labels(*key)
+        self.input_s = stats.compute_input_seconds.labels(*key)
         self.compute_s = stats.compute_seconds.labels(*key)
+        self.output_s = stats.compute_output_seconds.labels(*key)
         self.last = stats.last_inference.labels(*key)
         self.stats = stats
         self.batches: dict[int, tuple[Any, Any]] = {}
@@ -173,15 +195,29 @@ class InferenceStats:
             labels,
             registry=None,
         )
+        # Per successful request, as Triton counts them (a batch's model time counts once for
+        # each request in it); `mldm_model_executions` and the batch-size counters are per call.
         self.queue_seconds = Counter(
             "mldm_inference_queue_seconds",
-            "Total time requests waited in a queue.",
+            "Total time successful requests waited for a batch or a thread.",
+            labels,
+            registry=None,
+        )
+        self.compute_input_seconds = Counter(
+            "mldm_inference_compute_input_seconds",
+            "Total time successful requests spent validating and converting their inputs.",
             labels,
             registry=None,
         )
         self.compute_seconds = Counter(
             "mldm_inference_compute_seconds",
-            "Total time of the model calls.",
+            "Total model time of successful requests (a batch's time once per request in it).",
+            labels,
+            registry=None,
+        )
+        self.compute_output_seconds = Counter(
+            "mldm_inference_compute_output_seconds",
+            "Total time successful requests spent collecting their outputs.",
             labels,
             registry=None,
         )
@@ -214,7 +250,9 @@ class InferenceStats:
             self.items,
             self.executions,
             self.queue_seconds,
+            self.compute_input_seconds,
             self.compute_seconds,
+            self.compute_output_seconds,
             self.last_inference,
         ]
 
@@ -224,13 +262,27 @@ class InferenceStats:
             counters = self._versions[(name, version)] = _VersionCounters(self, name, version)
         return counters
 
-    def record_request(self, name: str, version: int, items: int, seconds: float, ok: bool) -> None:
-        """One request answered by the data plane (successfully or not) after `seconds`."""
+    def record_request(
+        self,
+        name: str,
+        version: int,
+        items: int,
+        seconds: float,
+        ok: bool,
+        phases: Phases | None = None,
+    ) -> None:
+        """One request answered by the data plane (successfully or not) after `seconds`; a
+        successful one with where it spent them (`phases`)."""
         counters = self._of(name, version)
         if ok:
             counters.success.inc()
             counters.success_s.inc(seconds)
             counters.items.inc(items)
+            if phases is not None:
+                counters.queue_s.inc(max(phases.queue, 0.0))
+                counters.input_s.inc(phases.compute_input)
+                counters.compute_s.inc(phases.compute_infer)
+                counters.output_s.inc(phases.compute_output)
         else:
             counters.fail.inc()
             counters.fail_s.inc(seconds)
@@ -239,11 +291,10 @@ class InferenceStats:
     def record_execution(
         self, name: str, version: int, items: int, queue_s: float, compute_s: float
     ) -> None:
-        """One model call on `items` items that waited `queue_s` in the queue."""
+        """One model call on `items` items (its oldest request waited `queue_s`): the execution
+        count and the batch-size statistics; the per-request times come with `record_request`."""
         counters = self._of(name, version)
         counters.executions.inc()
-        counters.queue_s.inc(max(queue_s, 0.0))
-        counters.compute_s.inc(compute_s)
         batch = counters.batch(items)
         if batch is not None:
             batch[0].inc()
@@ -290,6 +341,10 @@ def _add(stats: ModelStats, family: str, labels: dict[str, str], value: float) -
     if family == "mldm_inference_requests":
         target = stats.success if labels["outcome"] == "success" else stats.fail
         target.count = int(value)
+        if target is stats.success:  # Triton: every phase is counted once per success
+            phases = (stats.queue, stats.compute_input, stats.compute_infer, stats.compute_output)
+            for phase in phases:
+                phase.count = int(value)
     elif family == "mldm_inference_request_seconds":
         target = stats.success if labels["outcome"] == "success" else stats.fail
         target.ns = _ns(value)
@@ -297,11 +352,14 @@ def _add(stats: ModelStats, family: str, labels: dict[str, str], value: float) -
         stats.inference_count = int(value)
     elif family == "mldm_model_executions":
         stats.execution_count = int(value)
-        stats.queue.count = stats.compute_infer.count = int(value)
     elif family == "mldm_inference_queue_seconds":
         stats.queue.ns = _ns(value)
+    elif family == "mldm_inference_compute_input_seconds":
+        stats.compute_input.ns = _ns(value)
     elif family == "mldm_inference_compute_seconds":
         stats.compute_infer.ns = _ns(value)
+    elif family == "mldm_inference_compute_output_seconds":
+        stats.compute_output.ns = _ns(value)
     elif family == "mldm_inference_last_timestamp_seconds":
         stats.last_inference = int(value * 1000)
     elif family in _BATCH_METRICS:

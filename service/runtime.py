@@ -16,7 +16,14 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from service.batching import AdaptiveBatcher, chunks, concat, pad_rows, padded_size
+from service.batching import (
+    AdaptiveBatcher,
+    ComputeTime,
+    chunks,
+    concat,
+    pad_rows,
+    padded_size,
+)
 from service.errors import InferenceTimeout
 from service.metrics import InferenceStats
 from service.registry import ModelVersion
@@ -75,14 +82,18 @@ class ModelRunner:
         return batcher
 
     async def execute(
-        self, model: ModelVersion, inputs: Mapping[str, np.ndarray]
+        self,
+        model: ModelVersion,
+        inputs: Mapping[str, np.ndarray],
+        compute: ComputeTime | None = None,
     ) -> dict[str, np.ndarray]:
         """All outputs of the model for `inputs` (already of the inputs' dtypes and shapes),
-        through the batcher or in chunks; no time limit of its own (the caller's `limit`)."""
+        through the batcher or in chunks; no time limit of its own (the caller's `limit`).
+        `compute` adds up the model time of the calls this request took part in."""
         batcher = self.batcher(model)
         if batcher is not None:
             (array,) = inputs.values()
-            return await batcher.submit(array)
+            return await batcher.submit(array, compute)
         loop = asyncio.get_running_loop()
         queued = time.perf_counter()
         outputs, started, timings = await loop.run_in_executor(
@@ -96,6 +107,8 @@ class ModelRunner:
         for items, seconds in timings:
             queue_s = started - queued
             self.stats.record_execution(model.name, model.version, items, queue_s, seconds)
+            if compute is not None:
+                compute.add(seconds)
         return outputs
 
     async def predict(

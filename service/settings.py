@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=64)
     """Uvicorn worker processes; each one loads every model into its own memory."""
 
+    grpc_port: int | None = Field(default=8081, ge=-1, le=65535)
+    """TCP port of the gRPC services (Open Inference Protocol, TF Serving, health) on `host`,
+    beside REST on `port`: 8081 as KServe's and MLServer's convention; 0 switches gRPC off; -1
+    binds a free port (tests). Several workers share it (SO_REUSEPORT)."""
+
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     """Level of the service's and uvicorn's logs."""
 

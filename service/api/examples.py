@@ -203,6 +203,8 @@ def probes(method: str, path: str, operation: dict[str, Any], code: str) -> list
         out.append(Probe("400", story, content=_json(invalid)))
     elif json_body:
         out.append(Probe("400", "a body that is not JSON", content=b'{"oops": [1, 2'))
+    # V2 infer, as Triton, also reads JSON whatever the content type.
+    if json_body and not tf_serving and not path.startswith("/v2/"):
         out.append(
             Probe(
                 "415",

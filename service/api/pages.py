@@ -116,4 +116,8 @@ def install(app: FastAPI) -> None:
 
     @app.get("/", include_in_schema=False)
     async def home(request: Request) -> Response:
-        return RedirectResponse(f"{request.scope.get('root_path', '')}/demo/")
+        # A browser asks for HTML and gets the demo page; an API client (KServe's V1 liveness
+        # check, curl, probes) gets KServe's V1 liveness answer.
+        if "text/html" in request.headers.get("accept", ""):
+            return RedirectResponse(f"{request.scope.get('root_path', '')}/demo/")
+        return JSONBody({"status": "alive"})

@@ -104,11 +104,11 @@ def model_stats(stats: ModelStats) -> dict[str, Any]:
         "inference_stats": {
             "success": stats.success.to_json(),
             "fail": stats.fail.to_json(),
+            # Per successful request, as Triton counts them (each count is the success count).
             "queue": stats.queue.to_json(),
-            # Decoding and encoding happen in the route, outside the model's execution.
-            "compute_input": zero,
+            "compute_input": stats.compute_input.to_json(),
             "compute_infer": stats.compute_infer.to_json(),
-            "compute_output": zero,
+            "compute_output": stats.compute_output.to_json(),
             "cache_hit": zero,
             "cache_miss": zero,
         },

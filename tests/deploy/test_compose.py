@@ -62,8 +62,10 @@ def test_compose_builds_the_api_from_this_repository(compose: dict) -> None:
 
 def test_compose_publishes_the_port_the_api_listens_on(compose: dict) -> None:
     services = compose["services"]
-    assert container_ports(services["api"]) == [8000]
+    assert container_ports(services["api"]) == [8000, 8081]  # REST, gRPC
     assert str(services["api"]["ports"][0]).startswith("${MLDM_PUBLISH_PORT:-8000}:")
+    assert str(services["api"]["ports"][1]).startswith("${MLDM_GRPC_PUBLISH_PORT:-8081}:")
+    assert services["api"]["environment"]["MLDM_GRPC_PORT"] == "8081"
     assert container_ports(services["tfserving"]) == [8501]
     # Replicas publish nothing (N containers cannot share one host port); nginx fronts them.
     assert "ports" not in services["api-replica"]

@@ -165,7 +165,7 @@ def test_dockerfile_exposes_the_port_the_service_binds(dockerfile: list[Instruct
     runtime = final_stage(dockerfile)
     env = env_of(runtime)
     exposed = [i.args for i in runtime if i.keyword == "EXPOSE"]
-    assert exposed == [env["PORT"]] == ["8000"]
+    assert exposed == [f"{env['PORT']} {env['MLDM_GRPC_PORT']}"] == ["8000 8081"]
     assert env["HOST"] == "0.0.0.0", "bound to loopback, the port would be unreachable"
 
 
@@ -278,7 +278,8 @@ def test_dockerfile_diet_uninstalls_nothing_the_service_imports(
         for name in shlex.split(part)[3:]
         if not name.startswith("-")
     }
-    assert {"grpcio", "networkx", "pygments"} <= uninstalled, uninstalled
+    assert {"networkx", "pygments"} <= uninstalled, uninstalled
+    assert "grpcio" not in uninstalled  # the gRPC port (service/grpc) needs it
     by_module = md.packages_distributions()
     imported = {
         normalise(dist)

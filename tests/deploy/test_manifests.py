@@ -86,7 +86,8 @@ def test_container_port_is_the_port_the_service_is_told() -> None:
     for spec in _pod_specs():
         (container,) = spec["containers"]
         env = {e["name"]: e["value"] for e in container["env"]}
-        assert [p["containerPort"] for p in container["ports"]] == [int(env["MLDM_PORT"])]
+        ports = [int(env["MLDM_PORT"]), int(env["MLDM_GRPC_PORT"])]  # REST, then gRPC
+        assert [p["containerPort"] for p in container["ports"]] == ports
 
 
 def test_tfserving_inferenceservices_cover_every_committed_model() -> None:

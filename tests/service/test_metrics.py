@@ -3,6 +3,8 @@ several workers, the whole server's."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import shutil
 import signal
@@ -20,7 +22,7 @@ from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.metrics import InferenceStats, Metrics, mark_dead_workers
+from service.metrics import InferenceStats, Metrics, Phases, mark_dead_workers
 from tests.service.helpers import images, samples, value
 from tests.service.live_server import live_server
 
@@ -37,11 +39,27 @@ def test_stats_count_requests_items_executions_and_batch_sizes() -> None:
     assert entry.batches[5].count == 2 and entry.batches[5].ns == 40_000_000
 
 
+def test_stats_phases_are_per_successful_request_as_triton_counts_them() -> None:
+    """Two requests merged into one execution: each phase is counted once per successful
+    request (perf_analyzer refuses compute counts that differ), the batch's model time once
+    per request in it; the execution and its batch size once."""
+    stats = InferenceStats()
+    stats.record_execution("m", 1, 4, 0.001, 0.02)
+    for _ in range(2):
+        stats.record_request("m", 1, 2, 0.03, ok=True, phases=Phases(0.004, 0.001, 0.02, 0.002))
+    stats.record_request("m", 1, 0, 0.001, ok=False)
+    entry = stats.of("m", 1)
+    assert entry.execution_count == 1 and entry.batches[4].count == 1
+    phases = (entry.queue, entry.compute_input, entry.compute_infer, entry.compute_output)
+    assert [p.count for p in phases] == [entry.success.count] * 4 == [2] * 4
+    assert [p.ns for p in phases] == [8_000_000, 2_000_000, 40_000_000, 4_000_000]
+
+
 def test_prometheus_reads_the_same_counters_and_observes_batches() -> None:
     stats = InferenceStats()
     metrics = Metrics(stats=stats)
     stats.record_execution("m", 2, 3, 0.0, 0.5)
-    stats.record_request("m", 2, 3, 0.6, ok=True)
+    stats.record_request("m", 2, 3, 0.6, ok=True, phases=Phases(0.0, 0.05, 0.5, 0.05))
     found = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(metrics.exposition().decode())
@@ -194,3 +212,30 @@ def test_metrics_drop_live_gauges_of_dead_workers(tmp_path: Path) -> None:
     mark_dead_workers(tmp_path)
     # The gone worker's in-flight count no longer counts; what it served still does.
     assert [p.name for p in tmp_path.iterdir()] == [f"counter_{gone.pid}.db"]
+
+
+async def test_v2_stats_hold_the_invariants_perf_analyzer_reads(client: httpx.AsyncClient) -> None:
+    """perf_analyzer (Triton 2.60) aborts unless compute_input, compute_infer and compute_output
+    counts agree; it divides each phase's ns by the success count. Concurrent requests (merged
+    by the batcher) and one failure: every phase counted once per successful request, with time
+    in it, the phases within the requests' own time, and executions per batch adding up."""
+    tensor = {"name": "potential", "shape": [2, 64], "datatype": "FP32", "data": [0.1] * 128}
+    url = "/v2/models/energy_from_potential/versions/1/infer"
+    answers = await asyncio.gather(*(client.post(url, json={"inputs": [tensor]}) for _ in range(8)))
+    assert [a.status_code for a in answers] == [200] * 8
+    bad = {**tensor, "data": [float("nan")] * 128}  # refused by the data plane: a failure
+    assert (await client.post(url, content=json.dumps({"inputs": [bad]}))).status_code == 422
+    [stats] = (await client.get("/v2/models/energy_from_potential/versions/1/stats")).json()[
+        "model_stats"
+    ]
+    inference = stats["inference_stats"]
+    success = inference["success"]
+    assert success["count"] == 8 and inference["fail"]["count"] == 1
+    phases = ("queue", "compute_input", "compute_infer", "compute_output")
+    assert [inference[p]["count"] for p in phases] == [success["count"]] * 4
+    assert all(inference[p]["ns"] > 0 for p in ("compute_input", "compute_infer", "compute_output"))
+    assert sum(inference[p]["ns"] for p in phases) <= success["ns"]
+    batches = stats["batch_stats"]
+    assert sum(b["compute_infer"]["count"] for b in batches) == stats["execution_count"]
+    assert sum(b["batch_size"] * b["compute_infer"]["count"] for b in batches) == 16
+    assert stats["inference_count"] == 16 and 1 <= stats["execution_count"] <= 8

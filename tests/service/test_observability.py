@@ -258,13 +258,23 @@ def test_logging_config_silences_uvicorn_access_log() -> None:
     assert config["loggers"]["uvicorn.access"]["handlers"] == []
 
 
-async def test_gzip_compresses_large_responses_only(
+async def test_gzip_compresses_large_inference_answers_only(
     app: FastAPI, client: httpx.AsyncClient, tiny_model_dir: Path
 ) -> None:
+    """As Triton: inference answers, when the client accepts gzip; never metadata, statistics
+    or documents (tritonclient.http.aio inflates inference answers only)."""
     headers = {"Accept-Encoding": "gzip"}
-    large = await client.get("/openapi.json", headers=headers)
+    tensor = {"name": "code", "shape": [4, 16], "datatype": "UINT8", "data": [7] * 64}
+    url = "/v2/models/digit_decoder/versions/1/infer"
+    body = {"inputs": [tensor]}
+    large = await client.post(url, json=body, headers=headers)
     assert large.headers.get("content-encoding") == "gzip"
-    assert large.json()["info"]["title"] == "mldm-serving"  # httpx decompresses it
+    assert len(large.json()["outputs"][0]["data"]) == 4 * 784  # httpx decompresses it
+    asked_not = await client.post(url, json=body, headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in asked_not.headers
+    for path in ("/openapi.json", "/v2/models/stats", "/v2/models/digit_classifier"):
+        document = await client.get(path, headers=headers)
+        assert document.status_code == 200 and "content-encoding" not in document.headers, path
     small = await client.get("/v2/health/live", headers=headers)
     assert "content-encoding" not in small.headers
     plain = create_app(Settings(model_dir=tiny_model_dir, warmup=False, gzip_min_bytes=0))

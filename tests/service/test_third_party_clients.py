@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from service.registry import ModelRegistry
+from service.tasks import model_names
 from service.tasks.energy import DX
 from tests.service.helpers import images, potentials
 from tests.service.live_server import LiveServer, live_server
@@ -60,6 +61,9 @@ def server(
         "MLDM_WARMUP": "false",
         "MLDM_LOG_LEVEL": "warning",
         "MLDM_VERSION_LABELS": json.dumps(LABELS),
+        # Small enough that every metadata and statistics answer would be compressed if the
+        # server compressed more than inference answers (the tiny models' are < 4 KB).
+        "MLDM_GZIP_MIN_BYTES": "256",
     }
     with live_server(multi_output_model_dir, log, env) as running:
         yield running
@@ -254,6 +258,9 @@ def test_kserve_sdk_v1_protocol_is_tf_serving(server: LiveServer) -> None:
             server.url, {"instances": potentials(2).tolist()}, model_name="energy_from_potential"
         )
         assert len(answer["predictions"]) == 2
+        # KServe V1 liveness (GET /) and readiness (GET /v1/models/{name}, its `ready` key).
+        assert await client.is_server_live(server.url)
+        assert await client.is_model_ready(server.url, "energy_from_potential")
         with pytest.raises(
             Exception, match=r"instances\[0\]\[0\]: value out of range: expected density"
         ):
@@ -263,6 +270,39 @@ def test_kserve_sdk_v1_protocol_is_tf_serving(server: LiveServer) -> None:
         await client.close()
 
     asyncio.run(run())
+
+
+def test_tritonclient_http_aio_reads_metadata_and_statistics(server: LiveServer) -> None:
+    """The async client with its defaults (aiohttp announces Accept-Encoding: gzip) reads every
+    model's metadata and all statistics: only inference answers may come compressed."""
+    aio = pytest.importorskip("tritonclient.http.aio")
+
+    async def run() -> None:
+        client = aio.InferenceServerClient(url=server.url.removeprefix("http://"))
+        for name in model_names():
+            meta = await client.get_model_metadata(name)
+            assert meta["name"] == name and meta["inputs"]
+        stats = await client.get_inference_statistics()
+        assert {s["name"] for s in stats["model_stats"]} == set(model_names())
+        tensor = tritonhttp.InferInput("potential", [2, 64], "FP32")
+        tensor.set_data_from_numpy(potentials(2).astype(np.float32))
+        answer = await client.infer("energy_from_potential", [tensor], model_version="1")
+        assert answer.as_numpy("energy").shape == (2,)
+        await client.close()
+
+    asyncio.run(run())
+
+
+def test_curl_default_content_type_reaches_v2_infer(server: LiveServer) -> None:
+    """`curl -d` sends application/x-www-form-urlencoded; Triton reads the body as JSON."""
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    tensor = {"name": "potential", "shape": [1, 64], "datatype": "FP32", "data": [0.0] * 64}
+    url = f"{server.url}/v2/models/energy_from_potential/infer"
+    status, body = _curl("-d", json.dumps({"inputs": [tensor]}), url)
+    assert status == 200 and body["outputs"][0]["name"] == "energy"
+    status, body = _curl(server.url + "/")
+    assert status == 200 and body == {"status": "alive"}
 
 
 def _curl(*args: str) -> tuple[int, Any]:

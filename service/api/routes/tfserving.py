@@ -156,8 +156,11 @@ async def regress_version(
 
 @router.get("/{name}")
 async def model_status(name: str, registry: RegistryDep) -> Response:
-    """TF Serving model status: the state of every version."""
-    return JSONBody(tfserving.status(registry.entry(name)))
+    """TF Serving model status (every version), plus KServe V1's `name` and `ready`."""
+    entry = registry.entry(name)
+    # KServe's V1 readiness check reads `ready` from this same path; TF Serving's clients read
+    # `model_version_status` and ignore the rest.
+    return JSONBody({**tfserving.status(entry), "name": name, "ready": entry.ready})
 
 
 def _version_status(registry: RegistryDep, name: str, number: int) -> Response:

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from service import __version__
-from service.api.body import json_body, parse_json_offloaded, require_json
+from service.api.body import json_body, parse_json_offloaded
 from service.api.deps import (
     DataPlaneDep,
     FastRoute,
@@ -56,9 +56,9 @@ async def _decode_infer_encode(
     name: str, version: int | None, request: Request, dataplane: DataPlane
 ) -> Response:
     model = dataplane.resolve(name, version)
+    # JSON whatever the content type (curl's default form type, text/plain), as Triton: a binary
+    # body says so with its header length.
     length = request.headers.get(v2.HEADER_LENGTH)
-    if length is None:
-        require_json(request)  # a binary body says so with its header length, whatever its type
     header, binary = v2.split_body(await request.body(), length)
     body = await parse_json_offloaded(header, V2InferenceRequest)
     response = await dataplane.infer_on(model, v2.decode_request(body, binary, model))

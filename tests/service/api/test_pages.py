@@ -37,8 +37,16 @@ async def test_docs_assets_are_the_packaged_ones(client: httpx.AsyncClient) -> N
     assert b"/static/docs/favicon.png" in redoc.content
 
 
-async def test_root_redirects_to_demo_page(client: httpx.AsyncClient) -> None:
-    response = await client.get("/", follow_redirects=True)
+async def test_root_answers_kserve_v1_liveness_to_api_clients(client: httpx.AsyncClient) -> None:
+    for accept in (None, "*/*", "application/json"):
+        headers = {} if accept is None else {"Accept": accept}
+        response = await client.get("/", headers=headers)
+        assert response.status_code == 200 and response.json() == {"status": "alive"}
+
+
+async def test_root_redirects_browsers_to_demo_page(client: httpx.AsyncClient) -> None:
+    browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+    response = await client.get("/", headers={"Accept": browser}, follow_redirects=True)
     assert response.status_code == 200
     assert str(response.url).endswith("/demo/")
     assert "<canvas" in response.text

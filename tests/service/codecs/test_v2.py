@@ -10,7 +10,7 @@ import pytest
 
 from service.codecs import v2, v2_documents
 from service.errors import InvalidInput, MalformedRequest
-from service.metrics import InferenceStats
+from service.metrics import InferenceStats, Phases
 from service.registry import ModelRegistry
 from service.schemas import V2InferenceRequest
 from service.types import InferenceResponse
@@ -128,9 +128,12 @@ def test_model_config_and_stats_documents(tiny_registry: ModelRegistry) -> None:
     assert config["output"][0]["dims"] == [] and "dynamic_batching" not in config
     stats = InferenceStats()
     stats.record_execution("energy_from_potential", 1, 4, 0.001, 0.002)
-    stats.record_request("energy_from_potential", 1, 4, 0.004, ok=True)
+    phases = Phases(0.001, 0.0005, 0.002, 0.0005)
+    stats.record_request("energy_from_potential", 1, 4, 0.004, ok=True, phases=phases)
     entry = v2_documents.model_stats(stats.of("energy_from_potential", 1))
     assert entry["inference_count"] == 4 and entry["execution_count"] == 1
     assert entry["inference_stats"]["success"] == {"count": 1, "ns": 4_000_000}
     assert entry["inference_stats"]["queue"] == {"count": 1, "ns": 1_000_000}
+    assert entry["inference_stats"]["compute_input"] == {"count": 1, "ns": 500_000}
+    assert entry["inference_stats"]["compute_output"] == {"count": 1, "ns": 500_000}
     assert entry["batch_stats"][0]["batch_size"] == 4

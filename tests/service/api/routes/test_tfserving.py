@@ -27,7 +27,10 @@ async def test_model_status_lists_available_versions(client: httpx.AsyncClient) 
                 "status": {"error_code": "OK", "error_message": ""},
             }
             for v in ("1", "2")
-        ]
+        ],
+        # KServe V1's readiness check reads these from the same path.
+        "name": "digit_decoder",
+        "ready": True,
     }
 
 
