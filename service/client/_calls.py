@@ -35,6 +35,9 @@ REQUEST_ID_HEADER = "X-Request-ID"
 RETRY_STATUSES = frozenset({503})
 
 Scale = Literal["unit", "byte"]
+EnergyMode = Literal["model", "exact", "auto"]
+"""Who answers an energy request: the model, the exact solver, or the model where it keeps its
+promise and the solver elsewhere (`auto`)."""
 ArrayLike = Any  # numpy arrays, nested lists: anything np.asarray takes
 
 
@@ -58,6 +61,11 @@ class Classification:
     probabilities: np.ndarray
     """float32 `[N, 10]`."""
     model: ModelRef | None
+    is_digit: np.ndarray | None = None
+    """bool `[N]`: false where the picture does not look like a digit (the digit is then only a
+    guess); None from versions without the flag (v1) and from .npy answers."""
+    ood_score: np.ndarray | None = None
+    """float64 `[N]`: the out-of-distribution score behind `is_digit` (higher: less digit-like)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,19 @@ class Energies:
     """Exact energies, float64 `[N]` (when asked for)."""
     errors: np.ndarray | None = None
     """Predicted - exact, float64 `[N]` (when asked for)."""
+    answered_by: list[str] | None = None
+    """Who answered each item: "model" or "exact solver" (JSON answers)."""
+    energy_std: np.ndarray | None = None
+    """float64 `[N]`: calibrated 1-sigma uncertainty, Hartree (0 where the exact solver answered,
+    NaN where the version gives none)."""
+    energy_interval_95: np.ndarray | None = None
+    """float64 `[N, 2]`: the 95% interval [low, high], Hartree (NaN where there is none)."""
+    in_domain: np.ndarray | None = None
+    """bool `[N]`: whether the input lies in the model's training domain."""
+    domain_reason_text: list[str] | None = None
+    """The domain verdict of each item in words."""
+    mode: str | None = None
+    """The mode the server answered in: "model", "exact" or "auto"."""
 
 
 @dataclass(frozen=True)
@@ -337,8 +358,14 @@ def _read_classification(response: httpx.Response) -> Classification:
     predictions = body["predictions"]
     digits = np.array([p["digit"] for p in predictions], dtype=np.int64)
     probabilities = np.array([p["probabilities"] for p in predictions], dtype=np.float32)
+    flags = [p.get("is_digit") for p in predictions]
+    scores = [p.get("ood_score") for p in predictions]
     return Classification(
-        digits, probabilities.reshape(len(predictions), 10), _model_from_json(body)
+        digits,
+        probabilities.reshape(len(predictions), 10),
+        _model_from_json(body),
+        None if None in flags else np.array(flags, dtype=bool),
+        None if None in scores else np.array(scores, dtype=np.float64),
     )
 
 
@@ -418,12 +445,31 @@ def _read_energies(response: httpx.Response) -> Energies:
     body = read_json(response)
     exact = body.get("exact_energies")
     errors = body.get("errors")
+    energies = np.array(body["energies"], dtype=np.float64)
+    std = body.get("energy_std")
+    intervals = body.get("energy_interval_95")
+    in_domain = body.get("in_domain")
     return Energies(
-        np.array(body["energies"], dtype=np.float64),
+        energies,
         _model_from_json(body),
         None if exact is None else np.array(exact, dtype=np.float64),
         None if errors is None else np.array(errors, dtype=np.float64),
+        answered_by=body.get("answered_by"),
+        energy_std=None if std is None else _floats(std),
+        energy_interval_95=None
+        if intervals is None
+        else np.array(
+            [[np.nan, np.nan] if i is None else i for i in intervals], dtype=np.float64
+        ).reshape(len(energies), 2),
+        in_domain=None if in_domain is None else np.array(in_domain, dtype=bool),
+        domain_reason_text=body.get("domain_reason_text"),
+        mode=body.get("mode"),
     )
+
+
+def _floats(values: Sequence[float | None]) -> np.ndarray:
+    """A JSON list with nulls as float64, null as NaN."""
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
 
 def _read_energies_npy(response: httpx.Response) -> Energies:
@@ -435,34 +481,49 @@ def _read_energies_npy(response: httpx.Response) -> Energies:
 
 
 def energy_from_potential(
-    options: Options, potentials: ArrayLike, include_exact: bool
+    options: Options, potentials: ArrayLike, include_exact: bool, mode: EnergyMode | None = None
 ) -> Call[Energies]:
     array = batch(potentials, 1, "potentials")
     path = "/api/v1/energy/from-potential"
     if options.use_binary(len(array)):
+        params = {"include_exact": "true" if include_exact else "false"}
+        if mode is not None:
+            params["mode"] = mode
         return Call(
             "POST",
             path,
             _read_energies_npy,
-            params={"include_exact": "true" if include_exact else "false"},
+            params=params,
             content=dump_npy(array),
             headers=_npy_headers(),
         )
-    payload = {"potentials": array, "include_exact": include_exact}
+    payload: dict[str, Any] = {"potentials": array, "include_exact": include_exact}
+    if mode is not None:
+        payload["mode"] = mode
     return Call("POST", path, _read_energies, content=_json(payload), headers=_json_headers())
 
 
 def energy_from_density(
-    options: Options, densities: ArrayLike, potentials: ArrayLike | None
+    options: Options,
+    densities: ArrayLike,
+    potentials: ArrayLike | None,
+    mode: EnergyMode | None = None,
 ) -> Call[Energies]:
     array = batch(densities, 1, "densities")
     path = "/api/v1/energy/from-density"
     # The .npy form carries one array, so densities that come with potentials go as JSON.
     if potentials is None and options.use_binary(len(array)):
         return Call(
-            "POST", path, _read_energies_npy, content=dump_npy(array), headers=_npy_headers()
+            "POST",
+            path,
+            _read_energies_npy,
+            params={} if mode is None else {"mode": mode},
+            content=dump_npy(array),
+            headers=_npy_headers(),
         )
     payload: dict[str, Any] = {"densities": array}
+    if mode is not None:
+        payload["mode"] = mode
     if potentials is not None:
         payload["potentials"] = batch(potentials, 1, "potentials")
     return Call("POST", path, _read_energies, content=_json(payload), headers=_json_headers())

@@ -24,6 +24,7 @@ from ._calls import (
     Call,
     Classification,
     Energies,
+    EnergyMode,
     ExactSolution,
     Inference,
     ModelStatus,
@@ -158,15 +159,23 @@ class Client(_Settings):
 
     # Energies ---------------------------------------------------------------------------------
 
-    def energy_from_potential(self, potentials: ArrayLike, include_exact: bool = False) -> Energies:
-        """E[V] of `[N, 64]` potentials (Hartree on linspace(-15, 15, 64) bohr)."""
-        return self._execute(_calls.energy_from_potential(self.options, potentials, include_exact))
+    def energy_from_potential(
+        self, potentials: ArrayLike, include_exact: bool = False, mode: EnergyMode | None = None
+    ) -> Energies:
+        """E[V] of `[N, 64]` potentials (Hartree on linspace(-15, 15, 64) bohr); `mode` "model"
+        (the server's default), "exact" or "auto" decides who answers (`Energies.answered_by`)."""
+        call = _calls.energy_from_potential(self.options, potentials, include_exact, mode)
+        return self._execute(call)
 
     def energy_from_density(
-        self, densities: ArrayLike, potentials: ArrayLike | None = None
+        self,
+        densities: ArrayLike,
+        potentials: ArrayLike | None = None,
+        mode: EnergyMode | None = None,
     ) -> Energies:
         """E[n] of `[N, 64]` densities (1/bohr, normalised); with `potentials`, exact too."""
-        return self._execute(_calls.energy_from_density(self.options, densities, potentials))
+        call = _calls.energy_from_density(self.options, densities, potentials, mode)
+        return self._execute(call)
 
     def exact(self, potentials: ArrayLike) -> ExactSolution:
         """The exact ground-state energies and densities of `[N, 64]` potentials."""
@@ -282,17 +291,21 @@ class AsyncClient(_Settings):
         return await self._execute(_calls.decompress(self.options, codes))
 
     async def energy_from_potential(
-        self, potentials: ArrayLike, include_exact: bool = False
+        self, potentials: ArrayLike, include_exact: bool = False, mode: EnergyMode | None = None
     ) -> Energies:
         """See `Client.energy_from_potential`."""
-        call = _calls.energy_from_potential(self.options, potentials, include_exact)
+        call = _calls.energy_from_potential(self.options, potentials, include_exact, mode)
         return await self._execute(call)
 
     async def energy_from_density(
-        self, densities: ArrayLike, potentials: ArrayLike | None = None
+        self,
+        densities: ArrayLike,
+        potentials: ArrayLike | None = None,
+        mode: EnergyMode | None = None,
     ) -> Energies:
         """See `Client.energy_from_density`."""
-        return await self._execute(_calls.energy_from_density(self.options, densities, potentials))
+        call = _calls.energy_from_density(self.options, densities, potentials, mode)
+        return await self._execute(call)
 
     async def exact(self, potentials: ArrayLike) -> ExactSolution:
         """See `Client.exact`."""
