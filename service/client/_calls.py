@@ -210,6 +210,45 @@ def should_retry_error(call: Call[Any], error: httpx.TransportError) -> bool:
     return call.safe_to_resend
 
 
+Outcome = httpx.Response | httpx.TransportError
+"""What one attempt gave: a response, or the transport error of a request that failed."""
+
+
+class Retries(Generic[T]):
+    """The retry plan of one call, for either client's loop:
+
+    ``while plan.again(send()): sleep(plan.delay)``, then ``plan.result()``."""
+
+    def __init__(self, options: Options, call: Call[T]) -> None:
+        self.options, self.call = options, call
+        self.attempt, self.delay = 0, 0.0
+        self.outcome: Outcome | None = None
+
+    def again(self, outcome: Outcome) -> bool:
+        """Whether to try again after `outcome` (then wait `delay` seconds first)."""
+        self.outcome = outcome
+        if self.attempt >= self.options.retries:
+            return False
+        if isinstance(outcome, httpx.TransportError):
+            if not should_retry_error(self.call, outcome):
+                return False
+            self.delay = self.options.delay(self.attempt)
+        elif should_retry_status(self.call, outcome):
+            self.delay = self.options.delay(self.attempt, outcome.headers.get("retry-after"))
+        else:
+            return False
+        self.attempt += 1
+        return True
+
+    def result(self) -> T:
+        """The call's answer from the final outcome, or the `ServiceError` to raise."""
+        outcome = self.outcome
+        if isinstance(outcome, httpx.TransportError):
+            raise connection_error(self.call, outcome) from outcome
+        assert outcome is not None, "result() before any attempt"
+        return finish(self.call, outcome)
+
+
 def finish(call: Call[T], response: httpx.Response) -> T:
     """The result of a final response, or the `ServiceError` of its status."""
     if response.is_success or response.status_code in call.answers:
@@ -325,6 +364,23 @@ def _model_from_json(body: dict[str, Any]) -> ModelRef | None:
 # The calls ------------------------------------------------------------------------------------
 
 
+def _images_npy(
+    path: str, array: np.ndarray, scale: str, read: Callable[[httpx.Response], T]
+) -> Call[T]:
+    """Images [N, 28, 28] sent as one .npy body, the answer read as .npy."""
+    return Call(
+        "POST", path, read, params={"scale": scale}, content=dump_npy(array), headers=_npy_headers()
+    )
+
+
+def _images_json(
+    path: str, array: np.ndarray, scale: str, read: Callable[[httpx.Response], T]
+) -> Call[T]:
+    """Images [N, 28, 28] sent as JSON, the answer read as JSON."""
+    payload = _json({"images": array, "scale": scale})
+    return Call("POST", path, read, content=payload, headers=_json_headers())
+
+
 def classify(options: Options, images: ArrayLike, scale: Scale | None) -> Call[Classification]:
     array = images_batch(images)
     scale = infer_scale(array, scale)
@@ -336,21 +392,8 @@ def classify(options: Options, images: ArrayLike, scale: Scale | None) -> Call[C
             digits = probabilities.argmax(axis=1).astype(np.int64)
             return Classification(digits, probabilities, _model_from_headers(response))
 
-        return Call(
-            "POST",
-            path,
-            read_npy,
-            params={"scale": scale},
-            content=dump_npy(array),
-            headers=_npy_headers(),
-        )
-    return Call(
-        "POST",
-        path,
-        _read_classification,
-        content=_json({"images": array, "scale": scale}),
-        headers=_json_headers(),
-    )
+        return _images_npy(path, array, scale, read_npy)
+    return _images_json(path, array, scale, _read_classification)
 
 
 def _read_classification(response: httpx.Response) -> Classification:
@@ -399,25 +442,12 @@ def compress(options: Options, images: ArrayLike, scale: Scale | None) -> Call[l
         def read_npy(response: httpx.Response) -> list[bytes]:
             return [row.tobytes() for row in load_npy(response).astype(np.uint8, copy=False)]
 
-        return Call(
-            "POST",
-            path,
-            read_npy,
-            params={"scale": scale},
-            content=dump_npy(array),
-            headers=_npy_headers(),
-        )
+        return _images_npy(path, array, scale, read_npy)
 
     def read(response: httpx.Response) -> list[bytes]:
         return [base64.b64decode(code) for code in read_json(response)["codes"]]
 
-    return Call(
-        "POST",
-        path,
-        read,
-        content=_json({"images": array, "scale": scale}),
-        headers=_json_headers(),
-    )
+    return _images_json(path, array, scale, read)
 
 
 def decompress(options: Options, codes: Sequence[bytes]) -> Call[np.ndarray]:
