@@ -29,6 +29,7 @@ T = TypeVar("T")
 
 JSON = "application/json"
 NPY = "application/x-npy"
+NPZ = "application/x-npz"  # every per-item field as named arrays (classify and energy routes)
 API_KEY_HEADER = "X-API-Key"
 REQUEST_ID_HEADER = "X-Request-ID"
 #: Statuses worth a retry: the server (or a balancer) says "not now", nothing was computed.
@@ -304,16 +305,27 @@ def dump_npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def load_npy(response: httpx.Response) -> np.ndarray:
-    kind = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if kind != NPY:
+def _npz_headers() -> dict[str, str]:
+    return {"Content-Type": NPY, "Accept": NPZ}
+
+
+def load_npy(response: httpx.Response, kind: str = NPY) -> np.ndarray:
+    answered = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if answered != kind:
         raise ServiceError(
-            f"expected an {NPY} answer, got {kind or 'no content type'}",
+            f"expected an {kind} answer, got {answered or 'no content type'}",
             status_code=response.status_code,
             request_id=response.headers.get(REQUEST_ID_HEADER),
         )
     array: np.ndarray = np.load(io.BytesIO(response.content), allow_pickle=False)
     return array
+
+
+def load_npz(response: httpx.Response) -> dict[str, np.ndarray]:
+    """A .npz answer's named arrays."""
+    archive: Any = load_npy(response, NPZ)
+    with archive:
+        return {name: archive[name] for name in archive.files}
 
 
 def read_json(response: httpx.Response) -> Any:
@@ -365,11 +377,16 @@ def _model_from_json(body: dict[str, Any]) -> ModelRef | None:
 
 
 def _images_npy(
-    path: str, array: np.ndarray, scale: str, read: Callable[[httpx.Response], T]
+    path: str,
+    array: np.ndarray,
+    scale: str,
+    read: Callable[[httpx.Response], T],
+    accept: str = NPY,
 ) -> Call[T]:
-    """Images [N, 28, 28] sent as one .npy body, the answer read as .npy."""
+    """Images [N, 28, 28] sent as one .npy body, the answer read as `accept` (.npy or .npz)."""
+    headers = {"Content-Type": NPY, "Accept": accept}
     return Call(
-        "POST", path, read, params={"scale": scale}, content=dump_npy(array), headers=_npy_headers()
+        "POST", path, read, params={"scale": scale}, content=dump_npy(array), headers=headers
     )
 
 
@@ -387,12 +404,19 @@ def classify(options: Options, images: ArrayLike, scale: Scale | None) -> Call[C
     path = "/api/v1/digits/classify"
     if options.use_binary(len(array)):
 
-        def read_npy(response: httpx.Response) -> Classification:
-            probabilities = load_npy(response).astype(np.float32, copy=False)
-            digits = probabilities.argmax(axis=1).astype(np.int64)
-            return Classification(digits, probabilities, _model_from_headers(response))
+        def read_npz(response: httpx.Response) -> Classification:
+            arrays = load_npz(response)
+            return Classification(
+                arrays["digits"].astype(np.int64),
+                arrays["probabilities"].astype(np.float32, copy=False),
+                _model_from_headers(response),
+                arrays["is_digit"].reshape(-1).astype(bool) if "is_digit" in arrays else None,
+                arrays["ood_score"].reshape(-1).astype(np.float64)
+                if "ood_score" in arrays
+                else None,
+            )
 
-        return _images_npy(path, array, scale, read_npy)
+        return _images_npy(path, array, scale, read_npz, accept=NPZ)
     return _images_json(path, array, scale, _read_classification)
 
 
@@ -502,12 +526,26 @@ def _floats(values: Sequence[float | None]) -> np.ndarray:
     return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
 
-def _read_energies_npy(response: httpx.Response) -> Energies:
-    array = load_npy(response).astype(np.float64)
-    model = _model_from_headers(response)
-    if array.ndim == 2:  # predicted, exact, error
-        return Energies(array[:, 0], model, array[:, 1], array[:, 2])
-    return Energies(array, model)
+def _read_energies_npz(response: httpx.Response) -> Energies:
+    """A .npz energy answer: the same fields as the JSON one."""
+    arrays = load_npz(response)
+
+    def optional(name: str, dtype: Any) -> np.ndarray | None:
+        return arrays[name].astype(dtype) if name in arrays else None
+
+    answered_by, reasons = optional("answered_by", str), optional("domain_reason_text", str)
+    return Energies(
+        arrays["energies"].astype(np.float64),
+        _model_from_headers(response),
+        optional("exact_energies", np.float64),
+        optional("errors", np.float64),
+        answered_by=None if answered_by is None else answered_by.tolist(),
+        energy_std=optional("energy_std", np.float64),
+        energy_interval_95=optional("energy_interval_95", np.float64),
+        in_domain=optional("in_domain", bool),
+        domain_reason_text=None if reasons is None else reasons.tolist(),
+        mode=str(arrays["mode"]) if "mode" in arrays else None,
+    )
 
 
 def energy_from_potential(
@@ -522,10 +560,10 @@ def energy_from_potential(
         return Call(
             "POST",
             path,
-            _read_energies_npy,
+            _read_energies_npz,
             params=params,
             content=dump_npy(array),
-            headers=_npy_headers(),
+            headers=_npz_headers(),
         )
     payload: dict[str, Any] = {"potentials": array, "include_exact": include_exact}
     if mode is not None:
@@ -546,10 +584,10 @@ def energy_from_density(
         return Call(
             "POST",
             path,
-            _read_energies_npy,
+            _read_energies_npz,
             params={} if mode is None else {"mode": mode},
             content=dump_npy(array),
-            headers=_npy_headers(),
+            headers=_npz_headers(),
         )
     payload: dict[str, Any] = {"densities": array}
     if mode is not None:

@@ -334,3 +334,19 @@ async def test_classification_carries_the_digit_flag_where_the_version_has_one(
     else:
         assert result.is_digit.shape == (2,) and result.is_digit.dtype == bool
         assert result.ood_score is not None and result.ood_score.shape == (2,)
+
+
+async def test_bulk_answers_keep_every_field(api: AsyncClient, api_npy: AsyncClient) -> None:
+    V = potentials(3, seed=8)
+
+    as_json = await api.energy_from_potential(V, include_exact=True, mode="auto")
+    bulk = await api_npy.energy_from_potential(V, include_exact=True, mode="auto")
+
+    assert bulk.answered_by == as_json.answered_by and bulk.mode == "auto"
+    for name in ("energies", "exact", "errors", "energy_std", "energy_interval_95", "in_domain"):
+        np.testing.assert_allclose(getattr(bulk, name), getattr(as_json, name), rtol=1e-6)
+    assert bulk.domain_reason_text == as_json.domain_reason_text
+    images = np.zeros((2, 28, 28), np.uint8)
+    json_digits, bulk_digits = await api.classify(images), await api_npy.classify(images)
+    np.testing.assert_array_equal(bulk_digits.digits, json_digits.digits)
+    assert (bulk_digits.is_digit is None) == (json_digits.is_digit is None)

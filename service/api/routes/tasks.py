@@ -13,7 +13,7 @@ from starlette.responses import Response
 from service import codec, imaging
 from service.api.body import json_body, media_type, read_body
 from service.api.deps import FastRoute, ServiceDep, require_api_key
-from service.api.npy import JSON, NPY, NPY_RESPONSE, negotiate, npy_response
+from service.api.npy import JSON, NPY, NPY_RESPONSE, NPZ, negotiate, npy_response, npz_response
 from service.api.responses import JSONBody
 from service.energy_domain import EnergyAnswer
 from service.errors import InvalidInput, MalformedRequest, UnsupportedMediaType, describe
@@ -80,6 +80,11 @@ def _classification(
 ) -> Response:
     if answer == NPY:
         return npy_response(result.probabilities, _model_headers(result))
+    if answer == NPZ:
+        arrays = {"digits": result.digits, "probabilities": result.probabilities, **result.extras}
+        if model_input_png is not None:  # debug: the 28x28 input the model saw, [1, 28, 28]
+            arrays["model_input"] = model_input_png[None]
+        return npz_response(arrays, _model_headers(result))
     predictions: list[dict[str, Any]] = [
         {"digit": int(digit), "probabilities": probabilities}
         for digit, probabilities in zip(result.digits, result.probabilities, strict=True)
@@ -100,6 +105,8 @@ def _energies(result: EnergyPrediction, answer: str = JSON) -> Response:
             return npy_response(result.energies, _model_headers(result))
         columns = np.stack([result.energies.astype(np.float64), result.exact, result.errors], 1)
         return npy_response(columns, _model_headers(result))
+    if answer == NPZ:
+        return npz_response(_energy_arrays(result), _model_headers(result))
     body: dict[str, Any] = {
         "model": _model(result),
         "grid": {"start": -15.0, "stop": 15.0, "points": 64, "unit": "bohr"},
@@ -116,6 +123,29 @@ def _energies(result: EnergyPrediction, answer: str = JSON) -> Response:
     for name, values in result.extras.items():
         body.setdefault(name, values)
     return JSONBody(body)
+
+
+def _energy_arrays(result: EnergyPrediction) -> dict[str, Any]:
+    """The JSON answer's per-item fields as arrays, for the .npz answer: always `energies`
+    (float64), `mode` (a 0-d str), `answered_by` (str), `energy_std`, `energy_interval_95`
+    [N, 2] (NaN where unknown), `in_domain`, `domain_score`, `domain_reason_text`;
+    `exact_energies` and `errors` when asked for; the model's other outputs by name."""
+    arrays: dict[str, Any] = {**result.extras, "energies": result.energies.astype(np.float64)}
+    if result.answer is not None:
+        fields = _answer_fields(result.answer, result.mode)
+        intervals = [[np.nan, np.nan] if i is None else i for i in fields["energy_interval_95"]]
+        arrays.update(
+            mode=np.asarray(result.mode, dtype=str),
+            answered_by=np.array(fields["answered_by"], dtype=str),
+            energy_std=fields["energy_std"].astype(np.float64),
+            energy_interval_95=np.array(intervals, dtype=np.float64).reshape(-1, 2),
+            in_domain=np.asarray(fields["in_domain"], bool),
+            domain_score=np.asarray(fields["domain_score"], np.float64),
+            domain_reason_text=np.array(fields["domain_reason_text"], dtype=str),
+        )
+    if result.exact is not None:
+        arrays.update(exact_energies=result.exact, errors=result.errors)
+    return arrays
 
 
 def _answer_fields(answer: EnergyAnswer, mode: str) -> dict[str, Any]:
@@ -152,7 +182,7 @@ async def classify_digits(request: Request, service: ServiceDep) -> Response:
     Binary form: a .npy body `[N, 28, 28]` with `?scale=`; `Accept: application/x-npy` returns
     the probabilities, float32 `[N, 10]`.
     """
-    answer = negotiate(request)
+    answer = negotiate(request, (JSON, NPY, NPZ))
     body = await read_body(request, ClassifyRequest, "images")
     return _classification(await service.classify(body.images, body.scale), answer)
 
@@ -237,7 +267,7 @@ def _flag(value: str | None, field: str) -> bool:
 )
 async def classify_digit_image(request: Request, service: ServiceDep) -> Response:
     """Classify an uploaded PNG/JPEG photo or drawing of one digit (MNIST-style preprocessing)."""
-    answer = negotiate(request)
+    answer = negotiate(request, (JSON, NPY, NPZ))
     data, fields = await _upload(request)
     debug = _flag(fields.get("debug", request.query_params.get("debug")), "debug")
     if debug and answer == NPY:
@@ -375,7 +405,7 @@ async def energy_from_potential(request: Request, service: ServiceDep) -> Respon
     Binary form: a .npy body `[N, 64]`; `Accept: application/x-npy` returns the energies,
     float32 `[N]`, or with `include_exact` float64 `[N, 3]`: predicted, exact, error.
     """
-    answer = negotiate(request)
+    answer = negotiate(request, (JSON, NPY, NPZ))
     body = await read_body(request, PotentialEnergyRequest, "potentials")
     result = await service.energy_from_potential(body.potentials, body.include_exact, body.mode)
     return _energies(result, answer)
@@ -395,7 +425,7 @@ async def energy_from_density(request: Request, service: ServiceDep) -> Response
     Binary form: a .npy body `[N, 64]`; `Accept: application/x-npy` returns the energies,
     float32 `[N]` (float64 `[N, 3]` with potentials, in JSON only: predicted, exact, error).
     """
-    answer = negotiate(request)
+    answer = negotiate(request, (JSON, NPY, NPZ))
     body = await read_body(request, DensityEnergyRequest, "densities")
     result = await service.energy_from_density(body.densities, body.potentials, body.mode)
     return _energies(result, answer)

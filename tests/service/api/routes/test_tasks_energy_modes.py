@@ -230,3 +230,26 @@ async def test_energy_v1_is_checked_with_its_card(energy_client: Client) -> None
     # no uncertainty from v1: auto lets the solver answer everything
     assert auto["answered_by"] == ["exact solver"] * 4
     assert density["in_domain"] == [True, True, True, False]
+
+
+async def test_energy_npz_answer_has_every_field_of_the_json_one(energy_client: Client) -> None:
+    import io
+
+    V = sample_potentials(4, 9)
+    async with energy_client() as client:
+        body = await _post(client, POTENTIAL, potentials=V.tolist(), mode="auto")
+        response = await client.post(
+            f"{POTENTIAL}?mode=auto",
+            content=_npy(V),
+            headers={"Content-Type": "application/x-npy", "Accept": "application/x-npz"},
+        )
+    assert response.status_code == 200 and response.headers["content-type"] == "application/x-npz"
+    with np.load(io.BytesIO(response.content), allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    assert str(arrays["mode"]) == "auto"
+    assert arrays["answered_by"].tolist() == body["answered_by"]
+    assert arrays["in_domain"].tolist() == body["in_domain"]
+    np.testing.assert_allclose(arrays["energies"], body["energies"], rtol=1e-6)
+    np.testing.assert_allclose(arrays["energy_std"], body["energy_std"], rtol=1e-6)
+    np.testing.assert_allclose(arrays["energy_interval_95"], body["energy_interval_95"], rtol=1e-6)
+    assert arrays["domain_reason_text"].tolist() == body["domain_reason_text"]
