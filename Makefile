@@ -4,8 +4,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-stamp
-HOST ?= 0.0.0.0
-PORT ?= 8000
 
 .PHONY: setup serve test lint typecheck format data train evaluate bench clean hadolint audit lock fuzz soak \
 	image image-test compose-test image-size deploy-tools validate-manifests checkov client-test browser-test nginx-test \
@@ -33,8 +31,8 @@ $(STAMP): requirements-dev.lock requirements-nodeps.lock pyproject.toml
 
 setup: $(STAMP)  ## create .venv and install the pinned dependencies
 
-serve: $(STAMP)  ## run the service on the committed models (honours HOST and PORT)
-	$(BIN)/python -m service --host $(HOST) --port $(PORT)
+serve: $(STAMP)  ## run the service on the committed models (host, port, key: the MLDM_* settings)
+	$(BIN)/python -m service
 
 test: $(STAMP)  ## the whole test suite (what CI runs)
 	$(BIN)/python -m pytest

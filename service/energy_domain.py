@@ -9,6 +9,18 @@ can read, and call the exact solver for the rest.
 * ``auto``: the model answers items inside its domain whose uncertainty is at most
   ``max_std`` (Hartree; the service's ``Settings.energy_auto_max_std``); the solver the others.
 
+A version whose card has a ``calibration`` section (``training.energy_calibration``, issue 20)
+is answered by it instead: its ``energy_std`` is multiplied by ``std_scale`` (so that its 95%
+intervals cover 95% of every held-out family, not only on average), and in ``auto`` the model
+answers only inside its domain, with ``domain_score`` at most ``auto_max_domain_score`` and the
+rescaled ``energy_std`` at most ``auto_max_std_ha``: the rule that kept every tested family and
+demo preset within 1.6 mHa for 99.5% of items (``max_std`` then bounds the model's own std,
+before the rescaling: the setting can only make ``auto`` stricter).
+
+A density model's energy from a density alone (no potential) is T[n] plus the training mean of
+the potential energy: the potential's offset cannot be inferred from n, so such an answer is
+never ``in_domain`` and its reason says so.
+
 Model versions without domain outputs (v1) are checked with the card's ``domain`` definition of
 kind ``"notebook_basis"`` when it has one (the notebook's 5-term potential family), else they are
 "unknown" (not checkable, so ``auto`` sends them to the solver).
@@ -157,13 +169,24 @@ def answer(
     energy = np.asarray(outputs[energy_key], np.float64).copy()
     std_key = f"{energy_key}_std"
     std = np.asarray(outputs[std_key], np.float64).copy() if std_key in outputs else None
+    calibration = card.get("calibration", {})
+    if std is not None:
+        std *= float(calibration.get("std_scale", 1.0))
     domain = verdict(card, outputs, potentials)
+    if "kinetic_energy" in outputs and potentials is None:
+        domain = _offset_unknown(domain)
     if mode == "model":
         solver = np.zeros(len(energy), bool)
     elif mode == "exact":
         solver = np.ones(len(energy), bool)
     else:
+        if "auto_max_std_ha" in calibration:
+            # ``max_std`` (the setting) bounds the model's own std, before the rescaling.
+            scale = float(calibration.get("std_scale", 1.0))
+            max_std = min(float(calibration["auto_max_std_ha"]), max_std * scale)
         uncertain = np.ones(len(energy), bool) if std is None else ~(std <= max_std)
+        if "auto_max_domain_score" in calibration:
+            uncertain |= ~(domain.score <= float(calibration["auto_max_domain_score"]))
         solver = ~domain.inside | uncertain
     if std is None:
         std = np.full(len(energy), np.nan)
@@ -185,6 +208,18 @@ def answer(
         energy_std=std,
         domain=domain,
     )
+
+
+def _offset_unknown(domain: DomainVerdict) -> DomainVerdict:
+    """A density-only verdict: whatever the density's own, the energy's absolute level is
+    unknown (n is the same for V and V + c), so no item is in the domain."""
+    note = (
+        "the potential's offset cannot be inferred from a density alone: the energy assumes "
+        "the training mean of sum(n V) dx (uncertain by the card's offset_std); send the "
+        "potentials for an absolute energy"
+    )
+    reasons = [f"{reason}; but {note}" for reason in domain.reason]
+    return DomainVerdict(domain.score, np.zeros(len(domain.inside), bool), reasons)
 
 
 def with_potentials(

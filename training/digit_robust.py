@@ -32,8 +32,7 @@ import numpy as np
 import tensorflow as tf
 from scipy import optimize
 
-from service import imaging
-from service.errors import InvalidInput
+from data import digit_ink
 from training import digit_classifier, digit_degrade, digit_sets
 from training.common import (
     REPO_ROOT,
@@ -118,15 +117,15 @@ def _base_config() -> digit_classifier.ClassifierConfig:
 
 def outlier_images(config: RobustConfig, rng: np.random.Generator) -> np.ndarray:
     """Not-digits for outlier exposure, [N, 28, 28]: glyphs of ``outlier_family`` (no digit
-    look-alikes) through the service's preprocessing, raw noise and blank frames."""
+    look-alikes) through the preprocessing (`data.digit_ink`), raw noise and blank frames."""
     glyphs = "".join(c for c in digit_sets.NON_DIGIT_GLYPHS if c not in digit_sets.LOOKALIKES)
     frames = []
     for size in (24, 48):
         pictures, _ = digit_sets.font_non_digits(glyphs, size, family=config.outlier_family)
         for picture in pictures:
             try:
-                frames.append(imaging.mnist_style(picture.astype(np.float32) / 255.0))
-            except InvalidInput:
+                frames.append(digit_ink.mnist_style(picture.astype(np.float32) / 255.0))
+            except digit_ink.NoDigitError:
                 continue
     raw = [
         rng.random((1000, 28, 28)),

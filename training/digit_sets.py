@@ -117,19 +117,85 @@ def mnist_photos(
     return [on_paper(im, rng, ramp=ramp, noise=noise) for im in padded]
 
 
-def sklearn_digits(order: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """scikit-learn's 1,797 handwritten 8x8 digits (UCI), upscaled 8x to 64x64 dark on light,
-    smooth (``order`` 1, bilinear) or blocky (0, nearest)."""
+def sklearn_digits(order: int, margin: int = 2) -> tuple[list[np.ndarray], np.ndarray]:
+    """scikit-learn's 1,797 handwritten 8x8 digits (UCI) with ``margin`` pixels of paper around
+    them, upscaled 8x (64x64 without a margin, 96x96 with 2 px) dark on light, smooth
+    (``order`` 1, bilinear) or blocky (0, nearest). Many of them fill their 8x8 box: without a
+    margin, their ink touches the picture's edges."""
     from sklearn.datasets import load_digits  # a dev dependency, only for the bench
 
     digits = load_digits()
     resample = Image.Resampling.BILINEAR if order else Image.Resampling.NEAREST
+    side = 8 * (8 + 2 * margin)
     pictures = []
     for image in digits.images:
-        ink = np.pad(image / 16.0, 2)
-        big = Image.fromarray(ink.astype(np.float32), mode="F").resize((96, 96), resample)
+        ink = np.pad(image / 16.0, margin)
+        big = Image.fromarray(ink.astype(np.float32), mode="F").resize((side, side), resample)
         pictures.append(np.clip(np.rint(255 * (1 - np.asarray(big))), 0, 255).astype(np.uint8))
     return pictures, digits.target.astype(np.int64)
+
+
+def tight_crops(images: np.ndarray) -> list[np.ndarray]:
+    """MNIST-style images [N, 28, 28] (light on dark, in [0, 1]) cropped to their ink, dark on
+    light: a digit that touches all four edges of its picture."""
+    pictures = []
+    for image in images:
+        rows = np.flatnonzero(image.max(axis=1) > 0)
+        cols = np.flatnonzero(image.max(axis=0) > 0)
+        crop = image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        pictures.append(np.clip(np.rint(255 * (1 - crop)), 0, 255).astype(np.uint8))
+    return pictures
+
+
+def shapes(count: int, seed: int = 0) -> list[np.ndarray]:
+    """Geometric shapes, dark on light, 64x64: squares, rectangles, triangles, circles,
+    ellipses, stars and crosses of random size and position, outlined or filled."""
+    rng = np.random.default_rng(seed)
+    pictures = []
+    for i in range(count):
+        image = Image.new("L", (_CANVAS, _CANVAS), 255)
+        draw = ImageDraw.Draw(image)
+        cx, cy = rng.uniform(24, 40, 2)
+        r = float(rng.uniform(12, 22))
+        width = int(rng.integers(2, 6))
+        fill = 0 if rng.random() < 0.3 else None
+        kind = i % 7
+        box = (
+            cx - r,
+            cy - r * (0.6 if kind == 1 else 1.0),
+            cx + r,
+            cy + r * (0.6 if kind == 1 else 1.0),
+        )
+        if kind in (0, 1):
+            draw.rectangle(box, outline=0, width=width, fill=fill)
+        elif kind == 2:
+            draw.polygon(_regular(cx, cy, r, 3, rng), outline=0, width=width, fill=fill)
+        elif kind == 3:
+            draw.ellipse(box, outline=0, width=width, fill=fill)
+        elif kind == 4:
+            draw.ellipse((cx - r, cy - 0.55 * r, cx + r, cy + 0.55 * r), outline=0, width=width)
+        elif kind == 5:
+            outer = _regular(cx, cy, r, 5, rng)
+            star = [outer[(2 * k) % 5] for k in range(5)]
+            draw.line([*star, star[0]], fill=0, width=width)
+        else:
+            draw.line([(cx - r, cy), (cx + r, cy)], fill=0, width=width)
+            draw.line([(cx, cy - r), (cx, cy + r)], fill=0, width=width)
+        pictures.append(np.asarray(image))
+    return pictures
+
+
+def _regular(
+    cx: float, cy: float, r: float, sides: int, rng: np.random.Generator
+) -> list[tuple[float, float]]:
+    turn = float(rng.uniform(0, 2 * np.pi))
+    return [
+        (
+            cx + r * np.cos(turn + 2 * np.pi * k / sides),
+            cy + r * np.sin(turn + 2 * np.pi * k / sides),
+        )
+        for k in range(sides)
+    ]
 
 
 def noise_pictures(kind: str, count: int, seed: int = 0) -> list[np.ndarray]:
@@ -234,4 +300,5 @@ NON_DIGIT_SETS: dict[str, Callable[[int, int], list[np.ndarray]]] = {
     "blank and nearly blank": blank_pictures,
     "paper without ink": paper_pictures,
     "scribbles": scribbles,
+    "geometric shapes": shapes,
 }

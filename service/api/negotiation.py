@@ -7,8 +7,10 @@ format itself is `service.codecs.npy`.
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
+import numpy as np
 from fastapi import Request
 from starlette.responses import Response
 
@@ -16,10 +18,21 @@ from service.codecs.npy import NPY, dump_npy
 from service.errors import NotAcceptable
 
 JSON = "application/json"
+#: Every per-item field of an answer as named arrays (``numpy.savez``, no pickles): what a bulk
+#: client asks for when it wants more than the main output (issue 20).
+NPZ = "application/x-npz"
 
 
 def npy_response(array: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(dump_npy(array), media_type=NPY, headers=headers)
+
+
+def npz_response(arrays: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    """Named arrays as one .npz file (read with ``numpy.load(..., allow_pickle=False)``)."""
+    buffer = io.BytesIO()
+    named: dict[str, Any] = {name: np.asarray(value) for name, value in arrays.items()}
+    np.savez(buffer, **named)
+    return Response(buffer.getvalue(), media_type=NPZ, headers=headers)
 
 
 def _accepted(header: str) -> list[str]:
@@ -66,8 +79,13 @@ NPY_BODY_DOC: dict[str, Any] = {
 }
 NPY_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
-        "content": {NPY: {"schema": {"type": "string", "format": "binary"}}},
-        "description": "JSON, or with `Accept: application/x-npy` the main output as a .npy file",
+        "content": {
+            NPY: {"schema": {"type": "string", "format": "binary"}},
+            NPZ: {"schema": {"type": "string", "format": "binary"}},
+        },
+        "description": "JSON; with `Accept: application/x-npy` the main output as a .npy file; "
+        "with `Accept: application/x-npz` (classify and energy routes) every per-item field of "
+        "the JSON answer as named arrays in one .npz file",
     },
     406: {"description": "The Accept header names no type this endpoint produces"},
 }

@@ -17,6 +17,7 @@ server's message, and big batches travel as `.npy`.
 from ._calls import (
     Classification,
     Energies,
+    EnergyMode,
     ExactSolution,
     Inference,
     ModelRef,
@@ -38,6 +39,7 @@ __all__ = [
     "Classification",
     "Client",
     "Energies",
+    "EnergyMode",
     "ExactSolution",
     "Inference",
     "InvalidRequest",

@@ -29,12 +29,16 @@ T = TypeVar("T")
 
 JSON = "application/json"
 NPY = "application/x-npy"
+NPZ = "application/x-npz"  # every per-item field as named arrays (classify and energy routes)
 API_KEY_HEADER = "X-API-Key"
 REQUEST_ID_HEADER = "X-Request-ID"
 #: Statuses worth a retry: the server (or a balancer) says "not now", nothing was computed.
 RETRY_STATUSES = frozenset({503})
 
 Scale = Literal["unit", "byte"]
+EnergyMode = Literal["model", "exact", "auto"]
+"""Who answers an energy request: the model, the exact solver, or the model where it keeps its
+promise and the solver elsewhere (`auto`)."""
 ArrayLike = Any  # numpy arrays, nested lists: anything np.asarray takes
 
 
@@ -58,6 +62,11 @@ class Classification:
     probabilities: np.ndarray
     """float32 `[N, 10]`."""
     model: ModelRef | None
+    is_digit: np.ndarray | None = None
+    """bool `[N]`: false where the picture does not look like a digit (the digit is then only a
+    guess); None from versions without the flag (v1) and from .npy answers."""
+    ood_score: np.ndarray | None = None
+    """float64 `[N]`: the out-of-distribution score behind `is_digit` (higher: less digit-like)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,19 @@ class Energies:
     """Exact energies, float64 `[N]` (when asked for)."""
     errors: np.ndarray | None = None
     """Predicted - exact, float64 `[N]` (when asked for)."""
+    answered_by: list[str] | None = None
+    """Who answered each item: "model" or "exact solver" (JSON answers)."""
+    energy_std: np.ndarray | None = None
+    """float64 `[N]`: calibrated 1-sigma uncertainty, Hartree (0 where the exact solver answered,
+    NaN where the version gives none)."""
+    energy_interval_95: np.ndarray | None = None
+    """float64 `[N, 2]`: the 95% interval [low, high], Hartree (NaN where there is none)."""
+    in_domain: np.ndarray | None = None
+    """bool `[N]`: whether the input lies in the model's training domain."""
+    domain_reason_text: list[str] | None = None
+    """The domain verdict of each item in words."""
+    mode: str | None = None
+    """The mode the server answered in: "model", "exact" or "auto"."""
 
 
 @dataclass(frozen=True)
@@ -189,6 +211,45 @@ def should_retry_error(call: Call[Any], error: httpx.TransportError) -> bool:
     return call.safe_to_resend
 
 
+Outcome = httpx.Response | httpx.TransportError
+"""What one attempt gave: a response, or the transport error of a request that failed."""
+
+
+class Retries(Generic[T]):
+    """The retry plan of one call, for either client's loop:
+
+    ``while plan.again(send()): sleep(plan.delay)``, then ``plan.result()``."""
+
+    def __init__(self, options: Options, call: Call[T]) -> None:
+        self.options, self.call = options, call
+        self.attempt, self.delay = 0, 0.0
+        self.outcome: Outcome | None = None
+
+    def again(self, outcome: Outcome) -> bool:
+        """Whether to try again after `outcome` (then wait `delay` seconds first)."""
+        self.outcome = outcome
+        if self.attempt >= self.options.retries:
+            return False
+        if isinstance(outcome, httpx.TransportError):
+            if not should_retry_error(self.call, outcome):
+                return False
+            self.delay = self.options.delay(self.attempt)
+        elif should_retry_status(self.call, outcome):
+            self.delay = self.options.delay(self.attempt, outcome.headers.get("retry-after"))
+        else:
+            return False
+        self.attempt += 1
+        return True
+
+    def result(self) -> T:
+        """The call's answer from the final outcome, or the `ServiceError` to raise."""
+        outcome = self.outcome
+        if isinstance(outcome, httpx.TransportError):
+            raise connection_error(self.call, outcome) from outcome
+        assert outcome is not None, "result() before any attempt"
+        return finish(self.call, outcome)
+
+
 def finish(call: Call[T], response: httpx.Response) -> T:
     """The result of a final response, or the `ServiceError` of its status."""
     if response.is_success or response.status_code in call.answers:
@@ -244,16 +305,27 @@ def dump_npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def load_npy(response: httpx.Response) -> np.ndarray:
-    kind = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if kind != NPY:
+def _npz_headers() -> dict[str, str]:
+    return {"Content-Type": NPY, "Accept": NPZ}
+
+
+def load_npy(response: httpx.Response, kind: str = NPY) -> np.ndarray:
+    answered = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if answered != kind:
         raise ServiceError(
-            f"expected an {NPY} answer, got {kind or 'no content type'}",
+            f"expected an {kind} answer, got {answered or 'no content type'}",
             status_code=response.status_code,
             request_id=response.headers.get(REQUEST_ID_HEADER),
         )
     array: np.ndarray = np.load(io.BytesIO(response.content), allow_pickle=False)
     return array
+
+
+def load_npz(response: httpx.Response) -> dict[str, np.ndarray]:
+    """A .npz answer's named arrays."""
+    archive: Any = load_npy(response, NPZ)
+    with archive:
+        return {name: archive[name] for name in archive.files}
 
 
 def read_json(response: httpx.Response) -> Any:
@@ -304,32 +376,48 @@ def _model_from_json(body: dict[str, Any]) -> ModelRef | None:
 # The calls ------------------------------------------------------------------------------------
 
 
+def _images_npy(
+    path: str,
+    array: np.ndarray,
+    scale: str,
+    read: Callable[[httpx.Response], T],
+    accept: str = NPY,
+) -> Call[T]:
+    """Images [N, 28, 28] sent as one .npy body, the answer read as `accept` (.npy or .npz)."""
+    headers = {"Content-Type": NPY, "Accept": accept}
+    return Call(
+        "POST", path, read, params={"scale": scale}, content=dump_npy(array), headers=headers
+    )
+
+
+def _images_json(
+    path: str, array: np.ndarray, scale: str, read: Callable[[httpx.Response], T]
+) -> Call[T]:
+    """Images [N, 28, 28] sent as JSON, the answer read as JSON."""
+    payload = _json({"images": array, "scale": scale})
+    return Call("POST", path, read, content=payload, headers=_json_headers())
+
+
 def classify(options: Options, images: ArrayLike, scale: Scale | None) -> Call[Classification]:
     array = images_batch(images)
     scale = infer_scale(array, scale)
     path = "/api/v1/digits/classify"
     if options.use_binary(len(array)):
 
-        def read_npy(response: httpx.Response) -> Classification:
-            probabilities = load_npy(response).astype(np.float32, copy=False)
-            digits = probabilities.argmax(axis=1).astype(np.int64)
-            return Classification(digits, probabilities, _model_from_headers(response))
+        def read_npz(response: httpx.Response) -> Classification:
+            arrays = load_npz(response)
+            return Classification(
+                arrays["digits"].astype(np.int64),
+                arrays["probabilities"].astype(np.float32, copy=False),
+                _model_from_headers(response),
+                arrays["is_digit"].reshape(-1).astype(bool) if "is_digit" in arrays else None,
+                arrays["ood_score"].reshape(-1).astype(np.float64)
+                if "ood_score" in arrays
+                else None,
+            )
 
-        return Call(
-            "POST",
-            path,
-            read_npy,
-            params={"scale": scale},
-            content=dump_npy(array),
-            headers=_npy_headers(),
-        )
-    return Call(
-        "POST",
-        path,
-        _read_classification,
-        content=_json({"images": array, "scale": scale}),
-        headers=_json_headers(),
-    )
+        return _images_npy(path, array, scale, read_npz, accept=NPZ)
+    return _images_json(path, array, scale, _read_classification)
 
 
 def _read_classification(response: httpx.Response) -> Classification:
@@ -337,8 +425,14 @@ def _read_classification(response: httpx.Response) -> Classification:
     predictions = body["predictions"]
     digits = np.array([p["digit"] for p in predictions], dtype=np.int64)
     probabilities = np.array([p["probabilities"] for p in predictions], dtype=np.float32)
+    flags = [p.get("is_digit") for p in predictions]
+    scores = [p.get("ood_score") for p in predictions]
     return Classification(
-        digits, probabilities.reshape(len(predictions), 10), _model_from_json(body)
+        digits,
+        probabilities.reshape(len(predictions), 10),
+        _model_from_json(body),
+        None if None in flags else np.array(flags, dtype=bool),
+        None if None in scores else np.array(scores, dtype=np.float64),
     )
 
 
@@ -372,25 +466,12 @@ def compress(options: Options, images: ArrayLike, scale: Scale | None) -> Call[l
         def read_npy(response: httpx.Response) -> list[bytes]:
             return [row.tobytes() for row in load_npy(response).astype(np.uint8, copy=False)]
 
-        return Call(
-            "POST",
-            path,
-            read_npy,
-            params={"scale": scale},
-            content=dump_npy(array),
-            headers=_npy_headers(),
-        )
+        return _images_npy(path, array, scale, read_npy)
 
     def read(response: httpx.Response) -> list[bytes]:
         return [base64.b64decode(code) for code in read_json(response)["codes"]]
 
-    return Call(
-        "POST",
-        path,
-        read,
-        content=_json({"images": array, "scale": scale}),
-        headers=_json_headers(),
-    )
+    return _images_json(path, array, scale, read)
 
 
 def decompress(options: Options, codes: Sequence[bytes]) -> Call[np.ndarray]:
@@ -418,51 +499,99 @@ def _read_energies(response: httpx.Response) -> Energies:
     body = read_json(response)
     exact = body.get("exact_energies")
     errors = body.get("errors")
+    energies = np.array(body["energies"], dtype=np.float64)
+    std = body.get("energy_std")
+    intervals = body.get("energy_interval_95")
+    in_domain = body.get("in_domain")
     return Energies(
-        np.array(body["energies"], dtype=np.float64),
+        energies,
         _model_from_json(body),
         None if exact is None else np.array(exact, dtype=np.float64),
         None if errors is None else np.array(errors, dtype=np.float64),
+        answered_by=body.get("answered_by"),
+        energy_std=None if std is None else _floats(std),
+        energy_interval_95=None
+        if intervals is None
+        else np.array(
+            [[np.nan, np.nan] if i is None else i for i in intervals], dtype=np.float64
+        ).reshape(len(energies), 2),
+        in_domain=None if in_domain is None else np.array(in_domain, dtype=bool),
+        domain_reason_text=body.get("domain_reason_text"),
+        mode=body.get("mode"),
     )
 
 
-def _read_energies_npy(response: httpx.Response) -> Energies:
-    array = load_npy(response).astype(np.float64)
-    model = _model_from_headers(response)
-    if array.ndim == 2:  # predicted, exact, error
-        return Energies(array[:, 0], model, array[:, 1], array[:, 2])
-    return Energies(array, model)
+def _floats(values: Sequence[float | None]) -> np.ndarray:
+    """A JSON list with nulls as float64, null as NaN."""
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def _read_energies_npz(response: httpx.Response) -> Energies:
+    """A .npz energy answer: the same fields as the JSON one."""
+    arrays = load_npz(response)
+
+    def optional(name: str, dtype: Any) -> np.ndarray | None:
+        return arrays[name].astype(dtype) if name in arrays else None
+
+    answered_by, reasons = optional("answered_by", str), optional("domain_reason_text", str)
+    return Energies(
+        arrays["energies"].astype(np.float64),
+        _model_from_headers(response),
+        optional("exact_energies", np.float64),
+        optional("errors", np.float64),
+        answered_by=None if answered_by is None else answered_by.tolist(),
+        energy_std=optional("energy_std", np.float64),
+        energy_interval_95=optional("energy_interval_95", np.float64),
+        in_domain=optional("in_domain", bool),
+        domain_reason_text=None if reasons is None else reasons.tolist(),
+        mode=str(arrays["mode"]) if "mode" in arrays else None,
+    )
 
 
 def energy_from_potential(
-    options: Options, potentials: ArrayLike, include_exact: bool
+    options: Options, potentials: ArrayLike, include_exact: bool, mode: EnergyMode | None = None
 ) -> Call[Energies]:
     array = batch(potentials, 1, "potentials")
     path = "/api/v1/energy/from-potential"
     if options.use_binary(len(array)):
+        params = {"include_exact": "true" if include_exact else "false"}
+        if mode is not None:
+            params["mode"] = mode
         return Call(
             "POST",
             path,
-            _read_energies_npy,
-            params={"include_exact": "true" if include_exact else "false"},
+            _read_energies_npz,
+            params=params,
             content=dump_npy(array),
-            headers=_npy_headers(),
+            headers=_npz_headers(),
         )
-    payload = {"potentials": array, "include_exact": include_exact}
+    payload: dict[str, Any] = {"potentials": array, "include_exact": include_exact}
+    if mode is not None:
+        payload["mode"] = mode
     return Call("POST", path, _read_energies, content=_json(payload), headers=_json_headers())
 
 
 def energy_from_density(
-    options: Options, densities: ArrayLike, potentials: ArrayLike | None
+    options: Options,
+    densities: ArrayLike,
+    potentials: ArrayLike | None,
+    mode: EnergyMode | None = None,
 ) -> Call[Energies]:
     array = batch(densities, 1, "densities")
     path = "/api/v1/energy/from-density"
     # The .npy form carries one array, so densities that come with potentials go as JSON.
     if potentials is None and options.use_binary(len(array)):
         return Call(
-            "POST", path, _read_energies_npy, content=dump_npy(array), headers=_npy_headers()
+            "POST",
+            path,
+            _read_energies_npz,
+            params={} if mode is None else {"mode": mode},
+            content=dump_npy(array),
+            headers=_npz_headers(),
         )
     payload: dict[str, Any] = {"densities": array}
+    if mode is not None:
+        payload["mode"] = mode
     if potentials is not None:
         payload["potentials"] = batch(potentials, 1, "potentials")
     return Call("POST", path, _read_energies, content=_json(payload), headers=_json_headers())

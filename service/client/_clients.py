@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import httpx
@@ -24,10 +23,12 @@ from ._calls import (
     Call,
     Classification,
     Energies,
+    EnergyMode,
     ExactSolution,
     Inference,
     ModelStatus,
     Options,
+    Retries,
     Scale,
 )
 
@@ -49,25 +50,40 @@ def _timeout(timeout: float | httpx.Timeout | None) -> httpx.Timeout:
     return httpx.Timeout(timeout, connect=min(timeout, 10.0) if timeout else None)
 
 
-class _Settings:
-    """Constructor arguments shared by both clients."""
+class _Base:
+    """The constructor both clients share; `_http_class` is httpx's blocking or async client."""
+
+    _http_class: Any
+    _http: Any
 
     def __init__(
         self,
-        retries: int,
-        backoff_s: float,
-        max_backoff_s: float,
-        binary: bool | None,
-        binary_min_items: int,
+        base_url: str = "http://127.0.0.1:8000",
+        *,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT_S,
+        retries: int = 3,
+        backoff_s: float = 0.1,
+        max_backoff_s: float = 5.0,
+        binary: bool | None = None,
+        binary_min_items: int = 64,
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if retries < 0 or backoff_s < 0 or max_backoff_s < 0 or binary_min_items < 1:
             raise ValueError(
                 "retries, backoff_s, max_backoff_s must be >= 0, binary_min_items >= 1"
             )
         self.options = Options(retries, backoff_s, max_backoff_s, binary, binary_min_items)
+        self._http = self._http_class(
+            base_url=base_url,
+            headers=_headers(api_key, headers),
+            timeout=_timeout(timeout),
+            transport=transport,
+        )
 
 
-class Client(_Settings):
+class Client(_Base):
     """A blocking client of the mldm-serving API.
 
     `Client("http://localhost:8000", api_key=None, timeout=30.0, retries=3)`; use it as a context
@@ -82,58 +98,29 @@ class Client(_Settings):
     - `transport`: an httpx transport (tests: `starlette.testclient.TestClient`'s, or a mock).
     """
 
-    def __init__(
-        self,
-        base_url: str = "http://127.0.0.1:8000",
-        *,
-        api_key: str | None = None,
-        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT_S,
-        retries: int = 3,
-        backoff_s: float = 0.1,
-        max_backoff_s: float = 5.0,
-        binary: bool | None = None,
-        binary_min_items: int = 64,
-        headers: Mapping[str, str] | None = None,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        super().__init__(retries, backoff_s, max_backoff_s, binary, binary_min_items)
-        self._http = httpx.Client(
-            base_url=base_url,
-            headers=_headers(api_key, headers),
-            timeout=_timeout(timeout),
-            transport=transport,
-        )
+    _http_class = httpx.Client
+    _http: httpx.Client
 
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self) -> None:
         self._http.close()
 
+    def _send(self, call: Call[Any]) -> _calls.Outcome:
+        try:
+            return self._http.send(call.request(self._http))
+        except httpx.TransportError as exc:
+            return exc
+
     def _execute(self, call: Call[T]) -> T:
-        options = self.options
-        for attempt in range(options.retries + 1):
-            last = attempt == options.retries
-            try:
-                response = self._http.send(call.request(self._http))
-            except httpx.TransportError as exc:
-                if last or not _calls.should_retry_error(call, exc):
-                    raise _calls.connection_error(call, exc) from exc
-                time.sleep(options.delay(attempt))
-                continue
-            if not last and _calls.should_retry_status(call, response):
-                time.sleep(options.delay(attempt, response.headers.get("retry-after")))
-                continue
-            return _calls.finish(call, response)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        plan = Retries(self.options, call)
+        while plan.again(self._send(call)):
+            time.sleep(plan.delay)
+        return plan.result()
 
     # Digits -----------------------------------------------------------------------------------
 
@@ -158,15 +145,23 @@ class Client(_Settings):
 
     # Energies ---------------------------------------------------------------------------------
 
-    def energy_from_potential(self, potentials: ArrayLike, include_exact: bool = False) -> Energies:
-        """E[V] of `[N, 64]` potentials (Hartree on linspace(-15, 15, 64) bohr)."""
-        return self._execute(_calls.energy_from_potential(self.options, potentials, include_exact))
+    def energy_from_potential(
+        self, potentials: ArrayLike, include_exact: bool = False, mode: EnergyMode | None = None
+    ) -> Energies:
+        """E[V] of `[N, 64]` potentials (Hartree on linspace(-15, 15, 64) bohr); `mode` "model"
+        (the server's default), "exact" or "auto" decides who answers (`Energies.answered_by`)."""
+        call = _calls.energy_from_potential(self.options, potentials, include_exact, mode)
+        return self._execute(call)
 
     def energy_from_density(
-        self, densities: ArrayLike, potentials: ArrayLike | None = None
+        self,
+        densities: ArrayLike,
+        potentials: ArrayLike | None = None,
+        mode: EnergyMode | None = None,
     ) -> Energies:
         """E[n] of `[N, 64]` densities (1/bohr, normalised); with `potentials`, exact too."""
-        return self._execute(_calls.energy_from_density(self.options, densities, potentials))
+        call = _calls.energy_from_density(self.options, densities, potentials, mode)
+        return self._execute(call)
 
     def exact(self, potentials: ArrayLike) -> ExactSolution:
         """The exact ground-state energies and densities of `[N, 64]` potentials."""
@@ -206,62 +201,33 @@ class Client(_Settings):
         return self._execute(_calls.v2_infer(self.options, model, inputs, version, outputs, binary))
 
 
-class AsyncClient(_Settings):
+class AsyncClient(_Base):
     """The asyncio twin of `Client`: the same constructor (with an async `transport`, e.g.
     `httpx.ASGITransport(app=app)`) and the same methods, awaited; `async with` or `aclose()`."""
 
-    def __init__(
-        self,
-        base_url: str = "http://127.0.0.1:8000",
-        *,
-        api_key: str | None = None,
-        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT_S,
-        retries: int = 3,
-        backoff_s: float = 0.1,
-        max_backoff_s: float = 5.0,
-        binary: bool | None = None,
-        binary_min_items: int = 64,
-        headers: Mapping[str, str] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        super().__init__(retries, backoff_s, max_backoff_s, binary, binary_min_items)
-        self._http = httpx.AsyncClient(
-            base_url=base_url,
-            headers=_headers(api_key, headers),
-            timeout=_timeout(timeout),
-            transport=transport,
-        )
+    _http_class = httpx.AsyncClient
+    _http: httpx.AsyncClient
 
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    async def _send(self, call: Call[Any]) -> _calls.Outcome:
+        try:
+            return await self._http.send(call.request(self._http))
+        except httpx.TransportError as exc:
+            return exc
+
     async def _execute(self, call: Call[T]) -> T:
-        options = self.options
-        for attempt in range(options.retries + 1):
-            last = attempt == options.retries
-            try:
-                response = await self._http.send(call.request(self._http))
-            except httpx.TransportError as exc:
-                if last or not _calls.should_retry_error(call, exc):
-                    raise _calls.connection_error(call, exc) from exc
-                await asyncio.sleep(options.delay(attempt))
-                continue
-            if not last and _calls.should_retry_status(call, response):
-                await asyncio.sleep(options.delay(attempt, response.headers.get("retry-after")))
-                continue
-            return _calls.finish(call, response)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        plan = Retries(self.options, call)
+        while plan.again(await self._send(call)):
+            await asyncio.sleep(plan.delay)
+        return plan.result()
 
     async def classify(self, images: ArrayLike, scale: Scale | None = None) -> Classification:
         """See `Client.classify`."""
@@ -282,17 +248,21 @@ class AsyncClient(_Settings):
         return await self._execute(_calls.decompress(self.options, codes))
 
     async def energy_from_potential(
-        self, potentials: ArrayLike, include_exact: bool = False
+        self, potentials: ArrayLike, include_exact: bool = False, mode: EnergyMode | None = None
     ) -> Energies:
         """See `Client.energy_from_potential`."""
-        call = _calls.energy_from_potential(self.options, potentials, include_exact)
+        call = _calls.energy_from_potential(self.options, potentials, include_exact, mode)
         return await self._execute(call)
 
     async def energy_from_density(
-        self, densities: ArrayLike, potentials: ArrayLike | None = None
+        self,
+        densities: ArrayLike,
+        potentials: ArrayLike | None = None,
+        mode: EnergyMode | None = None,
     ) -> Energies:
         """See `Client.energy_from_density`."""
-        return await self._execute(_calls.energy_from_density(self.options, densities, potentials))
+        call = _calls.energy_from_density(self.options, densities, potentials, mode)
+        return await self._execute(call)
 
     async def exact(self, potentials: ArrayLike) -> ExactSolution:
         """See `Client.exact`."""

@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service.api.body import json_body, media_type, read_body
 from service.api.deps import FastRoute, require_api_key
 from service.api.errors import ERRORS
-from service.api.negotiation import NPY_RESPONSE, negotiate
+from service.api.negotiation import JSON, NPY, NPY_RESPONSE, negotiate
 from service.contracts import InputContract, ModelSpec
 from service.dataplane import DataPlane
 from service.errors import InvalidInput, MalformedRequest, UnsupportedMediaType, describe
@@ -83,10 +83,12 @@ def array_route(
     return decorate
 
 
-async def read_request(request: Request, body: type[M], array_field: str) -> tuple[str, M]:
-    """(the answer's media type, from Accept; the body as `body`, its array in `array_field`
-    for a .npy body): a 406 comes before any error of the body."""
-    return negotiate(request), await read_body(request, body, array_field)
+async def read_request(
+    request: Request, body: type[M], array_field: str, offers: tuple[str, ...] = (JSON, NPY)
+) -> tuple[str, M]:
+    """(the answer's media type, from Accept among `offers`; the body as `body`, its array in
+    `array_field` for a .npy body): a 406 comes before any error of the body."""
+    return negotiate(request, offers), await read_body(request, body, array_field)
 
 
 async def infer_one(

@@ -13,7 +13,15 @@ from starlette.responses import Response
 
 from service import imaging, reading
 from service.api.deps import DataPlaneDep
-from service.api.negotiation import NPY, NPY_RESPONSE, negotiate, npy_response
+from service.api.negotiation import (
+    JSON,
+    NPY,
+    NPY_RESPONSE,
+    NPZ,
+    negotiate,
+    npy_response,
+    npz_response,
+)
 from service.api.responses import JSONBody
 from service.codecs.b64 import b64encode
 from service.contracts import InputContract, ModelSpec, ValueRange
@@ -296,6 +304,11 @@ def _classification(
 ) -> Response:
     if answer == NPY:
         return npy_response(result.probabilities, base.model_headers(result.model))
+    if answer == NPZ:
+        arrays = {"digits": result.digits, "probabilities": result.probabilities, **result.extras}
+        if model_input_png is not None:  # debug: the 28x28 input the model saw, [1, 28, 28]
+            arrays["model_input"] = model_input_png[None]
+        return npz_response(arrays, base.model_headers(result.model))
     predictions: list[dict[str, Any]] = [
         {"digit": int(digit), "probabilities": probabilities}
         for digit, probabilities in zip(result.digits, result.probabilities, strict=True)
@@ -323,7 +336,7 @@ async def classify_digits(request: Request, dataplane: DataPlaneDep) -> Response
     Binary form: a .npy body `[N, 28, 28]` with `?scale=`; `Accept: application/x-npy` returns
     the probabilities, float32 `[N, 10]`.
     """
-    answer, body = await base.read_request(request, ClassifyRequest, "images")
+    answer, body = await base.read_request(request, ClassifyRequest, "images", (JSON, NPY, NPZ))
     return _classification(await classify(dataplane, body.images, body.scale), answer)
 
 
@@ -347,7 +360,7 @@ _DEBUG = {
 )
 async def classify_digit_image(request: Request, dataplane: DataPlaneDep) -> Response:
     """Classify an uploaded PNG/JPEG photo or drawing of one digit (MNIST-style preprocessing)."""
-    answer = negotiate(request)
+    answer = negotiate(request, (JSON, NPY, NPZ))
     data, fields = await base.read_upload(request)
     debug = base.flag(fields.get("debug", request.query_params.get("debug")), "debug")
     if debug and answer == NPY:

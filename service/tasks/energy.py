@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from service import energy_domain
 from service.api.deps import DataPlaneDep
-from service.api.negotiation import NPY, npy_response
+from service.api.negotiation import JSON, NPY, NPZ, npy_response, npz_response
 from service.api.responses import JSONBody
 from service.arrays import as_batch, item_index
 from service.contracts import InputContract, ModelSpec, ValueRange
@@ -435,6 +435,8 @@ def _energies(result: EnergyPrediction, answer: str) -> Response:
             return npy_response(result.energies, base.model_headers(result.model))
         columns = np.stack([result.energies.astype(np.float64), result.exact, result.errors], 1)
         return npy_response(columns, base.model_headers(result.model))
+    if answer == NPZ:
+        return npz_response(_energy_arrays(result), base.model_headers(result.model))
     body: dict[str, Any] = {
         "model": base.model_ref(result.model),
         "grid": GRID_JSON,
@@ -451,6 +453,29 @@ def _energies(result: EnergyPrediction, answer: str) -> Response:
     for name, values in result.extras.items():
         body.setdefault(name, values)
     return JSONBody(body)
+
+
+def _energy_arrays(result: EnergyPrediction) -> dict[str, Any]:
+    """The JSON answer's per-item fields as arrays, for the .npz answer: always `energies`
+    (float64), `mode` (a 0-d str), `answered_by` (str), `energy_std`, `energy_interval_95`
+    [N, 2] (NaN where unknown), `in_domain`, `domain_score`, `domain_reason_text`;
+    `exact_energies` and `errors` when asked for; the model's other outputs by name."""
+    arrays: dict[str, Any] = {**result.extras, "energies": result.energies.astype(np.float64)}
+    if result.answer is not None:
+        fields = _answer_fields(result.answer, result.mode)
+        intervals = [[np.nan, np.nan] if i is None else i for i in fields["energy_interval_95"]]
+        arrays.update(
+            mode=np.asarray(result.mode, dtype=str),
+            answered_by=np.array(fields["answered_by"], dtype=str),
+            energy_std=fields["energy_std"].astype(np.float64),
+            energy_interval_95=np.array(intervals, dtype=np.float64).reshape(-1, 2),
+            in_domain=np.asarray(fields["in_domain"], bool),
+            domain_score=np.asarray(fields["domain_score"], np.float64),
+            domain_reason_text=np.array(fields["domain_reason_text"], dtype=str),
+        )
+    if result.exact is not None:
+        arrays.update(exact_energies=result.exact, errors=result.errors)
+    return arrays
 
 
 def _answer_fields(answer: EnergyAnswer, mode: str) -> dict[str, Any]:
@@ -489,7 +514,9 @@ async def energy_from_potential(request: Request, dataplane: DataPlaneDep) -> Re
     Binary form: a .npy body `[N, 64]`; `Accept: application/x-npy` returns the energies,
     float32 `[N]`, or with `include_exact` float64 `[N, 3]`: predicted, exact, error.
     """
-    answer, body = await base.read_request(request, PotentialEnergyRequest, "potentials")
+    answer, body = await base.read_request(
+        request, PotentialEnergyRequest, "potentials", (JSON, NPY, NPZ)
+    )
     result = await from_potential(dataplane, body.potentials, body.include_exact, body.mode)
     return _energies(result, answer)
 
@@ -509,7 +536,9 @@ async def energy_from_density(request: Request, dataplane: DataPlaneDep) -> Resp
     Binary form: a .npy body `[N, 64]`; `Accept: application/x-npy` returns the energies,
     float32 `[N]` (float64 `[N, 3]` with potentials, in JSON only: predicted, exact, error).
     """
-    answer, body = await base.read_request(request, DensityEnergyRequest, "densities")
+    answer, body = await base.read_request(
+        request, DensityEnergyRequest, "densities", (JSON, NPY, NPZ)
+    )
     result = await from_density(dataplane, body.densities, body.potentials, body.mode)
     return _energies(result, answer)
 

@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import numpy as np
@@ -301,3 +301,52 @@ def test_server_logs_json_lines_with_the_request_id_of_the_error(
     ]
     assert all({"ts", "level", "logger", "message"} <= set(line) for line in lines)
     assert not any(line["logger"] == "uvicorn.access" for line in lines)
+
+
+@pytest.mark.parametrize("mode", ["exact", "auto", "model"])
+async def test_energy_answers_carry_mode_uncertainty_and_domain(
+    api: AsyncClient, mode: Literal["model", "exact", "auto"]
+) -> None:
+    V = potentials(3, seed=7)
+
+    result = await api.energy_from_potential(V, mode=mode)
+
+    assert result.mode == mode and result.answered_by is not None
+    assert len(result.answered_by) == 3 and set(result.answered_by) <= {"model", "exact solver"}
+    if mode == "exact":
+        assert result.answered_by == ["exact solver"] * 3
+        np.testing.assert_allclose(result.energies, solve_ground_state(V)[0], rtol=1e-9)
+    assert result.energy_std is not None and result.energy_std.shape == (3,)
+    assert result.energy_interval_95 is not None and result.energy_interval_95.shape == (3, 2)
+    assert result.in_domain is not None and result.in_domain.dtype == bool
+    assert result.domain_reason_text is not None and len(result.domain_reason_text) == 3
+    solver = np.array([who == "exact solver" for who in result.answered_by])
+    np.testing.assert_array_equal(result.energy_std[solver], 0.0)
+
+
+async def test_classification_carries_the_digit_flag_where_the_version_has_one(
+    api: AsyncClient,
+) -> None:
+    result = await api.classify(np.zeros((2, 28, 28), np.uint8))
+
+    if result.is_digit is None:  # a version without the flag says nothing rather than guess
+        assert result.ood_score is None
+    else:
+        assert result.is_digit.shape == (2,) and result.is_digit.dtype == bool
+        assert result.ood_score is not None and result.ood_score.shape == (2,)
+
+
+async def test_bulk_answers_keep_every_field(api: AsyncClient, api_npy: AsyncClient) -> None:
+    V = potentials(3, seed=8)
+
+    as_json = await api.energy_from_potential(V, include_exact=True, mode="auto")
+    bulk = await api_npy.energy_from_potential(V, include_exact=True, mode="auto")
+
+    assert bulk.answered_by == as_json.answered_by and bulk.mode == "auto"
+    for name in ("energies", "exact", "errors", "energy_std", "energy_interval_95", "in_domain"):
+        np.testing.assert_allclose(getattr(bulk, name), getattr(as_json, name), rtol=1e-6)
+    assert bulk.domain_reason_text == as_json.domain_reason_text
+    images = np.zeros((2, 28, 28), np.uint8)
+    json_digits, bulk_digits = await api.classify(images), await api_npy.classify(images)
+    np.testing.assert_array_equal(bulk_digits.digits, json_digits.digits)
+    assert (bulk_digits.is_digit is None) == (json_digits.is_digit is None)

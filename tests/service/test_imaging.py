@@ -199,3 +199,71 @@ def test_preprocess_upload_refuses_faint_dust_and_inkless_paper() -> None:
     dust[40, 40] = dust[10, 60] = 0
     with pytest.raises(InvalidInput, match="no digit found"):
         imaging.preprocess_upload(encode(dust), max_pixels=10**6)
+
+
+def _tight(picture: np.ndarray) -> np.ndarray:
+    """A picture cropped to its ink (pixels darker than the paper): no margin at all."""
+    rows = np.flatnonzero((picture < 128).any(axis=1))
+    cols = np.flatnonzero((picture < 128).any(axis=0))
+    return picture[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def _drawn_seven(size: int = 96) -> np.ndarray:
+    """A pen-drawn '7' cropped tightly: its bar runs along the whole top edge."""
+    image = Image.new("L", (size, size), 255)
+    draw = ImageDraw.Draw(image)
+    width = max(2, round(0.08 * size))
+    draw.line([(10, 12), (84, 12), (40, 88)], fill=0, width=width)
+    return _tight(np.asarray(image))
+
+
+@pytest.mark.parametrize("dark_on_light", [True, False])
+def test_preprocess_upload_reads_digit_touching_every_edge(dark_on_light: bool) -> None:
+    tight = _tight(_drawn_four())
+    assert (tight[0] < 128).any() and (tight[:, -1] < 128).any()  # ink on the edges
+    picture = tight if dark_on_light else 255 - tight
+
+    frame = imaging.preprocess_upload(encode(picture), max_pixels=10**6)
+
+    assert _similarity(frame, _clean_frame()) > 0.95
+
+
+def test_preprocess_upload_keeps_a_bar_along_the_top_edge() -> None:
+    seven = _drawn_seven()
+    margin = np.pad(seven, 12, constant_values=255)
+
+    frame = imaging.preprocess_upload(encode(seven), max_pixels=10**6)
+
+    assert (seven[0] < 128).mean() > 0.8  # the bar lies along the top edge
+    assert _similarity(frame, imaging.preprocess_upload(encode(margin), 10**6)) > 0.95
+
+
+def test_preprocess_upload_reads_ink_filling_most_of_the_picture() -> None:
+    # A bold digit scaled up with no margin (scikit-learn's 8x8 scans upscaled): more than a
+    # third of the pixels are ink and every side is touched.
+    glyph = np.zeros((8, 8))
+    glyph[1:7, 1:3] = glyph[1:7, 5:7] = glyph[0:2, 1:7] = glyph[6:8, 1:7] = 1.0  # a '0'
+    big = Image.fromarray(glyph.astype(np.float32), mode="F").resize(
+        (64, 64), Image.Resampling.BILINEAR
+    )
+    picture = np.clip(np.rint(255 * (1 - np.asarray(big))), 0, 255).astype(np.uint8)
+    assert (picture < 128).mean() > 0.35
+
+    frame = imaging.preprocess_upload(encode(picture), max_pixels=10**6)
+
+    margin = imaging.preprocess_upload(encode(np.pad(picture, 16, constant_values=255)), 10**6)
+    assert _similarity(frame, margin) > 0.9  # the blur cut off at the edges differs
+
+
+@pytest.mark.parametrize("angle", [0.0, 0.7, 1.6, 2.5, 3.9, 5.5])
+def test_preprocess_upload_refuses_lit_blank_paper(angle: float) -> None:
+    rng = np.random.default_rng(int(angle * 10))
+    y, x = np.mgrid[0:96, 0:128]
+    t = np.cos(angle) * x / 128 + np.sin(angle) * y / 96
+    t = (t - t.min()) / np.ptp(t)
+    pixels = 110 + 145 * t + rng.normal(0, 8, t.shape)  # a steep lighting ramp and noise
+
+    upload = encode(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
+
+    with pytest.raises(InvalidInput, match="no digit found"):
+        imaging.preprocess_upload(upload, max_pixels=10**6)

@@ -131,12 +131,35 @@ function endStroke() {
 pad.addEventListener("pointerup", endStroke);
 pad.addEventListener("pointercancel", endStroke);
 $("clear").addEventListener("click", () => {
+  ++generation; // answers still on their way are for an input that is gone
   resetStrokes();
-  $("digit-status").textContent = "Draw a digit to classify it.";
-  $("digit-value").textContent = "";
-  $("digit-flags").textContent = "";
-  clearSvg($("probabilities"));
+  clearDigit("Draw a digit to classify it.");
+  clearCompression("Draw a digit first.");
 });
+
+// Each panel shows only the answer to the current input: cleared when a new input starts, and
+// an error replaces whatever was there.
+function clearDigit(status, cls = "") {
+  $("digit-status").textContent = status;
+  $("digit-status").className = cls;
+  $("digit-value").textContent = "";
+  $("digit-value").className = "";
+  $("digit-flags").replaceChildren();
+  clearSvg($("probabilities"));
+  $("digit-model").textContent = "";
+  delete $("digit-result").dataset.isDigit;
+}
+
+function clearCompression(status, cls = "") {
+  for (const id of ["input28", "output28"]) {
+    const canvas = $(id);
+    canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+    canvas.classList.add("empty"); // a blank placeholder, not a black square
+  }
+  facts($("code-facts"), [["Status", status, cls]]);
+  delete $("code-facts").dataset.code;
+  delete $("code-facts").dataset.psnr;
+}
 
 // The drawing as MNIST-like pixels: white digit on black, 28 x 28, values in [0, 1].
 function drawingPixels() {
@@ -161,6 +184,7 @@ function drawingPixels() {
 }
 
 function paintPixels(canvas, rows) {
+  canvas.classList.remove("empty");
   const ctx = canvas.getContext("2d");
   const image = ctx.createImageData(28, 28);
   rows.forEach((row, y) => row.forEach((v, x) => {
@@ -184,23 +208,68 @@ async function analyseDrawing() {
 $("photo").addEventListener("change", async () => {
   const file = $("photo").files[0];
   if (!file) return;
+  const mine = ++generation;
+  resetStrokes(); // the upload replaces the drawing
+  clearCompression(`Reading ${file.name}…`);
   const form = new FormData();
   form.append("file", file, file.name);
-  await classify(form, ++generation, file.name);
+  form.append("debug", "true"); // the answer carries the 28 x 28 input the model saw
+  const prediction = await classify(form, mine, file.name);
+  if (mine !== generation) return;
+  if (!prediction || !prediction.model_input_png) {
+    clearCompression(`No 28 × 28 input: ${file.name} was not read as a digit.`, "error");
+    return;
+  }
+  try {
+    await compress(await pngPixels(prediction.model_input_png), mine);
+  } catch (error) {
+    if (mine === generation) clearCompression(error.message, "error");
+  }
 });
 
+// A base64 8-bit grayscale PNG (28 x 28, light digit on dark) as rows of values in [0, 1].
+function pngPixels(base64) {
+  return new Promise((resolve, reject) => {
+    const image = new Image();
+    image.onload = () => {
+      const canvas = document.createElement("canvas");
+      canvas.width = canvas.height = 28;
+      const ctx = canvas.getContext("2d");
+      ctx.drawImage(image, 0, 0, 28, 28);
+      const rgba = ctx.getImageData(0, 0, 28, 28).data;
+      const rows = [];
+      for (let y = 0; y < 28; y++) {
+        const row = [];
+        for (let x = 0; x < 28; x++) row.push(rgba[4 * (28 * y + x)] / 255);
+        rows.push(row);
+      }
+      resolve(rows);
+    };
+    image.onerror = () => reject(new Error("the model's input image could not be read"));
+    image.src = `data:image/png;base64,${base64}`;
+  });
+}
+
 async function classify(form, mine, what) {
-  $("digit-status").textContent = `Classifying ${what}…`;
-  $("digit-status").className = "";
+  clearDigit(`Classifying ${what}…`);
   try {
     const result = await api("/api/v1/digits/classify/image", { body: form });
-    if (mine !== generation) return;
+    if (mine !== generation) return null;
     const prediction = result.predictions[0];
-    $("digit-status").textContent = `Predicted digit for ${what}:`;
-    $("digit-value").textContent = String(prediction.digit);
+    const isDigit = prediction.is_digit !== false && !(Array.isArray(prediction.is_digit) && prediction.is_digit[0] === false);
+    $("digit-result").dataset.isDigit = String(isDigit);
+    if (isDigit) {
+      $("digit-status").textContent = `Predicted digit for ${what}:`;
+      $("digit-value").textContent = String(prediction.digit);
+    } else {
+      // Headlined as what it is; the model's best guess is only a footnote.
+      $("digit-status").textContent = `Not a digit: ${what} does not look like a digit to the model (its best guess, ${prediction.digit}, is only a guess).`;
+      $("digit-value").textContent = "Not a digit";
+      $("digit-value").className = "not-digit";
+    }
     // Extra outputs per prediction, or as top-level arrays of one value per image.
     const flags = [
-      ...extras(prediction, ["digit", "probabilities"]),
+      ...extras(prediction, ["digit", "probabilities", "model_input_png"]),
       ...extras(itemOf(result), ["model", "predictions"]),
     ].map(([k, v]) => describeExtra(k, v));
     const box = $("digit-flags");
@@ -210,9 +279,10 @@ async function classify(form, mine, what) {
     }
     bars(prediction.probabilities, prediction.digit);
     $("digit-model").textContent = `Model ${result.model.name} version ${result.model.version}`;
+    return prediction;
   } catch (error) {
-    $("digit-status").textContent = error.message;
-    $("digit-status").className = "error";
+    if (mine === generation) clearDigit(error.message, "error");
+    return null;
   }
 }
 
@@ -243,8 +313,8 @@ function b64ToBytes(text) {
 }
 
 async function compress(pixels, mine) {
+  clearCompression("Compressing…");
   paintPixels($("input28"), pixels);
-  facts($("code-facts"), [["Status", "Compressing…"]]);
   try {
     const packed = await api("/api/v1/digits/compress", { json: { images: pixels, scale: "unit" } });
     const code = packed.codes[0];
@@ -274,7 +344,7 @@ async function compress(pixels, mine) {
     $("code-facts").dataset.code = code;
     $("code-facts").dataset.psnr = psnr.toFixed(6);
   } catch (error) {
-    facts($("code-facts"), [["Status", error.message, "error"]]);
+    if (mine === generation) clearCompression(error.message, "error");
   }
 }
 

@@ -133,7 +133,7 @@ async def test_unsupported_accept_gets_406(client: httpx.AsyncClient) -> None:
         headers={"accept": "text/csv"},
     )
     body = assert_error(response, 406, "cannot answer with 'text/csv'", field="Accept")
-    assert body["expected"] == "application/json | application/x-npy"
+    assert body["expected"] == "application/json | application/x-npy | application/x-npz"
 
 
 async def test_npy_with_missing_scale_gets_422(client: httpx.AsyncClient) -> None:

@@ -8,6 +8,7 @@ both covered.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -74,22 +75,32 @@ async def _post(client: httpx.AsyncClient, url: str, **body: object) -> dict[str
     return response.json()  # type: ignore[no-any-return]
 
 
-async def test_energy_auto_in_domain_is_answered_by_model(energy_client: Client) -> None:
-    fam = heldout.family("harmonic", 8)
+async def test_energy_auto_answers_with_the_model_only_where_calibrated(
+    energy_client: Client,
+) -> None:
+    V = sample_potentials(40, 11)  # the notebook's family: where v2's std is smallest
+    E, _ = solve_ground_state(V)
+    card = json.loads((REPO_MODELS / ENERGY[0] / "2" / "metrics.json").read_text())
+    calibration = card["calibration"]
     async with energy_client() as client:
-        body = await _post(client, POTENTIAL, potentials=fam.V.tolist(), mode="auto")
-    assert body["mode"] == "auto"
-    assert body["in_domain"] == [True] * 8
-    assert all(0 <= s <= 1 for s in body["domain_score"])  # type: ignore[attr-defined]
-    assert all(t.startswith("inside") for t in body["domain_reason_text"])  # type: ignore[attr-defined]
+        body = await _post(client, POTENTIAL, potentials=V.tolist(), mode="auto")
+        plain = await _post(client, POTENTIAL, potentials=V.tolist(), mode="model")
+    assert body["mode"] == "auto" and body["in_domain"] == [True] * 40
     energies, std = np.array(body["energies"]), np.array(body["energy_std"])
     by_model = np.array(body["answered_by"]) == "model"
-    # inside the domain, the model answers unless its own uncertainty is over 1.6 mHa
-    assert by_model.sum() >= 6
-    assert np.all(std[by_model] > 0) and np.all(std[by_model] <= 0.0016)
+    # the calibrated rule (training.energy_calibration): in the domain, a small domain score
+    # and a small rescaled std; the solver answers the rest, exactly
+    assert 0 < by_model.sum() < 40
+    assert np.all(std[by_model] <= calibration["auto_max_std_ha"])
+    scores = np.array(body["domain_score"])
+    assert np.all(scores[by_model] <= calibration["auto_max_domain_score"])
     assert np.all(std[~by_model] == 0.0)
-    np.testing.assert_allclose(energies[~by_model], fam.E[~by_model], atol=1e-12)
-    assert np.abs(energies - fam.E).max() < 0.01  # the model, not a constant
+    np.testing.assert_allclose(energies[~by_model], E[~by_model], atol=1e-12)
+    assert np.abs(energies - E).max() <= 0.0016  # auto's promise on these
+    # the served std is the model's times the calibrated scale, and the interval follows it
+    model_std = np.array(plain["energy_std"])
+    np.testing.assert_allclose(std[by_model], model_std[by_model], rtol=1e-6)
+    assert np.all(model_std >= 0.0007855 * calibration["std_scale"] * (1 - 1e-6))
     low, high = np.array(body["energy_interval_95"]).T
     np.testing.assert_allclose(high - low, 2 * 1.96 * std, rtol=1e-6)
 
@@ -128,7 +139,8 @@ async def test_energy_exact_mode_answers_everything_with_solver(energy_client: C
 
 async def test_energy_auto_uncertainty_threshold_falls_back(energy_client: Client) -> None:
     fam = heldout.family("harmonic", 4)
-    async with energy_client(energy_auto_max_std=1e-6) as client:  # below every model std
+    # below every model std (the setting bounds the model's own std, before calibration)
+    async with energy_client(energy_auto_max_std=1e-6) as client:
         body = await _post(client, POTENTIAL, potentials=fam.V.tolist(), mode="auto")
     assert body["in_domain"] == [True] * 4
     assert body["answered_by"] == ["exact solver"] * 4
@@ -186,8 +198,12 @@ async def test_energy_density_says_what_n_alone_knows(energy_client: Client) -> 
     offset = np.array(alone["offset_std"])
     assert np.all(offset > 0.05) and np.allclose(offset, offset[0])
     assert np.all(np.array(alone["energy_std"]) >= offset * (1 - 1e-6))  # float32 outputs
-    # auto without V cannot call the solver: the model's answer, with its large uncertainty
+    # auto without V cannot call the solver: the model's answer, with its large uncertainty,
+    # and never "in the domain": the potential's offset cannot be known from n
     assert alone["answered_by"] == ["model"] * 5
+    assert alone["in_domain"] == [False] * 5
+    assert all("offset cannot be inferred" in t for t in alone["domain_reason_text"])
+    assert given["in_domain"] == [True] * 5
     # with V: E = T[n] + sum(n V) dx, the offset gone from the answer and its uncertainty
     np.testing.assert_allclose(given["energies"], fam.E, atol=2e-3)
     assert np.all(np.array(given["energy_std"]) < np.array(alone["energy_std"]))
@@ -214,3 +230,26 @@ async def test_energy_v1_is_checked_with_its_card(energy_client: Client) -> None
     # no uncertainty from v1: auto lets the solver answer everything
     assert auto["answered_by"] == ["exact solver"] * 4
     assert density["in_domain"] == [True, True, True, False]
+
+
+async def test_energy_npz_answer_has_every_field_of_the_json_one(energy_client: Client) -> None:
+    import io
+
+    V = sample_potentials(4, 9)
+    async with energy_client() as client:
+        body = await _post(client, POTENTIAL, potentials=V.tolist(), mode="auto")
+        response = await client.post(
+            f"{POTENTIAL}?mode=auto",
+            content=_npy(V),
+            headers={"Content-Type": "application/x-npy", "Accept": "application/x-npz"},
+        )
+    assert response.status_code == 200 and response.headers["content-type"] == "application/x-npz"
+    with np.load(io.BytesIO(response.content), allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    assert str(arrays["mode"]) == "auto"
+    assert arrays["answered_by"].tolist() == body["answered_by"]
+    assert arrays["in_domain"].tolist() == body["in_domain"]
+    np.testing.assert_allclose(arrays["energies"], body["energies"], rtol=1e-6)
+    np.testing.assert_allclose(arrays["energy_std"], body["energy_std"], rtol=1e-6)
+    np.testing.assert_allclose(arrays["energy_interval_95"], body["energy_interval_95"], rtol=1e-6)
+    assert arrays["domain_reason_text"].tolist() == body["domain_reason_text"]
