@@ -13,9 +13,7 @@ import sys
 from pathlib import Path
 
 #: Modules of the harness itself, not scenarios.
-LIBRARY = frozenset(
-    {"harness", "driver", "matrix", "bodies", "profile", "naive_server", "digits_http"}
-)
+LIBRARY = frozenset({"harness", "driver", "matrix", "bodies", "profile", "naive_server"})
 
 
 def scenarios() -> list[str]:
