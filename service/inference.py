@@ -400,7 +400,7 @@ class InferenceService:
             if mode == "model" or exact is not None:  # no solver call: cheap, inline
                 answer = run()
             else:
-                answer = await self.runner.call("the exact solver", run)
+                answer = await self.runner.call("the exact solver", run, lane="solver")
         except ValueError as exc:  # the solver's own input checks
             raise InvalidInput.for_field(
                 "potentials", "potentials the solver accepts", describe(str(exc))
@@ -428,7 +428,10 @@ class InferenceService:
         solve_ground_state = _solver()
         try:
             energies, densities = await self.runner.call(
-                "the exact solver", solve_ground_state, np.asarray(potentials, dtype=np.float64)
+                "the exact solver",
+                solve_ground_state,
+                np.asarray(potentials, dtype=np.float64),
+                lane="solver",
             )
         except ValueError as exc:  # the solver's own input checks
             raise InvalidInput.for_field(
