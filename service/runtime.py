@@ -16,7 +16,6 @@ holds up, the models.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -33,11 +32,6 @@ from service.registry import ModelVersion
 from service.settings import Settings
 
 T = TypeVar("T")
-
-#: Set once this process is asked to stop (SIGTERM, SIGINT; `service.__main__`): readiness
-#: answers 503 while requests in flight drain, and requests cut off by the end of the grace
-#: period are answered 503 instead of a traceback.
-SHUTTING_DOWN = threading.Event()
 
 #: Model calls whose seconds per item make the estimate (their median: a first call that
 #: traces a new shape, or a stall of the machine, does not refuse requests for long).

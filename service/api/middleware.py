@@ -33,8 +33,8 @@ from service.api.deps import require_api_key
 from service.api.responses import JSONBody
 from service.context import REQUEST_ID_HEADER, request_id_from
 from service.errors import Overloaded, ServiceError
+from service.http_protocol import SHUTTING_DOWN, TIMED_OUT
 from service.metrics import Metrics
-from service.runtime import SHUTTING_DOWN
 from service.settings import Settings
 
 #: The route label of requests that matched no route (404s), so scanners cannot add label values.
@@ -159,7 +159,7 @@ class ObservabilityMiddleware:
             if watcher is not None:
                 watcher.cancel()
             if gone:
-                status = CLIENT_CLOSED
+                status = 408 if scope.get(TIMED_OUT) else CLIENT_CLOSED
             if limited:
                 self.in_flight -= 1
             seconds = time.perf_counter() - start
