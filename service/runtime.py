@@ -43,9 +43,11 @@ class Admission:
     running, and the measured service time that predicts how long a new one would wait."""
 
     def __init__(
-        self, name: str, max_requests: int, max_wait_s: float, stats: InferenceStats
+        self, name: str, label: str, max_requests: int, max_wait_s: float, stats: InferenceStats
     ) -> None:
         self.name = name
+        #: The `model` label of `mldm_requests_rejected_total` (a model name or a lane).
+        self.label = label
         self.max_requests = max_requests
         self.max_wait_s = max_wait_s
         self.stats = stats
@@ -83,11 +85,14 @@ class Admission:
             self.items -= items
 
     def refuse(self, reason: str, why: str, wait: float) -> NoReturn:
-        self.stats.rejected.labels(self.name, reason).inc()
-        limit = f"at most {self.max_requests} requests, {self.max_wait_s * 1000:g} ms of wait"
+        """Count the refusal and raise the 503, with a `Retry-After` of about the wait."""
+        self.stats.rejected.labels(self.label, reason).inc()
+        limit = f"at most {self.max_requests} requests"
+        if self.max_wait_s != float("inf"):
+            limit += f", {self.max_wait_s * 1000:g} ms of expected wait"
+            wait = max(wait, self.max_wait_s)
         raise Overloaded(
-            f"{self.name} is overloaded: {why} ({limit}); retry later",
-            retry_after_s=max(wait, self.max_wait_s),
+            f"{self.name} is overloaded: {why} ({limit}); retry later", retry_after_s=wait
         )
 
 
@@ -98,7 +103,7 @@ class Lane:
     def __init__(self, name: str, threads: int, max_calls: int, stats: InferenceStats) -> None:
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
         self.threads = threads
-        self.admission = Admission(name, max_calls, float("inf"), stats)
+        self.admission = Admission(f"the {name} lane", name, max_calls, float("inf"), stats)
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -197,7 +202,7 @@ class ModelRunner:
         if entry is None:
             max_requests, max_wait_s = self.settings.admission_for(model.name)
             name = f"model {model.name!r} version {model.version}"
-            admission = Admission(name, max_requests, max_wait_s, self.stats)
+            admission = Admission(name, model.name, max_requests, max_wait_s, self.stats)
             entry = self._admissions[id(model)] = (model, admission)
         return entry[1]
 
