@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 import httpx
@@ -130,8 +130,8 @@ async def _raw_request(app: FastAPI, gone: asyncio.Event, sent: list[dict[str, A
         await gone.wait()
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
 
     await app(_scope(CLASSIFY, body), receive, send)
 
@@ -247,7 +247,7 @@ async def test_client_gone_mid_body_is_499_in_one_line_without_traceback(
 ) -> None:
     async with make_client() as (app, client):
         body = b'{"images": [[[0.0'
-        messages = [
+        messages: list[dict[str, Any]] = [
             {"type": "http.request", "body": body, "more_body": True},
             {"type": "http.disconnect"},
         ]
@@ -256,8 +256,8 @@ async def test_client_gone_mid_body_is_499_in_one_line_without_traceback(
         async def receive() -> dict[str, Any]:
             return messages.pop(0)
 
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
+        async def send(message: MutableMapping[str, Any]) -> None:
+            sent.append(dict(message))
 
         with caplog.at_level("INFO"):
             await app(_scope(CLASSIFY, body * 100), receive, send)
