@@ -39,6 +39,9 @@ logger = logging.getLogger("service.connections")
 #: How long a rejected connection is kept half-closed, its further bytes dropped.
 _LINGER_S = 2.0
 
+#: How long a connection accepted but silent when the drain begins may still send its request.
+_FRESH_GRACE_S = 1.0
+
 #: Paths a refused connection is still answered on: probes must see the process alive.
 _PROBES = (b"/v2/health/live", b"/v2/health/ready")
 
@@ -136,6 +139,8 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
             )
             return
         super().on_headers_complete()
+        if SHUTTING_DOWN.is_set() and self.cycle is not None:
+            self.cycle.keep_alive = False  # draining: answered, then closed
         if self.cycle is not None and self.cycle.more_body:
             self._arm(self.body_timeout_s, "request body")
 
@@ -150,7 +155,17 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
 
     def shutdown(self) -> None:
         SHUTTING_DOWN.set()
+        if self.cycle is None and not self.transport.is_closing():
+            # Accepted just before the listener closed, nothing read yet: its request is most
+            # likely on the way. uvicorn would close it now, and the client, whose request was
+            # sent on an accepted connection, would get a reset; answer it (then close) instead.
+            self.loop.call_later(_FRESH_GRACE_S, self._close_if_idle)
+            return
         super().shutdown()
+
+    def _close_if_idle(self) -> None:
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.close()
 
     def _arm(self, seconds: float, what: str) -> None:
         self._disarm()
