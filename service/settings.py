@@ -186,6 +186,13 @@ class Settings(BaseSettings):
     kernel caps it at `net.core.somaxconn`. A full backlog makes the kernel drop or reset new
     connections, so it is sized above `max_connections`' bursts."""
 
+    max_body_bytes_in_flight: int = Field(default=256 * 1024 * 1024, ge=1024, le=64 * 1024**3)
+    """Most bytes of request bodies one worker holds at once (declared lengths reserved on
+    arrival, chunked bodies counted as they stream); a request past it is answered 503 with
+    `Retry-After` at once. A parsed JSON body takes several times its size in memory, so this
+    bounds the memory a burst of large uploads can take; one body alone may always reach
+    `max_body_bytes`."""
+
     max_header_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     """Largest request head (request line + headers); a larger one is answered 431 and the
     connection closed, before the rest is read or parsed."""

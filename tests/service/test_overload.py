@@ -334,3 +334,43 @@ async def test_request_cut_off_by_the_end_of_the_grace_is_answered_503_in_our_sh
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     assert start["status"] == 503
     assert b'"error":"the server shut down before the request was answered"' in body
+
+
+async def test_bodies_past_the_in_flight_budget_are_refused_503() -> None:
+    from service.api.limits import BodySizeLimit
+
+    held = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        await held.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    limited = BodySizeLimit(app, max_body_bytes=10_000, max_in_flight_bytes=1_000)
+
+    async def post(length: int) -> list[dict[str, Any]]:
+        scope = _scope("/x", b"")
+        scope["headers"] = [(b"content-length", str(length).encode())]
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"a" * length, "more_body": False}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            sent.append(dict(message))
+
+        await limited(scope, receive, send)
+        return sent
+
+    first = asyncio.create_task(post(5_000))  # alone: over the budget, allowed
+    await asyncio.sleep(0.05)
+    refused = await post(600)
+    held.set()
+    assert (await first)[0]["status"] == 200
+    assert refused[0]["status"] == 503
+    assert (b"retry-after", b"1") in refused[0]["headers"]
+    assert b"request bodies in flight would take 5600 bytes" in refused[1]["body"]
+    assert limited.in_flight == 0
+    assert (await post(600))[0]["status"] == 200  # the budget is free again
