@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, str] = {
     "memshapes": "bench.memshapes",
     "metrics": "bench.metrics",
     "overhead": "bench.overhead",
+    "overload": "bench.overload",
     "peers": "bench.peers",
     "protocols": "bench.protocols",
     "schrodinger": "bench.schrodinger",

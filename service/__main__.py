@@ -116,6 +116,8 @@ def serve(settings: Settings, log_config: dict[str, Any]) -> bool:
         header_timeout_s=settings.header_timeout_s,
         body_timeout_s=settings.body_timeout_s,
         max_connections=settings.max_connections,
+        max_in_flight=settings.max_in_flight,
+        target_latency_s=settings.queue_max_wait_ms / 1000,
     )
     if config.workers == 1:
         server = uvicorn.Server(config)

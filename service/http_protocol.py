@@ -13,7 +13,14 @@ and costs more CPU per request; so these checks are added here, where the bytes 
   keep-alive pause), or a body not complete within `body_timeout_s` of its head, is answered 408
   and closed, logged once;
 - a connection beyond `max_connections` of this worker is answered one 503 (health probes still
-  get their answer) and closed.
+  get their answer) and closed;
+- a request that finds this worker with more requests in flight than it can answer in
+  `target_latency_s` (its rate of answers over the last second times that target, by Little's
+  law, between 16 and `max_in_flight`) is answered 503 + `Retry-After` at once, before an ASGI
+  task is made or its body read: under a flood, refusing costs the event loop microseconds, so
+  the requests it admits, and the health probes (never refused), keep their latency.
+
+Each refusal is counted in `mldm_http_refused_total{reason}`.
 
 Also TCP_NODELAY on every accepted connection: with `--workers N`, uvicorn 0.54 binds the
 listening socket itself with protocol number 0, and asyncio then never sets TCP_NODELAY on the
@@ -32,6 +39,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import Counter
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 logger = logging.getLogger("service.connections")
@@ -65,14 +73,47 @@ class ConnectionLimits:
     header_timeout_s: float = 10.0
     body_timeout_s: float = 60.0
     max_connections: int = 2048
+    max_in_flight: int = 512
+    target_latency_s: float = 0.25
 
 
-def _response(status: int, reason: str, error: str, extra: str = "") -> bytes:
-    """A complete `Connection: close` response in the service's JSON error shape."""
+#: Requests refused by the protocol, before the app; `service.api.middleware` exposes it.
+REFUSED = Counter(
+    "mldm_http_refused",
+    "Requests or connections refused before the app, by reason: in_flight (503), connections "
+    "(503), header_size (431), header_timeout and body_timeout (408).",
+    ("reason",),
+    registry=None,
+)
+
+
+class _Answers:
+    """This worker's rate of answered requests over the last whole second (every connection)."""
+
+    def __init__(self) -> None:
+        self.since = 0.0
+        self.count = 0
+        self.per_s = 0.0
+
+    def add(self, now: float) -> None:
+        elapsed = now - self.since
+        if elapsed >= 1.0:
+            self.per_s = self.count / elapsed if self.since else 0.0
+            self.since, self.count = now, 0
+        self.count += 1
+
+
+_answers = _Answers()
+
+
+def _response(status: int, reason: str, error: str, extra: str = "", close: bool = True) -> bytes:
+    """A complete response in the service's JSON error shape (`Connection: close` unless not
+    `close`)."""
     body = json.dumps({"error": error}).encode()
+    connection = "connection: close\r\n" if close else ""
     head = (
         f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\n{extra}connection: close\r\n\r\n"
+        f"content-length: {len(body)}\r\n{extra}{connection}\r\n"
     )
     return head.encode("latin-1") + body
 
@@ -92,6 +133,12 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._refused = False
         self._discarding = False
+        #: A refused request's body is being skipped (the connection is kept).
+        self._skipping = False
+        #: The last request is done: the next bytes begin a new head.
+        self._between = False
+        self.max_in_flight = limits.max_in_flight
+        self.target_latency_s = limits.target_latency_s
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         sock = transport.get_extra_info("socket")
@@ -110,7 +157,10 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._discarding:
             return
-        if self._head_bytes is None and self.cycle is not None and self.cycle.response_complete:
+        if self._head_bytes is None and (
+            self._between or (self.cycle is not None and self.cycle.response_complete)
+        ):
+            self._between = False
             self._head_bytes = 0  # the first bytes of the next request on this connection
             self._arm(self.header_timeout_s, "request head")
         reading_head = self._head_bytes is not None
@@ -119,6 +169,7 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
             # Still in the head after this read (a head completed within it reset the count).
             self._head_bytes += len(data)
             if self._head_bytes > self.max_header_bytes:
+                REFUSED.labels("header_size").inc()
                 self._reject(
                     431,
                     "Request Header Fields Too Large",
@@ -126,10 +177,37 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
                     f"more than {self._head_bytes}",
                 )
 
+    def in_flight_limit(self) -> int:
+        """Requests this worker may hold: what it answers in `target_latency_s` at its rate of
+        the last second (Little's law), between 16 and `max_in_flight`."""
+        if _answers.per_s == 0.0:
+            return self.max_in_flight
+        return min(self.max_in_flight, max(16, int(_answers.per_s * self.target_latency_s)))
+
     def on_headers_complete(self) -> None:
         self._head_bytes = None
         self._disarm()
-        if self._refused and self.url.split(b"?")[0] not in _PROBES:
+        probe = self.url.split(b"?")[0] in _PROBES
+        idle = self.cycle is None or self.cycle.response_complete  # not behind a pipelined one
+        if not probe and idle and len(self.tasks) >= self.in_flight_limit():
+            REFUSED.labels("in_flight").inc()
+            keep = self.parser.should_keep_alive() and not SHUTTING_DOWN.is_set()
+            self.transport.write(
+                _response(
+                    503,
+                    "Service Unavailable",
+                    f"the server is overloaded: {len(self.tasks)} requests in flight; retry later",
+                    "retry-after: 1\r\n",
+                    close=not keep,
+                )
+            )
+            if not keep:
+                self.transport.close()
+            self._skipping = True
+            self._arm(self.body_timeout_s, "request body")
+            return
+        if self._refused and not probe:
+            REFUSED.labels("connections").inc()
             self._reject(
                 503,
                 "Service Unavailable",
@@ -144,21 +222,40 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
         if self.cycle is not None and self.cycle.more_body:
             self._arm(self.body_timeout_s, "request body")
 
+    def on_body(self, body: bytes) -> None:
+        if not self._skipping:
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
         self._disarm()
+        if self._skipping:
+            self._skipping = False
+            self._between = True
+            self._answered()
+            return
         super().on_message_complete()
 
+    def _answered(self) -> None:
+        _answers.add(self.loop.time())
+        if not self.transport.is_closing():
+            self._unset_keepalive_if_required()
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
+
     def on_response_complete(self) -> None:
+        _answers.add(self.loop.time())
         super().on_response_complete()
         if self._refused and not self.transport.is_closing():
             self.transport.close()  # a probe answered on a refused connection: no keep-alive
 
     def shutdown(self) -> None:
         SHUTTING_DOWN.set()
-        if self.cycle is None and not self.transport.is_closing():
-            # Accepted just before the listener closed, nothing read yet: its request is most
-            # likely on the way. uvicorn would close it now, and the client, whose request was
-            # sent on an accepted connection, would get a reset; answer it (then close) instead.
+        idle = self.cycle is None or self.cycle.response_complete
+        if idle and not self.transport.is_closing():
+            # Accepted just before the listener closed, or idle between keep-alive requests:
+            # a request may be on the way. uvicorn would close the connection now, under it, and
+            # the client would get a reset; answer it (then close) instead.
             self.loop.call_later(_FRESH_GRACE_S, self._close_if_idle)
             return
         super().shutdown()
@@ -180,6 +277,7 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
         self._deadline = None
         if self.transport.is_closing():
             return
+        REFUSED.labels("header_timeout" if what == "request head" else "body_timeout").inc()
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             # A request is being read: the app sees a disconnect and its access line says 408.

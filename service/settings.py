@@ -175,7 +175,9 @@ class Settings(BaseSettings):
 
     max_in_flight: int = Field(default=512, ge=1, le=1_000_000)
     """Most requests one worker handles at once (every route but health and `/metrics`, which
-    are never limited); one more is answered 503 with `Retry-After` before its body is read."""
+    are never limited); one more is answered 503 with `Retry-After` before its body is read.
+    Below it the server keeps an adaptive limit: the requests it answers in `queue_max_wait_ms`
+    at its rate of the last second (Little's law), at least 16."""
 
     max_connections: int = Field(default=2048, ge=1, le=1_000_000)
     """Most open connections per worker; a connection beyond it gets one 503 and is closed.
@@ -186,7 +188,7 @@ class Settings(BaseSettings):
     kernel caps it at `net.core.somaxconn`. A full backlog makes the kernel drop or reset new
     connections, so it is sized above `max_connections`' bursts."""
 
-    max_body_bytes_in_flight: int = Field(default=256 * 1024 * 1024, ge=1024, le=64 * 1024**3)
+    max_body_bytes_in_flight: int = Field(default=64 * 1024 * 1024, ge=1024, le=64 * 1024**3)
     """Most bytes of request bodies one worker holds at once (declared lengths reserved on
     arrival, chunked bodies counted as they stream); a request past it is answered 503 with
     `Retry-After` at once. A parsed JSON body takes several times its size in memory, so this

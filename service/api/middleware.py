@@ -33,7 +33,7 @@ from service.api.deps import require_api_key
 from service.api.responses import JSONBody
 from service.context import REQUEST_ID_HEADER, request_id_from
 from service.errors import Overloaded, ServiceError
-from service.http_protocol import SHUTTING_DOWN, TIMED_OUT
+from service.http_protocol import REFUSED, SHUTTING_DOWN, TIMED_OUT
 from service.metrics import Metrics
 from service.settings import Settings
 
@@ -84,16 +84,18 @@ class ObservabilityMiddleware:
         extra = [(REQUEST_ID_HEADER.lower().encode(), request_id.encode())]
         if self.keep_alive is not None:
             extra.append(self.keep_alive)
-        started = finished = gone = False
+        started = finished = gone = shed = False
         task = asyncio.current_task()
         watcher: asyncio.Task[None] | None = None
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status, started, finished
+            nonlocal status, started, finished, shed
             if message["type"] == "http.response.start":
                 status = message["status"]
                 started = True
-                message["headers"] = [*message.get("headers", ()), *extra]
+                headers = message.get("headers", ())
+                shed = status == 503 and any(k.lower() == b"retry-after" for k, _ in headers)
+                message["headers"] = [*headers, *extra]
             elif message["type"] == "http.response.body" and not message.get("more_body"):
                 finished = True  # before `send`: the watcher must not take the end for a leave
             await send(message)
@@ -169,7 +171,9 @@ class ObservabilityMiddleware:
                 self.metrics.in_flight.dec()
                 model = self.metrics.model_label(route, scope.get("path_params") or {})
                 self.metrics.observe_request(scope["method"], route, model, status, seconds)
-            level = logging.INFO if status < 500 else logging.WARNING
+            # Refusals under overload are expected and counted: logging each at WARNING would
+            # cost the event loop most when it has least to spare.
+            level = logging.INFO if status < 500 or shed else logging.WARNING
             if access_logger.isEnabledFor(level):
                 client = scope.get("client")
                 access_logger.log(
@@ -223,6 +227,8 @@ def install(app: FastAPI, settings: Settings, metrics: Metrics | None) -> None:
             dependencies=dependencies,
             include_in_schema=False,
         )
+    if metrics is not None:
+        metrics.registry.register(REFUSED)  # refusals of the protocol, before the app
     runner = getattr(getattr(app.state, "service", None), "runner", None)
     app.add_middleware(
         ObservabilityMiddleware,

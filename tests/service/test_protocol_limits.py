@@ -15,11 +15,16 @@ from starlette.types import Receive, Scope, Send
 from service.http_protocol import SHUTTING_DOWN, ConnectionLimits, NoDelayHttpToolsProtocol
 from tests.service.live_server import free_port
 
+#: Requests to `/hold` wait for it.
+HOLD = asyncio.Event()
+
 
 async def echo(scope: Scope, receive: Receive, send: Send) -> None:
     """Reads the whole body, answers its length."""
     if scope["type"] != "http":
         return
+    if scope["path"] == "/hold":
+        await HOLD.wait()
     size = 0
     more = True
     while more:
@@ -157,3 +162,24 @@ async def test_connection_beyond_max_connections_is_answered_503_but_probes_pass
     assert b"retry-after: 1" in refused.lower()
     assert status_and_body(probe)[0] == 200  # the trivial app answers every path
     assert status_and_body(served)[0] == 200
+
+
+async def test_request_beyond_max_in_flight_is_refused_at_once_and_the_connection_kept() -> None:
+    HOLD.clear()
+    hold = b"POST /hold HTTP/1.1\r\nhost: t\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello"
+    async with serving(ConnectionLimits(max_in_flight=1)) as port:
+        held = asyncio.create_task(exchange(port, hold))
+        await asyncio.sleep(0.2)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        keep = REQUEST.replace(b"connection: close\r\n", b"")
+        writer.write(keep)
+        refused = await asyncio.wait_for(reader.readuntil(b"}"), timeout=5)
+        HOLD.set()
+        await held
+        writer.write(REQUEST)  # the same connection, now with room
+        served = await asyncio.wait_for(reader.read(-1), timeout=5)
+        writer.close()
+    status, body = status_and_body(refused)
+    assert status == 503 and "1 requests in flight" in str(body["error"]), body
+    assert b"retry-after: 1" in refused and b"connection: close" not in refused
+    assert status_and_body(served) == (200, {"received": 5})
