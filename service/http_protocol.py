@@ -16,7 +16,7 @@ and costs more CPU per request; so these checks are added here, where the bytes 
   get their answer) and closed;
 - a request that finds this worker with more requests in flight than it can answer in
   `target_latency_s` (its rate of answers over the last second times that target, by Little's
-  law, between 16 and `max_in_flight`) is answered 503 + `Retry-After` at once, before an ASGI
+  law, between 64 and `max_in_flight`) is answered 503 + `Retry-After` at once, before an ASGI
   task is made or its body read: under a flood, refusing costs the event loop microseconds, so
   the requests it admits, and the health probes (never refused), keep their latency.
 
@@ -105,6 +105,10 @@ class _Answers:
 
 _answers = _Answers()
 
+#: The adaptive limit's floor: room for the requests that slow lanes (the solver) hold, each
+#: bounded on its own, beside the fast ones.
+_MIN_IN_FLIGHT = 64
+
 
 def _response(status: int, reason: str, error: str, extra: str = "", close: bool = True) -> bytes:
     """A complete response in the service's JSON error shape (`Connection: close` unless not
@@ -179,10 +183,11 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
 
     def in_flight_limit(self) -> int:
         """Requests this worker may hold: what it answers in `target_latency_s` at its rate of
-        the last second (Little's law), between 16 and `max_in_flight`."""
+        the last second (Little's law), between 64 and `max_in_flight`."""
         if _answers.per_s == 0.0:
             return self.max_in_flight
-        return min(self.max_in_flight, max(16, int(_answers.per_s * self.target_latency_s)))
+        adaptive = int(_answers.per_s * self.target_latency_s)
+        return min(self.max_in_flight, max(_MIN_IN_FLIGHT, adaptive))
 
     def on_headers_complete(self) -> None:
         self._head_bytes = None
@@ -202,7 +207,8 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
                 )
             )
             if not keep:
-                self.transport.close()
+                self._linger()
+                return
             self._skipping = True
             self._arm(self.body_timeout_s, "request body")
             return
@@ -299,6 +305,10 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
             cycle.disconnected = True
             cycle.message_event.set()
         self.transport.write(_response(status, reason, error, extra))
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close after an answer is written."""
         # A lingering close, as nginx's: closing while the client still sends would make the
         # kernel reset the connection, and the client might lose the answer before reading it.
         # Half-close, drop what still comes, close for good after a moment.

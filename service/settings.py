@@ -177,7 +177,7 @@ class Settings(BaseSettings):
     """Most requests one worker handles at once (every route but health and `/metrics`, which
     are never limited); one more is answered 503 with `Retry-After` before its body is read.
     Below it the server keeps an adaptive limit: the requests it answers in `queue_max_wait_ms`
-    at its rate of the last second (Little's law), at least 16."""
+    at its rate of the last second (Little's law), at least 64."""
 
     max_connections: int = Field(default=2048, ge=1, le=1_000_000)
     """Most open connections per worker; a connection beyond it gets one 503 and is closed.
