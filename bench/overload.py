@@ -129,12 +129,14 @@ class Connection:
         start = time.perf_counter() if started is None else started
         if self.writer is None:
             try:
-                self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
-            except OSError:
+                self.reader, self.writer = await asyncio.wait_for(
+                    asyncio.open_connection(HOST, self.port), 10
+                )
+            except (OSError, TimeoutError):
                 tally.refused += 1
                 await asyncio.sleep(0.01)
                 return
-        assert self.reader is not None
+        assert self.reader is not None and self.writer is not None
         try:
             self.writer.write(raw)
             status, closing = await asyncio.wait_for(read_response(self.reader), 60)
@@ -646,12 +648,14 @@ async def memory_rows(server: Server) -> list[Row]:
     after = server.rss_mib()
     growth = (after - before) / before
     statuses = {k: len(v) for k, v in tally.latencies.items()}
+    refused = tally.count(503)
     return [
         (
             "32 x 32 MB bodies at once",
-            "memory back within 10% of before (or refused)",
-            f"{before:.0f} -> {after:.0f} MiB ({growth:+.1%}); answers {statuses}",
-            growth <= 0.10,
+            "memory back within 10% of before, or the burst refused by the memory limit",
+            f"{before:.0f} -> {after:.0f} MiB ({growth:+.1%}); answers {statuses} "
+            f"({refused} of 32 refused)",
+            growth <= 0.10 or refused >= 31,
         )
     ]
 
