@@ -22,6 +22,9 @@ and costs more CPU per request; so these checks are added here, where the bytes 
 
 Each refusal is counted in `mldm_http_refused_total{reason}`.
 
+A request that does not parse as HTTP is answered 400 in the JSON error shape (uvicorn's own is
+text/plain).
+
 Also TCP_NODELAY on every accepted connection: with `--workers N`, uvicorn 0.54 binds the
 listening socket itself with protocol number 0, and asyncio then never sets TCP_NODELAY on the
 connections it accepts (Kludex/uvicorn#3149): Nagle's algorithm held every keep-alive response
@@ -292,6 +295,12 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
             client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
             logger.info("408 to %s: no complete %s within %g s; closing", client, what, seconds)
         self._reject(408, "Request Timeout", f"{what}: not received within {seconds:g} s")
+
+    def send_400_response(self, msg: str) -> None:
+        """A request httptools cannot parse: 400 in our JSON shape, not uvicorn's text/plain."""
+        self._disarm()
+        self.transport.write(_response(400, "Bad Request", f"malformed HTTP request: {msg}"))
+        self._linger()
 
     def _reject(self, status: int, reason: str, error: str, extra: str = "") -> None:
         """Answer `status` in the error shape (unless a response already began) and close."""

@@ -183,3 +183,11 @@ async def test_request_beyond_max_in_flight_is_refused_at_once_and_the_connectio
     assert status == 503 and "1 requests in flight" in str(body["error"]), body
     assert b"retry-after: 1" in refused and b"connection: close" not in refused
     assert status_and_body(served) == (200, {"received": 5})
+
+
+async def test_unparsable_request_is_answered_400_in_the_error_shape() -> None:
+    async with serving(ConnectionLimits()) as port:
+        answer, _ = await exchange(port, b"GET / HTTP/1.1\r\nbad header line\r\n\r\n")
+    status, body = status_and_body(answer)
+    assert status == 400 and "malformed HTTP request" in str(body["error"]), body
+    assert b"content-type: application/json" in answer
