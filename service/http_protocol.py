@@ -50,8 +50,8 @@ logger = logging.getLogger("service.connections")
 #: How long a rejected connection is kept half-closed, its further bytes dropped.
 _LINGER_S = 2.0
 
-#: How long a connection accepted but silent when the drain begins may still send its request.
-_FRESH_GRACE_S = 1.0
+#: How long connections are served as usual once the drain begins (see `shutdown`).
+_DRAIN_DELAY_S = 1.0
 
 #: Paths a refused connection is still answered on: probes must see the process alive.
 _PROBES = (b"/v2/health/live", b"/v2/health/ready")
@@ -140,6 +140,8 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._refused = False
         self._discarding = False
+        #: The drain reached this connection: every answer closes it.
+        self._draining = False
         #: A refused request's body is being skipped (the connection is kept).
         self._skipping = False
         #: The last request is done: the next bytes begin a new head.
@@ -199,7 +201,7 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
         idle = self.cycle is None or self.cycle.response_complete  # not behind a pipelined one
         if not probe and idle and len(self.tasks) >= self.in_flight_limit():
             REFUSED.labels("in_flight").inc()
-            keep = self.parser.should_keep_alive() and not SHUTTING_DOWN.is_set()
+            keep = self.parser.should_keep_alive() and not self._draining
             self.transport.write(
                 _response(
                     503,
@@ -226,7 +228,7 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
             )
             return
         super().on_headers_complete()
-        if SHUTTING_DOWN.is_set() and self.cycle is not None:
+        if self._draining and self.cycle is not None:
             self.cycle.keep_alive = False  # draining: answered, then closed
         if self.cycle is not None and self.cycle.more_body:
             self._arm(self.body_timeout_s, "request body")
@@ -259,19 +261,26 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()  # a probe answered on a refused connection: no keep-alive
 
     def shutdown(self) -> None:
+        """uvicorn's drain begins (its listeners are closed). uvicorn would now close idle
+        connections and end every other one after its response at once. Each is given
+        `_DRAIN_DELAY_S` first: a client that connected just before, or sends its next request
+        on a keep-alive connection, is answered rather than cut under its request; and with
+        several workers, whose shared listening socket only closes when the last one lets go,
+        clients sent away by the first worker to drain would reconnect into that socket's
+        queue and be reset when the last one closes it: kept a moment, they reconnect after
+        every worker has closed it, and are refused cleanly."""
         SHUTTING_DOWN.set()
-        idle = self.cycle is None or self.cycle.response_complete
-        if idle and not self.transport.is_closing():
-            # Accepted just before the listener closed, or idle between keep-alive requests:
-            # a request may be on the way. uvicorn would close the connection now, under it, and
-            # the client would get a reset; answer it (then close) instead.
-            self.loop.call_later(_FRESH_GRACE_S, self._close_if_idle)
-            return
-        super().shutdown()
+        if not self.transport.is_closing():
+            self.loop.call_later(_DRAIN_DELAY_S, self._drain)
 
-    def _close_if_idle(self) -> None:
+    def _drain(self) -> None:
+        self._draining = True
+        if self.transport.is_closing():
+            return
         if self.cycle is None or self.cycle.response_complete:
             self.transport.close()
+        else:
+            self.cycle.keep_alive = False
 
     def _arm(self, seconds: float, what: str) -> None:
         self._disarm()
