@@ -21,12 +21,16 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from types import FrameType
+from typing import Any
 
 from pydantic import ValidationError
 
 from service import logs
-from service.http_protocol import NoDelayHttpToolsProtocol
+from service.http_protocol import ConnectionLimits, NoDelayHttpToolsProtocol
 from service.settings import Settings
+
+#: uvicorn's exit status when the server could not start (app, models' directory, socket).
+STARTUP_FAILURE = 3
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -83,6 +87,68 @@ def metrics_dir(settings: Settings) -> Iterator[str | None]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def serve(settings: Settings, log_config: dict[str, Any]) -> bool:
+    """Run uvicorn (one process, or a supervisor and `settings.workers` worker processes) until
+    it is stopped; False when the server could not start."""
+    import uvicorn
+    from uvicorn.supervisors.multiprocess import Multiprocess
+
+    config = uvicorn.Config(
+        "service.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        http=NoDelayHttpToolsProtocol,
+        log_level=settings.log_level,
+        # Every worker applies this config; the app logs one access line per request itself.
+        log_config=log_config,
+        access_log=False,
+        # On SIGTERM uvicorn stops accepting, lets requests in flight finish for this long,
+        # then runs the lifespan shutdown.
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
+        timeout_keep_alive=settings.keep_alive_s,
+        backlog=settings.backlog,
+    )
+    # Read by the protocol of every connection; pickled with the config into each worker.
+    config.connection_limits = ConnectionLimits(  # type: ignore[attr-defined]
+        max_header_bytes=settings.max_header_bytes,
+        header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+        max_connections=settings.max_connections,
+        max_in_flight=settings.max_in_flight,
+        target_latency_s=settings.queue_max_wait_ms / 1000,
+    )
+    if config.workers == 1:
+        server = uvicorn.Server(config)
+        server.run()
+        return server.started
+
+    class Supervisor(Multiprocess):
+        """uvicorn's supervisor of workers that lets go of the listening socket on SIGTERM.
+
+        The supervisor holds the socket its workers inherited. Its own copy kept the socket
+        listening after every worker had closed theirs to drain: the kernel went on accepting
+        connections that no process would ever take, and reset them all when the supervisor
+        exited (44 and 45 lost in two runs, issue 23). Closed here first, the socket stops
+        listening as soon as the workers close it: a late client is refused, not reset."""
+
+        def _release(self) -> None:
+            for sock in self.sockets:
+                sock.close()
+
+        def handle_term(self) -> None:
+            self._release()
+            super().handle_term()
+
+        def handle_int(self) -> None:
+            self._release()
+            super().handle_int()
+
+    Supervisor(config, sockets=[config.bind_socket()]).run()
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse options, validate the settings (fail fast), and run uvicorn until stopped."""
     args = parse_args(argv)
@@ -118,28 +184,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         log_config = logs.logging_config(settings)
         logging.config.dictConfig(log_config)
-        import uvicorn
 
         # After a graceful shutdown uvicorn re-raises the SIGTERM it caught, which with the default
         # handler ends the process as "killed by signal 15" even though nothing was lost; exit 0
         # instead, as orchestrators and process supervisors expect of a clean stop.
         signal.signal(signal.SIGTERM, _exit_cleanly)
-        uvicorn.run(
-            "service.app:create_app",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            http=NoDelayHttpToolsProtocol,
-            log_level=settings.log_level,
-            # Every worker applies this config; the app logs one access line per request itself.
-            log_config=log_config,
-            access_log=False,
-            # On SIGTERM uvicorn stops accepting, lets requests in flight finish for this long,
-            # then runs the lifespan shutdown.
-            timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
-            timeout_keep_alive=settings.keep_alive_s,
-        )
+        if not serve(settings, log_config):
+            return STARTUP_FAILURE
     return 0
 
 

@@ -150,7 +150,11 @@ def create_app(
             allow_headers=["Content-Type", "Accept", "X-API-Key"],
         )
     # Outermost, so an oversized body is refused before anything else touches it.
-    app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_body_bytes=settings.max_body_bytes,
+        max_in_flight_bytes=settings.max_body_bytes_in_flight,
+    )
     # Around even the body limit: every response, a 413 too, is counted, timed and given an id.
     metrics = (
         Metrics(registry, runner.stats, route_models(tasks)) if settings.metrics_enabled else None

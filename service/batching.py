@@ -92,20 +92,17 @@ class _Request:
 
 @dataclass
 class BatchStats:
-    """Counters a test or a metrics exporter can read (issue 6 exports them)."""
+    """Counters of one batcher, for tests (the metrics come from the runner's `on_batch`)."""
 
     batches: int = 0
     requests: int = 0
     items: int = 0
     fallbacks: int = 0
-    sizes: list[int] = field(default_factory=list)
 
     def record(self, requests: int, items: int) -> None:
         self.batches += 1
         self.requests += requests
         self.items += items
-        if len(self.sizes) < 10_000:  # bounded: enough for tests and histograms
-            self.sizes.append(items)
 
 
 class AdaptiveBatcher:
@@ -126,8 +123,6 @@ class AdaptiveBatcher:
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.name = name
-        #: What the batcher serves (the runner keeps one batcher per model version object).
-        self.owner: object = None
         self.stats = BatchStats()
         self._queue: deque[_Request] = deque()
         self._wakeup = asyncio.Event()

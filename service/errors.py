@@ -8,6 +8,7 @@ shape TensorFlow Serving uses, on every route and protocol.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 _RECEIVED_LIMIT = 120
@@ -119,6 +120,20 @@ class ModelNotReady(ServiceError):
     """The model exists in the contract but is not loaded (failed, missing or still loading)."""
 
     status_code = 503
+
+
+class Overloaded(ServiceError):
+    """More work is queued than the server can finish in time: refused at once, with a
+    `Retry-After` (seconds) when the caller gives one; nothing of the request has run."""
+
+    status_code = 503
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        headers = None
+        if retry_after_s is not None:
+            # HTTP's Retry-After is whole seconds; never 0, which invites an instant retry storm.
+            headers = {"Retry-After": str(max(1, math.ceil(retry_after_s)))}
+        super().__init__(message, headers=headers)
 
 
 class InferenceTimeout(ServiceError):

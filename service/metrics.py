@@ -238,6 +238,13 @@ class InferenceStats:
             batch,
             registry=None,
         )
+        self.rejected = Counter(
+            "mldm_requests_rejected",
+            "Requests refused at once by admission control (503 + Retry-After), by model "
+            "(or lane) and reason: queue (too many queued), wait (expected wait too long).",
+            ("model", "reason"),
+            registry=None,
+        )
         self._versions: dict[tuple[str, int], _VersionCounters] = {}
         #: Called with (model name, items, queue wait s) after each execution: the histograms.
         self.listeners: list[Callable[[str, int, float], None]] = []
@@ -431,6 +438,7 @@ class Metrics:
         if stats is not None:
             for collector in stats.collectors():
                 self.registry.register(collector)
+            self.registry.register(stats.rejected)  # not a per-version statistic: not in `read`
             stats.listeners.append(self.observe_execution)
 
     def observe_execution(self, model: str, items: int, queue_s: float) -> None:

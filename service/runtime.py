@@ -4,15 +4,24 @@ time limit.
 Inference is CPU work in TensorFlow (which releases the GIL), so it runs in a small thread pool
 and the event loop stays free to accept and parse other requests meanwhile. With batching on
 (the default, per model in the settings), concurrent calls to one model version are merged.
+
+Admission control (issue 23): each model version holds a bounded number of requests, and a
+request whose expected wait (the items queued before it times the model's measured seconds per
+item) is too long is refused at once with 503 + `Retry-After` (`Overloaded`), before any work,
+instead of queueing for seconds. Blocking work other than the models runs in named lanes, each
+with its own threads and bound: the exact solver (`lane="solver"`) never waits in front of, or
+holds up, the models.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from contextlib import contextmanager
+from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 
@@ -24,12 +33,116 @@ from service.batching import (
     pad_rows,
     padded_size,
 )
-from service.errors import InferenceTimeout
+from service.errors import InferenceTimeout, Overloaded
 from service.metrics import InferenceStats
 from service.registry import ModelVersion
 from service.settings import Settings
 
 T = TypeVar("T")
+
+#: Model calls whose seconds per item make the estimate (their median: a first call that
+#: traces a new shape, or a stall of the machine, does not refuse requests for long).
+_SAMPLES = 15
+
+
+class Admission:
+    """The bounded queue of one model version (or lane): requests counted in while queued or
+    running, and the measured service time that predicts how long a new one would wait."""
+
+    def __init__(
+        self, name: str, label: str, max_requests: int, max_wait_s: float, stats: InferenceStats
+    ) -> None:
+        self.name = name
+        #: The `model` label of `mldm_requests_rejected_total` (a model name or a lane).
+        self.label = label
+        self.max_requests = max_requests
+        self.max_wait_s = max_wait_s
+        self.stats = stats
+        self.requests = 0
+        self.items = 0
+        #: Median seconds per item of the last model calls (0 until the first call).
+        self.seconds_per_item = 0.0
+        self._samples: deque[float] = deque(maxlen=_SAMPLES)
+
+    def observe(self, items: int, seconds: float) -> None:
+        """One model call on `items` items took `seconds`."""
+        if items <= 0:
+            return
+        self._samples.append(seconds / items)
+        self.seconds_per_item = sorted(self._samples)[len(self._samples) // 2]
+
+    def expected_wait_s(self) -> float:
+        """How long a request arriving now would wait for the items queued before it."""
+        return self.items * self.seconds_per_item
+
+    @contextmanager
+    def admit(self, items: int) -> Iterator[None]:
+        """Count a request of `items` in for the block, or raise `Overloaded` (503) at once."""
+        wait = self.expected_wait_s()
+        if self.requests >= self.max_requests:
+            self.refuse("queue", f"{self.requests} requests are queued or running", wait)
+        if wait > self.max_wait_s:
+            self.refuse("wait", f"the expected wait is {wait:.3f} s", wait)
+        self.requests += 1
+        self.items += items
+        try:
+            yield
+        finally:
+            self.requests -= 1
+            self.items -= items
+
+    def refuse(self, reason: str, why: str, wait: float) -> NoReturn:
+        """Count the refusal and raise the 503, with a `Retry-After` of about the wait."""
+        self.stats.rejected.labels(self.label, reason).inc()
+        limit = f"at most {self.max_requests} requests"
+        if self.max_wait_s != float("inf"):
+            limit += f", {self.max_wait_s * 1000:g} ms of expected wait"
+            wait = max(wait, self.max_wait_s)
+        raise Overloaded(
+            f"{self.name} is overloaded: {why} ({limit}); retry later", retry_after_s=wait
+        )
+
+
+class Lane:
+    """Its own threads and bound for one kind of blocking work (the exact solver): calls past
+    the bound are refused at once; a call whose caller left before it started never runs."""
+
+    def __init__(self, name: str, threads: int, max_calls: int, stats: InferenceStats) -> None:
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
+        self.threads = threads
+        self.admission = Admission(f"the {name} lane", name, max_calls, float("inf"), stats)
+
+    async def run(self, function: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        admission = self.admission
+        if admission.requests >= admission.max_requests:
+            wait = admission.expected_wait_s() / self.threads
+            admission.refuse("queue", f"{admission.requests} calls are queued or running", wait)
+        admission.requests += 1
+        admission.items += 1
+        took = [0.0]
+
+        def timed() -> T:
+            begin = time.perf_counter()
+            try:
+                return function(*args)
+            finally:
+                took[0] = time.perf_counter() - begin
+
+        def count_out() -> None:
+            admission.requests -= 1
+            admission.items -= 1
+            if took[0]:
+                admission.observe(1, took[0])
+
+        # Counted out when the thread is done (or the call cancelled before it started), not
+        # when the caller leaves: a running solver call cannot be stopped and holds its thread.
+        future = self.executor.submit(timed)
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(count_out))
+        return await asyncio.wrap_future(future)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
 
 
 class ModelRunner:
@@ -41,10 +154,17 @@ class ModelRunner:
             max_workers=settings.inference_threads, thread_name_prefix="inference"
         )
         self._batchers: dict[int, AdaptiveBatcher] = {}
+        self._admissions: dict[int, tuple[ModelVersion, Admission]] = {}
         self._policies: dict[str, tuple[bool, int, float]] = {}
         self._pads: dict[str, tuple[int, ...]] = {}
         #: What every model call of this runner adds up to (`/metrics`, `/v2/models/stats`).
         self.stats = InferenceStats()
+        #: Blocking work with threads and bounds of its own (`call(..., lane=...)`).
+        self.lanes = {
+            "solver": Lane(
+                "solver", settings.solver_threads, settings.solver_max_queue, self.stats
+            ),
+        }
 
     def batcher(self, model: ModelVersion) -> AdaptiveBatcher | None:
         """The batcher of a one-input model version, if batching is on for it."""
@@ -55,8 +175,8 @@ class ModelRunner:
         if not enabled or len(model.inputs) != 1:
             return None
         # One queue per model object: a version folder replaced on disk and reloaded is a new
-        # object, and requests still holding the old one keep using the old queue. The batcher
-        # holds its model (`owner`), so the id cannot be reused while the entry exists.
+        # object, and requests still holding the old one keep using the old queue. The batcher's
+        # `call` holds its model, so the id cannot be reused while the entry exists.
         key = id(model)
         batcher = self._batchers.get(key)
         if batcher is None:
@@ -66,7 +186,10 @@ class ModelRunner:
             def call(array: np.ndarray) -> Mapping[str, np.ndarray]:
                 return predict_padded(model, {input_name: array}, sizes)
 
+            admission = self.admission(model)
+
             def record(items: int, queue_s: float, compute_s: float) -> None:
+                admission.observe(items, compute_s)
                 self.stats.record_execution(model.name, model.version, items, queue_s, compute_s)
 
             batcher = AdaptiveBatcher(
@@ -77,9 +200,18 @@ class ModelRunner:
                 name=f"{model.name}/{model.version}",
                 on_batch=record,
             )
-            batcher.owner = model
             self._batchers[key] = batcher
         return batcher
+
+    def admission(self, model: ModelVersion) -> Admission:
+        """The bounded queue of one model version object (kept with the object, as its batcher)."""
+        entry = self._admissions.get(id(model))
+        if entry is None:
+            max_requests, max_wait_s = self.settings.admission_for(model.name)
+            name = f"model {model.name!r} version {model.version}"
+            admission = Admission(name, model.name, max_requests, max_wait_s, self.stats)
+            entry = self._admissions[id(model)] = (model, admission)
+        return entry[1]
 
     async def execute(
         self,
@@ -89,7 +221,18 @@ class ModelRunner:
     ) -> dict[str, np.ndarray]:
         """All outputs of the model for `inputs` (already of the inputs' dtypes and shapes),
         through the batcher or in chunks; no time limit of its own (the caller's `limit`).
-        `compute` adds up the model time of the calls this request took part in."""
+        `compute` adds up the model time of the calls this request took part in. Refused at once
+        (503 `Overloaded`) when the model version's queue is full."""
+        items = int(next(iter(inputs.values())).shape[0])
+        with self.admission(model).admit(items):
+            return await self._execute(model, inputs, compute)
+
+    async def _execute(
+        self,
+        model: ModelVersion,
+        inputs: Mapping[str, np.ndarray],
+        compute: ComputeTime | None = None,
+    ) -> dict[str, np.ndarray]:
         batcher = self.batcher(model)
         if batcher is not None:
             (array,) = inputs.values()
@@ -104,8 +247,10 @@ class ModelRunner:
             self._chunk(model),
             self._pad_sizes(model),
         )
+        admission = self.admission(model)
         for items, seconds in timings:
             queue_s = started - queued
+            admission.observe(items, seconds)
             self.stats.record_execution(model.name, model.version, items, queue_s, seconds)
             if compute is not None:
                 compute.add(seconds)
@@ -133,8 +278,13 @@ class ModelRunner:
         outputs = await self.predict(model, {model.input.name: array})
         return outputs[model.output.name]
 
-    async def call(self, what: str, function: Callable[..., T], *args: Any) -> T:
-        """Any blocking call in the pool, limited to `request_timeout_s`."""
+    async def call(
+        self, what: str, function: Callable[..., T], *args: Any, lane: str | None = None
+    ) -> T:
+        """Any blocking call, limited to `request_timeout_s`: in the inference threads, or in
+        the named `lane`'s own threads under its bound (503 `Overloaded` past it)."""
+        if lane is not None:
+            return await self.limit(what, self.lanes[lane].run(function, *args))
         loop = asyncio.get_running_loop()
         return await self.limit(what, loop.run_in_executor(self._executor, function, *args))
 
@@ -158,6 +308,8 @@ class ModelRunner:
         self.close()
 
     def close(self) -> None:
+        for lane in self.lanes.values():
+            lane.close()
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 

@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.registry import BackendPolicy
 
-__all__ = ["REPO_ROOT", "BatchingOverride", "Settings"]
+__all__ = ["REPO_ROOT", "BatchingOverride", "ModelLimits", "Settings"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,6 +32,15 @@ class BatchingOverride(BaseModel):
     """Largest merged batch (items, not requests) sent to the model in one call."""
     max_wait_ms: float | None = Field(default=None, ge=0.0, le=1000.0)
     """How long the first request of a batch waits for others to join it."""
+
+
+class ModelLimits(BaseModel):
+    """Per-model admission limits; a field left unset falls back to the global setting."""
+
+    max_requests: int | None = Field(default=None, ge=1, le=100_000)
+    """Most requests queued or running for one version of this model (`queue_max_requests`)."""
+    max_wait_ms: float | None = Field(default=None, ge=1.0, le=600_000.0)
+    """Longest expected queue wait admitted for this model (`queue_max_wait_ms`)."""
 
 
 class Settings(BaseSettings):
@@ -187,6 +196,61 @@ class Settings(BaseSettings):
     """Intra-op threads of each ONNX Runtime session; 1 by default, as the server already runs
     `inference_threads` calls side by side."""
 
+    # Overload, slow clients and shutdown (docs/reliability.md) ----------------------
+
+    queue_max_requests: int = Field(default=64, ge=1, le=100_000)
+    """Admission control: most requests one model version holds at once in one worker, queued
+    or running; one more is answered 503 with `Retry-After` at once, before any work."""
+
+    queue_max_wait_ms: float = Field(default=250.0, ge=1.0, le=600_000.0)
+    """Admission control: a request whose expected wait (the items queued before it times the
+    model's measured seconds per item) is over this is answered 503 with `Retry-After`."""
+
+    model_limits: dict[str, ModelLimits] = {}
+    """Per-model admission overrides, as JSON: `{"energy_from_potential": {"max_requests": 8}}`."""
+
+    max_in_flight: int = Field(default=512, ge=1, le=1_000_000)
+    """Most requests one worker handles at once (every route but health and `/metrics`, which
+    are never limited); one more is answered 503 with `Retry-After` before its body is read.
+    Below it the server keeps an adaptive limit: the requests it answers in `queue_max_wait_ms`
+    at its rate of the last second (Little's law), at least 64."""
+
+    max_connections: int = Field(default=2048, ge=1, le=1_000_000)
+    """Most open connections per worker; a connection beyond it gets one 503 and is closed.
+    Keep it under the file-descriptor limit (`ulimit -n`)."""
+
+    backlog: int = Field(default=4096, ge=16, le=65535)
+    """Listen backlog (connections the kernel completes before the server accepts them); the
+    kernel caps it at `net.core.somaxconn`. A full backlog makes the kernel drop or reset new
+    connections, so it is sized above `max_connections`' bursts."""
+
+    max_body_bytes_in_flight: int = Field(default=64 * 1024 * 1024, ge=1024, le=64 * 1024**3)
+    """Most bytes of request bodies one worker holds at once (declared lengths reserved on
+    arrival, chunked bodies counted as they stream); a request past it is answered 503 with
+    `Retry-After` at once. A parsed JSON body takes several times its size in memory, so this
+    bounds the memory a burst of large uploads can take; one body alone may always reach
+    `max_body_bytes`."""
+
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    """Largest request head (request line + headers); a larger one is answered 431 and the
+    connection closed, before the rest is read or parsed."""
+
+    header_timeout_s: float = Field(default=10.0, gt=0.0, le=3600.0)
+    """Longest time to receive a whole request head, counted from the connection (or its first
+    byte after a keep-alive pause); a slower client gets 408 and is disconnected."""
+
+    body_timeout_s: float = Field(default=60.0, gt=0.0, le=3600.0)
+    """Longest time to receive a whole request body once its head arrived (a total, so a body
+    trickled a byte at a time cannot hold the connection); a slower client gets 408."""
+
+    solver_threads: int = Field(default=1, ge=1, le=256)
+    """Threads of the exact solver (energy `mode=exact` / `auto`, `/energy/exact`): its own
+    pool, so solver work never waits in front of the models in `inference_threads`."""
+
+    solver_max_queue: int = Field(default=8, ge=1, le=100_000)
+    """Most solver calls one worker holds at once (running or waiting for a solver thread);
+    one more is answered 503 with `Retry-After`."""
+
     @field_validator("model_dir")
     @classmethod
     def _model_dir_absolute(cls, value: Path) -> Path:
@@ -248,6 +312,13 @@ class Settings(BaseSettings):
             per_model=dict(self.backends),
             onnxruntime_threads=self.onnxruntime_threads,
         )
+
+    def admission_for(self, model: str) -> tuple[int, float]:
+        """(most requests queued or running, longest expected wait in seconds) of one model."""
+        limits = self.model_limits.get(model, ModelLimits())
+        requests = limits.max_requests or self.queue_max_requests
+        wait_ms = limits.max_wait_ms or self.queue_max_wait_ms
+        return requests, wait_ms / 1000.0
 
     def batching_for(self, model: str) -> tuple[bool, int, float]:
         """(enabled, max batch size, max wait in seconds) of adaptive batching for one model."""

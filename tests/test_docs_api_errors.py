@@ -65,4 +65,10 @@ def test_api_page_error_table_matches_the_recorded_examples() -> None:
 
 
 if __name__ == "__main__":
-    print(errors_table())
+    import sys
+
+    if "--write" in sys.argv:  # replace docs/api.md's table in place
+        page = API_PAGE.read_text(encoding="utf-8")
+        API_PAGE.write_text(page.replace(documented_table(), errors_table(), 1), encoding="utf-8")
+    else:
+        print(errors_table())

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from service.errors import ServiceError, Unauthorized
+from service.errors import Overloaded, ServiceError, Unauthorized
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -48,6 +48,15 @@ def code_of(status: int) -> grpc.StatusCode:
     if status in CODES:
         return CODES[status]
     return grpc.StatusCode.INVALID_ARGUMENT if 400 <= status < 500 else grpc.StatusCode.INTERNAL
+
+
+def code_of_error(kind: type[ServiceError]) -> grpc.StatusCode:
+    """The gRPC code of one error of the catalogue: by its HTTP status, except a refusal by
+    admission control, RESOURCE_EXHAUSTED (the server's own limit: retry later) where REST
+    answers 503 like a model that is not ready (UNAVAILABLE)."""
+    if issubclass(kind, Overloaded):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+    return code_of(kind.status_code)
 
 
 def check_api_key(settings: Settings, context: grpc.aio.ServicerContext) -> None:
@@ -105,5 +114,8 @@ async def abort(context: grpc.aio.ServicerContext, exc: ServiceError) -> None:
         for name in ("field", "expected", "received")
         if isinstance(value := getattr(exc, name), str) and value.isascii() and value.isprintable()
     )
+    retry = (exc.headers or {}).get("Retry-After")
+    if retry is not None:  # admission refused it: the REST answer's Retry-After, as metadata
+        trailing = (*trailing, ("retry-after", retry))
     context.set_trailing_metadata(trailing)
-    await context.abort(code_of(exc.status_code), exc.message)
+    await context.abort(code_of_error(type(exc)), exc.message)

@@ -353,7 +353,7 @@ async def _answer(
         if mode == "model" or exact is not None:  # no solver call: cheap, inline
             answer = run()
         else:
-            answer = await dataplane.runner.call("the exact solver", run)
+            answer = await dataplane.runner.call("the exact solver", run, lane="solver")
     except ValueError as exc:  # the solver's own input checks
         raise InvalidInput.for_field(
             "potentials", "potentials the solver accepts", describe(str(exc))
@@ -386,7 +386,10 @@ async def _solve(dataplane: DataPlane, potentials: np.ndarray) -> ExactSolution:
     solve_ground_state = _solver()
     try:
         energies, densities = await dataplane.runner.call(
-            "the exact solver", solve_ground_state, np.asarray(potentials, dtype=np.float64)
+            "the exact solver",
+            solve_ground_state,
+            np.asarray(potentials, dtype=np.float64),
+            lane="solver",
         )
     except ValueError as exc:  # the solver's own input checks
         raise InvalidInput.for_field(

@@ -20,7 +20,7 @@ from pydantic import SecretStr
 
 from service import errors
 from service.app import create_app
-from service.grpc.errors import code_of
+from service.grpc.errors import code_of, code_of_error
 from service.grpc.gen import grpc_service_pb2 as pb
 from service.grpc.gen import grpc_service_pb2_grpc as pb_grpc
 from service.grpc.gen.tensorflow_serving.apis import (
@@ -206,6 +206,25 @@ async def test_messages_over_the_body_limit_are_resource_exhausted(stubs: Stubs)
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+async def test_admission_refusal_is_resource_exhausted_with_retry_after(
+    stubs: Stubs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model version whose queue is full: REST's 503 + Retry-After is RESOURCE_EXHAUSTED with
+    the same message and a `retry-after` trailing metadata entry on gRPC."""
+    from service.runtime import ModelRunner
+
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise errors.Overloaded("model 'digit_classifier' has 64 requests queued", retry_after_s=2)
+
+    monkeypatch.setattr(ModelRunner, "execute", refuse)
+    array = np.zeros((1, 28, 28, 1), dtype=np.float32)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stubs.v2.ModelInfer(_infer_request("digit_classifier", array, "images", True))
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert info.value.details() == "model 'digit_classifier' has 64 requests queued"
+    assert ("retry-after", "2") in tuple(info.value.trailing_metadata() or ())
+
+
 def test_every_catalogue_error_has_its_grpc_status() -> None:
     """Each ServiceError subclass of the REST catalogue -> the gRPC code of its HTTP status."""
     expected = {
@@ -218,6 +237,7 @@ def test_every_catalogue_error_has_its_grpc_status() -> None:
         errors.UnsupportedMediaType: grpc.StatusCode.INVALID_ARGUMENT,
         errors.ModelNotReady: grpc.StatusCode.UNAVAILABLE,
         errors.InferenceTimeout: grpc.StatusCode.DEADLINE_EXCEEDED,
+        errors.Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
         errors.ServiceError: grpc.StatusCode.INTERNAL,
     }
     catalogue = {
@@ -227,7 +247,7 @@ def test_every_catalogue_error_has_its_grpc_status() -> None:
     }
     assert catalogue == set(expected)
     for kind, code in expected.items():
-        assert code_of(kind.status_code) == code, kind
+        assert code_of_error(kind) == code, kind
     assert code_of(429) == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert code_of(501) == grpc.StatusCode.UNIMPLEMENTED
 
