@@ -406,6 +406,20 @@ def _refuse(model: ModelVersion, reason: str) -> OnnxRuntimeBackend | None:
     return None
 
 
+def parse_version(text: str, field: str = "version") -> int:
+    """A version as a client writes it (a path segment, gRPC's `model_version`) as a positive
+    integer; anything else is a 404 naming `field`."""
+    # ASCII digits only: str.isdigit() accepts '²', which int() then refuses (a 500).
+    if not (text.isascii() and text.isdigit()) or int(text) <= 0:
+        raise NotFound(
+            f"version must be a positive integer, received {text!r}",
+            field=field,
+            expected="a positive integer",
+            received=repr(text),
+        )
+    return int(text)
+
+
 def discover_versions(model_path: Path) -> list[int]:
     """Version numbers under `<model_dir>/<name>/`: positive-integer folder names, ascending."""
     versions = []
