@@ -8,8 +8,11 @@ shape TensorFlow Serving uses, on every route and protocol.
 
 from __future__ import annotations
 
+import hmac
 import math
 from typing import Any
+
+from pydantic import SecretStr
 
 _RECEIVED_LIMIT = 120
 
@@ -90,6 +93,29 @@ class Unauthorized(ServiceError):
     """Missing or wrong API key."""
 
     status_code = 401
+
+
+def check_api_key(
+    configured: SecretStr | None,
+    key: str | None,
+    field: str,
+    carrier: str,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """The API key check of every protocol: a 401 unless no key is configured or `key` is the
+    configured one (compared in constant time); `carrier` says where `field` travels (an HTTP
+    header, gRPC metadata)."""
+    if configured is None:
+        return
+    expected = configured.get_secret_value().encode()
+    if key is None or not hmac.compare_digest(key.encode(), expected):
+        raise Unauthorized(
+            f"missing or wrong API key in the {field} {carrier}",
+            field=field,
+            expected="the configured API key",
+            received="no key" if key is None else "a wrong key",
+            headers=headers,
+        )
 
 
 class NotFound(ServiceError):

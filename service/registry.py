@@ -191,6 +191,34 @@ def _read_card(version_dir: Path) -> tuple[dict[str, Any], str | None]:
     return card, text
 
 
+@dataclass(frozen=True)
+class _Source:
+    """A version's folder and card: what every loader's `ModelVersion` shares."""
+
+    name: str
+    version: int
+    path: Path
+    card: dict[str, Any]
+    markdown: str | None
+
+    def model(
+        self,
+        inputs: dict[str, TensorSpec],
+        outputs: dict[str, TensorSpec],
+        backends: dict[str, Backend],
+    ) -> ModelVersion:
+        return ModelVersion(
+            name=self.name,
+            version=self.version,
+            path=self.path,
+            inputs=inputs,
+            outputs=outputs,
+            card=self.card,
+            card_markdown=self.markdown,
+            backends=backends,
+        )
+
+
 def load_version(
     name: str, version: int, path: Path, policy: BackendPolicy | None = None
 ) -> ModelVersion:
@@ -204,9 +232,10 @@ def load_version(
     if not (path / "saved_model.pb").is_file():
         raise FileNotFoundError(f"no saved_model.pb in {path}")
     card, markdown = _read_card(path)
+    source = _Source(name, version, path, card, markdown)
     refused = None
     if policy.for_model(name) == "onnxruntime":
-        compiled = _load_compiled_only(name, version, path, card, markdown, policy)
+        compiled = _load_compiled_only(source, policy)
         if isinstance(compiled, ModelVersion):
             return compiled
         refused = compiled
@@ -224,16 +253,7 @@ def load_version(
     outputs = {key: _spec(key, spec) for key, spec in sorted(signature.structured_outputs.items())}
     # The signature needs its SavedModel object (variables) alive.
     reference = TensorFlowBackend(signature, keepalive=loaded)
-    model = ModelVersion(
-        name=name,
-        version=version,
-        path=path,
-        inputs=inputs,
-        outputs=outputs,
-        card=card,
-        card_markdown=markdown,
-        backends={"tensorflow": reference},
-    )
+    model = source.model(inputs, outputs, {"tensorflow": reference})
     if refused is not None:
         if refused:
             _refuse(model, refused)
@@ -259,16 +279,10 @@ def _card_specs(card: Mapping[str, Any], side: str) -> dict[str, TensorSpec]:
     }
 
 
-def _load_compiled_only(
-    name: str,
-    version: int,
-    path: Path,
-    card: dict[str, Any],
-    markdown: str | None,
-    policy: BackendPolicy,
-) -> ModelVersion | str:
+def _load_compiled_only(source: _Source, policy: BackendPolicy) -> ModelVersion | str:
     """The version served by ONNX Runtime alone, without importing TensorFlow; otherwise why
     not ("" for a version never compiled, which is no refusal)."""
+    path, card = source.path, source.card
     onnx_path = path / "model.onnx"
     if not onnx_path.is_file():
         return ""
@@ -290,16 +304,7 @@ def _load_compiled_only(
         return f"{type(exc).__name__}: {exc}"
     if not result.equal:
         return "differs from TensorFlow: " + "; ".join(result.problems)
-    model = ModelVersion(
-        name=name,
-        version=version,
-        path=path,
-        inputs=inputs,
-        outputs=outputs,
-        card=card,
-        card_markdown=markdown,
-        backends={"onnxruntime": backend},
-    )
+    model = source.model(inputs, outputs, {"onnxruntime": backend})
     serving: dict[str, Any] = {
         "setting": "onnxruntime",
         "tensorflow": "not loaded (the compiled model verified against the stored outputs)",
@@ -404,6 +409,20 @@ def _refuse(model: ModelVersion, reason: str) -> OnnxRuntimeBackend | None:
         reason,
     )
     return None
+
+
+def parse_version(text: str, field: str = "version") -> int:
+    """A version as a client writes it (a path segment, gRPC's `model_version`) as a positive
+    integer; anything else is a 404 naming `field`."""
+    # ASCII digits only: str.isdigit() accepts '²', which int() then refuses (a 500).
+    if not (text.isascii() and text.isdigit()) or int(text) <= 0:
+        raise NotFound(
+            f"version must be a positive integer, received {text!r}",
+            field=field,
+            expected="a positive integer",
+            received=repr(text),
+        )
+    return int(text)
 
 
 def discover_versions(model_path: Path) -> list[int]:

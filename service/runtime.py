@@ -223,38 +223,30 @@ class ModelRunner:
         through the batcher or in chunks; no time limit of its own (the caller's `limit`).
         `compute` adds up the model time of the calls this request took part in. Refused at once
         (503 `Overloaded`) when the model version's queue is full."""
-        items = int(next(iter(inputs.values())).shape[0])
-        with self.admission(model).admit(items):
-            return await self._execute(model, inputs, compute)
-
-    async def _execute(
-        self,
-        model: ModelVersion,
-        inputs: Mapping[str, np.ndarray],
-        compute: ComputeTime | None = None,
-    ) -> dict[str, np.ndarray]:
-        batcher = self.batcher(model)
-        if batcher is not None:
-            (array,) = inputs.values()
-            return await batcher.submit(array, compute)
-        loop = asyncio.get_running_loop()
-        queued = time.perf_counter()
-        outputs, started, timings = await loop.run_in_executor(
-            self._executor,
-            _predict_in_chunks,
-            model,
-            inputs,
-            self._chunk(model),
-            self._pad_sizes(model),
-        )
+        size = int(next(iter(inputs.values())).shape[0])
         admission = self.admission(model)
-        for items, seconds in timings:
-            queue_s = started - queued
-            admission.observe(items, seconds)
-            self.stats.record_execution(model.name, model.version, items, queue_s, seconds)
-            if compute is not None:
-                compute.add(seconds)
-        return outputs
+        with admission.admit(size):
+            batcher = self.batcher(model)
+            if batcher is not None:
+                (array,) = inputs.values()
+                return await batcher.submit(array, compute)
+            loop = asyncio.get_running_loop()
+            queued = time.perf_counter()
+            outputs, started, timings = await loop.run_in_executor(
+                self._executor,
+                _predict_in_chunks,
+                model,
+                inputs,
+                self._chunk(model),
+                self._pad_sizes(model),
+            )
+            for items, seconds in timings:
+                queue_s = started - queued
+                admission.observe(items, seconds)
+                self.stats.record_execution(model.name, model.version, items, queue_s, seconds)
+                if compute is not None:
+                    compute.add(seconds)
+            return outputs
 
     async def predict(
         self, model: ModelVersion, inputs: Mapping[str, np.ndarray]

@@ -9,7 +9,6 @@ change, and a route whose parameters are anything else gets FastAPI's own handle
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
@@ -19,8 +18,8 @@ from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
 from starlette.responses import Response
 
+from service import errors
 from service.dataplane import DataPlane
-from service.errors import Unauthorized
 from service.registry import ModelRegistry
 from service.settings import Settings
 
@@ -57,17 +56,9 @@ async def require_api_key(
 
 def check_api_key(settings: Settings, key: str | None) -> None:
     """`require_api_key` as a plain call: a 401 unless the key is the configured one."""
-    if settings.api_key is None:
-        return
-    expected = settings.api_key.get_secret_value().encode()
-    if key is None or not hmac.compare_digest(key.encode(), expected):
-        raise Unauthorized(
-            f"missing or wrong API key in the {API_KEY_HEADER} header",
-            field=API_KEY_HEADER,
-            expected="the configured API key",
-            received="no key" if key is None else "a wrong key",
-            headers={"WWW-Authenticate": "ApiKey"},
-        )
+    errors.check_api_key(
+        settings.api_key, key, API_KEY_HEADER, "header", headers={"WWW-Authenticate": "ApiKey"}
+    )
 
 
 def _api_key_of(request: Request) -> None:

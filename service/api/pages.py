@@ -20,8 +20,8 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 
 from service.api.deps import RegistryDep, require_api_key
 from service.api.responses import JSONBody
-from service.api.routes.tfserving import parse_version
 from service.errors import NotFound
+from service.registry import parse_version
 
 DOCS_ASSETS = Path(str(files("fastapi_offline") / "static"))
 DEMO_DIR = Path(__file__).resolve().parent.parent / "static" / "demo"
@@ -85,27 +85,32 @@ def install(app: FastAPI) -> None:
     app.mount("/demo", StaticFiles(directory=DEMO_DIR, html=True), name="demo")
     app.include_router(router)
 
+    def urls(request: Request, *assets: str) -> tuple[str, ...]:
+        """The spec's URL, then each asset's, under the proxy's root path (`root_path`)."""
+        root = request.scope.get("root_path", "")
+        return (f"{root}{openapi_url}", *(f"{root}{ASSETS_URL}/{asset}" for asset in assets))
+
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui(request: Request) -> Response:
-        root = request.scope.get("root_path", "")
+        spec, js, css, icon = urls(request, "swagger-ui-bundle.js", "swagger-ui.css", "favicon.png")
         return get_swagger_ui_html(
-            openapi_url=f"{root}{openapi_url}",
+            openapi_url=spec,
             title=f"{title} - Swagger UI",
-            swagger_js_url=f"{root}{ASSETS_URL}/swagger-ui-bundle.js",
-            swagger_css_url=f"{root}{ASSETS_URL}/swagger-ui.css",
-            swagger_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
+            swagger_js_url=js,
+            swagger_css_url=css,
+            swagger_favicon_url=icon,
             # Swagger UI's default sends the spec to validator.swagger.io for a badge: off.
             swagger_ui_parameters={"validatorUrl": None},
         )
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc(request: Request) -> Response:
-        root = request.scope.get("root_path", "")
+        spec, js, icon = urls(request, "redoc.standalone.js", "favicon.png")
         return get_redoc_html(
-            openapi_url=f"{root}{openapi_url}",
+            openapi_url=spec,
             title=f"{title} - ReDoc",
-            redoc_js_url=f"{root}{ASSETS_URL}/redoc.standalone.js",
-            redoc_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
+            redoc_js_url=js,
+            redoc_favicon_url=icon,
             with_google_fonts=False,
         )
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
 
-from service.errors import Overloaded, ServiceError, Unauthorized
+from service import errors
+from service.errors import Overloaded, ServiceError
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -67,14 +67,7 @@ def check_api_key(settings: Settings, context: grpc.aio.ServicerContext) -> None
     for item in context.invocation_metadata() or ():
         if item.key == API_KEY_METADATA:
             key = item.value if isinstance(item.value, str) else None
-    expected = settings.api_key.get_secret_value().encode()
-    if key is None or not hmac.compare_digest(key.encode(), expected):
-        raise Unauthorized(
-            f"missing or wrong API key in the {API_KEY_METADATA} metadata",
-            field=API_KEY_METADATA,
-            expected="the configured API key",
-            received="no key" if key is None else "a wrong key",
-        )
+    errors.check_api_key(settings.api_key, key, API_KEY_METADATA, "metadata")
 
 
 T = TypeVar("T")

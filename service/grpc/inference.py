@@ -23,12 +23,12 @@ from google.protobuf import json_format
 from service import __version__
 from service.codecs import dtypes, v2, v2_documents
 from service.dataplane import DataPlane
-from service.errors import InvalidInput, ModelNotReady, NotFound
+from service.errors import InvalidInput, ModelNotReady
 from service.grpc.errors import rpc
 from service.grpc.gen import grpc_service_pb2 as pb
 from service.grpc.gen import grpc_service_pb2_grpc as pb_grpc
 from service.grpc.gen import model_config_pb2
-from service.registry import ModelVersion
+from service.registry import ModelVersion, parse_version
 from service.schemas import V2InferenceRequest
 from service.settings import Settings
 from service.types import InferenceResponse
@@ -50,18 +50,9 @@ CONTENTS = {
 }
 
 
-def parse_version(text: str) -> int | None:
+def optional_version(text: str) -> int | None:
     """A request's `model_version`: empty for the latest, else a positive integer (else 404)."""
-    if text == "":
-        return None
-    if not (text.isascii() and text.isdigit()) or int(text) <= 0:
-        raise NotFound(
-            f"version must be a positive integer, received {text!r}",
-            field="model_version",
-            expected="a positive integer",
-            received=repr(text),
-        )
-    return int(text)
+    return None if text == "" else parse_version(text, "model_version")
 
 
 def _parameter(value: pb.InferParameter) -> Any:
@@ -163,7 +154,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     @rpc(key=False)
     async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            self.registry.get(request.name, parse_version(request.version))
+            self.registry.get(request.name, optional_version(request.version))
         except ModelNotReady:
             return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=True)
@@ -176,7 +167,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @rpc()
     async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        version = parse_version(request.version)
+        version = optional_version(request.version)
         model = self.registry.get(request.name, version)
         versions = sorted(self.registry.entry(request.name).versions) if version is None else []
         return pb.ModelMetadataResponse(
@@ -189,14 +180,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @rpc()
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        model = self.dataplane.resolve(request.model_name, parse_version(request.model_version))
+        model = self.dataplane.resolve(request.model_name, optional_version(request.model_version))
         body, binary = to_v2_body(request)
         response = await self.dataplane.infer_on(model, v2.decode_request(body, binary, model))
         return to_grpc_response(response, raw=bool(request.raw_input_contents))
 
     @rpc()
     async def ModelConfig(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        model = self.registry.get(request.name, parse_version(request.version))
+        model = self.registry.get(request.name, optional_version(request.version))
         config = json_format.ParseDict(
             self._config(model), model_config_pb2.ModelConfig(), ignore_unknown_fields=True
         )
@@ -210,7 +201,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @rpc()
     async def ModelStatistics(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        version = parse_version(request.version)
+        version = optional_version(request.version)
         if request.name:
             entries = [self.registry.entry(request.name)]
             if version is not None:

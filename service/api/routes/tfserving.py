@@ -30,6 +30,7 @@ from service.api.responses import TF_SERVING_400, JSONBody
 from service.codecs import tfserving
 from service.dataplane import DataPlane
 from service.errors import InvalidInput, NotFound
+from service.registry import parse_version
 from service.schemas import TFServingPredictRequest
 from service.settings import Settings
 
@@ -45,19 +46,6 @@ router = APIRouter(
 )
 
 Method = Literal["predict", "classify", "regress"]
-
-
-def parse_version(text: str) -> int:
-    """A version path segment as a positive integer; anything else is a 404."""
-    # ASCII digits only: str.isdigit() accepts '²', which int() then refuses (a 500).
-    if not (text.isascii() and text.isdigit()) or int(text) <= 0:
-        raise NotFound(
-            f"version must be a positive integer, received {text!r}",
-            field="version",
-            expected="a positive integer",
-            received=repr(text),
-        )
-    return int(text)
 
 
 def labelled_version(settings: Settings, name: str, label: str) -> int:

@@ -26,11 +26,10 @@ from service.api.deps import (
 )
 from service.api.errors import ERRORS
 from service.api.responses import JSONBody
-from service.api.routes.tfserving import parse_version
 from service.codecs import v2, v2_documents
 from service.dataplane import DataPlane
 from service.errors import ModelNotReady
-from service.registry import ModelRegistry, ModelVersion
+from service.registry import ModelRegistry, ModelVersion, parse_version
 from service.schemas import (
     V2InferenceRequest,
     V2InferenceResponse,
