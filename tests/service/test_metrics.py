@@ -95,7 +95,14 @@ def two_workers(
 ) -> Iterator[tuple[str, Path]]:
     """The real server with 2 workers, and the metrics directory `mldm-serve` made for them."""
     tmp = tmp_path_factory.mktemp("two-workers")
-    env = {"MLDM_WORKERS": "2", "MLDM_LOG_LEVEL": "warning", "TMPDIR": str(tmp)}
+    # Admission by expected wait (250 ms by default) may refuse a request with 503 on a loaded
+    # 2-core machine; this test counts answers, so it lets every request wait.
+    env = {
+        "MLDM_WORKERS": "2",
+        "MLDM_LOG_LEVEL": "warning",
+        "TMPDIR": str(tmp),
+        "MLDM_QUEUE_MAX_WAIT_MS": "30000",
+    }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     with live_server(tiny_model_dir, tmp / "server.log", env) as running:
         (metrics_dir,) = tmp.glob("mldm-metrics-*")
