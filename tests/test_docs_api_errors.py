@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tests import doc_tables
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "service" / "api" / "error_examples.json"
 API_PAGE = REPO / "docs" / "api.md"
@@ -45,14 +47,7 @@ def errors_table() -> str:
 
 
 def documented_table() -> str:
-    text = API_PAGE.read_text(encoding="utf-8")
-    start = text.index(HEADER)
-    table = []
-    for line in text[start:].splitlines():
-        if not line.startswith("|"):
-            break
-        table.append(line)
-    return "\n".join(table)
+    return doc_tables.table(API_PAGE, HEADER)
 
 
 def test_api_page_error_table_matches_the_recorded_examples() -> None:
@@ -60,15 +55,9 @@ def test_api_page_error_table_matches_the_recorded_examples() -> None:
     assert expected.count("\n") >= 5, "fewer status codes recorded than expected"
     assert documented_table() == expected, (
         "docs/api.md's error table is out of date; replace it with the output of "
-        f"`.venv/bin/python -m tests.test_docs_api_errors`:\n{expected}"
+        f"`.venv/bin/python -m tests.test_docs_api_errors --write`:\n{expected}"
     )
 
 
 if __name__ == "__main__":
-    import sys
-
-    if "--write" in sys.argv:  # replace docs/api.md's table in place
-        page = API_PAGE.read_text(encoding="utf-8")
-        API_PAGE.write_text(page.replace(documented_table(), errors_table(), 1), encoding="utf-8")
-    else:
-        print(errors_table())
+    doc_tables.main(API_PAGE, HEADER, errors_table)

@@ -19,6 +19,7 @@ from pydantic import AliasChoices, SecretStr
 
 from service import settings as settings_module
 from service.settings import REPO_ROOT, Settings
+from tests import doc_tables
 
 SETTINGS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "settings.md"
 HEADER = "| variable | default | meaning |\n| --- | --- | --- |"
@@ -82,14 +83,7 @@ def settings_table() -> str:
 
 def documented_table() -> str:
     """The first table with `HEADER` in docs/settings.md."""
-    text = SETTINGS_PAGE.read_text(encoding="utf-8")
-    start = text.index(HEADER)
-    table = []
-    for line in text[start:].splitlines():
-        if not line.startswith("|"):
-            break
-        table.append(line)
-    return "\n".join(table)
+    return doc_tables.table(SETTINGS_PAGE, HEADER)
 
 
 def test_every_setting_has_a_docstring() -> None:
@@ -105,17 +99,5 @@ def test_settings_page_table_matches_the_settings_class() -> None:
     )
 
 
-def write_table() -> None:
-    """Replace docs/settings.md's table with the one the Settings class gives."""
-    text = SETTINGS_PAGE.read_text(encoding="utf-8")
-    old = documented_table()
-    SETTINGS_PAGE.write_text(text.replace(old, settings_table(), 1), encoding="utf-8")
-
-
 if __name__ == "__main__":
-    import sys
-
-    if "--write" in sys.argv:
-        write_table()
-    else:
-        print(settings_table())
+    doc_tables.main(SETTINGS_PAGE, HEADER, settings_table)
