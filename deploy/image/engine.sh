@@ -22,12 +22,20 @@ if [[ -z "${ENGINE:-}" ]]; then
     else
         say "no docker daemon and no podman: installing podman and buildah from Debian"
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman buildah debootstrap >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman buildah debootstrap runc >/dev/null
         ENGINE=podman
     fi
 fi
 if [[ "$ENGINE" == podman ]]; then
     export CONTAINERS_CONF="${CONTAINERS_CONF:-$DEPLOY_DIR/podman/containers.conf}"
+    # That containers.conf names runc (crun fails on this project's VMs), and Debian's podman
+    # brings crun alone: a podman installed without runc (by hand, or an older run of this
+    # script) would stop at "default OCI runtime runc not found".
+    if ! command -v runc >/dev/null; then
+        say "podman without runc: installing runc from Debian"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq runc >/dev/null
+    fi
 fi
 export ENGINE IMAGE BASE_IMAGE CACHE_DIR DEPLOY_DIR REPO_ROOT
 
