@@ -71,7 +71,7 @@ def parser(
         p.add_argument(f"--{key}", type=kind, help=f"default {full:g}, --quick {quick:g}")
     if concurrency is not None:
         p.add_argument("--concurrency", type=int, nargs="+", default=list(concurrency))
-    p.add_argument("--model-dir", type=Path, default=REPO / "models")
+    p.add_argument("--model-dir", "--models-dir", type=Path, default=REPO / "models")
     if results:
         p.add_argument("--results-dir", "--out", type=Path, default=RESULTS_DIR)
         p.add_argument("--no-write", action="store_true", help="print only")
