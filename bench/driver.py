@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 MARKER = "MLDM-WRK "
 
@@ -334,11 +334,13 @@ class Connection(asyncio.Protocol):
         self.waiter: asyncio.Future[Response] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
         for response in self.parser.feed(data):
+            if response.headers.get("connection", "").lower() == "close" and self.transport:
+                self.transport.close()  # no next request on it: the server is closing it
+                self.transport = None
             if self.waiter is not None and not self.waiter.done():
                 self.waiter.set_result(response)
 
@@ -484,39 +486,43 @@ async def open_loop(
     max_connections: int = 256,
     drain_s: float = 30.0,
     burst: int = 1,
+    queue: bool = False,
 ) -> list[Sample]:
     """Send the (kind, request) `pairs` round-robin to 127.0.0.1:`port` at `rate` per second for
     `duration_s` whether or not answers come (open loop), `burst` requests of one kind at each
-    scheduled time, on at most `max_connections` keep-alive connections; then wait `drain_s`."""
+    scheduled time, on at most `max_connections` keep-alive connections (with all busy, a
+    request is not sent, or with `queue` waits for one: its latency counts the wait); then
+    wait `drain_s`."""
     loop = asyncio.get_running_loop()
     wires = [(kind, body.encode(f"127.0.0.1:{port}")) for kind, body in pairs]
     idle: list[Connection] = []
     samples: list[Sample] = []
     tasks: set[asyncio.Task[None]] = set()
-    busy = 0
+    busy, slots = 0, asyncio.Semaphore(max_connections if queue else 2**30)
 
     async def one(kind: str, wire_bytes: bytes, scheduled: float, offset: float) -> None:
         nonlocal busy
-        connection = idle.pop() if idle else None
-        try:
-            if connection is None or connection.transport is None:
-                _, connection = await loop.create_connection(Connection, "127.0.0.1", port)
-            response = await connection.send(wire_bytes)
-            status: int | str = response.status
-        except OSError as exc:
-            status, connection = type(exc).__name__, None
-        samples.append(Sample(offset, time.perf_counter() - scheduled, status, kind))
-        if connection is not None and connection.transport is not None:
-            idle.append(connection)
-        else:
-            busy -= 1
+        async with slots:
+            connection = idle.pop() if idle else None
+            try:
+                if connection is None or connection.transport is None:
+                    _, connection = await loop.create_connection(Connection, "127.0.0.1", port)
+                response = await connection.send(wire_bytes)
+                status: int | str = response.status
+            except OSError as exc:
+                status, connection = type(exc).__name__, None
+            samples.append(Sample(offset, time.perf_counter() - scheduled, status, kind))
+            if connection is not None and connection.transport is not None:
+                idle.append(connection)
+            else:
+                busy -= 1
 
     start = time.perf_counter()
     for i in range(int(rate * duration_s)):
         offset = (i - i % burst) / rate  # the burst's requests share its send time
         if (delay := start + offset - time.perf_counter()) > 0:
             await asyncio.sleep(delay)
-        if not idle and busy >= max_connections:  # every connection busy: not keeping up
+        if not queue and not idle and busy >= max_connections:  # all busy: not keeping up
             samples.append(Sample(offset, 0.0, "client: no free connection", "-"))
             continue
         busy += 0 if idle else 1

@@ -70,7 +70,7 @@ class Tally:
 
     latencies: dict[int, list[float]] = field(default_factory=dict)
     reset: int = 0  # a request sent, the connection closed or reset before its answer
-    refused: int = 0  # nothing sent: a connection refused, or no free client connection
+    refused: int = 0  # a connection refused (nothing sent: a clean refusal)
     timeouts: int = 0
 
     @classmethod
@@ -79,7 +79,7 @@ class Tally:
         for s in samples:
             if isinstance(s.status, int):
                 tally.latencies.setdefault(s.status, []).append(s.latency_s)
-            elif s.status in ("ConnectionRefusedError", "client: no free connection"):
+            elif s.status == "ConnectionRefusedError":
                 tally.refused += 1
             elif s.status in ("TimeoutError", "client: no answer within drain time"):
                 tally.timeouts += 1
@@ -271,7 +271,9 @@ async def overload_rows(
         ),
         (
             f"open loop, 4x = {4 * rate:.0f} req/s",
-            lambda: driver.open_loop(port, [("classify", classify)], 4 * rate, seconds, 2048),
+            lambda: driver.open_loop(
+                port, [("classify", classify)], 4 * rate, seconds, 2048, queue=True
+            ),
         ),
     )
     for name, load in loads:
