@@ -212,7 +212,6 @@ def report(rows: dict[str, dict[str, float]], seconds: float, limit: int | None)
         "",
         *harness.table("set | n: | figure | measured: | target: | met", cells),
         "",
-        "",
         "All figures:",
         "",
         "```",
