@@ -143,34 +143,31 @@ def probe(port: int, seconds: float, body_file: str) -> dict[str, list[tuple[int
     import http.client
 
     body = Path(body_file).read_bytes()
-    headers = {"Content-Type": "application/json"}
     found: dict[str, list[tuple[int, float]]] = {"classify": [], "health": []}
+
+    def timed(kind: str, connection: http.client.HTTPConnection, *request: Any) -> bool:
+        """One request's (status, seconds) under `kind`; whether the connection stays open."""
+        start = time.perf_counter()
+        try:
+            connection.request(*request)
+            answer = connection.getresponse()
+            answer.read()
+        except OSError:
+            found[kind].append((0, time.perf_counter() - start))
+            return False
+        found[kind].append((answer.status, time.perf_counter() - start))
+        return (answer.getheader("connection") or "").lower() != "close"
+
     connection: http.client.HTTPConnection | None = None
     deadline = time.perf_counter() + seconds
     while (begin := time.perf_counter()) < deadline:
-        try:
-            if connection is None:
-                connection = http.client.HTTPConnection(HOST, port, timeout=30)
-            connection.request("POST", CLASSIFY_PATH, body, headers)
-            answer = connection.getresponse()
-            answer.read()
-            found["classify"].append((answer.status, time.perf_counter() - begin))
-            if (answer.getheader("connection") or "").lower() == "close":
-                connection.close()
-                connection = None
-        except OSError:
-            found["classify"].append((0, time.perf_counter() - begin))
+        connection = connection or http.client.HTTPConnection(HOST, port, timeout=30)
+        if not timed("classify", connection, "POST", CLASSIFY_PATH, body, dict(JSON)):
+            connection.close()
             connection = None
-        start = time.perf_counter()
-        try:
-            health = http.client.HTTPConnection(HOST, port, timeout=30)
-            health.request("GET", "/v2/health/ready")
-            answer = health.getresponse()
-            answer.read()
-            health.close()
-            found["health"].append((answer.status, time.perf_counter() - start))
-        except OSError:
-            found["health"].append((0, time.perf_counter() - start))
+        health = http.client.HTTPConnection(HOST, port, timeout=30)
+        timed("health", health, "GET", "/v2/health/ready")
+        health.close()
         time.sleep(max(0.0, 0.05 - (time.perf_counter() - begin)))
     return found
 
