@@ -410,6 +410,7 @@ def base_env(ours: bool = True) -> dict[str, str]:
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if ours:
         env["PYTHONPATH"] = str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
+        env.setdefault("MLDM_GRPC_PORT", "-1")  # gRPC on a free port: no clash on 8081
     return env
 
 
