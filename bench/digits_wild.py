@@ -2,7 +2,7 @@
 
     python -m bench.digits_wild [--limit N] [--models-dir DIR] [--out FILE.md] [--json FILE]
 
-Starts the service (``python -m service``, one worker, on a free loopback port, with only the
+Starts the service (``harness.our_server``: one worker on a free loopback port, with only the
 digit classifier of ``--models-dir``), then asks it what a client would:
 
 - every picture is a PNG uploaded to ``POST /api/v1/digits/classify/image`` (one file per
@@ -19,14 +19,9 @@ paper. Each figure is printed beside its target (issue 20) and written to ``--ou
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import io
 import json
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -38,10 +33,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from bench import harness
 from data import mnist
 from training import digit_sets
 
-REPO = Path(__file__).resolve().parent.parent
 CLASSIFIER = "digit_classifier"
 API = "/api/v1/digits"
 
@@ -117,45 +112,13 @@ def serving(models_dir: Path, log: Path, timeout_s: float = 300.0) -> Iterator[C
     """The service on a free loopback port with only the classifier of `models_dir`."""
     with tempfile.TemporaryDirectory() as root:
         (Path(root) / CLASSIFIER).symlink_to((models_dir / CLASSIFIER).resolve())
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-            "MLDM_MODEL_DIR": root,
-            "MLDM_EXPECTED_MODELS": json.dumps([CLASSIFIER]),
-            "MLDM_MAX_BATCH_SIZE": "1024",
-        }
-        command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
-        with log.open("wb") as out:
-            server = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-        client = Client(f"http://127.0.0.1:{port}")
-        try:
-            deadline = time.monotonic() + timeout_s
-            while True:
-                if server.poll() is not None:
-                    raise RuntimeError(f"the service exited:\n{log.read_text()[-2000:]}")
-                try:
-                    if httpx.get(client.url + "/v2/health/ready", timeout=2.0).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"not ready after {timeout_s:g} s:\n{log.read_text()[-2000:]}"
-                    )
-                time.sleep(0.5)
-            yield client
-        finally:
-            client.close()
-            server.terminate()
+        server = harness.our_server(Path(root), [CLASSIFIER], 1, log.parent)
+        with harness.running(server, timeout_s):
+            client = Client(server.url)
             try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+                yield client
+            finally:
+                client.close()
 
 
 #: name -> (the figure, ">=", its target), from issue 20.
@@ -230,9 +193,14 @@ def _cells(row: dict[str, float]) -> str:
 
 def report(rows: dict[str, dict[str, float]], seconds: float, limit: int | None) -> str:
     """The figures as Markdown, each beside its target."""
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
-    ).stdout.strip()
+    commit = harness.git_commit()[0]
+    cells = []
+    for name, row in rows.items():
+        figure, target = TARGETS.get(name, ("accuracy", float("nan")))
+        met = "yes" if row[figure] >= target else "**no**"
+        cells.append(
+            [name, str(int(row["n"])), figure, f"{row[figure]:.4f}", f">= {target:.2f}", met]
+        )
     lines = [
         f"# Digits in the wild through the HTTP API ({dt.date.today()}, commit {commit})",
         "",
@@ -242,29 +210,26 @@ def report(rows: dict[str, dict[str, float]], seconds: float, limit: int | None)
         "figures do not depend on the load. Refused (422) counts as wrong for digits and as",
         "rejected for non-digits.",
         "",
-        "| set | n | figure | measured | target | met |",
-        "| --- | ---: | --- | ---: | ---: | :---: |",
+        *harness.table("set | n: | figure | measured: | target: | met", cells),
+        "",
+        "All figures:",
+        "",
+        "```",
+        json.dumps(rows, indent=1),
+        "```",
+        "",
     ]
-    for name, row in rows.items():
-        figure, target = TARGETS.get(name, ("accuracy", float("nan")))
-        value = row[figure]
-        met = "yes" if value >= target else "**no**"
-        lines.append(
-            f"| {name} | {int(row['n'])} | {figure} | {value:.4f} | >= {target:.2f} | {met} |"
-        )
-    lines += ["", "All figures:", "", "```", json.dumps(rows, indent=1), "```", ""]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.digits_wild", description=__doc__)
-    parser.add_argument("--models-dir", type=Path, default=REPO / "models")
+    parser = harness.parser("digits_wild", __doc__, results=False)
     parser.add_argument("--limit", type=int, help="at most this many pictures per set")
     parser.add_argument("--out", type=Path, help="write the Markdown report here")
     parser.add_argument("--json", type=Path, help="write the figures here")
-    args = parser.parse_args(argv)
+    args = harness.parse(parser, argv)
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as logs, serving(args.models_dir, Path(logs) / "log") as c:
+    with tempfile.TemporaryDirectory() as logs, serving(args.model_dir, Path(logs) / "log") as c:
         print(f"# through the HTTP API at {c.url}", flush=True)
         rows = measure(c, args.limit)
     text = report(rows, time.perf_counter() - start, args.limit)

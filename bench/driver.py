@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 MARKER = "MLDM-WRK "
 
@@ -130,8 +130,9 @@ def _lua(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def lua_script(bodies: Sequence[Body], files: Sequence[Path]) -> str:
-    """Format each request once per thread, cycle through them, report as one JSON line."""
+def lua_script(bodies: Sequence[Body], files: Sequence[Path], statuses: bool = False) -> str:
+    """Format each request once per thread, cycle through them, report as one JSON line;
+    `statuses` also counts the answers 200, 503, 504 and other 5xx (a Lua call per answer)."""
     specs = []
     for body, path in zip(bodies, files, strict=True):
         headers = ", ".join(f"[{_lua(k)}] = {_lua(v)}" for k, v in body.headers)
@@ -144,6 +145,24 @@ def lua_script(bodies: Sequence[Body], files: Sequence[Path]) -> str:
         '"write": %d, "timeout": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, '
         '"max_us": %d, "mean_us": %.1f'
     )
+    counted = ("s200", "s503", "s504", "s5xx")
+    tally = f"""local threads = {{}}
+setup = function(thread) table.insert(threads, thread) end
+response = function(status)
+  local k = status == 200 and "s200" or status == 503 and "s503" or status == 504 and "s504"
+    or status >= 500 and "s5xx"
+  if k then _G[k] = (_G[k] or 0) + 1 end
+end
+local function counts()
+  local out = {{}}
+  for _, k in ipairs({{{", ".join(map(_lua, counted))}}}) do
+    local n = 0
+    for _, t in ipairs(threads) do n = n + (t:get(k) or 0) end
+    table.insert(out, string.format('"%s": %d', k, n))
+  end
+  return ", " .. table.concat(out, ", ")
+end
+"""
     return (
         "local specs = {\n"
         + "\n".join(specs)
@@ -162,12 +181,13 @@ request = function()
   count = count % #requests + 1
   return requests[count]
 end
+{tally if statuses else "local function counts() return '' end"}
 done = function(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format('{MARKER}{{{fields}}}\\n',
+  io.write(string.format('{MARKER}{{{fields}%s}}\\n',
     summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout,
     latency:percentile(50), latency:percentile(90), latency:percentile(99),
-    latency.max, latency.mean))
+    latency.max, latency.mean, counts()))
 end
 """
     )
@@ -187,7 +207,11 @@ def parse(
     # wrk reports 0 percentiles when nothing completed: "no figure", not 0 ms.
     ms = {k: d[f"{k}_us"] / 1e3 if requests else math.nan for k in ("p50", "p90", "p99", "max")}
     out = result(concurrency, items, (requests, ok, errors), d["duration_us"] / 1e6, ms, cpu_s)
-    return {**out, "timeouts": int(d["timeout"])}
+    out |= {"timeouts": int(d["timeout"]), "connect_errors": int(d["connect"])}
+    out["reset"] = int(d["read"] + d["write"])  # a request sent, the connection lost
+    if "s200" in d:  # answers by status (`statuses`)
+        out["statuses"] = {s: int(d[f"s{s}"]) for s in ("200", "503", "504", "5xx")}
+    return out
 
 
 def wrk_command(
@@ -209,13 +233,14 @@ def run_wrk(
     workdir: Path,
     items: int = 1,
     timeout_s: float = 10.0,
+    statuses: bool = False,
 ) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     files = [workdir / f"body-{i}.bin" for i in range(len(bodies))]
     for body, path in zip(bodies, files, strict=True):
         path.write_bytes(body.payload)
     script = workdir / "run.lua"
-    script.write_text(lua_script(bodies, files), encoding="utf-8")
+    script.write_text(lua_script(bodies, files, statuses), encoding="utf-8")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(
         wrk_command(url, script, concurrency, duration_s, timeout_s),
@@ -309,11 +334,13 @@ class Connection(asyncio.Protocol):
         self.waiter: asyncio.Future[Response] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
         for response in self.parser.feed(data):
+            if response.headers.get("connection", "").lower() == "close" and self.transport:
+                self.transport.close()  # no next request on it: the server is closing it
+                self.transport = None
             if self.waiter is not None and not self.waiter.done():
                 self.waiter.set_result(response)
 
@@ -349,28 +376,6 @@ async def _closed_loop(
         left -= 1
         return left >= 0 and time.perf_counter() < deadline
 
-    async def raw_worker() -> None:
-        nonlocal errors
-        loop, connection, i = asyncio.get_running_loop(), None, 0
-        wires = [body.encode(f"{host}:{port}") for body in bodies]
-        while take():
-            start = time.perf_counter()
-            try:
-                if connection is None or connection.transport is None:
-                    _, connection = await loop.create_connection(Connection, host, port)
-                response = await connection.send(wires[i % len(wires)])
-            except OSError:
-                errors, connection = errors + 1, None
-                continue
-            finally:
-                i += 1
-            if response.status == 200:
-                latencies.append(time.perf_counter() - start)
-            else:
-                errors += 1
-        if connection is not None and connection.transport is not None:
-            connection.transport.close()
-
     async def httpx_worker(session: Any) -> None:
         nonlocal errors
         i = 0
@@ -397,7 +402,9 @@ async def _closed_loop(
     cpu, start = time.process_time(), time.perf_counter()
     deadline = start + duration_s
     if client == "raw":
-        await asyncio.gather(*(raw_worker() for _ in range(concurrency)))
+        samples = await closed_loop(host, port, bodies, concurrency, duration_s, cap)
+        latencies = [s.latency_s for s in samples if s.status == 200]
+        errors = len(samples) - len(latencies)
     elif client == "httpx":
         import httpx
 
@@ -420,6 +427,57 @@ class Sample:
     kind: str
 
 
+async def closed_loop(
+    host: str,
+    port: int,
+    bodies: Sequence[Body],
+    concurrency: int,
+    duration_s: float = math.inf,
+    cap: int | None = None,
+    timeout_s: float | None = None,
+) -> list[Sample]:
+    """`concurrency` keep-alive connections, each sending the next of `bodies` when its last is
+    answered, for `duration_s` or `cap` requests in all: one `Sample` per request (latency from
+    its send). A refused connection waits 10 ms before the next try; `timeout_s` bounds an
+    answer (a `TimeoutError` sample, the connection closed)."""
+    loop = asyncio.get_running_loop()
+    wires = [body.encode(f"{host}:{port}") for body in bodies]
+    samples: list[Sample] = []
+    left = math.inf if cap is None else cap
+    start = time.perf_counter()
+    deadline = start + duration_s
+
+    async def worker() -> None:
+        nonlocal left
+        connection: Connection | None = None
+        i = 0
+        while left > 0 and (sent := time.perf_counter()) < deadline:
+            left, i = left - 1, i + 1
+            status: int | str
+            try:
+                if connection is None or connection.transport is None:
+                    connection = None
+                    _, connection = await loop.create_connection(Connection, host, port)
+                answer = connection.send(wires[(i - 1) % len(wires)])
+                status = (
+                    await (asyncio.wait_for(answer, timeout_s) if timeout_s else answer)
+                ).status
+            except OSError as exc:
+                status = type(exc).__name__
+                if connection is not None and connection.transport is not None:
+                    connection.transport.close()
+            samples.append(Sample(sent - start, time.perf_counter() - sent, status, "-"))
+            if isinstance(status, str):
+                if connection is None:
+                    await asyncio.sleep(0.01)  # refused: do not spin
+                connection = None
+        if connection is not None and connection.transport is not None:
+            connection.transport.close()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return samples
+
+
 async def open_loop(
     port: int,
     pairs: Sequence[tuple[str, Body]],
@@ -428,39 +486,43 @@ async def open_loop(
     max_connections: int = 256,
     drain_s: float = 30.0,
     burst: int = 1,
+    queue: bool = False,
 ) -> list[Sample]:
     """Send the (kind, request) `pairs` round-robin to 127.0.0.1:`port` at `rate` per second for
     `duration_s` whether or not answers come (open loop), `burst` requests of one kind at each
-    scheduled time, on at most `max_connections` keep-alive connections; then wait `drain_s`."""
+    scheduled time, on at most `max_connections` keep-alive connections (with all busy, a
+    request is not sent, or with `queue` waits for one: its latency counts the wait); then
+    wait `drain_s`."""
     loop = asyncio.get_running_loop()
     wires = [(kind, body.encode(f"127.0.0.1:{port}")) for kind, body in pairs]
     idle: list[Connection] = []
     samples: list[Sample] = []
     tasks: set[asyncio.Task[None]] = set()
-    busy = 0
+    busy, slots = 0, asyncio.Semaphore(max_connections if queue else 2**30)
 
     async def one(kind: str, wire_bytes: bytes, scheduled: float, offset: float) -> None:
         nonlocal busy
-        connection = idle.pop() if idle else None
-        try:
-            if connection is None or connection.transport is None:
-                _, connection = await loop.create_connection(Connection, "127.0.0.1", port)
-            response = await connection.send(wire_bytes)
-            status: int | str = response.status
-        except OSError as exc:
-            status, connection = type(exc).__name__, None
-        samples.append(Sample(offset, time.perf_counter() - scheduled, status, kind))
-        if connection is not None and connection.transport is not None:
-            idle.append(connection)
-        else:
-            busy -= 1
+        async with slots:
+            connection = idle.pop() if idle else None
+            try:
+                if connection is None or connection.transport is None:
+                    _, connection = await loop.create_connection(Connection, "127.0.0.1", port)
+                response = await connection.send(wire_bytes)
+                status: int | str = response.status
+            except OSError as exc:
+                status, connection = type(exc).__name__, None
+            samples.append(Sample(offset, time.perf_counter() - scheduled, status, kind))
+            if connection is not None and connection.transport is not None:
+                idle.append(connection)
+            else:
+                busy -= 1
 
     start = time.perf_counter()
     for i in range(int(rate * duration_s)):
         offset = (i - i % burst) / rate  # the burst's requests share its send time
         if (delay := start + offset - time.perf_counter()) > 0:
             await asyncio.sleep(delay)
-        if not idle and busy >= max_connections:  # every connection busy: not keeping up
+        if not queue and not idle and busy >= max_connections:  # all busy: not keeping up
             samples.append(Sample(offset, 0.0, "client: no free connection", "-"))
             continue
         busy += 0 if idle else 1

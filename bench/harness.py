@@ -71,7 +71,7 @@ def parser(
         p.add_argument(f"--{key}", type=kind, help=f"default {full:g}, --quick {quick:g}")
     if concurrency is not None:
         p.add_argument("--concurrency", type=int, nargs="+", default=list(concurrency))
-    p.add_argument("--model-dir", type=Path, default=REPO / "models")
+    p.add_argument("--model-dir", "--models-dir", type=Path, default=REPO / "models")
     if results:
         p.add_argument("--results-dir", "--out", type=Path, default=RESULTS_DIR)
         p.add_argument("--no-write", action="store_true", help="print only")
@@ -410,6 +410,7 @@ def base_env(ours: bool = True) -> dict[str, str]:
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if ours:
         env["PYTHONPATH"] = str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
+        env.setdefault("MLDM_GRPC_PORT", "-1")  # gRPC on a free port: no clash on 8081
     return env
 
 

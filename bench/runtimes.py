@@ -2,36 +2,35 @@
 the median call time of TensorFlow's signature and of ONNX Runtime's compiled model, the largest
 difference to TensorFlow, and what `auto` would pick (docs/runtimes.md).
 
-    python -m bench runtimes [--calls N] [--models-dir DIR] [--out DIR]
+    python -m bench runtimes [--calls N] [--model-dir DIR] [--results-dir DIR] [--no-write]
 
 Inputs are each version's stored verification batch (real digits, codes, potentials,
 densities), tiled to the batch size. Calls alternate between the backends so that a busy machine
-slows both alike; the result files record the machine's load average before and after. Then
+slows both alike; the results file records the load average before and after. Then
 one fresh process per `MLDM_BACKEND` setting loads every version: its start-up time, resident
 memory and whether it imported TensorFlow.
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import json
 import os
-import platform
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench import harness
 from service.backends.onnxruntime import OnnxRuntimeBackend
 from service.backends.select import choose, tile
 from service.backends.verify import VerificationBatch
 from service.registry import BackendPolicy, load_version
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = harness.REPO
 SIZES = (1, 8, 64)
 STARTUP_SETTINGS = ("tensorflow", "auto", "onnxruntime")
 
@@ -98,8 +97,6 @@ def startup(models_dir: Path, setting: str) -> dict[str, Any]:
     """A fresh process loads every model with one setting: seconds, resident memory after
     warm-up and its peak (VmHWM: getrusage's maxrss would carry this parent's over exec), and
     whether TensorFlow was imported."""
-    import sys
-
     done = subprocess.run(
         [sys.executable, "-c", _STARTUP, str(models_dir), setting],
         cwd=REPO,
@@ -111,59 +108,49 @@ def startup(models_dir: Path, setting: str) -> dict[str, Any]:
     return result
 
 
-def _git_commit() -> str:
-    done = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
-    )
-    return done.stdout.strip() or "unknown"
-
-
-def _markdown(result: dict[str, Any]) -> str:
-    lines = [
-        f"# Backends in process ({result['date']}, commit {result['commit']})",
-        "",
-        f"Command: `{result['command']}`. Machine: {result['machine']}. Load average before / "
-        f"after: {result['load_before']} / {result['load_after']} - "
-        "**a loaded, shared machine** (other jobs ran beside this one): the absolute times are "
-        "inflated and noisy; the ratio between backends, measured interleaved, is the figure "
-        "to read. Median of "
-        f"{result['calls']} calls per cell, microseconds; inputs: each version's stored "
-        "verification batch tiled to the batch size; ONNX Runtime with 1 intra-op thread, "
-        "TensorFlow with its defaults.",
-        "",
-        "| model (version) | batch | TensorFlow us | ONNX Runtime us | TF / ORT | max abs diff "
-        "to TF | auto picks |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for key, entry in result["versions"].items():
+def _markdown(report: dict[str, Any]) -> str:
+    rows = []
+    for key, entry in report["versions"].items():
         for size, row in entry["sizes"].items():
             tf_us, ort_us = row["median_us"]["tensorflow"], row["median_us"]["onnxruntime"]
-            pick = next(
-                (
-                    backend
-                    for sizes, backend in entry["auto"].items()
-                    if _in_range(int(size), sizes)
-                ),
-                "?",
-            )
-            lines.append(
-                f"| {key} | {size} | {tf_us:,.0f} | {ort_us:,.0f} | {tf_us / ort_us:.1f}x | "
-                f"{row['max_abs_diff_to_tensorflow']:.2g} | {pick} |"
-            )
-    lines += [
+            ranges = entry["auto"].items()
+            pick = next((b for sizes, b in ranges if _in_range(int(size), sizes)), "?")
+            diff = f"{row['max_abs_diff_to_tensorflow']:.2g}"
+            rows.append([key, size, f"{tf_us:,.0f}", f"{ort_us:,.0f}", f"{tf_us / ort_us:.1f}x"])
+            rows[-1] += [diff, pick]
+    starts = (
+        [
+            f"`{s}`",
+            r["load_s"],
+            r["rss_mib"],
+            r["peak_rss_mib"],
+            ("no", "yes")[r["tensorflow_imported"]],
+        ]
+        for s, r in report["startup"].items()
+    )
+    lines = [
+        *harness.header(report, "Backends in process"),
+        f"Load average after: {report['load_after']}. The absolute times are inflated and noisy "
+        "on a shared machine; the ratio between backends, measured interleaved, is the figure "
+        f"to read. Median of {report['calls']} calls per cell, microseconds; inputs: each "
+        "version's stored verification batch tiled to the batch size; ONNX Runtime with 1 "
+        "intra-op thread, TensorFlow with its defaults.",
+        "",
+        *harness.table(
+            "model (version) | batch | TensorFlow us | ONNX Runtime us | TF / ORT | max abs diff "
+            "to TF | auto picks",
+            rows,
+        ),
         "",
         "Start-up of a fresh process that loads and warms every committed version with one "
         "`MLDM_BACKEND` setting (the registry alone, no HTTP server):",
         "",
-        "| setting | load + warm-up s | resident MiB after | peak resident MiB | TensorFlow "
-        "imported |",
-        "| --- | --- | --- | --- | --- |",
+        *harness.table(
+            "setting | load + warm-up s | resident MiB after | peak resident MiB | TensorFlow "
+            "imported",
+            starts,
+        ),
     ]
-    for setting, row in result["startup"].items():
-        lines.append(
-            f"| `{setting}` | {row['load_s']} | {row['rss_mib']} | {row['peak_rss_mib']} | "
-            f"{'yes' if row['tensorflow_imported'] else 'no'} |"
-        )
     return "\n".join(lines) + "\n"
 
 
@@ -175,35 +162,22 @@ def _in_range(size: int, sizes: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench runtimes", description=__doc__)
-    parser.add_argument("--calls", type=int, default=50, help="timed calls per cell")
-    parser.add_argument("--models-dir", type=Path, default=REPO / "models")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
-    args = parser.parse_args(argv)
-    load_before = os.getloadavg()
-    versions = {}
-    for path in sorted(p.parent for p in args.models_dir.glob("*/*/model.onnx")):
+    p = harness.parser("runtimes", __doc__)
+    p.add_argument("--calls", type=int, default=50, help="timed calls per cell")
+    args = harness.parse(p, argv)
+    report = harness.new_report("runtimes", args.argv, calls=args.calls)
+    report["versions"] = {}
+    for path in sorted(p.parent for p in args.model_dir.glob("*/*/model.onnx")):
         key = f"{path.parent.name} ({path.name})"
-        versions[key] = bench_version(path, args.calls)
-        print(key, json.dumps(versions[key]), flush=True)
-    processes = {setting: startup(args.models_dir, setting) for setting in STARTUP_SETTINGS}
-    print(json.dumps(processes), flush=True)
-    result = {
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": _git_commit(),
-        "command": "nice -n 10 python -m bench runtimes " + " ".join(argv or []),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
-        "calls": args.calls,
-        "load_before": [round(x, 2) for x in load_before],
-        "load_after": [round(x, 2) for x in os.getloadavg()],
-        "versions": versions,
-        "startup": processes,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"runtimes-{dt.date.today().isoformat()}-{result['commit']}"
-    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / f"{stem}.md").write_text(_markdown(result))
-    print(f"wrote {args.out / stem}.md and .json")
+        report["versions"][key] = bench_version(path, args.calls)
+        print(key, json.dumps(report["versions"][key]), flush=True)
+    report["startup"] = {s: startup(args.model_dir, s) for s in STARTUP_SETTINGS}
+    print(json.dumps(report["startup"]), flush=True)
+    report["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    text = _markdown(report)
+    print(text)
+    if not args.no_write:
+        harness.write(report, text, args.results_dir)
     return 0
 
 

@@ -125,3 +125,20 @@ def test_open_loop_sends_at_the_rate_in_bursts(canned: harness.Server) -> None:
 def test_open_loop_counts_what_it_could_not_send(tmp_path: Path) -> None:
     samples = asyncio.run(wrk.open_loop(harness.free_port(), [("a", BODY)], 20.0, 0.5))
     assert len(samples) == 10 and all(s.status == "ConnectionRefusedError" for s in samples)
+
+
+@pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)"
+)
+def test_wrk_counts_answers_by_status(canned: harness.Server, tmp_path: Path) -> None:
+    result = wrk.run_wrk(canned.url, [BODY], 2, 1.0, tmp_path, statuses=True)
+    assert result["statuses"]["200"] == result["ok"] > 50
+    assert result["statuses"]["503"] == result["statuses"]["5xx"] == 0
+
+
+def test_closed_loop_samples_every_answer_and_a_refusal(canned: harness.Server) -> None:
+    samples = asyncio.run(wrk.closed_loop("127.0.0.1", canned.port, [BODY], 2, cap=30))
+    assert len(samples) == 30 and {s.status for s in samples} == {200}
+    assert all(s.latency_s > 0 for s in samples)
+    refused = asyncio.run(wrk.closed_loop("127.0.0.1", harness.free_port(), [BODY], 1, cap=3))
+    assert [s.status for s in refused] == ["ConnectionRefusedError"] * 3
