@@ -78,8 +78,10 @@ BODY = wrk.Body("POST", "/", b"{}", (("Content-Type", "application/json"),))
 def test_python_client_against_canned_server(
     canned: harness.Server, tmp_path: Path, client: str
 ) -> None:
-    result = wrk.run(canned.url, [BODY, BODY], 2, 1.0, tmp_path, items=3, client=client)
-    assert result["requests"] > 50 and result["errors"] == 0
+    result = wrk.run(canned.url, [BODY, BODY], 2, 2.0, tmp_path, items=3, client=client)
+    # A working client answers hundreds a second here; on a 2-core machine busy with other jobs
+    # httpx was seen below 50 in 1 s, so the bound only says that the loop runs and keeps going.
+    assert result["requests"] > 20 and result["errors"] == 0
     assert result["items_per_s"] == pytest.approx(3 * result["rps"])
     assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
     assert result["client_cpu_us_per_req"] > 0
