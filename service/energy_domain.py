@@ -31,11 +31,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-Mode = Literal["model", "exact", "auto"]
 MODES: tuple[str, ...] = ("model", "exact", "auto")
 GRID = np.linspace(-15, 15, 64)
 
