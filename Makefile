@@ -64,6 +64,7 @@ perf-analyzer: $(STAMP)  ## Triton's perf_analyzer 2.60 over HTTP and gRPC in a 
 
 grpc-protos: $(STAMP)  ## regenerate service/grpc/gen from the vendored protos (grpcio-tools)
 	$(BIN)/python deploy/grpc_protos.py
+	$(BIN)/ruff format service/grpc/gen  # the committed form: protoc output, then ruff format
 
 soak: $(STAMP)  ## 60 s soak of the server on loopback at its highest sustainable rate
 	$(BIN)/python -m bench soak

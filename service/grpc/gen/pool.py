@@ -1,4 +1,4 @@
-# Copied to service/grpc/gen/pool.py by deploy/grpc_protos.py (make grpc-protos).
+# Hand-written; deploy/grpc_protos.py (make grpc-protos) keeps it when it regenerates gen/.
 """Private descriptor pools of the generated gRPC modules (why: deploy/grpc_protos.py).
 
 `INFERENCE`: Triton's `inference` protos. `SERVING`: TF Serving's, with copies of the TensorFlow
