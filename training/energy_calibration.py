@@ -3,12 +3,11 @@
     python -m training.energy_calibration [--version 2] [--count 400] [--write]
 
 The model's ``energy_std`` was calibrated on average; here it is checked and rescaled family by
-family. Disjoint draws of every held-out in-domain family (``data.heldout``; seeds 1 and 3 to fit, 2 to
-report),
-three families the issue found uncovered (a cosine lattice, a Gaussian barrier in a harmonic
-trap, deep square wells) and the demo page's four presets over their whole slider ranges
-(``service/static/demo/demo.js``) go through the exported model and the exact solver
-(``data.schrodinger``):
+family. Disjoint draws (seeds 1 and 3 to fit, 2 to report) of every held-out in-domain family
+(``data.heldout``), three families the issue found uncovered (a cosine lattice, a Gaussian
+barrier in a harmonic trap, deep square wells) and the demo page's four presets over their whole
+slider ranges (``service/static/demo/demo.js``) go through the exported model and the exact
+solver (``data.schrodinger``):
 
 - ``std_scale``: split conformal, per family: on the calibration draws, the smallest factor ``s``
   with ``|E - E_exact| <= 1.96 s energy_std`` for 95% of the in-domain items of *every* family;
@@ -22,8 +21,9 @@ trap, deep square wells) and the demo page's four presets over their whole slide
   needs the margin of the promise itself, and two draws.)
 
 Both are written (``--write``) into the version's ``metrics.json`` under ``calibration``, with
-the coverage and the ``auto`` figures of every family on the *other* draw (seed 2), which the
-calibration never saw; ``bench.energy_wild`` measures them through HTTP on a fourth (seed 4). The service reads them from there (``service.energy_domain``).
+the coverage and the ``auto`` figures of every family on the draw the fit never saw (seed 2);
+``bench.energy_wild`` measures them through HTTP on a fourth (seed 4). The service reads them
+from there (``service.energy_domain``).
 """
 
 from __future__ import annotations
@@ -101,15 +101,18 @@ def demo_presets(steps: int = 101, notebook: int = 10000, seed: int = 0) -> dict
     return out
 
 
+def family(name: str, count: int, seed: int) -> np.ndarray:
+    """Potentials [count, 64] of one held-out (``data.heldout``) or extra family, one draw."""
+    if name in heldout.IN_DOMAIN:
+        return heldout.potentials(name, count, seed)[0]
+    rng = np.random.default_rng([7, list(EXTRA).index(name), seed])
+    shift = rng.uniform(-1, 1, count)
+    return np.stack([EXTRA[name](rng) for _ in range(count)]) + shift[:, None]
+
+
 def sets(count: int, seed: int) -> dict[str, np.ndarray]:
     """Potentials [N, 64] of every family of one draw (``seed``), presets included."""
-    out: dict[str, np.ndarray] = {}
-    for name in heldout.IN_DOMAIN:
-        out[name], _ = heldout.potentials(name, count, seed)
-    for name, make in EXTRA.items():
-        rng = np.random.default_rng([7, list(EXTRA).index(name), seed])
-        shift = rng.uniform(-1, 1, count)
-        out[name] = np.stack([make(rng) for _ in range(count)]) + shift[:, None]
+    out = {name: family(name, count, seed) for name in [*heldout.IN_DOMAIN, *EXTRA]}
     out.update(demo_presets(seed=seed))
     return out
 
