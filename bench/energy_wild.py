@@ -104,7 +104,7 @@ def measure(url: str, count: int, limit: int | None) -> dict[str, dict]:
     return rows
 
 
-def report(rows: dict[str, dict], seconds: float, argv: list[str]) -> str:
+def report(rows: dict[str, dict], seconds: float, argv: list[str], limit: int | None) -> str:
     commit = harness.git_commit()[0]
     cells, offsets = [], []
     for name, r in rows.items():
@@ -128,7 +128,9 @@ def report(rows: dict[str, dict], seconds: float, argv: list[str]) -> str:
             "",
             f"`python -m bench.energy_wild {' '.join(argv)}`".replace(" `", "`")
             + f": {seconds:.0f} s on a loaded shared machine (2 cores, other jobs running); the",
-            "figures do not depend on the load. Draw seed 4 (never seen by the calibration).",
+            "figures do not depend on the load. Draw seed 4 (never seen by the calibration);",
+            "the one- and two-slider presets are their whole slider grid (the same in every draw).",
+            "Every item of every set" + (f", subsampled to ~{limit} a set." if limit else "."),
             "Targets (issue 20): 95% intervals cover >= 93% of the in-domain items of every",
             "family; `auto` within 1.6 mHa for >= 99.5% of items and never more than 5 mHa off.",
             "",
@@ -166,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         with harness.running(server):
             print(f"# through the HTTP API at {server.url}", flush=True)
             rows = measure(server.url, args.count, args.limit)
-    text = report(rows, time.perf_counter() - start, args.argv)
+    text = report(rows, time.perf_counter() - start, args.argv, args.limit)
     print("\n" + text)
     if args.out:
         args.out.write_text(text)
