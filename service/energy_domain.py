@@ -13,9 +13,10 @@ A version whose card has a ``calibration`` section (``training.energy_calibratio
 is answered by it instead: its ``energy_std`` is multiplied by ``std_scale`` (so that its 95%
 intervals cover 95% of every held-out family, not only on average), and in ``auto`` the model
 answers only inside its domain, with ``domain_score`` at most ``auto_max_domain_score`` and the
-rescaled ``energy_std`` at most ``auto_max_std_ha``: the rule that kept every tested family and
-demo preset within 1.6 mHa for 99.5% of items (``max_std`` then bounds the model's own std,
-before the rescaling: the setting can only make ``auto`` stricter).
+rescaled ``energy_std`` at most ``auto_max_std_ha``: the rule under which no model answer of the
+calibration draws, on any tested family or demo preset, was more than 1.6 mHa off (``max_std``
+then bounds the model's own std, before the rescaling: the setting can only make ``auto``
+stricter).
 
 A density model's energy from a density alone (no potential) is T[n] plus the training mean of
 the potential energy: the potential's offset cannot be inferred from n, so such an answer is

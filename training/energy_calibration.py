@@ -3,23 +3,27 @@
     python -m training.energy_calibration [--version 2] [--count 400] [--write]
 
 The model's ``energy_std`` was calibrated on average; here it is checked and rescaled family by
-family. Two disjoint draws of every held-out in-domain family (``data.heldout``; seeds 1 and 2),
-three families the issue found uncovered (a cosine lattice, a Gaussian barrier in a harmonic
-trap, deep square wells) and the demo page's four presets over their whole slider ranges
-(``service/static/demo/demo.js``) go through the exported model and the exact solver
-(``data.schrodinger``):
+family. Disjoint draws (seeds 1 and 3 to fit, 2 to report) of every held-out in-domain family
+(``data.heldout``), three families the issue found uncovered (a cosine lattice, a Gaussian
+barrier in a harmonic trap, deep square wells) and the demo page's four presets over their whole
+slider ranges (``service/static/demo/demo.js``) go through the exported model and the exact
+solver (``data.schrodinger``):
 
-- ``std_scale``: split conformal, per family: on the calibration draw, the smallest factor ``s``
+- ``std_scale``: split conformal, per family: on the calibration draws, the smallest factor ``s``
   with ``|E - E_exact| <= 1.96 s energy_std`` for 95% of the in-domain items of *every* family;
   the served ``energy_std`` is ``s`` times the model's.
 - ``auto_max_std_ha``: the largest threshold on the rescaled ``energy_std`` for which, on every
-  family and preset of the calibration draw, answering with the model where it is in its domain
-  and below the threshold (the solver elsewhere) is at most 1.6 mHa off for 99.5% of items and
-  never more than 5 mHa (4 mHa on the calibration draw: a margin for the draw it never saw).
+  family and preset of the calibration draws, answering with the model where it is in its domain
+  and below the threshold (the solver elsewhere) is never more than 1.6 mHa off: the model
+  answers only where the calibration never saw it miss the promise. (A first rule allowed 4 mHa
+  on one draw; the rescaled std spans only ~5.5-5.9 mHa there, so it hardly ranks the errors and
+  a draw it never saw had a notebook-preset point 5.12 mHa off at std 5.72 mHa: the 5 mHa limit
+  needs the margin of the promise itself, and two draws.)
 
 Both are written (``--write``) into the version's ``metrics.json`` under ``calibration``, with
-the coverage and the ``auto`` figures of every family on the *other* draw (seed 2), which the
-calibration never saw. The service reads them from there (``service.energy_domain``).
+the coverage and the ``auto`` figures of every family on the draw the fit never saw (seed 2);
+``bench.energy_wild`` measures them through HTTP on a fourth (seed 4). The service reads them
+from there (``service.energy_domain``).
 """
 
 from __future__ import annotations
@@ -31,10 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
 from data import heldout, schrodinger
-from training.common import DEFAULT_MODELS_DIR, load_signature
 
 NAME = "energy_from_potential"
 X = schrodinger.GRID
@@ -42,7 +44,9 @@ PROMISE_HA = 0.0016  # auto's promise: at most 1.6 mHa off ...
 SHARE = 0.995  # ... for at least this share of every family's items ...
 WORST_HA = 0.005  # ... and never more than 5 mHa
 MAX_SCORES = (1.0, 0.8, 0.6, 0.5, 0.4, 0.3, 0.2)  # domain-score thresholds tried for auto
-MARGIN = 0.8  # the threshold keeps the worst error within this share of 5 mHa on the fit draw
+FIT_WORST_HA = PROMISE_HA  # on the fit draws, no model answer beyond the promise itself
+FIT_SEEDS = (1, 3)
+HELD_OUT_SEED = 2
 COVERAGE = 0.95
 
 
@@ -97,21 +101,26 @@ def demo_presets(steps: int = 101, notebook: int = 10000, seed: int = 0) -> dict
     return out
 
 
+def family(name: str, count: int, seed: int) -> np.ndarray:
+    """Potentials [count, 64] of one held-out (``data.heldout``) or extra family, one draw."""
+    if name in heldout.IN_DOMAIN:
+        return heldout.potentials(name, count, seed)[0]
+    rng = np.random.default_rng([7, list(EXTRA).index(name), seed])
+    shift = rng.uniform(-1, 1, count)
+    return np.stack([EXTRA[name](rng) for _ in range(count)]) + shift[:, None]
+
+
 def sets(count: int, seed: int) -> dict[str, np.ndarray]:
     """Potentials [N, 64] of every family of one draw (``seed``), presets included."""
-    out: dict[str, np.ndarray] = {}
-    for name in heldout.IN_DOMAIN:
-        out[name], _ = heldout.potentials(name, count, seed)
-    for name, make in EXTRA.items():
-        rng = np.random.default_rng([7, list(EXTRA).index(name), seed])
-        shift = rng.uniform(-1, 1, count)
-        out[name] = np.stack([make(rng) for _ in range(count)]) + shift[:, None]
+    out = {name: family(name, count, seed) for name in [*heldout.IN_DOMAIN, *EXTRA]}
     out.update(demo_presets(seed=seed))
     return out
 
 
 def evaluate(signature: Any, V: np.ndarray) -> dict[str, np.ndarray]:
     """The model's energy, std and domain flag, and the exact energy, for potentials V."""
+    import tensorflow as tf  # here: bench.energy_wild uses the families without TensorFlow
+
     outputs: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(V), 4096):
         batch = tf.constant(V[start : start + 4096].astype(np.float32))
@@ -167,7 +176,7 @@ def auto_rule(results: dict[str, dict[str, np.ndarray]], scale: float) -> tuple[
         for t in stds:  # ascending: stop at the first that breaks the promise
             figures = [auto_figures(r, scale, float(t), max_score) for r in results.values()]
             if not all(
-                f["within_1_6_mha"] >= SHARE and f["worst_mha"] <= MARGIN * WORST_HA * 1000
+                f["within_1_6_mha"] >= SHARE and f["worst_mha"] <= FIT_WORST_HA * 1000
                 for f in figures
             ):
                 break
@@ -198,19 +207,23 @@ def coverage(r: dict[str, np.ndarray], scale: float) -> dict[str, float]:
 
 
 def calibrate(model_dir: Path, count: int) -> dict[str, Any]:
+    from training.common import load_signature
+
     signature = load_signature(model_dir)
-    fit = {name: evaluate(signature, V) for name, V in sets(count, seed=1).items()}
+    draws = [sets(count, seed) for seed in FIT_SEEDS]
+    fit = {name: evaluate(signature, np.concatenate([d[name] for d in draws])) for name in draws[0]}
     scale = std_scale(fit)
     threshold, max_score = auto_rule(fit, scale)
-    held = {name: evaluate(signature, V) for name, V in sets(count, seed=2).items()}
+    held = {name: evaluate(signature, V) for name, V in sets(count, HELD_OUT_SEED).items()}
     return {
         "method": "split conformal per family: std_scale = max over families of the 95% "
         "quantile of |error| / (1.96 energy_std) on in-domain items; auto_max_std_ha = the "
-        "largest threshold on the rescaled std keeping every family and demo preset within "
-        "1.6 mHa for 99.5% of items and 5 mHa at worst",
+        "largest threshold on the rescaled std keeping every model answer of every family and "
+        "demo preset within 1.6 mHa (so at most 1.6 mHa for 99.5% and never 5 mHa)",
         "command": f"python -m training.energy_calibration --count {count} --write",
-        "calibrated_on": f"seed 1, {count} per data.heldout in-domain family and extra family; "
-        "the demo presets over their slider ranges",
+        "calibrated_on": f"seeds {FIT_SEEDS}, {count} each per data.heldout in-domain family "
+        "and extra family; the demo presets over their slider ranges (10,000 random points of "
+        f"the five-slider one per seed); held out: seed {HELD_OUT_SEED}",
         "std_scale": scale,
         "auto_max_std_ha": threshold,
         "auto_max_domain_score": max_score,
@@ -229,13 +242,15 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m training.energy_calibration", description=__doc__
     )
     parser.add_argument("--version", type=int, default=2)
-    parser.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR)
+    parser.add_argument("--models-dir", type=Path, default=None)
     parser.add_argument("--count", type=int, default=400)
     parser.add_argument(
         "--write", action="store_true", help="store it in the version's metrics.json"
     )
     args = parser.parse_args(argv)
-    model_dir = args.models_dir / NAME / str(args.version)
+    from training.common import DEFAULT_MODELS_DIR
+
+    model_dir = (args.models_dir or DEFAULT_MODELS_DIR) / NAME / str(args.version)
     result = calibrate(model_dir, args.count)
     print(
         f"std_scale {result['std_scale']:.4f}, auto_max_std_ha {result['auto_max_std_ha']:.6f},"

@@ -358,8 +358,8 @@ async def _answer(
         raise InvalidInput.for_field(
             "potentials", "potentials the solver accepts", describe(str(exc))
         ) from None
-    # The model's own outputs as they came (float32 .npy answers stay so); float64 once the
-    # solver or sum(n V) dx is part of the answer
+    # The model's own outputs as they came in JSON; float64 once the solver or sum(n V) dx is
+    # part of the answer (the .npy answer is float64 whatever the mode)
     raw = mode == "model" and outputs is None
     energies = answer.energy.astype(prediction.energies.dtype) if raw else answer.energy
     result = replace(prediction, energies=energies, answer=answer, mode=mode)
@@ -434,10 +434,9 @@ router = base.task_router()
 
 def _energies(result: EnergyPrediction, answer: str) -> Response:
     if answer == NPY:
-        if result.exact is None or result.errors is None:
-            return npy_response(result.energies, base.model_headers(result.model))
-        columns = np.stack([result.energies.astype(np.float64), result.exact, result.errors], 1)
-        return npy_response(columns, base.model_headers(result.model))
+        # One answer type per route (issue 20): the answers, float64 [N], whatever the mode
+        # and include_exact; the exact energies, errors and flags are in the JSON and .npz ones.
+        return npy_response(result.energies.astype(np.float64), base.model_headers(result.model))
     if answer == NPZ:
         return npz_response(_energy_arrays(result), base.model_headers(result.model))
     body: dict[str, Any] = {
@@ -514,8 +513,8 @@ _MODE = "'model' (default), 'exact' or 'auto': who answers (see the JSON body's 
 async def energy_from_potential(request: Request, dataplane: DataPlaneDep) -> Response:
     """Predict ground-state energies (Hartree) from potentials V(x) (Hartree) on the grid.
 
-    Binary form: a .npy body `[N, 64]`; `Accept: application/x-npy` returns the energies,
-    float32 `[N]`, or with `include_exact` float64 `[N, 3]`: predicted, exact, error.
+    Binary form: a .npy body `[N, 64]`; `Accept: application/x-npy` returns the answers,
+    float64 `[N]`, whatever `mode` and `include_exact`; `Accept: application/x-npz` every field.
     """
     answer, body = await base.read_request(
         request, PotentialEnergyRequest, "potentials", (JSON, NPY, NPZ)
@@ -536,8 +535,8 @@ async def energy_from_potential(request: Request, dataplane: DataPlaneDep) -> Re
 async def energy_from_density(request: Request, dataplane: DataPlaneDep) -> Response:
     """Predict ground-state energies (Hartree) from densities n(x) (1/bohr) on the grid.
 
-    Binary form: a .npy body `[N, 64]`; `Accept: application/x-npy` returns the energies,
-    float32 `[N]` (float64 `[N, 3]` with potentials, in JSON only: predicted, exact, error).
+    Binary form: a .npy body `[N, 64]`; `Accept: application/x-npy` returns the answers,
+    float64 `[N]`, whatever `mode`; `Accept: application/x-npz` every field.
     """
     answer, body = await base.read_request(
         request, DensityEnergyRequest, "densities", (JSON, NPY, NPZ)

@@ -62,29 +62,36 @@ async def test_compress_and_decompress_npy_match_json(client: httpx.AsyncClient)
     np.testing.assert_array_equal(decoded, np.array(decoded_json.json()["images"], np.float32))
 
 
-async def test_energy_npy_returns_predicted_exact_and_error(client: httpx.AsyncClient) -> None:
+async def test_energy_npy_is_one_type_whatever_the_options(client: httpx.AsyncClient) -> None:
+    """One answer type per route (issue 20): float64 [N], the answers, for every mode and
+    include_exact; the exact energies and errors are in the JSON and .npz answers."""
     V = potentials(3)
-    plain = _load(
-        await client.post("/api/v1/energy/from-potential", content=dump_npy(V), headers=NPY)
-    )
-    assert plain.dtype == np.float32 and plain.shape == (3,)
-    columns = _load(
-        await client.post(
-            "/api/v1/energy/from-potential",
-            params={"include_exact": "true"},
-            content=dump_npy(V),
-            headers=NPY,
-        )
+    route = "/api/v1/energy/from-potential"
+    answers = {}
+    for mode in ("model", "exact", "auto"):
+        for include_exact in ("false", "true"):
+            params = {"mode": mode, "include_exact": include_exact}
+            response = await client.post(route, params=params, content=dump_npy(V), headers=NPY)
+            answers[mode, include_exact] = _load(response)
+            assert answers[mode, include_exact].dtype == np.float64, params
+            assert answers[mode, include_exact].shape == (3,), params
+    json_answer = await client.post(route, json={"potentials": V.tolist(), "mode": "model"})
+    np.testing.assert_allclose(
+        answers["model", "true"], json_answer.json()["energies"], rtol=1e-6, atol=1e-7
     )
     exact, densities = solve_ground_state(V)
-    assert columns.shape == (3, 3)
-    np.testing.assert_array_equal(columns[:, 0], plain.astype(np.float64))
-    np.testing.assert_allclose(columns[:, 1], exact, rtol=1e-12)
-    np.testing.assert_allclose(columns[:, 2], columns[:, 0] - columns[:, 1], rtol=1e-12)
-    by_density = _load(
-        await client.post("/api/v1/energy/from-density", content=dump_npy(densities), headers=NPY)
-    )
-    assert by_density.shape == (3,)
+    np.testing.assert_allclose(answers["exact", "false"], exact, rtol=1e-12)
+    np.testing.assert_array_equal(answers["model", "false"], answers["model", "true"])
+    for mode in ("model", "auto"):
+        by_density = _load(
+            await client.post(
+                "/api/v1/energy/from-density",
+                params={"mode": mode},
+                content=dump_npy(densities),
+                headers=NPY,
+            )
+        )
+        assert by_density.dtype == np.float64 and by_density.shape == (3,)
 
 
 async def test_exact_npy_returns_energy_then_density(client: httpx.AsyncClient) -> None:
