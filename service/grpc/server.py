@@ -21,12 +21,12 @@ import logging
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from service.dataplane import DataPlane
-from service.grpc.gen import grpc_service_pb2_grpc
-from service.grpc.gen.tensorflow_serving.apis import (
+from grpc_gen import grpc_service_pb2_grpc
+from grpc_gen.tensorflow_serving.apis import (
     model_service_pb2_grpc,
     prediction_service_pb2_grpc,
 )
+from service.dataplane import DataPlane
 from service.grpc.inference import InferenceServicer
 from service.grpc.tfserving import ModelServicer, PredictionServicer
 from service.settings import Settings
