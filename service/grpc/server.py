@@ -15,7 +15,6 @@ Message sizes: a request is refused over `max_body_bytes` (RESOURCE_EXHAUSTED), 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import grpc
@@ -26,6 +25,7 @@ from grpc_gen.tensorflow_serving.apis import (
     model_service_pb2_grpc,
     prediction_service_pb2_grpc,
 )
+from service.batching import cancel_and_wait
 from service.dataplane import DataPlane
 from service.grpc.inference import InferenceServicer
 from service.grpc.tfserving import ModelServicer, PredictionServicer
@@ -106,10 +106,8 @@ class GrpcServer:
 
     async def stop(self) -> None:
         """Refuse new calls, finish those in flight (up to `shutdown_grace_s`), then stop."""
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+        await cancel_and_wait(self._poller)
+        self._poller = None
         await self._health.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(self.settings.shutdown_grace_s)
