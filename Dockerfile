@@ -49,6 +49,7 @@ COPY pyproject.toml README.md ./
 COPY data/ data/
 COPY training/ training/
 COPY service/ service/
+COPY grpc_gen/ grpc_gen/
 # Second diet, by measurement (docs/deployment.md, "Image size"): the image was run with
 # deploy/image/usage_probe on PYTHONPATH (every imported module's file and every file mapped into
 # the process, /proc/self/maps) while `deploy/image_check.py routes` and `answers` sent one request

@@ -62,9 +62,9 @@ grpc-test: $(STAMP)  ## the gRPC port with tritonclient (sync, aio), KServe, TF 
 perf-analyzer: $(STAMP)  ## Triton's perf_analyzer 2.60 over HTTP and gRPC in a Debian 13 root (root; results in bench/results/)
 	$(SUDO) deploy/perf_analyzer/run.sh
 
-grpc-protos: $(STAMP)  ## regenerate service/grpc/gen from the vendored protos (grpcio-tools)
+grpc-protos: $(STAMP)  ## regenerate grpc_gen/ from the vendored protos in third_party/protos (grpcio-tools)
 	$(BIN)/python deploy/grpc_protos.py
-	$(BIN)/ruff format service/grpc/gen  # the committed form: protoc output, then ruff format
+	$(BIN)/ruff format grpc_gen  # the committed form: protoc output, then ruff format
 
 soak: $(STAMP)  ## 60 s soak of the server on loopback at its highest sustainable rate
 	$(BIN)/python -m bench soak

@@ -31,6 +31,16 @@ BatchFunction = Callable[[np.ndarray], Mapping[str, np.ndarray]]
 BatchListener = Callable[[int, float, float], None]
 
 
+async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a background task (none: nothing to do) and wait until it has ended. Here because
+    the batcher imports nothing of the service; the reloader and the gRPC server stop their
+    pollers with it too."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def chunks(count: int, size: int) -> list[slice]:
     """`count` items as consecutive slices of at most `size`: the one chunking of bulk requests
     (queued chunk by chunk with batching on, called chunk by chunk with it off)."""
@@ -150,11 +160,9 @@ class AdaptiveBatcher:
     async def _submit(self, array: np.ndarray, compute: ComputeTime | None = None) -> Outputs:
         if not self._busy and not self._queue and self.max_wait_s == 0:
             return await self._direct(array, compute)
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._run(), name=f"batcher-{self.name}")
         future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
         self._queue.append(_Request(array, future, compute=compute))
-        self._wakeup.set()
+        self._wake()
         # A cancelled await cancels `future` too; the worker then skips or drops the request.
         return await future
 
@@ -177,9 +185,7 @@ class AdaptiveBatcher:
             self._busy = False
             future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
             self._queue.appendleft(_Request(array, future, compute=compute))
-            if self._worker is None or self._worker.done():
-                self._worker = asyncio.create_task(self._run(), name=f"batcher-{self.name}")
-            self._wakeup.set()
+            self._wake()
             return await future
         self.stats.record(1, int(array.shape[0]))
         call = asyncio.get_running_loop().run_in_executor(
@@ -199,17 +205,18 @@ class AdaptiveBatcher:
         if not future.cancelled():
             future.exception()  # retrieved: a caller that gave up must not leave it unlogged
         if self._queue:
-            if self._worker is None or self._worker.done():
-                self._worker = asyncio.create_task(self._run(), name=f"batcher-{self.name}")
-            self._wakeup.set()
+            self._wake()
+
+    def _wake(self) -> None:
+        """Requests are queued: start the worker if it is not running, and wake it."""
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._run(), name=f"batcher-{self.name}")
+        self._wakeup.set()
 
     async def close(self) -> None:
         """Stop the worker; requests still queued are cancelled."""
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-            self._worker = None
+        await cancel_and_wait(self._worker)
+        self._worker = None
         while self._queue:
             self._queue.popleft().future.cancel()
 

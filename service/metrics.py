@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -412,19 +412,20 @@ class Metrics:
             # Several workers: the sum over the live ones (a killed worker's count is dropped).
             multiprocess_mode="livesum",
         )
-        self.batch_size = Histogram(
+
+        def per_model(name: str, text: str, buckets: Sequence[float]) -> Histogram:
+            """A histogram of the execution path, labelled by model."""
+            return Histogram(name, text, ("model",), buckets=buckets, registry=self.registry)
+
+        self.batch_size = per_model(
             "mldm_batch_size_items",
             "Items per model call made by the execution path (merged batches included).",
-            ("model",),
-            buckets=BATCH_SIZE_BUCKETS,
-            registry=self.registry,
+            BATCH_SIZE_BUCKETS,
         )
-        self.queue_wait = Histogram(
+        self.queue_wait = per_model(
             "mldm_batch_queue_wait_seconds",
             "Wait of the oldest request of a batch, from queueing to the model call.",
-            ("model",),
-            buckets=QUEUE_WAIT_BUCKETS,
-            registry=self.registry,
+            QUEUE_WAIT_BUCKETS,
         )
         self._request_children: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
         self._execution_children: dict[str, tuple[Any, Any]] = {}

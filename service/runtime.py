@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
 import numpy as np
@@ -45,24 +46,22 @@ T = TypeVar("T")
 _SAMPLES = 15
 
 
+@dataclass(eq=False)
 class Admission:
     """The bounded queue of one model version (or lane): requests counted in while queued or
     running, and the measured service time that predicts how long a new one would wait."""
 
-    def __init__(
-        self, name: str, label: str, max_requests: int, max_wait_s: float, stats: InferenceStats
-    ) -> None:
-        self.name = name
-        #: The `model` label of `mldm_requests_rejected_total` (a model name or a lane).
-        self.label = label
-        self.max_requests = max_requests
-        self.max_wait_s = max_wait_s
-        self.stats = stats
-        self.requests = 0
-        self.items = 0
-        #: Median seconds per item of the last model calls (0 until the first call).
-        self.seconds_per_item = 0.0
-        self._samples: deque[float] = deque(maxlen=_SAMPLES)
+    name: str
+    #: The `model` label of `mldm_requests_rejected_total` (a model name or a lane).
+    label: str
+    max_requests: int
+    max_wait_s: float
+    stats: InferenceStats
+    requests: int = field(default=0, init=False)
+    items: int = field(default=0, init=False)
+    #: Median seconds per item of the last model calls (0 until the first call).
+    seconds_per_item: float = field(default=0.0, init=False)
+    _samples: deque[float] = field(default_factory=lambda: deque(maxlen=_SAMPLES), init=False)
 
     def observe(self, items: int, seconds: float) -> None:
         """One model call on `items` items took `seconds`."""

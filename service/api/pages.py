@@ -10,13 +10,15 @@ from the registry, so the demo's model view can show them.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from importlib.resources import files
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
-from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
 from service.api.deps import RegistryDep, require_api_key
 from service.api.responses import JSONBody
@@ -29,6 +31,37 @@ ASSETS_URL = "/static/docs"
 
 #: ReDoc 2.5.3 draws its sidebar footer logo from this URL, with no option to turn it off.
 REDOC_LOGO_URL = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
+
+
+class DocPage(NamedTuple):
+    """One documentation page: FastAPI's builder, the title's suffix, the packaged file of each
+    asset keyword of the builder, and its other options."""
+
+    build: Callable[..., HTMLResponse]
+    name: str
+    assets: dict[str, str]
+    options: dict[str, Any]
+
+
+DOC_PAGES = {
+    "/docs": DocPage(
+        get_swagger_ui_html,
+        "Swagger UI",
+        {
+            "swagger_js_url": "swagger-ui-bundle.js",
+            "swagger_css_url": "swagger-ui.css",
+            "swagger_favicon_url": "favicon.png",
+        },
+        # Swagger UI's default sends the spec to validator.swagger.io for a badge: off.
+        {"swagger_ui_parameters": {"validatorUrl": None}},
+    ),
+    "/redoc": DocPage(
+        get_redoc_html,
+        "ReDoc",
+        {"redoc_js_url": "redoc.standalone.js", "redoc_favicon_url": "favicon.png"},
+        {"with_google_fonts": False},
+    ),
+}
 
 router = APIRouter(prefix="/api/v1", tags=["models"], dependencies=[Depends(require_api_key)])
 
@@ -85,34 +118,20 @@ def install(app: FastAPI) -> None:
     app.mount("/demo", StaticFiles(directory=DEMO_DIR, html=True), name="demo")
     app.include_router(router)
 
-    def urls(request: Request, *assets: str) -> tuple[str, ...]:
-        """The spec's URL, then each asset's, under the proxy's root path (`root_path`)."""
-        root = request.scope.get("root_path", "")
-        return (f"{root}{openapi_url}", *(f"{root}{ASSETS_URL}/{asset}" for asset in assets))
+    def docs_page(page: DocPage) -> Callable[[Request], Awaitable[Response]]:
+        async def render(request: Request) -> Response:
+            # The spec and the assets under the proxy's root path (`root_path`).
+            root = request.scope.get("root_path", "")
+            urls = {keyword: f"{root}{ASSETS_URL}/{file}" for keyword, file in page.assets.items()}
+            name = f"{title} - {page.name}"
+            return page.build(
+                openapi_url=f"{root}{openapi_url}", title=name, **urls, **page.options
+            )
 
-    @app.get("/docs", include_in_schema=False)
-    async def swagger_ui(request: Request) -> Response:
-        spec, js, css, icon = urls(request, "swagger-ui-bundle.js", "swagger-ui.css", "favicon.png")
-        return get_swagger_ui_html(
-            openapi_url=spec,
-            title=f"{title} - Swagger UI",
-            swagger_js_url=js,
-            swagger_css_url=css,
-            swagger_favicon_url=icon,
-            # Swagger UI's default sends the spec to validator.swagger.io for a badge: off.
-            swagger_ui_parameters={"validatorUrl": None},
-        )
+        return render
 
-    @app.get("/redoc", include_in_schema=False)
-    async def redoc(request: Request) -> Response:
-        spec, js, icon = urls(request, "redoc.standalone.js", "favicon.png")
-        return get_redoc_html(
-            openapi_url=spec,
-            title=f"{title} - ReDoc",
-            redoc_js_url=js,
-            redoc_favicon_url=icon,
-            with_google_fonts=False,
-        )
+    for path, page in DOC_PAGES.items():
+        app.add_api_route(path, docs_page(page), methods=["GET"], include_in_schema=False)
 
     @app.get("/favicon.ico", include_in_schema=False)
     async def favicon() -> Response:

@@ -1,17 +1,21 @@
 """`Client` (blocking) and `AsyncClient` (asyncio) over httpx: one method per endpoint.
 
-Both build the same `Call`s (`service.client._calls`) and differ only in how they send them and
-wait between retries. Retries: a 503 (model not ready, replica starting) and a connection that
-could not be made are retried with exponential backoff and jitter, a dropped connection only on
-GETs; nothing else is retried, so a 4xx is raised at once.
+Every endpoint is written once, in `_Base`, as the `Call` it makes (`service.client._calls`
+builds the request and parses the answer); `_endpoint` turns it into a blocking method on
+`Client` and an awaitable one on `AsyncClient`, which differ only in how they send a call and
+wait between retries (`_execute`). Retries: a 503 (model not ready, replica starting) and a
+connection that could not be made are retried with exponential backoff and jitter, a dropped
+connection only on GETs; nothing else is retried, so a 4xx is raised at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any, Self, TypeVar
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
 
 import httpx
 import numpy as np
@@ -33,6 +37,7 @@ from ._calls import (
 )
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 DEFAULT_TIMEOUT_S = 30.0
 
@@ -50,11 +55,61 @@ def _timeout(timeout: float | httpx.Timeout | None) -> httpx.Timeout:
     return httpx.Timeout(timeout, connect=min(timeout, 10.0) if timeout else None)
 
 
+class _Endpoint(Generic[P, T]):
+    """One endpoint, written once as the `Call` it makes: read on a `Client` it is a method
+    that sends the call and returns its result; on an `AsyncClient`, the same method awaited."""
+
+    def __init__(self, build: Callable[Concatenate[Any, P], Call[T]]) -> None:
+        self.build = build
+        self.__doc__ = build.__doc__
+        self.__wrapped__ = build
+        # What `help()` shows of a bound method: the endpoint's parameters (no `self`, no `Call`).
+        signature = inspect.signature(build)
+        parameters = list(signature.parameters.values())[1:]
+        self.signature = signature.replace(parameters=parameters, return_annotation=signature.empty)
+
+    @overload
+    def __get__(self, client: None, owner: type) -> Self: ...
+    @overload
+    def __get__(self, client: Client, owner: type) -> Callable[P, T]: ...
+    @overload
+    def __get__(self, client: AsyncClient, owner: type) -> Callable[P, Coroutine[Any, Any, T]]: ...
+    def __get__(self, client: _Base | None, owner: type) -> Any:
+        if client is None:
+            return self
+        build = self.build
+        if isinstance(client, Client):
+            sync = client
+
+            def blocking(*args: P.args, **kwargs: P.kwargs) -> T:
+                return sync._execute(build(sync, *args, **kwargs))
+
+            return self._named(blocking)
+        assert isinstance(client, AsyncClient)
+        asynchronous = client
+
+        async def awaited(*args: P.args, **kwargs: P.kwargs) -> T:
+            return await asynchronous._execute(build(asynchronous, *args, **kwargs))
+
+        return self._named(awaited)
+
+    def _named(self, method: Callable[P, Any]) -> Callable[P, Any]:
+        functools.update_wrapper(method, self.build)
+        method.__signature__ = self.signature  # type: ignore[attr-defined]
+        return method
+
+
+def _endpoint(build: Callable[Concatenate[Any, P], Call[T]]) -> _Endpoint[P, T]:
+    return _Endpoint(build)
+
+
 class _Base:
-    """The constructor both clients share; `_http_class` is httpx's blocking or async client."""
+    """What both clients share: the constructor and every endpoint (`_http_class` is httpx's
+    blocking or async client)."""
 
     _http_class: Any
     _http: Any
+    options: Options
 
     def __init__(
         self,
@@ -81,6 +136,94 @@ class _Base:
             timeout=_timeout(timeout),
             transport=transport,
         )
+
+    # Digits -----------------------------------------------------------------------------------
+
+    @_endpoint
+    def classify(self, images: ArrayLike, scale: Scale | None = None) -> Call[Classification]:
+        """Digits and probabilities of `[N, 28, 28]` (or one `[28, 28]`) images; `scale` is
+        `"unit"` (floats in [0, 1]) or `"byte"` (0-255), by default `"byte"` for uint8 arrays."""
+        return _calls.classify(self.options, images, scale)
+
+    @_endpoint
+    def classify_image(
+        self, image: bytes, *, filename: str | None = None, content_type: str | None = None
+    ) -> Call[Classification]:
+        """Classify the PNG or JPEG file `image` of one digit (any size; made MNIST-like)."""
+        return _calls.classify_image(image, filename, content_type)
+
+    @_endpoint
+    def compress(self, images: ArrayLike, scale: Scale | None = None) -> Call[list[bytes]]:
+        """One self-describing code per image (format byte, encoder version, latent bytes)."""
+        return _calls.compress(self.options, images, scale)
+
+    @_endpoint
+    def decompress(self, codes: Sequence[bytes]) -> Call[np.ndarray]:
+        """float32 `[N, 28, 28]` images in [0, 1], each code decoded by its own version."""
+        return _calls.decompress(self.options, codes)
+
+    # Energies ---------------------------------------------------------------------------------
+
+    @_endpoint
+    def energy_from_potential(
+        self, potentials: ArrayLike, include_exact: bool = False, mode: EnergyMode | None = None
+    ) -> Call[Energies]:
+        """E[V] of `[N, 64]` potentials (Hartree on linspace(-15, 15, 64) bohr); `mode` "model"
+        (the server's default), "exact" or "auto" decides who answers (`Energies.answered_by`)."""
+        return _calls.energy_from_potential(self.options, potentials, include_exact, mode)
+
+    @_endpoint
+    def energy_from_density(
+        self,
+        densities: ArrayLike,
+        potentials: ArrayLike | None = None,
+        mode: EnergyMode | None = None,
+    ) -> Call[Energies]:
+        """E[n] of `[N, 64]` densities (1/bohr, normalised); with `potentials`, exact too."""
+        return _calls.energy_from_density(self.options, densities, potentials, mode)
+
+    @_endpoint
+    def exact(self, potentials: ArrayLike) -> Call[ExactSolution]:
+        """The exact ground-state energies and densities of `[N, 64]` potentials."""
+        return _calls.exact(self.options, potentials)
+
+    # Server -----------------------------------------------------------------------------------
+
+    @_endpoint
+    def health(self) -> Call[bool]:
+        """Liveness: True when the process answers."""
+        return _calls.live()
+
+    @_endpoint
+    def ready(self) -> Call[bool]:
+        """Readiness: True when every expected model is loaded (False, not an error, if not)."""
+        return _calls.ready()
+
+    @_endpoint
+    def models(self) -> Call[list[ModelStatus]]:
+        """Every model the server knows, ready or not, with loaded and failed versions."""
+        return _calls.models()
+
+    @_endpoint
+    def metadata(self, name: str, version: int | None = None) -> Call[dict[str, Any]]:
+        """TensorFlow Serving's metadata of a model version: signature and model card."""
+        return _calls.metadata(name, version)
+
+    # V2 / Open Inference Protocol --------------------------------------------------------------
+
+    @_endpoint
+    def infer(
+        self,
+        model: str,
+        inputs: dict[str, ArrayLike],
+        *,
+        version: int | None = None,
+        outputs: Sequence[str] | None = None,
+        binary: bool | None = None,
+    ) -> Call[Inference]:
+        """V2 `infer`: named input tensors in, every (or the named) output tensor out; `binary`
+        uses the binary tensor data extension both ways (None: from `binary_min_items` rows)."""
+        return _calls.v2_infer(self.options, model, inputs, version, outputs, binary)
 
 
 class Client(_Base):
@@ -122,84 +265,6 @@ class Client(_Base):
             time.sleep(plan.delay)
         return plan.result()
 
-    # Digits -----------------------------------------------------------------------------------
-
-    def classify(self, images: ArrayLike, scale: Scale | None = None) -> Classification:
-        """Digits and probabilities of `[N, 28, 28]` (or one `[28, 28]`) images; `scale` is
-        `"unit"` (floats in [0, 1]) or `"byte"` (0-255), by default `"byte"` for uint8 arrays."""
-        return self._execute(_calls.classify(self.options, images, scale))
-
-    def classify_image(
-        self, image: bytes, *, filename: str | None = None, content_type: str | None = None
-    ) -> Classification:
-        """Classify the PNG or JPEG file `image` of one digit (any size; made MNIST-like)."""
-        return self._execute(_calls.classify_image(image, filename, content_type))
-
-    def compress(self, images: ArrayLike, scale: Scale | None = None) -> list[bytes]:
-        """One self-describing code per image (format byte, encoder version, latent bytes)."""
-        return self._execute(_calls.compress(self.options, images, scale))
-
-    def decompress(self, codes: Sequence[bytes]) -> np.ndarray:
-        """float32 `[N, 28, 28]` images in [0, 1], each code decoded by its own version."""
-        return self._execute(_calls.decompress(self.options, codes))
-
-    # Energies ---------------------------------------------------------------------------------
-
-    def energy_from_potential(
-        self, potentials: ArrayLike, include_exact: bool = False, mode: EnergyMode | None = None
-    ) -> Energies:
-        """E[V] of `[N, 64]` potentials (Hartree on linspace(-15, 15, 64) bohr); `mode` "model"
-        (the server's default), "exact" or "auto" decides who answers (`Energies.answered_by`)."""
-        call = _calls.energy_from_potential(self.options, potentials, include_exact, mode)
-        return self._execute(call)
-
-    def energy_from_density(
-        self,
-        densities: ArrayLike,
-        potentials: ArrayLike | None = None,
-        mode: EnergyMode | None = None,
-    ) -> Energies:
-        """E[n] of `[N, 64]` densities (1/bohr, normalised); with `potentials`, exact too."""
-        call = _calls.energy_from_density(self.options, densities, potentials, mode)
-        return self._execute(call)
-
-    def exact(self, potentials: ArrayLike) -> ExactSolution:
-        """The exact ground-state energies and densities of `[N, 64]` potentials."""
-        return self._execute(_calls.exact(self.options, potentials))
-
-    # Server -----------------------------------------------------------------------------------
-
-    def health(self) -> bool:
-        """Liveness: True when the process answers."""
-        return self._execute(_calls.live())
-
-    def ready(self) -> bool:
-        """Readiness: True when every expected model is loaded (False, not an error, if not)."""
-        return self._execute(_calls.ready())
-
-    def models(self) -> list[ModelStatus]:
-        """Every model the server knows, ready or not, with loaded and failed versions."""
-        return self._execute(_calls.models())
-
-    def metadata(self, name: str, version: int | None = None) -> dict[str, Any]:
-        """TensorFlow Serving's metadata of a model version: signature and model card."""
-        return self._execute(_calls.metadata(name, version))
-
-    # V2 / Open Inference Protocol --------------------------------------------------------------
-
-    def infer(
-        self,
-        model: str,
-        inputs: dict[str, ArrayLike],
-        *,
-        version: int | None = None,
-        outputs: Sequence[str] | None = None,
-        binary: bool | None = None,
-    ) -> Inference:
-        """V2 `infer`: named input tensors in, every (or the named) output tensor out; `binary`
-        uses the binary tensor data extension both ways (None: from `binary_min_items` rows)."""
-        return self._execute(_calls.v2_infer(self.options, model, inputs, version, outputs, binary))
-
 
 class AsyncClient(_Base):
     """The asyncio twin of `Client`: the same constructor (with an async `transport`, e.g.
@@ -228,72 +293,3 @@ class AsyncClient(_Base):
         while plan.again(await self._send(call)):
             await asyncio.sleep(plan.delay)
         return plan.result()
-
-    async def classify(self, images: ArrayLike, scale: Scale | None = None) -> Classification:
-        """See `Client.classify`."""
-        return await self._execute(_calls.classify(self.options, images, scale))
-
-    async def classify_image(
-        self, image: bytes, *, filename: str | None = None, content_type: str | None = None
-    ) -> Classification:
-        """See `Client.classify_image`."""
-        return await self._execute(_calls.classify_image(image, filename, content_type))
-
-    async def compress(self, images: ArrayLike, scale: Scale | None = None) -> list[bytes]:
-        """See `Client.compress`."""
-        return await self._execute(_calls.compress(self.options, images, scale))
-
-    async def decompress(self, codes: Sequence[bytes]) -> np.ndarray:
-        """See `Client.decompress`."""
-        return await self._execute(_calls.decompress(self.options, codes))
-
-    async def energy_from_potential(
-        self, potentials: ArrayLike, include_exact: bool = False, mode: EnergyMode | None = None
-    ) -> Energies:
-        """See `Client.energy_from_potential`."""
-        call = _calls.energy_from_potential(self.options, potentials, include_exact, mode)
-        return await self._execute(call)
-
-    async def energy_from_density(
-        self,
-        densities: ArrayLike,
-        potentials: ArrayLike | None = None,
-        mode: EnergyMode | None = None,
-    ) -> Energies:
-        """See `Client.energy_from_density`."""
-        call = _calls.energy_from_density(self.options, densities, potentials, mode)
-        return await self._execute(call)
-
-    async def exact(self, potentials: ArrayLike) -> ExactSolution:
-        """See `Client.exact`."""
-        return await self._execute(_calls.exact(self.options, potentials))
-
-    async def health(self) -> bool:
-        """See `Client.health`."""
-        return await self._execute(_calls.live())
-
-    async def ready(self) -> bool:
-        """See `Client.ready`."""
-        return await self._execute(_calls.ready())
-
-    async def models(self) -> list[ModelStatus]:
-        """See `Client.models`."""
-        return await self._execute(_calls.models())
-
-    async def metadata(self, name: str, version: int | None = None) -> dict[str, Any]:
-        """See `Client.metadata`."""
-        return await self._execute(_calls.metadata(name, version))
-
-    async def infer(
-        self,
-        model: str,
-        inputs: dict[str, ArrayLike],
-        *,
-        version: int | None = None,
-        outputs: Sequence[str] | None = None,
-        binary: bool | None = None,
-    ) -> Inference:
-        """See `Client.infer`."""
-        return await self._execute(
-            _calls.v2_infer(self.options, model, inputs, version, outputs, binary)
-        )

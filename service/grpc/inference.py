@@ -20,14 +20,14 @@ import grpc
 import numpy as np
 from google.protobuf import json_format
 
+from grpc_gen import grpc_service_pb2 as pb
+from grpc_gen import grpc_service_pb2_grpc as pb_grpc
+from grpc_gen import model_config_pb2
 from service import __version__
 from service.codecs import dtypes, v2, v2_documents
 from service.dataplane import DataPlane
 from service.errors import InvalidInput, ModelNotReady
 from service.grpc.errors import rpc
-from service.grpc.gen import grpc_service_pb2 as pb
-from service.grpc.gen import grpc_service_pb2_grpc as pb_grpc
-from service.grpc.gen import model_config_pb2
 from service.registry import ModelVersion, parse_version
 from service.schemas import V2InferenceRequest
 from service.settings import Settings

@@ -15,18 +15,18 @@ Message sizes: a request is refused over `max_body_bytes` (RESOURCE_EXHAUSTED), 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from service.dataplane import DataPlane
-from service.grpc.gen import grpc_service_pb2_grpc
-from service.grpc.gen.tensorflow_serving.apis import (
+from grpc_gen import grpc_service_pb2_grpc
+from grpc_gen.tensorflow_serving.apis import (
     model_service_pb2_grpc,
     prediction_service_pb2_grpc,
 )
+from service.batching import cancel_and_wait
+from service.dataplane import DataPlane
 from service.grpc.inference import InferenceServicer
 from service.grpc.tfserving import ModelServicer, PredictionServicer
 from service.settings import Settings
@@ -106,10 +106,8 @@ class GrpcServer:
 
     async def stop(self) -> None:
         """Refuse new calls, finish those in flight (up to `shutdown_grace_s`), then stop."""
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+        await cancel_and_wait(self._poller)
+        self._poller = None
         await self._health.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(self.settings.shutdown_grace_s)

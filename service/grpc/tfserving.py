@@ -19,14 +19,14 @@ import grpc
 import numpy as np
 from google.protobuf import json_format, message_factory
 
+from grpc_gen.tensorflow_serving.apis import get_model_metadata_pb2 as metadata_pb2
+from grpc_gen.tensorflow_serving.apis import get_model_status_pb2 as status_pb2
+from grpc_gen.tensorflow_serving.apis import model_service_pb2_grpc, predict_pb2
+from grpc_gen.tensorflow_serving.apis import prediction_service_pb2_grpc as service_grpc
 from service.codecs import dtypes, tfserving
 from service.dataplane import DataPlane
 from service.errors import InvalidInput, NotFound
 from service.grpc.errors import rpc
-from service.grpc.gen.tensorflow_serving.apis import get_model_metadata_pb2 as metadata_pb2
-from service.grpc.gen.tensorflow_serving.apis import get_model_status_pb2 as status_pb2
-from service.grpc.gen.tensorflow_serving.apis import model_service_pb2_grpc, predict_pb2
-from service.grpc.gen.tensorflow_serving.apis import prediction_service_pb2_grpc as service_grpc
 from service.registry import SIGNATURE_NAME, ModelVersion
 from service.settings import Settings
 from service.types import InferenceRequest

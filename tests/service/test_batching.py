@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from service.batching import AdaptiveBatcher, padded_size
+from service.batching import AdaptiveBatcher, cancel_and_wait, padded_size
 from service.dataplane import DataPlane
 from service.registry import ModelRegistry
 from service.runtime import ModelRunner
@@ -275,3 +275,17 @@ async def test_padded_calls_equal_unpadded_per_item(
             assert seen == [4, 8, 8, 4], (name, batching, seen)
             await runner.aclose()
         monkeypatch.undo()
+
+
+async def test_cancel_and_wait_ends_a_running_task_and_ignores_none() -> None:
+    await cancel_and_wait(None)
+    started = asyncio.Event()
+
+    async def forever() -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    task = asyncio.create_task(forever())
+    await started.wait()
+    await cancel_and_wait(task)
+    assert task.cancelled()

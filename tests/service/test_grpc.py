@@ -18,19 +18,19 @@ from fastapi import FastAPI
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import SecretStr
 
-from service import errors
-from service.app import create_app
-from service.grpc.errors import code_of, code_of_error
-from service.grpc.gen import grpc_service_pb2 as pb
-from service.grpc.gen import grpc_service_pb2_grpc as pb_grpc
-from service.grpc.gen.tensorflow_serving.apis import (
+from grpc_gen import grpc_service_pb2 as pb
+from grpc_gen import grpc_service_pb2_grpc as pb_grpc
+from grpc_gen.tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
 )
-from service.grpc.gen.tensorflow_serving.apis.classification_pb2 import ClassificationRequest
+from grpc_gen.tensorflow_serving.apis.classification_pb2 import ClassificationRequest
+from service import errors
+from service.app import create_app
+from service.grpc.errors import code_of, code_of_error
 from service.grpc.tfserving import to_numpy, to_proto
 from service.registry import ModelRegistry
 from service.settings import Settings

@@ -23,8 +23,8 @@ import grpc
 import numpy as np
 import pytest
 
-from service.grpc.gen.grpc_service_pb2 import ModelInferRequest
-from service.grpc.gen.grpc_service_pb2_grpc import GRPCInferenceServiceStub
+from grpc_gen.grpc_service_pb2 import ModelInferRequest
+from grpc_gen.grpc_service_pb2_grpc import GRPCInferenceServiceStub
 from service.registry import ModelRegistry
 from tests.service.helpers import images, potentials
 from tests.service.live_server import REPO, LiveServer, free_port, live_server

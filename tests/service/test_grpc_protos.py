@@ -14,7 +14,7 @@ import pytest
 from google.protobuf import descriptor_pb2
 
 REPO = Path(__file__).resolve().parents[2]
-PROTOS = REPO / "service" / "grpc" / "protos"
+PROTOS = REPO / "third_party" / "protos"
 
 
 def _pins() -> list[list[str]]:
@@ -76,7 +76,7 @@ def _without_json_names(file: descriptor_pb2.FileDescriptorProto) -> None:
 
 def test_generated_code_is_the_vendored_protos(tmp_path: Path) -> None:
     compiled = _compiled(tmp_path)
-    generated = sorted((REPO / "service/grpc/gen").rglob("*_pb2.py"))
+    generated = sorted((REPO / "grpc_gen").rglob("*_pb2.py"))
     assert len(generated) == len(compiled)
     for path in generated:
         module = ".".join(path.relative_to(REPO).with_suffix("").parts)

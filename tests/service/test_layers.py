@@ -11,6 +11,8 @@ from pathlib import Path
 
 SERVICE = Path(__file__).resolve().parents[2] / "service"
 ARCHITECTURE = SERVICE.parent / "docs" / "ARCHITECTURE.md"
+#: protoc's output (`make grpc-protos`), a package of its own beside `service/`.
+GRPC_GEN = SERVICE.parent / "grpc_gen"
 #: Each module's layer; a module may import only modules of a lower layer. Everything not
 #: listed is the top (HTTP) layer: `api.*`, the task modules `tasks.*`, `app`, `__main__`,
 #: which may import each other and everything below.
@@ -122,6 +124,32 @@ def test_every_layer_imports_only_below_itself() -> None:
         for dep in deps:
             assert dep in rank, f"{module} imports {dep}, a layer above it"
             assert rank[dep] < rank[module], f"{module} imports {dep} of the same or a higher layer"
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    """The top-level packages one file imports, at module level or inside a function."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_generated_grpc_code_lives_outside_the_service() -> None:
+    """Vendored protos and protoc's modules are not ours: no `.proto` and no `_pb2` module in
+    `service/`; only the gRPC layer (`service/grpc/`) imports `grpc_gen`, and `grpc_gen`
+    imports nothing of the service."""
+    assert not [p for p in SERVICE.rglob("*") if p.suffix == ".proto" or "_pb2" in p.name]
+    users = {
+        _module(path) for path in SERVICE.rglob("*.py") if "grpc_gen" in _top_level_imports(path)
+    }
+    assert users and all(user.startswith("grpc.") for user in users), users
+    generated = list(GRPC_GEN.rglob("*.py"))
+    assert generated
+    for path in generated:
+        assert not _top_level_imports(path) & {"service", "data", "training"}, path
 
 
 def test_batcher_imports_nothing_of_the_service() -> None:

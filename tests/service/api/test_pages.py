@@ -94,3 +94,26 @@ async def test_get_plot_returns_png_of_committed_model() -> None:
                 "/api/v1/models/digit_classifier/versions/1/plots/..%2Fmetrics.json"
             )
             assert escape.status_code == 404
+
+
+async def test_docs_pages_name_their_files_under_the_proxy_root_path() -> None:
+    from fastapi import FastAPI
+
+    from service.api import pages
+
+    app = FastAPI(title="T", docs_url=None, redoc_url=None)
+    pages.install(app)
+    transport = httpx.ASGITransport(app=app, root_path="/proxy")
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as proxied:
+        swagger = (await proxied.get("/proxy/docs")).text
+        redoc = (await proxied.get("/proxy/redoc")).text
+    assert "<title>T - Swagger UI</title>" in swagger and "<title>T - ReDoc</title>" in redoc
+    for page, files in (
+        (swagger, ("swagger-ui-bundle.js", "swagger-ui.css", "favicon.png")),
+        (redoc, ("redoc.standalone.js", "favicon.png")),
+    ):
+        assert "/proxy/openapi.json" in page
+        for file in files:
+            assert f"/proxy/static/docs/{file}" in page, file
+    assert '"validatorUrl": null' in swagger  # no spec sent to validator.swagger.io
+    assert "fonts.googleapis.com" not in redoc
