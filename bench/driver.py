@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 MARKER = "MLDM-WRK "
 
@@ -276,46 +276,91 @@ class Response:
     body: bytes
 
 
-async def read_response(reader: asyncio.StreamReader) -> Response:
-    """One HTTP/1.1 response off the stream (a Content-Length or a chunked body)."""
-    status, *lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines if x)}
-    if "chunked" not in headers.get("transfer-encoding", "").lower():
-        body = await reader.readexactly(int(headers.get("content-length", 0)))
-        return Response(int(status.split(" ", 2)[1]), headers, body)
-    parts = []
-    while size := int((await reader.readline()).split(b";")[0], 16):
-        parts.append((await reader.readexactly(size + 2))[:-2])
-    while await reader.readline() not in (b"\r\n", b""):
-        pass  # trailers, up to the empty line
-    return Response(int(status.split(" ", 2)[1]), headers, b"".join(parts))
+class ResponseParser:
+    """Incremental HTTP/1.1 response parser: `feed` bytes, get the responses they complete."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._head: tuple[int, dict[str, str]] | None = None
+
+    def feed(self, data: bytes) -> list[Response]:
+        self._buffer += data
+        done: list[Response] = []
+        while (response := self._next()) is not None:
+            done.append(response)
+        return done
+
+    def _next(self) -> Response | None:
+        if self._head is None:
+            if (end := self._buffer.find(b"\r\n\r\n")) < 0:
+                return None
+            first, *lines = bytes(self._buffer[:end]).decode("latin-1").split("\r\n")
+            pairs = (line.partition(":") for line in lines)
+            headers = {name.strip().lower(): value.strip() for name, _, value in pairs}
+            del self._buffer[: end + 4]
+            self._head = (int(first.split(" ", 2)[1]), headers)
+        status, headers = self._head
+        body: bytes | None = None
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            body = self._dechunk()
+        elif len(self._buffer) >= (length := int(headers.get("content-length", 0))):
+            body = bytes(self._buffer[:length])
+            del self._buffer[:length]
+        if body is None:
+            return None
+        self._head = None
+        return Response(status, headers, body)
+
+    def _dechunk(self) -> bytes | None:
+        parts: list[bytes] = []
+        position = 0
+        while (line_end := self._buffer.find(b"\r\n", position)) >= 0:
+            size, start = (
+                int(bytes(self._buffer[position:line_end]).split(b";")[0], 16),
+                line_end + 2,
+            )
+            if size == 0:
+                if (trailer_end := self._buffer.find(b"\r\n", start)) < 0:
+                    return None
+                del self._buffer[: trailer_end + 2]
+                return b"".join(parts)
+            if len(self._buffer) < start + size + 2:
+                return None
+            parts.append(bytes(self._buffer[start : start + size]))
+            position = start + size + 2
+        return None
 
 
-class Connection:
-    """One keep-alive connection; one request at a time; `closed` once the server closes it."""
+class Connection(asyncio.Protocol):
+    """One keep-alive connection; one request at a time."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer, self.closed = reader, writer, False
+    def __init__(self) -> None:
+        self.parser = ResponseParser()
+        self.transport: asyncio.Transport | None = None
+        self.waiter: asyncio.Future[Response] | None = None
 
-    @classmethod
-    async def open(cls, host: str, port: int) -> Connection:
-        return cls(*await asyncio.open_connection(host, port))
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        for response in self.parser.feed(data):
+            if response.headers.get("connection", "").lower() == "close" and self.transport:
+                self.transport.close()  # no next request on it: the server is closing it
+                self.transport = None
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_result(response)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(exc or ConnectionResetError("server closed the connection"))
 
     async def send(self, wire: bytes) -> Response:
-        """`wire` sent, its answer read; ConnectionResetError if the connection ends first."""
-        self.writer.write(wire)
-        try:
-            response = await read_response(self.reader)
-        except asyncio.IncompleteReadError:
-            self.close()
-            raise ConnectionResetError("server closed the connection") from None
-        if response.headers.get("connection", "").lower() == "close":
-            self.close()  # no next request on it: the server is closing it
-        return response
-
-    def close(self) -> None:
-        self.closed = True
-        self.writer.close()
+        if self.transport is None:
+            raise ConnectionResetError("connection closed")
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(wire)
+        return await self.waiter
 
 
 async def closed_loop(
@@ -331,32 +376,39 @@ async def closed_loop(
     answered, for `duration_s` or `cap` requests in all: one `Sample` per request (latency from
     its send). A refused connection waits 10 ms before the next try; `timeout_s` bounds an
     answer (a `TimeoutError` sample, the connection closed)."""
+    loop = asyncio.get_running_loop()
     wires = [body.encode(f"{host}:{port}") for body in bodies]
     samples: list[Sample] = []
-    left, start = math.inf if cap is None else cap, time.perf_counter()
+    left = math.inf if cap is None else cap
+    start = time.perf_counter()
+    deadline = start + duration_s
 
     async def worker() -> None:
         nonlocal left
         connection: Connection | None = None
-        while left > 0 and (sent := time.perf_counter()) < start + duration_s:
-            left -= 1
+        i = 0
+        while left > 0 and (sent := time.perf_counter()) < deadline:
+            left, i = left - 1, i + 1
             status: int | str
             try:
-                if connection is None or connection.closed:
+                if connection is None or connection.transport is None:
                     connection = None
-                    connection = await Connection.open(host, port)
-                answer = connection.send(wires[len(samples) % len(wires)])
-                status = (await asyncio.wait_for(answer, timeout_s)).status
+                    _, connection = await loop.create_connection(Connection, host, port)
+                answer = connection.send(wires[(i - 1) % len(wires)])
+                status = (
+                    await (asyncio.wait_for(answer, timeout_s) if timeout_s else answer)
+                ).status
             except OSError as exc:
                 status = type(exc).__name__
+                if connection is not None and connection.transport is not None:
+                    connection.transport.close()
+            samples.append(Sample(sent - start, time.perf_counter() - sent, status, "-"))
+            if isinstance(status, str):
                 if connection is None:
                     await asyncio.sleep(0.01)  # refused: do not spin
-                else:
-                    connection.close()
-                    connection = None
-            samples.append(Sample(sent - start, time.perf_counter() - sent, status, "-"))
-        if connection is not None:
-            connection.close()
+                connection = None
+        if connection is not None and connection.transport is not None:
+            connection.transport.close()
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return samples
@@ -377,6 +429,7 @@ async def open_loop(
     scheduled time, on at most `max_connections` keep-alive connections (with all busy, a
     request is not sent, or with `queue` waits for one: its latency counts the wait); then
     wait `drain_s`."""
+    loop = asyncio.get_running_loop()
     wires = [(kind, body.encode(f"127.0.0.1:{port}")) for kind, body in pairs]
     idle: list[Connection] = []
     samples: list[Sample] = []
@@ -388,15 +441,14 @@ async def open_loop(
         async with slots:
             connection = idle.pop() if idle else None
             try:
-                if connection is None or connection.closed:
-                    connection = await Connection.open("127.0.0.1", port)
-                status: int | str = (await connection.send(wire_bytes)).status
+                if connection is None or connection.transport is None:
+                    _, connection = await loop.create_connection(Connection, "127.0.0.1", port)
+                response = await connection.send(wire_bytes)
+                status: int | str = response.status
             except OSError as exc:
-                status = type(exc).__name__
-                if connection is not None:
-                    connection.close()
+                status, connection = type(exc).__name__, None
             samples.append(Sample(offset, time.perf_counter() - scheduled, status, kind))
-            if connection is not None and not connection.closed:
+            if connection is not None and connection.transport is not None:
                 idle.append(connection)
             else:
                 busy -= 1
@@ -420,7 +472,8 @@ async def open_loop(
             task.cancel()
             samples.append(Sample(duration_s, drain_s, "client: no answer within drain time", "-"))
     for connection in idle:
-        connection.close()
+        if connection.transport is not None:
+            connection.transport.close()
     return samples
 
 

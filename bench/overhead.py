@@ -49,10 +49,10 @@ class AsgiCall:
         headers = [(k.lower().encode(), v.encode()) for k, v in body.headers]
         headers += [(b"content-length", str(len(body.payload)).encode()), (b"host", b"bench")]
         self.app, self.payload, self.status = app, body.payload, 0
-        self.scope = dict(type="http", asgi={"version": "3.0"}, http_version="1.1", scheme="http")
+        self.scope: dict[str, Any] = {"type": "http", "asgi": {"version": "3.0"}, "scheme": "http"}
         self.scope |= dict(method=body.method, path=path, raw_path=path.encode(), root_path="")
-        self.scope |= dict(query_string=query.encode(), headers=headers, client=("127.0.0.1", 1))
-        self.scope["server"] = ("127.0.0.1", 80)
+        self.scope |= dict(query_string=query.encode(), headers=headers, http_version="1.1")
+        self.scope |= dict(client=("127.0.0.1", 1), server=("127.0.0.1", 80))
 
     async def __call__(self) -> int:
         sent = False

@@ -5,7 +5,6 @@ No server is started and nothing is timed here; `python -m bench serving` is the
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import math
@@ -18,7 +17,7 @@ import pytest
 from bench import __main__ as dispatcher
 from bench import harness, matrix
 from bench.bodies import npy_bytes, potentials
-from bench.driver import Body, Response, percentile, read_response, summary
+from bench.driver import Body, ResponseParser, percentile, summary
 from bench.serving import RAW_BATCH, evaluate_targets, render_markdown
 
 
@@ -56,35 +55,26 @@ def test_request_encodes_head_and_body() -> None:
     )
 
 
-def _responses(*segments: bytes, count: int) -> list[Response]:
-    """`count` responses read off a stream fed `segments` (arbitrary TCP segment boundaries)."""
-
-    async def read() -> list[Response]:
-        reader = asyncio.StreamReader()
-        for segment in segments:
-            reader.feed_data(segment)
-        reader.feed_eof()
-        return [await read_response(reader) for _ in range(count)]
-
-    return asyncio.run(read())
-
-
-def test_read_response_split_and_pipelined() -> None:
+def test_response_parser_split_and_pipelined() -> None:
     one = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX: y\r\n\r\nhello"
     two = b"HTTP/1.1 422 Unprocessable\r\ncontent-length: 2\r\n\r\n{}"
+    parser = ResponseParser()
     wire = one + two
-    got = _responses(*[wire[i : i + 7] for i in range(0, len(wire), 7)], count=2)
+    got = []
+    for i in range(0, len(wire), 7):  # arbitrary TCP segment boundaries
+        got += parser.feed(wire[i : i + 7])
     assert [(r.status, r.body) for r in got] == [(200, b"hello"), (422, b"{}")]
     assert got[0].headers["x"] == "y"
 
 
-def test_read_response_chunked() -> None:
+def test_response_parser_chunked() -> None:
     wire = (
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"4\r\nwiki\r\n5\r\npedia\r\n0\r\n\r\n"
         b"HTTP/1.1 204 No Content\r\n\r\n"
     )
-    got = _responses(wire[:30], wire[30:], count=2)
+    parser = ResponseParser()
+    got = parser.feed(wire[:30]) + parser.feed(wire[30:])
     assert [(r.status, r.body) for r in got] == [(200, b"wikipedia"), (204, b"")]
 
 
