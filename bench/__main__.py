@@ -1,8 +1,7 @@
 """Run benchmark scenarios by name: ``python -m bench NAME [OPTIONS]``, ``python -m bench`` all.
 
-A scenario is any module ``bench/<NAME>.py`` with ``main(argv) -> int`` that is not part of the
-harness (``LIBRARY``); adding the file is all it takes (see ``bench.harness`` for the API).
-Options after a single name go to that scenario: ``python -m bench serving --workers 2``.
+A scenario is any module ``bench/<NAME>.py`` with ``main(argv) -> int`` outside the harness
+(``LIBRARY``); options after a single name go to it: ``python -m bench serving --workers 2``.
 """
 
 from __future__ import annotations
@@ -20,9 +19,7 @@ def scenarios() -> list[str]:
     """The scenario names, from the files in bench/."""
     found = pkgutil.iter_modules([str(Path(__file__).resolve().parent)])
     return sorted(
-        m.name
-        for m in found
-        if not m.ispkg and not m.name.startswith("_") and m.name not in LIBRARY
+        m.name for m in found if not m.ispkg and m.name[0] != "_" and m.name not in LIBRARY
     )
 
 
@@ -31,13 +28,9 @@ def main(argv: list[str]) -> int:
     split = next((i for i, arg in enumerate(argv) if arg.startswith("-")), len(argv))
     names, options = argv[:split], argv[split:]
     if options and len(names) != 1:
-        print(
-            "usage: python -m bench [NAME ...] | python -m bench NAME [OPTIONS]   "
-            f"(names: {', '.join(known)})"
-        )
+        print(f"usage: python -m bench [NAME ...] | python -m bench NAME [OPTIONS]   ({known})")
         return 0 if any(arg in ("-h", "--help") for arg in options) else 2
-    unknown = [name for name in names if name not in known]
-    if unknown:
+    if unknown := [name for name in names if name not in known]:
         print(f"unknown benchmark(s) {unknown}; known: {', '.join(known)}", file=sys.stderr)
         return 2
     status = 0

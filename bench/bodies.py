@@ -1,10 +1,9 @@
-"""The request bodies of the peer and protocol benchmarks, and how to read each answer back.
+"""The request bodies of the load scenarios on every protocol, and how to read each answer back.
 
-Every server gets the same bytes for the same (model, protocol): the inputs are generated once
-from fixed seeds (`images` / `potentials`) and encoded here, one encoder per wire
-format: V2 JSON, V2 binary tensor data (Triton's binary data extension), our task routes' JSON,
-`.npy`, TF Serving's row format. `values` reads the primary output back out of any answer, so a
-run can check that every server computed the same numbers, not only that it said 200.
+Every server gets the same bytes for the same (model, protocol): inputs from fixed seeds, one
+encoder per wire format (V2 JSON, V2 binary tensor data, our task routes' JSON, `.npy`, TF
+Serving rows); `values` reads the primary output back out of any answer, so a run can check that
+every server computed the same numbers, not only that it said 200.
 """
 
 from __future__ import annotations
@@ -87,58 +86,34 @@ CASES = {case.key: case for case in (CLASSIFY, ENERGY)}
 
 
 def json_body(path: str, body: Any) -> Body:
-    return Body(
-        "POST", path, json.dumps(body, separators=(",", ":")).encode(), (("Content-Type", JSON),)
-    )
+    payload = json.dumps(body, separators=(",", ":")).encode()
+    return Body("POST", path, payload, (("Content-Type", JSON),))
 
 
 def v2_path(case: ModelCase) -> str:
     return f"/v2/models/{case.model}/infer"
 
 
+def _tensor(case: ModelCase, array: np.ndarray, **fields: Any) -> dict[str, Any]:
+    return {"name": case.input_name, "shape": list(array.shape), "datatype": "FP32", **fields}
+
+
 def v2_json(case: ModelCase, array: np.ndarray) -> Body:
     return json_body(
-        v2_path(case),
-        {
-            "inputs": [
-                {
-                    "name": case.input_name,
-                    "shape": list(array.shape),
-                    "datatype": "FP32",
-                    "data": array.reshape(-1).tolist(),
-                }
-            ]
-        },
+        v2_path(case), {"inputs": [_tensor(case, array, data=array.reshape(-1).tolist())]}
     )
 
 
 def v2_binary(case: ModelCase, array: np.ndarray) -> Body:
-    """Triton's binary tensor data extension: a JSON header, then the raw little-endian tensor.
-
-    `Inference-Header-Content-Length` gives the JSON part's length, `binary_data_size` each
-    tensor's bytes, and `binary_data_output` asks for every output in binary too.
-    """
+    """Triton's binary tensor data extension: a JSON header (its length in
+    `Inference-Header-Content-Length`, each tensor's bytes in `binary_data_size`, every output
+    asked for in binary too), then the raw little-endian tensor."""
     raw = np.ascontiguousarray(array, dtype="<f4").tobytes()
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": case.input_name,
-                    "shape": list(array.shape),
-                    "datatype": "FP32",
-                    "parameters": {"binary_data_size": len(raw)},
-                }
-            ],
-            "parameters": {"binary_data_output": True},
-        },
-        separators=(",", ":"),
-    ).encode()
-    return Body(
-        "POST",
-        v2_path(case),
-        header + raw,
-        (("Content-Type", OCTET), (HEADER_LENGTH, str(len(header)))),
-    )
+    tensor = _tensor(case, array, parameters={"binary_data_size": len(raw)})
+    document = {"inputs": [tensor], "parameters": {"binary_data_output": True}}
+    header = json.dumps(document, separators=(",", ":")).encode()
+    headers = (("Content-Type", OCTET), (HEADER_LENGTH, str(len(header))))
+    return Body("POST", v2_path(case), header + raw, headers)
 
 
 def task_json(case: ModelCase, array: np.ndarray) -> Body:
@@ -179,10 +154,7 @@ def _v2_outputs(document: Any, case: ModelCase) -> Any:
     if isinstance(document, list):  # BentoML's batchable API: the list of this request's parts
         document = document[0]
     outputs = document["outputs"]
-    for output in outputs:
-        if output.get("name") == case.output_name:
-            return output
-    return outputs[0]
+    return next((o for o in outputs if o.get("name") == case.output_name), outputs[0])
 
 
 def _binary_v2(body: bytes, headers: dict[str, str], case: ModelCase) -> np.ndarray:

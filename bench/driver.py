@@ -1,13 +1,12 @@
-"""The one HTTP load driver: `wrk` where it is installed, a Python closed loop otherwise, and a
-Python open loop (`open_loop`: requests at a set rate whether or not answers come).
+"""The one HTTP load driver: `wrk` where it is installed, a Python client otherwise.
 
-`run` keeps `concurrency` keep-alive connections busy for `duration_s` (or `max_requests`),
-cycling through prepared bodies, and returns one result dict. wrk (C, Debian's, shipped by none
-of the servers under test) runs a generated Lua script that formats each request once and prints
-its figures as one JSON line (`MARKER`). The Python client speaks HTTP/1.1 over an asyncio
-`Protocol` with each request's bytes built once (~0.1 ms CPU per request; httpx, ~1 ms, is there
-to compare); it runs when wrk is missing or a request count must bound the run (wrk only knows
-durations). `python -m bench.driver --canned --port P` answers every request with a fixed body.
+`run` keeps `concurrency` keep-alive connections busy for `duration_s` (or `max_requests`) and
+returns one result dict. wrk runs a generated Lua script that formats each request once and
+prints its figures as one JSON line (`MARKER`). The Python client speaks HTTP/1.1 over an asyncio
+`Protocol`, each request's bytes built once; it runs when wrk is missing or a request count must
+bound the run. `closed_loop` and `open_loop` give one `Sample` per request (the open loop sends
+at a set rate whether or not answers come). `python -m bench.driver --canned --port P` answers
+every request with a fixed body: the client's own ceiling.
 """
 
 from __future__ import annotations
@@ -47,14 +46,23 @@ class Body:
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + self.payload
 
 
+@dataclass
+class Sample:
+    """One request of a Python loop."""
+
+    scheduled_s: float  # since the start of the run
+    latency_s: float  # from the (scheduled) send time to the complete answer
+    status: int | str  # the HTTP status, or what went wrong
+    kind: str
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The q-th percentile (0-100), linear between ranks (numpy's default)."""
-    if not values:
-        return math.nan
     if not 0.0 <= q <= 100.0:
         raise ValueError(f"percentile {q} is outside [0, 100]")
-    ordered = sorted(values)
-    rank = q / 100.0 * (len(ordered) - 1)
+    if not values:
+        return math.nan
+    ordered, rank = sorted(values), q / 100.0 * (len(values) - 1)
     low = math.floor(rank)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
@@ -65,21 +73,18 @@ def result(
     items: int,
     counts: tuple[int, int, int],
     elapsed_s: float,
-    ms: dict[str, float],
-    client_cpu_s: float,
+    ms: dict,
+    cpu_s: float,
 ) -> dict[str, Any]:
     """One run's result dict; `counts` = (requests, answered 200, errors)."""
     requests, ok, errors = counts
+    per_s = ok / elapsed_s if elapsed_s > 0 else math.nan
     return {
         "concurrency": concurrency,
-        "requests": requests,
-        "ok": ok,
-        "errors": errors,
-        "elapsed_s": elapsed_s,
-        "rps": ok / elapsed_s if elapsed_s > 0 else math.nan,
-        "items_per_s": ok * items / elapsed_s if elapsed_s > 0 else math.nan,
+        **{"requests": requests, "ok": ok, "errors": errors, "elapsed_s": elapsed_s},
+        **{"rps": per_s, "items_per_s": per_s * items},
         **{f"{k}_ms": v for k, v in ms.items()},
-        "client_cpu_us_per_req": client_cpu_s / requests * 1e6 if requests else math.nan,
+        "client_cpu_us_per_req": cpu_s / requests * 1e6 if requests else math.nan,
     }
 
 
@@ -94,7 +99,7 @@ def summary(
     """The result of one Python-client run from its good latencies and error count."""
     ms = [v * 1e3 for v in latencies_s]
     figures = {f"p{q}": percentile(ms, q) for q in (50, 90, 99)}
-    figures["max"] = max(ms) if ms else math.nan
+    figures["max"] = max(ms, default=math.nan)
     counts = (len(ms) + errors, len(ms), errors)
     return result(concurrency, items, counts, elapsed_s, figures, client_cpu_s)
 
@@ -109,18 +114,25 @@ def run(
     max_requests: int | None = None,
     client: str = "auto",
 ) -> dict[str, Any]:
-    """One bounded load run; `client`: auto (wrk if installed and no count), wrk, raw, httpx."""
+    """One bounded load run; `client`: auto (wrk if installed and no count), wrk or raw."""
     if not bodies:
         raise ValueError("no request bodies")
     if client == "auto":
         client = "wrk" if shutil.which("wrk") and max_requests is None else "raw"
     if client == "wrk":
         return run_wrk(url, bodies, concurrency, duration_s, workdir, items)
+    if client != "raw":
+        raise ValueError(f"unknown client {client!r} (wrk or raw)")
     host, port = url.removeprefix("http://").rsplit(":", 1)
-    cap = max_requests or 10**9
-    return asyncio.run(
-        _closed_loop(host, int(port), bodies, concurrency, cap, duration_s, items, client)
-    )
+    # The caller may hold TensorFlow: a full collection (~150 ms) would look like server latency.
+    gc.collect()
+    gc.freeze()
+    cpu, start = time.process_time(), time.perf_counter()
+    loop = closed_loop(host, int(port), bodies, concurrency, duration_s, max_requests)
+    samples = asyncio.run(loop)
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    latencies = [s.latency_s for s in samples if s.status == 200]
+    return summary(concurrency, items, latencies, len(samples) - len(latencies), elapsed, cpu)
 
 
 # wrk -----------------------------------------------------------------------------------------
@@ -130,9 +142,29 @@ def _lua(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+#: Counts the answers 200, 503, 504 and other 5xx (a Lua call per answer: only when asked).
+STATUS_TALLY = """local threads = {}
+setup = function(thread) table.insert(threads, thread) end
+response = function(status)
+  local k = status == 200 and "s200" or status == 503 and "s503" or status == 504 and "s504"
+    or status >= 500 and "s5xx"
+  if k then _G[k] = (_G[k] or 0) + 1 end
+end
+local function counts()
+  local out = {}
+  for _, k in ipairs({"s200", "s503", "s504", "s5xx"}) do
+    local n = 0
+    for _, t in ipairs(threads) do n = n + (t:get(k) or 0) end
+    table.insert(out, string.format('"%s": %d', k, n))
+  end
+  return ", " .. table.concat(out, ", ")
+end
+"""
+
+
 def lua_script(bodies: Sequence[Body], files: Sequence[Path], statuses: bool = False) -> str:
     """Format each request once per thread, cycle through them, report as one JSON line;
-    `statuses` also counts the answers 200, 503, 504 and other 5xx (a Lua call per answer)."""
+    `statuses` also counts the answers by status (`STATUS_TALLY`)."""
     specs = []
     for body, path in zip(bodies, files, strict=True):
         headers = ", ".join(f"[{_lua(k)}] = {_lua(v)}" for k, v in body.headers)
@@ -145,29 +177,12 @@ def lua_script(bodies: Sequence[Body], files: Sequence[Path], statuses: bool = F
         '"write": %d, "timeout": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, '
         '"max_us": %d, "mean_us": %.1f'
     )
-    counted = ("s200", "s503", "s504", "s5xx")
-    tally = f"""local threads = {{}}
-setup = function(thread) table.insert(threads, thread) end
-response = function(status)
-  local k = status == 200 and "s200" or status == 503 and "s503" or status == 504 and "s504"
-    or status >= 500 and "s5xx"
-  if k then _G[k] = (_G[k] or 0) + 1 end
-end
-local function counts()
-  local out = {{}}
-  for _, k in ipairs({{{", ".join(map(_lua, counted))}}}) do
-    local n = 0
-    for _, t in ipairs(threads) do n = n + (t:get(k) or 0) end
-    table.insert(out, string.format('"%s": %d', k, n))
-  end
-  return ", " .. table.concat(out, ", ")
-end
-"""
     return (
         "local specs = {\n"
         + "\n".join(specs)
-        + "\n}\n"
-        + f"""local requests = {{}}
+        + f"""
+}}
+local requests = {{}}
 local count = 0
 init = function(args)
   for i, spec in ipairs(specs) do
@@ -181,7 +196,7 @@ request = function()
   count = count % #requests + 1
   return requests[count]
 end
-{tally if statuses else "local function counts() return '' end"}
+{STATUS_TALLY if statuses else "local function counts() return '' end"}
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format('{MARKER}{{{fields}%s}}\\n',
@@ -242,12 +257,8 @@ def run_wrk(
     script = workdir / "run.lua"
     script.write_text(lua_script(bodies, files, statuses), encoding="utf-8")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run(
-        wrk_command(url, script, concurrency, duration_s, timeout_s),
-        capture_output=True,
-        text=True,
-        timeout=duration_s + timeout_s + 30,
-    )
+    command = wrk_command(url, script, concurrency, duration_s, timeout_s)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=duration_s + 40)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     if done.returncode != 0:
@@ -270,7 +281,7 @@ class ResponseParser:
 
     def __init__(self) -> None:
         self._buffer = bytearray()
-        self._head: tuple[int, dict[str, str], int, bool] | None = None
+        self._head: tuple[int, dict[str, str]] | None = None
 
     def feed(self, data: bytes) -> list[Response]:
         self._buffer += data
@@ -281,28 +292,22 @@ class ResponseParser:
 
     def _next(self) -> Response | None:
         if self._head is None:
-            end = self._buffer.find(b"\r\n\r\n")
-            if end < 0:
+            if (end := self._buffer.find(b"\r\n\r\n")) < 0:
                 return None
-            lines = bytes(self._buffer[:end]).decode("latin-1").split("\r\n")
-            headers = {}
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
+            first, *lines = bytes(self._buffer[:end]).decode("latin-1").split("\r\n")
+            pairs = (line.partition(":") for line in lines)
+            headers = {name.strip().lower(): value.strip() for name, _, value in pairs}
             del self._buffer[: end + 4]
-            chunked = "chunked" in headers.get("transfer-encoding", "").lower()
-            length = int(headers.get("content-length", 0))
-            self._head = (int(lines[0].split(" ", 2)[1]), headers, length, chunked)
-        status, headers, length, chunked = self._head
-        if chunked:
+            self._head = (int(first.split(" ", 2)[1]), headers)
+        status, headers = self._head
+        body: bytes | None = None
+        if "chunked" in headers.get("transfer-encoding", "").lower():
             body = self._dechunk()
-            if body is None:
-                return None
-        elif len(self._buffer) < length:
-            return None
-        else:
+        elif len(self._buffer) >= (length := int(headers.get("content-length", 0))):
             body = bytes(self._buffer[:length])
             del self._buffer[:length]
+        if body is None:
+            return None
         self._head = None
         return Response(status, headers, body)
 
@@ -310,11 +315,12 @@ class ResponseParser:
         parts: list[bytes] = []
         position = 0
         while (line_end := self._buffer.find(b"\r\n", position)) >= 0:
-            size = int(bytes(self._buffer[position:line_end]).split(b";")[0], 16)
-            start = line_end + 2
+            size, start = (
+                int(bytes(self._buffer[position:line_end]).split(b";")[0], 16),
+                line_end + 2,
+            )
             if size == 0:
-                trailer_end = self._buffer.find(b"\r\n", start)
-                if trailer_end < 0:
+                if (trailer_end := self._buffer.find(b"\r\n", start)) < 0:
                     return None
                 del self._buffer[: trailer_end + 2]
                 return b"".join(parts)
@@ -355,76 +361,6 @@ class Connection(asyncio.Protocol):
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(wire)
         return await self.waiter
-
-
-async def _closed_loop(
-    host: str,
-    port: int,
-    bodies: Sequence[Body],
-    concurrency: int,
-    cap: int,
-    duration_s: float,
-    items: int,
-    client: str,
-) -> dict[str, Any]:
-    latencies: list[float] = []
-    errors = 0
-    left, deadline = cap, math.inf  # the clock starts after the collection below
-
-    def take() -> bool:
-        nonlocal left
-        left -= 1
-        return left >= 0 and time.perf_counter() < deadline
-
-    async def httpx_worker(session: Any) -> None:
-        nonlocal errors
-        i = 0
-        while take():
-            body, i, start = bodies[i % len(bodies)], i + 1, time.perf_counter()
-            try:
-                response = await session.request(
-                    body.method,
-                    f"http://{host}:{port}{body.path}",
-                    content=body.payload,
-                    headers=dict(body.headers),
-                )
-            except Exception:  # any transport error counts, the run goes on
-                errors += 1
-                continue
-            if response.status_code == 200:
-                latencies.append(time.perf_counter() - start)
-            else:
-                errors += 1
-
-    # The caller may hold TensorFlow: a full collection (~150 ms) would look like server latency.
-    gc.collect()
-    gc.freeze()
-    cpu, start = time.process_time(), time.perf_counter()
-    deadline = start + duration_s
-    if client == "raw":
-        samples = await closed_loop(host, port, bodies, concurrency, duration_s, cap)
-        latencies = [s.latency_s for s in samples if s.status == 200]
-        errors = len(samples) - len(latencies)
-    elif client == "httpx":
-        import httpx
-
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        async with httpx.AsyncClient(limits=limits, timeout=120.0) as session:
-            await asyncio.gather(*(httpx_worker(session) for _ in range(concurrency)))
-    else:
-        raise ValueError(f"unknown client {client!r} (wrk, raw or httpx)")
-    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-    return summary(concurrency, items, latencies, errors, elapsed, cpu)
-
-
-@dataclass
-class Sample:
-    """One request of an open loop."""
-
-    scheduled_s: float  # since the start of the run
-    latency_s: float  # from the scheduled send time to the complete answer
-    status: int | str  # the HTTP status, or what went wrong
-    kind: str
 
 
 async def closed_loop(

@@ -41,9 +41,10 @@ def models() -> tuple[str, ...]:
 
 
 def latest_version(model_dir: Path, name: str) -> Path | None:
-    versions = [p.parent for p in (model_dir / name).glob("*/saved_model.pb")]
-    versions = [p for p in versions if p.name.isdigit()]
-    return max(versions, key=lambda p: int(p.name)) if versions else None
+    found = [
+        p.parent for p in (model_dir / name).glob("*/saved_model.pb") if p.parent.name.isdigit()
+    ]
+    return max(found, key=lambda p: int(p.name), default=None)
 
 
 # Arguments --------------------------------------------------------------------------------------
@@ -101,19 +102,10 @@ def training_running() -> list[str]:
     return found
 
 
-def refuse_while_training(args: argparse.Namespace, wait_s: float = 0.0) -> bool:
+def refuse_while_training(args: argparse.Namespace) -> bool:
     """True (and a message) when training runs and the run should not start."""
-    busy, until = training_running(), time.monotonic() + wait_s
-    while busy and time.monotonic() < until:
-        print(f"waiting for training to finish: {busy[0]}", flush=True)
-        time.sleep(min(30.0, max(1.0, until - time.monotonic())))
-        busy = training_running()
-    if busy and not args.allow_training:
-        print(
-            "training runs on this machine; its load would distort the figures (wait, or "
-            "--allow-training for a smoke run):\n  " + "\n  ".join(busy),
-            file=sys.stderr,
-        )
+    if (busy := training_running()) and not args.allow_training:
+        print("training runs here (--allow-training for a smoke run):", *busy, file=sys.stderr)
         return True
     return False
 
@@ -121,30 +113,25 @@ def refuse_while_training(args: argparse.Namespace, wait_s: float = 0.0) -> bool
 # The machine and the report -----------------------------------------------------------------
 
 
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
+def _version(*dists: str) -> str:
+    for dist in dists:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            return metadata.version(dist)
+    return "not installed"
 
 
 def machine_info() -> dict[str, Any]:
     """Cores, CPU model, memory, versions and the load average before the run."""
-    info = {"cpu": platform.processor() or "unknown", "memory_gib": math.nan}
+    info: dict[str, Any] = {"cores": len(os.sched_getaffinity(0)), "cpu": platform.processor()}
     with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                info["memory_gib"] = round(int(line.split()[1]) / 1024**2, 1)
-    tf = _version("tensorflow")
+        cpu = [x for x in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in x]
+        info["cpu"] = cpu[0].split(":", 1)[1].strip() if cpu else info["cpu"] or "unknown"
+        kib = Path("/proc/meminfo").read_text().split("MemTotal:", 1)[1].split()[0]
+        info["memory_gib"] = round(int(kib) / 1024**2, 1)
     return {
-        "cores": len(os.sched_getaffinity(0)),
         **info,
         "python": platform.python_version(),
-        "tensorflow": tf if tf != "not installed" else _version("tensorflow-cpu"),
+        "tensorflow": _version("tensorflow", "tensorflow-cpu"),
         **{dist: _version(dist) for dist in ("uvicorn", "fastapi", "uvloop", "httptools")},
         "load_before": [round(x, 2) for x in os.getloadavg()],
     }
@@ -152,20 +139,14 @@ def machine_info() -> dict[str, Any]:
 
 def git_commit() -> tuple[str, bool]:
     """Short commit of HEAD and whether service/, bench/ or models/ differ from it."""
+    git = ["git", "-C", str(REPO)]
     try:
-        git = ["git", "-C", str(REPO)]
-        commit = subprocess.run(
-            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            [*git, "status", "--porcelain", "--", "service", "bench", "models"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        commit = subprocess.check_output([*git, "rev-parse", "--short", "HEAD"], text=True)
+        paths = ["status", "--porcelain", "--", "service", "bench", "models"]
+        dirty = subprocess.check_output([*git, *paths], text=True)
     except (OSError, subprocess.CalledProcessError):
         return "unknown", False
-    return commit, bool(dirty)
+    return commit.strip(), bool(dirty.strip())
 
 
 def new_report(name: str, argv: Sequence[str], **fields: Any) -> dict[str, Any]:
@@ -193,17 +174,14 @@ def header(report: dict[str, Any], title: str) -> list[str]:
         "",
         f"Command: `{report['command']}`{wall}.",
         "",
-        f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB; Python {m['python']}, "
-        f"TensorFlow {m['tensorflow']}, uvicorn {m.get('uvicorn', '?')}; load average before "
-        f"the run {', '.join(map(str, m['load_before']))} (a machine shared with other work: "
-        "compare figures within one run).",
+        f"Machine: {m['cores']} cores ({m['cpu']}), {m.get('memory_gib', '?')} GiB; Python "
+        f"{m['python']}, TensorFlow {m['tensorflow']}, uvicorn {m.get('uvicorn', '?')}; load "
+        f"average before the run {', '.join(map(str, m['load_before']))} (a machine shared "
+        "with other work: compare figures within one run).",
         "",
     ]
     if report.get("contended"):
-        out += [
-            f"**Contended run** ({report['contended']}): only ratios within it mean anything.",
-            "",
-        ]
+        out += [f"**Contended run** ({report['contended']}): only ratios within it count.", ""]
     return out
 
 
@@ -215,7 +193,7 @@ def write(report: dict[str, Any], text: str, directory: Path, label: str = "") -
     if isinstance(report.get("stats"), dict):  # keyed by tuples: rows of key parts + figures
         report = {**report, "stats": [[*k, v] for k, v in report["stats"].items()]}
     path.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str) + "\n")
-    print(f"wrote {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
+    print(f"wrote {path}")
     return path
 
 
@@ -266,20 +244,16 @@ def ratio(a: float, b: float) -> float:
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        return int(sock.getsockname()[1])
 
 
 def process_tree(pid: int) -> list[int]:
     """`pid` and all its descendants (uvicorn's worker processes)."""
     tree, todo = [], [pid]
     while todo:
-        current = todo.pop()
-        tree.append(current)
+        tree.append(current := todo.pop())
         with contextlib.suppress(OSError):
-            todo += [
-                int(x) for x in Path(f"/proc/{current}/task/{current}/children").read_text().split()
-            ]
+            todo += map(int, Path(f"/proc/{current}/task/{current}/children").read_text().split())
     return tree
 
 
@@ -296,13 +270,9 @@ def cpu_seconds(pids: Sequence[int]) -> float:
 def memory_kib(pid: int) -> dict[str, int]:
     """VmRSS (shared pages in full) and Pss (shared pages split) in KiB."""
     out: dict[str, int] = {}
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                out["rss"] = int(line.split()[1])
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                out["pss"] = int(line.split()[1])
+    for key, name, file in (("rss", "VmRSS:", "status"), ("pss", "Pss:", "smaps_rollup")):
+        with contextlib.suppress(OSError, IndexError):
+            out[key] = int(Path(f"/proc/{pid}/{file}").read_text().split(name)[1].split()[0])
     return out
 
 
@@ -310,10 +280,7 @@ def request_once(
     base_url: str, body: Body, timeout: float = 30.0
 ) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(
-        base_url + body.path,
-        data=body.payload or None,
-        method=body.method,
-        headers=dict(body.headers),
+        base_url + body.path, body.payload or None, dict(body.headers), method=body.method
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -353,16 +320,16 @@ class Server:
         while time.perf_counter() < start + timeout_s:
             if self.process.poll() is not None:
                 raise RuntimeError(
-                    f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}"
+                    f"{self.name} exited with {self.process.returncode}:\n{self.tail()}"
                 )
             with contextlib.suppress(OSError):
                 if request_once(self.url, Body("GET", self.ready_path), 2.0)[0] == 200:
                     return time.perf_counter() - start
             time.sleep(0.25)
         self.stop()
-        raise RuntimeError(f"{self.name} not ready after {timeout_s:g} s:\n{self.log_tail()}")
+        raise RuntimeError(f"{self.name} not ready after {timeout_s:g} s:\n{self.tail()}")
 
-    def log_tail(self, lines: int = 30) -> str:
+    def tail(self, lines: int = 30) -> str:
         with contextlib.suppress(OSError):
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
         return ""
@@ -422,20 +389,23 @@ def python_server(name: str, module: str, args: Sequence[str], log_dir: Path, **
 
 
 def our_server(
-    model_dir: Path, names: Sequence[str], workers: int, log_dir: Path, max_items: int = 1024
+    model_dir: Path,
+    names: Sequence[str],
+    workers: int,
+    log_dir: Path,
+    max_items: int = 1024,
+    **env: str,
 ) -> Server:
     """The service on loopback; readiness waits for `names`; bulk bodies of `max_items` fit."""
     args = ["--host", "127.0.0.1", "--workers", str(workers), "--log-level", "warning"]
-    return python_server(
-        "service",
-        "service",
-        args,
-        log_dir,
-        MLDM_MODEL_DIR=str(model_dir),
-        MLDM_EXPECTED_MODELS=json.dumps(list(names)),
-        MLDM_MAX_ITEMS_PER_REQUEST=str(max(max_items, 1024)),
-        MLDM_MAX_BODY_BYTES=str(max(max_items * 28 * 28 * 4 * 2, 64 * 2**20)),
-    )
+    env = {
+        "MLDM_MODEL_DIR": str(model_dir),
+        "MLDM_EXPECTED_MODELS": json.dumps(list(names)),
+        "MLDM_MAX_ITEMS_PER_REQUEST": str(max(max_items, 1024)),
+        "MLDM_MAX_BODY_BYTES": str(max(max_items * 28 * 28 * 4 * 2, 64 * 2**20)),
+        **env,
+    }
+    return python_server("service", "service", args, log_dir, **env)
 
 
 def canned_server(log_dir: Path) -> Server:

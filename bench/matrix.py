@@ -144,34 +144,20 @@ def aggregate(points: Sequence[dict[str, Any]]) -> dict[Key, dict[str, float]]:
 
 def table(stats: dict[Key, dict[str, float]], servers: Sequence[str] = ()) -> list[str]:
     """Every (server, route, point): the one results table of the load scenarios."""
-    order = {name: i for i, name in enumerate(servers)}
-    kinds = {kind: i for i, kind in enumerate(wire.KINDS)}
-
-    def where(key: Key) -> tuple[Any, ...]:
-        return (*key[2:], order.get(key[0], 99), kinds[key[1]])
-
-    rows = sorted(stats.items(), key=lambda kv: where(kv[0]))
-    return harness.table(
-        "model | conc.: | items/req: | server | route | items/s: | req/s: | p50 ms: | p99 ms: | "
-        "errors: | requests: | client CPU us/req: | server CPU us/req: | RSS MiB: | noise:",
-        (
-            [
-                m,
-                c,
-                n,
-                server,
-                wire.KIND_TITLES[kind],
-                s["items_per_s"],
-                s["rps"],
-                fmt(s["p50_ms"], 2),
-                s["p99_ms"],
-                int(s["errors"]),
-                int(s["requests"]),
-                fmt(s["client_cpu_us_per_req"], 0),
-                fmt(s["server_cpu_us_per_req"], 0),
-                fmt(s["rss_mib"], 0),
-                "-" if math.isnan(s["noise"]) else f"{s['noise']:.0%}",
-            ]
-            for (server, kind, m, c, n), s in rows
-        ),
+    order, kinds = (
+        {name: i for i, name in enumerate(servers)},
+        {k: i for i, k in enumerate(wire.KINDS)},
     )
+    rows = sorted(
+        stats.items(), key=lambda kv: (*kv[0][2:], order.get(kv[0][0], 99), kinds[kv[0][1]])
+    )
+    head = "model | conc.: | items/req: | server | route | items/s: | req/s: | p50 ms: | p99 ms: | "
+    head += "errors: | requests: | client CPU us/req: | server CPU us/req: | RSS MiB: | noise:"
+    cells = []
+    for (server, kind, m, c, n), s in rows:
+        noise = "-" if math.isnan(s["noise"]) else f"{s['noise']:.0%}"
+        cpu = [fmt(s[f"{who}_cpu_us_per_req"], 0) for who in ("client", "server")]
+        figures = [s["items_per_s"], s["rps"], fmt(s["p50_ms"], 2), s["p99_ms"]]
+        counts = [int(s["errors"]), int(s["requests"]), *cpu, fmt(s["rss_mib"], 0), noise]
+        cells.append([m, c, n, server, wire.KIND_TITLES[kind], *figures, *counts])
+    return harness.table(head, cells)

@@ -1,20 +1,10 @@
 """Is the service's memory growth under batched load a per-batch-shape cache or a leak?
 
-With adaptive batching on, merged batches take every size from 1 to the batch limit, so the
-model sees hundreds of distinct input shapes; with batching off it sees one. ``python -m bench
-memshapes`` calls a SavedModel's `serving_default` signature from a two-thread pool (as the
-service's inference pool does) in passes, each pass over the same list of batch sizes, and
-records the resident memory after every pass, in a fresh subprocess per variant:
-
-- ``constant``: every call the same batch size (what batching off gives);
-- ``distinct``: each pass every batch size 1..N once (what batching gives), same item count;
-- ``padded``: the same batches padded up to the next power of two (9 shapes; the fix idea);
-- ``distinct`` again with oneDNN's optimisations off (``TF_ENABLE_ONEDNN_OPTS=0``), with a
-  small oneDNN primitive cache (``ONEDNN_PRIMITIVE_CACHE_CAPACITY``), and with glibc limited
-  to two malloc arenas (``MALLOC_ARENA_MAX=2``).
-
-Growth that stops after the first pass over the sizes is a cache keyed by shape (bounded by the
-number of distinct sizes); growth that goes on pass after pass at the same rate is a leak.
+``python -m bench memshapes`` calls a SavedModel's `serving_default` from a two-thread pool in
+passes over the same list of batch sizes and records the resident memory after each pass, in a
+fresh subprocess per variant: every call one size (batching off), every size 1..N once (batching
+on), the same padded up to powers of two, and oneDNN and malloc settings. Growth that stops after
+the first pass is a cache keyed by shape; growth that goes on pass after pass is a leak.
 """
 
 from __future__ import annotations
@@ -40,10 +30,6 @@ VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
 }
 
 
-def rss_mib() -> float:
-    return harness.memory_kib(os.getpid()).get("rss", 0) / 1024
-
-
 def child(model: str, mode: str, sizes: int, passes: int) -> dict[str, Any]:
     """In the subprocess: load, warm up at batch 1, then `passes` passes; RSS after each."""
     from concurrent.futures import ThreadPoolExecutor
@@ -52,11 +38,12 @@ def child(model: str, mode: str, sizes: int, passes: int) -> dict[str, Any]:
     import tensorflow as tf
 
     function = tf.saved_model.load(model).signatures["serving_default"]
-    _, kwargs = function.structured_input_signature
-    (name, spec), *_ = kwargs.items()
-    item = [int(d) for d in spec.shape[1:]]
-    rng = np.random.default_rng(0)
-    pool = ThreadPoolExecutor(max_workers=2)
+    (name, spec), *_ = function.structured_input_signature[1].items()
+    item, rng, pool = (
+        [int(d) for d in spec.shape[1:]],
+        np.random.default_rng(0),
+        ThreadPoolExecutor(2),
+    )
 
     def call(batch: int) -> None:
         array = rng.random([batch, *item], dtype=np.float32)
@@ -65,7 +52,10 @@ def child(model: str, mode: str, sizes: int, passes: int) -> dict[str, Any]:
 
     for _ in range(20):
         call(1)
-    out: dict[str, Any] = {"after_warmup": rss_mib(), "passes": []}
+    out: dict[str, Any] = {
+        "after_warmup": harness.memory_kib(os.getpid()).get("rss", 0) / 1024,
+        "passes": [],
+    }
     schedule = list(range(1, sizes + 1))
     if mode == "constant":  # the same items per pass, in batches of one size
         mean = max(1, round(sum(schedule) / len(schedule)))
@@ -74,7 +64,7 @@ def child(model: str, mode: str, sizes: int, passes: int) -> dict[str, Any]:
         schedule = [1 << (size - 1).bit_length() for size in schedule]
     for _ in range(passes):
         list(pool.map(call, schedule))
-        out["passes"].append(rss_mib())
+        out["passes"].append(harness.memory_kib(os.getpid()).get("rss", 0) / 1024)
     pool.shutdown()
     return out
 

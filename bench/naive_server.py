@@ -1,13 +1,8 @@
-"""The naive reference server of the serving benchmark: a model server as tutorials write one.
-
-A plain FastAPI app that loads the SavedModels into Keras models (`keras.layers.TFSMLayer` in a
-functional `keras.Model`) and calls `model.predict(x)` once per request, with pydantic bodies and
-`.tolist()` responses. It answers the same JSON bodies as our task endpoints for the benchmark's
-scenarios (classify, energy from potential) and `/v2/health/ready`. The routes are plain `def`,
-which FastAPI runs in its thread pool: the kinder of the two tutorial styles (an `async def`
-route calling `predict` would block the event loop outright).
-
-``python -m bench.naive_server --port P [--model-dir models]`` serves it with uvicorn.
+"""The naive reference server of the serving benchmark, as tutorials write one: FastAPI with
+pydantic bodies, the SavedModels reloaded as Keras models (`keras.layers.TFSMLayer`), one
+`model.predict(x)` per request in plain `def` routes (FastAPI's thread pool: the kinder tutorial
+style), `.tolist()` answers; our task routes' JSON for classify and energy from potential.
+``python -m bench.naive_server --port P [--model-dir models]``.
 """
 
 from __future__ import annotations
@@ -25,8 +20,7 @@ from bench.harness import REPO, latest_version
 REPO_MODELS = REPO / "models"
 
 
-def load_keras_model(path: Path, input_name: str, shape: tuple[int, ...]) -> Any:
-    """The SavedModel's `serving_default` as a Keras model, the way the Keras docs reload one."""
+def keras_model(path: Path, input_name: str, shape: tuple[int, ...]) -> Any:
     import keras
 
     inputs = keras.Input(shape=shape, name=input_name)
@@ -46,13 +40,11 @@ class PotentialRequest(BaseModel):
 def create_app(model_dir: Path = REPO_MODELS) -> FastAPI:
     import numpy as np
 
-    models: dict[str, Any] = {}
-    classifier_path = latest_version(model_dir, "digit_classifier")
-    if classifier_path is not None:
-        models["digit_classifier"] = load_keras_model(classifier_path, "images", (28, 28, 1))
-    energy_path = latest_version(model_dir, "energy_from_potential")
-    if energy_path is not None:
-        models["energy_from_potential"] = load_keras_model(energy_path, "potential", (64,))
+    inputs = {
+        "digit_classifier": ("images", (28, 28, 1)),
+        "energy_from_potential": ("potential", (64,)),
+    }
+    models = {m: keras_model(p, *inputs[m]) for m in inputs if (p := latest_version(model_dir, m))}
 
     app = FastAPI(title="naive reference server")
 

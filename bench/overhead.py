@@ -1,11 +1,7 @@
 """Where one request's time goes, timed in-process (no network): the signature call, the pool
-hop, the batcher, the metric calls, the whole ASGI app per protocol (``python -m bench overhead``;
-``--only metrics`` for the metric calls alone).
-
-The metric calls of one served request (the in-flight gauge up and down, one model execution,
-one data-plane request and one HTTP request, `service.metrics`) are timed best of 5 x 20,000,
-with in-memory values and with `PROMETHEUS_MULTIPROC_DIR` set (memory-mapped files, as with
-`MLDM_WORKERS` > 1), each in a child process: the library picks its value type when imported.
+hop, the batcher, the metric calls, the whole ASGI app per protocol (``python -m bench overhead``).
+``--only metrics``: the metric calls of one served request alone (best of 5 x 20,000, in a child
+process each with in-memory values and with `PROMETHEUS_MULTIPROC_DIR` set, as with workers > 1).
 """
 
 from __future__ import annotations
@@ -53,20 +49,10 @@ class AsgiCall:
         headers = [(k.lower().encode(), v.encode()) for k, v in body.headers]
         headers += [(b"content-length", str(len(body.payload)).encode()), (b"host", b"bench")]
         self.app, self.payload, self.status = app, body.payload, 0
-        self.scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": body.method,
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": query.encode(),
-            "root_path": "",
-            "headers": headers,
-            "client": ("127.0.0.1", 1),
-            "server": ("127.0.0.1", 80),
-        }
+        self.scope: dict[str, Any] = {"type": "http", "asgi": {"version": "3.0"}, "scheme": "http"}
+        self.scope |= dict(method=body.method, path=path, raw_path=path.encode(), root_path="")
+        self.scope |= dict(query_string=query.encode(), headers=headers, http_version="1.1")
+        self.scope |= dict(client=("127.0.0.1", 1), server=("127.0.0.1", 80))
 
     async def __call__(self) -> int:
         sent = False
@@ -137,20 +123,12 @@ async def measure(model_dir: Path, calls: int) -> list[tuple[str, float]]:
     from service.batching import AdaptiveBatcher
 
     executor, loop = ThreadPoolExecutor(max_workers=2), asyncio.get_running_loop()
-    rows.append(
-        (
-            "run_in_executor round trip (idle pool, no-op)",
-            await median_us(lambda: loop.run_in_executor(executor, int), calls),
-        )
-    )
+    hop = await median_us(lambda: loop.run_in_executor(executor, int), calls)
+    rows.append(("run_in_executor round trip (idle pool, no-op)", hop))
     batcher = AdaptiveBatcher(lambda a: {"y": a}, executor, 256, 0.0, name="noop")
     x1 = np.zeros((1, 64), np.float32)
-    rows.append(
-        (
-            "AdaptiveBatcher.submit round trip (empty queue, no-op)",
-            await median_us(lambda: batcher.submit(x1), calls),
-        )
-    )
+    batched = await median_us(lambda: batcher.submit(x1), calls)
+    rows.append(("AdaptiveBatcher.submit round trip (empty queue, no-op)", batched))
     await batcher.close()
     executor.shutdown()
     for batching in (True, False):
@@ -158,10 +136,8 @@ async def measure(model_dir: Path, calls: int) -> list[tuple[str, float]]:
             label = f"batching {'on' if batching else 'off'}{', stub model' if stub else ''}"
             async with served_app(model_dir, stub, batching_enabled=batching) as app:
                 live = AsgiCall(app, wire.Body("GET", "/v2/health/live"))
-                rows.append(
-                    (f"ASGI app, GET /v2/health/live ({label})", await median_us(live, calls))
-                )
-                for name, route in (await app_routes(app)).items():
+                routes = {"GET /v2/health/live": live, **(await app_routes(app))}
+                for name, route in routes.items():
                     rows.append((f"ASGI app, {name} ({label})", await median_us(route, calls)))
     return rows
 
@@ -187,12 +163,12 @@ def metric_calls_us() -> float:
 def metric_rows() -> list[tuple[str, float]]:
     """`metric_calls_us` in a child process with one process's metrics, then multiprocess."""
     rows, env = [], {k: v for k, v in harness.base_env().items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    command = [sys.executable, "-m", "bench.overhead", "--metrics-child"]
     with tempfile.TemporaryDirectory() as folder:
         for label, extra in (
             ("one process", {}),
             ("multiprocess", {"PROMETHEUS_MULTIPROC_DIR": folder}),
         ):
-            command = [sys.executable, "-m", "bench.overhead", "--metrics-child"]
             done = subprocess.run(command, env={**env, **extra}, capture_output=True, check=True)
             rows.append((f"metric calls of one request, {label}", float(done.stdout.split()[-1])))
     return rows

@@ -1,18 +1,7 @@
-"""`python -m bench overload`: the server under overload, slow clients and shutdown.
-
-Starts the service (`harness.python_server`, one worker unless said) with the models of
-`--model-dir` and drives it with the harness's driver: wrk counting answers by status for the
-closed loop at 1,024 connections, `driver.open_loop` at 4x the sustainable rate, and
-`driver.closed_loop` (asyncio, raw HTTP/1.1: light enough to offer more load than the server
-takes, on the same cores) for the rest; latencies under load come from a separate probe process.
-One Markdown table of targets, figures and verdicts goes to the results directory
-(`overload-<date>-<commit>.md`). Bounded: a few minutes in all.
-
-Scenarios: unloaded latency; a closed loop at 1,024 connections and an open loop at 4x the
-sustainable rate (admitted p99 vs unloaded p99, 503 latency, other 5xx, resets, health p99);
-200 slowloris connections and one 64 MiB header (others' p99); a solver flood (classify p99);
-clients that leave their solver requests (the next request's wait); 32 x 32 MB bodies (memory);
-SIGTERM under load with 1 and 2 workers (requests lost).
+"""`python -m bench overload` (docs/reliability.md): the service under overload, slow clients and
+shutdown, one worker unless said, driven by wrk (counting answers by status) at 1,024 connections,
+`driver.open_loop` at 4x the sustainable rate and `driver.closed_loop` for the rest; latencies
+under load come from a separate probe process. Exits 1 if a target is missed.
 """
 
 from __future__ import annotations
@@ -27,7 +16,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,16 +33,10 @@ HEALTH = Body("GET", "/v2/health/ready", headers=(("Connection", "close"),))
 Row = tuple[str, str, str, bool | None]  # scenario, target, figure, met
 
 
-def _raise_fd_limit() -> None:
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
 def classify_body() -> Body:
-    pixels = np.random.default_rng(0).random(784).round(3).tolist()
-    body = {"inputs": [{"name": "images", "shape": [1, 28, 28, 1], "datatype": "FP32"}]}
-    body["inputs"][0]["data"] = pixels
-    return Body("POST", CLASSIFY_PATH, json.dumps(body).encode(), JSON)
+    data = np.random.default_rng(0).random(784).round(3).tolist()
+    tensor = {"name": "images", "shape": [1, 28, 28, 1], "datatype": "FP32", "data": data}
+    return Body("POST", CLASSIFY_PATH, json.dumps({"inputs": [tensor]}).encode(), JSON)
 
 
 def solver_body(count: int) -> Body:
@@ -236,9 +219,18 @@ async def big_header(port: int, size: int) -> str:
 
 
 def service(work: Path, model_dir: Path, workers: int = 1, **env: str) -> harness.Server:
-    args = ["--host", HOST, "--workers", str(workers), "--log-level", "warning"]
-    env = {"MLDM_MODEL_DIR": str(model_dir), "MLDM_LOG_FORMAT": "text", **env}
-    return harness.python_server("service", "service", args, work, **env)
+    names = [m for m in harness.models() if harness.latest_version(model_dir, m)]
+    body_limit = str(64 * 2**20)  # the service's default, as in docs/reliability.md
+    return harness.our_server(
+        model_dir,
+        names,
+        workers,
+        work,
+        16384,
+        MLDM_MAX_BODY_BYTES=body_limit,
+        MLDM_LOG_FORMAT="text",
+        **env,
+    )
 
 
 async def overload_rows(
@@ -247,12 +239,9 @@ async def overload_rows(
     classify, port = classify_body(), server.port
     body_file = work / "classify.json"
     body_file.write_bytes(classify.payload)
-    rows: list[Row] = []
-    base = await closed(port, classify, 1, count=300)
-    base_p99 = base.p(99, 200)
+    base_p99 = (base := await closed(port, classify, 1, count=300)).p(99, 200)
     health_base = await closed(port, HEALTH, 1, count=100)
-    sustained = await closed(port, classify, 32, seconds / 2)
-    rate = sustained.count(200) / (seconds / 2)
+    rate = (await closed(port, classify, 32, seconds / 2)).count(200) / (seconds / 2)
     info = {
         "unloaded classify p50 / p99": f"{base.p(50, 200):.1f} / {base_p99:.1f} ms",
         "unloaded /v2/health/ready p99": f"{health_base.p(99, 200):.1f} ms",
@@ -261,66 +250,53 @@ async def overload_rows(
         "latencies from a separate probe process (a classify and a new-connection health "
         "request every 50 ms)",
     }
-    loads = (
-        (
-            "closed loop (wrk), 1,024 connections",
-            lambda: wrk_closed_loop(server.url, classify, 1024, seconds, work),
+    loads: dict[str, Callable[[], Awaitable[Tally | list[driver.Sample]]]] = {
+        "closed loop (wrk), 1,024 connections": lambda: wrk_closed_loop(
+            server.url, classify, 1024, seconds, work
         ),
-        (
-            f"open loop, 4x = {4 * rate:.0f} req/s",
-            lambda: driver.open_loop(
-                port, [("classify", classify)], 4 * rate, seconds, 2048, queue=True
-            ),
+        f"open loop, 4x = {4 * rate:.0f} req/s": lambda: driver.open_loop(
+            port, [("classify", classify)], 4 * rate, seconds, 2048, queue=True
         ),
-    )
-    for name, load in loads:
+    }
+    rows: list[Row] = []
+    for name, load in loads.items():
         before = listen_overflows()
         probe_task = asyncio.create_task(probing(port, seconds, body_file))
         loaded = await load()
         tally = loaded if isinstance(loaded, Tally) else Tally.of(loaded)
-        sampled = await probe_task
+        seen, health = (sampled := await probe_task)["classify"], sampled["health"]
         overflows = listen_overflows() - before
-        seen, health = sampled["classify"], sampled["health"]
-        admitted, shed = seen.p(99, 200), seen.p(99, 503)
+        admitted, shed, shed_n = seen.p(99, 200), seen.p(99, 503), seen.count(503)
         offered = (tally.count() + tally.reset + tally.timeouts) / seconds
-        health_ok = health.count(200) == health.count() and not health.reset
         others = tally.other_5xx() + seen.other_5xx()
-        answered = [tally.count(s) for s in (200, 503, 504)]
-        rows += [
+        answered = " / ".join(str(tally.count(s)) for s in (200, 503, 504))
+        health_p99, health_ok = health.p(99, 200), health.count(200) == health.count()
+        reset = f"{tally.reset} reset after sending + {overflows} listen-queue overflows"
+        figures: list[tuple[str, str, bool | None]] = [
+            ("offered; answered 200 / 503 / 504", f"{offered:.0f} req/s; {answered}", None),
             (
-                name,
-                "offered; answered 200 / 503 / 504",
-                f"{offered:.0f} req/s; {' / '.join(map(str, answered))}",
-                None,
-            ),
-            (
-                name,
                 f"admitted p99 <= 4x unloaded ({4 * base_p99:.1f} ms)",
                 f"{admitted:.1f} ms ({seen.count(200)} sampled)",
                 admitted <= 4 * base_p99,
             ),
             (
-                name,
                 "503 answered within 50 ms (p99)",
-                f"{shed:.1f} ms ({seen.count(503)} sampled)" if seen.count(503) else "none sampled",
-                seen.count(503) == 0 or shed <= 50,
+                f"{shed:.1f} ms ({shed_n} sampled)" if shed_n else "none sampled",
+                shed_n == 0 or shed <= 50,
             ),
-            (name, "0 5xx other than 503/504", str(others), others == 0),
+            ("0 5xx other than 503/504", str(others), others == 0),
             (
-                name,
                 "0 kernel resets",
-                f"{tally.reset} reset after sending + {overflows} listen-queue overflows "
-                f"(timeouts {tally.timeouts}, refused {tally.refused})",
+                f"{reset} (timeouts {tally.timeouts}, refused {tally.refused})",
                 tally.reset + overflows == 0,
             ),
             (
-                name,
                 "/v2/health/ready p99 < 100 ms",
-                f"{health.p(99, 200):.1f} ms "
-                f"({health.count(200)} ok of {health.count() + health.reset})",
-                health.p(99, 200) < 100 and health_ok,
+                f"{health_p99:.1f} ms ({health.count(200)} ok of {health.count() + health.reset})",
+                health_p99 < 100 and health_ok and not health.reset,
             ),
         ]
+        rows += [(name, *figure) for figure in figures]
         await asyncio.sleep(2)  # let the server settle
     return rows, info
 
@@ -328,50 +304,39 @@ async def overload_rows(
 async def hostile_rows(server: harness.Server, seconds: float) -> list[Row]:
     classify, port = classify_body(), server.port
     base_p99 = (await closed(port, classify, 8, seconds / 2)).p(99, 200)
+    target = f"others' p99 < 2x ({2 * base_p99:.1f} ms)"
     stop = asyncio.Event()
     loris = asyncio.create_task(slowloris(port, 200, stop))
     await asyncio.sleep(1)
     during = await closed(port, classify, 8, seconds)
     stop.set()
     await loris
-    p99 = during.p(99, 200)
-    target = f"others' p99 < 2x ({2 * base_p99:.1f} ms)"
+    p99, errors = during.p(99, 200), during.reset + during.timeouts
     rows: list[Row] = [
-        (
-            "200 slowloris connections",
-            target,
-            f"{p99:.1f} ms (errors {during.reset + during.timeouts})",
-            p99 < 2 * base_p99,
-        )
+        ("200 slowloris connections", target, f"{p99:.1f} ms (errors {errors})", p99 < 2 * base_p99)
     ]
     header = asyncio.create_task(big_header(port, 64 * 2**20))
-    during = await closed(port, classify, 8, seconds / 2)
-    outcome = await header
-    p99 = during.p(99, 200)
-    figure = f"{p99:.1f} ms; the header got: {outcome}"
+    p99 = (await closed(port, classify, 8, seconds / 2)).p(99, 200)
+    figure = f"{p99:.1f} ms; the header got: {await header}"
     return [*rows, ("one 64 MiB header", target, figure, p99 < 2 * base_p99)]
 
 
 async def solver_rows(server: harness.Server, seconds: float) -> list[Row]:
     classify, port = classify_body(), server.port
-    base = await closed(port, classify, 4, seconds / 2)
+    base_p99 = (await closed(port, classify, 4, seconds / 2)).p(99, 200)
     # 40 at once, left when the classify load ends (the timeout): what came back by then.
-    flood = asyncio.create_task(
-        closed(port, solver_body(4096), 40, count=40, timeout_s=0.5 + seconds / 2)
-    )
+    flood_load = closed(port, solver_body(4096), 40, count=40, timeout_s=0.5 + seconds / 2)
+    flood = asyncio.create_task(flood_load)
     await asyncio.sleep(0.5)
-    during = await closed(port, classify, 4, seconds / 2)
+    p99 = (await closed(port, classify, 4, seconds / 2)).p(99, 200)
     tally = await flood
-    p99, base_p99 = during.p(99, 200), base.p(99, 200)
-    rows: list[Row] = [
-        (
-            "40 exact-solver requests of 4,096 potentials",
-            f"classify p99 < 2x unloaded ({2 * base_p99:.1f} ms)",
-            f"{p99:.1f} ms (solver: {tally.count(503)} refused 503 at once, "
-            f"p99 {tally.p(99, 503):.1f} ms)",
-            p99 < 2 * base_p99,
-        )
-    ]
+    solver = f"solver: {tally.count(503)} refused 503 at once, p99 {tally.p(99, 503):.1f} ms"
+    flood_row: Row = (
+        "40 exact-solver requests of 4,096 potentials",
+        f"classify p99 < 2x unloaded ({2 * base_p99:.1f} ms)",
+        f"{p99:.1f} ms ({solver})",
+        p99 < 2 * base_p99,
+    )
     await asyncio.sleep(15)  # the one solver call still running ends
     one = solver_body(1)
     alone = await closed(port, one, 1, count=5)
@@ -389,43 +354,38 @@ async def solver_rows(server: harness.Server, seconds: float) -> list[Row]:
     start = time.perf_counter()
     after = await closed(port, one, 1, count=1)
     wait = time.perf_counter() - start
-    return [
-        *rows,
-        (
-            "8 solver clients that leave after 0.5 s",
-            "their queued work not run: the next request waits ~ one call, not 8 "
-            f"(alone {alone.p(50, 200):.0f} ms)",
-            f"{wait * 1000:.0f} ms (status {list(after.latencies)})",
-            None,
-        ),
-    ]
-
-
-def rss_mib(server: harness.Server) -> float:
-    assert server.process is not None
-    return harness.memory_kib(server.process.pid).get("rss", math.nan) / 1024
+    target = "their queued work not run: the next request waits ~ one call, not 8"
+    figure = f"{wait * 1000:.0f} ms (status {list(after.latencies)})"
+    left_row: Row = (
+        "8 solver clients that leave after 0.5 s",
+        f"{target} (alone {alone.p(50, 200):.0f} ms)",
+        figure,
+        None,
+    )
+    return [flood_row, left_row]
 
 
 async def memory_rows(server: harness.Server) -> list[Row]:
+    assert server.process is not None
+    pid = server.process.pid
     one = len(json.dumps(np.random.default_rng(2).random((28, 28, 1)).round(4).tolist()))
     images = np.random.default_rng(2).random((32 * 10**6 // (one + 2), 28, 28, 1)).round(4)
     payload = json.dumps({"images": images.tolist(), "scale": "unit"}).encode()  # ~32 MB
     body = Body("POST", "/api/v1/digits/classify", payload, JSON)
     await closed(server.port, body, 1, count=2)  # the shapes of this path once, before measuring
     await asyncio.sleep(2)
-    before = rss_mib(server)
+    before = harness.memory_kib(pid).get("rss", math.nan) / 1024
     tally = await closed(server.port, body, 32, count=32)
     await asyncio.sleep(5)
-    after = rss_mib(server)
-    growth = (after - before) / before
+    after = harness.memory_kib(pid).get("rss", math.nan) / 1024
+    growth, refused = (after - before) / before, tally.count(503)
     statuses = {k: len(v) for k, v in tally.latencies.items()}
-    refused = tally.count(503)
+    figure = f"{before:.0f} -> {after:.0f} MiB ({growth:+.1%}); answers {statuses}"
     return [
         (
             "32 x 32 MB bodies at once",
             "memory back within 10% of before, or the burst refused by the memory limit",
-            f"{before:.0f} -> {after:.0f} MiB ({growth:+.1%}); answers {statuses} "
-            f"({refused} of 32 refused)",
+            f"{figure} ({refused} of 32 refused)",
             growth <= 0.10 or refused >= 31,
         )
     ]
@@ -439,13 +399,14 @@ async def sigterm_row(work: Path, model_dir: Path, workers: int, seconds: float)
         server.process.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(server.process.wait, 120)
         tally = await load
+    lost = tally.reset + tally.timeouts
     statuses = {k: len(v) for k, v in tally.latencies.items()}
+    figure = f"{lost} lost; answers {statuses}; refused connects {tally.refused}; exit {code}"
     return (
         f"SIGTERM under load, {workers} worker(s)",
         "0 requests lost without an answer",
-        f"{tally.reset + tally.timeouts} lost; answers {statuses}; "
-        f"refused connects {tally.refused}; exit {code}",
-        tally.reset + tally.timeouts == 0,
+        figure,
+        lost == 0,
     )
 
 
@@ -473,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if harness.refuse_while_training(args):
         return 3
-    _raise_fd_limit()  # 1,024 connections and more, for wrk and the clients (inherited)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # 1,024 connections and more, for
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # wrk and the clients (inherited)
     with contextlib.suppress(ImportError):
         import uvloop
 
@@ -483,17 +445,15 @@ def main(argv: list[str] | None = None) -> int:
         rows, info = asyncio.run(run(args.seconds, args.model_dir, Path(work)))
     report |= {"rows": rows, "info": info}
     verdict = {True: "met", False: "**missed**", None: "-"}
+    cells = ([*r[:3], verdict[r[3]]] for r in rows)
     text = "\n".join(
         [
             *harness.header(report, "Overload bench"),
-            "One worker unless said, loopback. The clients run on the same cores as the server: "
-            "read orders of magnitude.",
+            "One worker unless said, loopback; the clients share the server's cores.",
             "",
             *(f"- {key}: {value}" for key, value in info.items()),
             "",
-            *harness.table(
-                "scenario | target | figure | verdict", ([*r[:3], verdict[r[3]]] for r in rows)
-            ),
+            *harness.table("scenario | target | figure | verdict", cells),
             "",
         ]
     )

@@ -1,10 +1,7 @@
-"""Where a server's time goes: py-spy attached to it during a load run, stacks summarised.
-
-py-spy samples every thread of the server (non-blocking, so it is never paused) into collapsed
-stacks; `summarize` turns them into the share of busy samples spent in each package (the leaf
-frame's top-level module: h11, starlette, service, tensorflow...) and in each function
-(inclusive: the function or anything it called). Stacks that end in a wait count apart.
-`point(server, bodies, concurrency, items, work)` profiles one extra, unmeasured load run.
+"""Where a server's time goes: py-spy attached to it during one extra, unmeasured load run
+(`point`), its collapsed stacks summarised (`summarize`) as the share of busy samples in each
+package (the leaf frame's top-level module) and in each function (inclusive); stacks that end in
+a wait count apart.
 """
 
 from __future__ import annotations
@@ -22,16 +19,11 @@ from bench import driver
 
 #: Leaf frames of a thread that waits (a lock, a queue, the selector): not CPU time. py-spy's own
 #: idle detection misses some of them (threads blocked in a C call that holds no lock).
-WAITING = frozenset(
-    {
-        "Condition.wait (threading.py)",
-        "Event.wait (threading.py)",
-        "Queue.get (queue.py)",
-        "EpollSelector.select (selectors.py)",
-        "_worker (concurrent/futures/thread.py)",
-        "Thread._wait_for_tstate_lock (threading.py)",
-    }
-)
+WAITING = {
+    *("Condition.wait (threading.py)", "Event.wait (threading.py)", "Queue.get (queue.py)"),
+    *("EpollSelector.select (selectors.py)", "_worker (concurrent/futures/thread.py)"),
+    "Thread._wait_for_tstate_lock (threading.py)",
+}
 #: Frames every request passes through (event loop, thread bootstraps, entry points): left out
 #: of the "top functions" list, which is about where time differs.
 GENERIC = ("<frozen runpy>", "asyncio", "threading", "concurrent")
@@ -47,9 +39,7 @@ def package_of(frame: str) -> str:
 def _function(frame: str) -> str:
     """The frame without its line number: `Connection.next_event (h11/_connection.py)`."""
     name, sep, where = frame.rpartition(" (")
-    if not sep or not frame.endswith(")"):
-        return frame
-    return f"{name} ({where[:-1].rsplit(':', 1)[0]})"
+    return f"{name} ({where[:-1].rsplit(':', 1)[0]})" if sep and frame.endswith(")") else frame
 
 
 @dataclass
@@ -110,8 +100,7 @@ def point(
 ) -> list[str]:
     """py-spy samples `server` (a `harness.Server`) for 6 s of a 6.5 s load run."""
     local = Path(sys.executable).parent / "py-spy"
-    executable = str(local) if local.exists() else shutil.which("py-spy")
-    if executable is None:
+    if (executable := str(local) if local.exists() else shutil.which("py-spy")) is None:
         raise RuntimeError("py-spy is not installed (pip install py-spy)")
     out = work / f"profile-{server.port}-{concurrency}-{items}.txt"
     command = [executable, "record", "--pid", str(server.pids()[0]), "--duration", "6"]

@@ -64,6 +64,11 @@ def ratios(stats: dict[matrix.Key, dict[str, float]], raw: dict[str, Any]) -> li
 def render_markdown(report: dict[str, Any]) -> str:
     stats, raw = report["stats"], report["raw"]
     models = ", ".join(f"{k} v{v}" for k, v in report["models"].items()) or "none"
+    raw_rows = (
+        [m, b, s["items_per_s"], fmt(s["ms_per_call"], 2)]
+        for m, by in raw.items()
+        for b, s in sorted(by.items())
+    )
     out = [
         *harness.header(report, "Serving benchmark"),
         f"Models: {models}. Service workers: {report['workers']}. Client: {report['client']}, "
@@ -83,18 +88,16 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "## Raw in-process throughput (one pre-built tensor)",
         "",
-        *harness.table(
-            "model | batch: | items/s: | ms per call:",
-            (
-                [m, b, s["items_per_s"], fmt(s["ms_per_call"], 2)]
-                for m, by in raw.items()
-                for b, s in sorted(by.items())
-            ),
-        ),
+        *harness.table("model | batch: | items/s: | ms per call:", raw_rows),
+        "",
+        "## Load client ceiling (canned-response server)",
+        "",
+        *harness.ceiling_table(report["ceiling"]),
+        "",
+        "## Targets",
+        "",
+        *(f"- {line}" for line in report["targets"]),
     ]
-    out += ["", "## Load client ceiling (canned-response server)", ""]
-    out += harness.ceiling_table(report["ceiling"])
-    out += ["", "## Targets", "", *(f"- {line}" for line in report["targets"])]
     if report["memory"]:
         out += ["", "## Memory by uvicorn workers (idle, after start-up)", ""]
         out += harness.table(
@@ -116,12 +119,13 @@ def measure_memory(model_dir: Path, names: list[str], workers: int, work: Path) 
         time.sleep(3.0)
         pids, processes = server.pids(), list[dict[str, Any]]()
         for pid in pids:
-            if mem := harness.memory_kib(pid):
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-                role = "resource tracker" if b"resource_tracker" in cmd else "worker"
-                if pid == pids[0]:
-                    role = "uvicorn (serves)" if workers == 1 else "uvicorn supervisor"
-                processes.append({"pid": pid, "role": role, **mem})
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            role = "resource tracker" if b"resource_tracker" in cmd else "worker"
+            if pid == pids[0]:
+                role = "uvicorn (serves)" if workers == 1 else "uvicorn supervisor"
+            processes += (
+                [{"pid": pid, "role": role, **mem}] if (mem := harness.memory_kib(pid)) else []
+            )
     total = {k: sum(int(p.get(k, 0)) for p in processes) for k in ("rss", "pss")}
     return {"workers": workers, "processes": processes, **total}
 
@@ -131,13 +135,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1, help="uvicorn workers of our service")
     p.add_argument("--bulk-max-requests", type=int, default=300, help="per bulk run")
     p.add_argument("--bulk-items", type=int, default=10_000, help="items per bulk request")
-    p.add_argument("--client", choices=["auto", "wrk", "raw", "httpx"], default="auto")
+    p.add_argument("--client", choices=["auto", "wrk", "raw"], default="auto")
     p.add_argument("--scenarios", nargs="+", choices=["single", "bulk"], default=["single", "bulk"])
     p.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS), help="parts to run")
     p.add_argument("--profile", action="store_true", help="py-spy the service (extra runs)")
-    p.add_argument("--wait-for-training", type=float, default=0.0, metavar="SECONDS")
     args = harness.parse(p, argv)
-    if harness.refuse_while_training(args, args.wait_for_training):
+    if harness.refuse_while_training(args):
         return 3
     model_dir = args.model_dir.resolve()
     present = {n: v for n in harness.models() if (v := harness.latest_version(model_dir, n))}
@@ -159,50 +162,46 @@ def main(argv: list[str] | None = None) -> int:
         memory=[],
         profiles=[],
     )
-    if "raw" in args.only:
-        for name, path in present.items():
-            bulk = [args.bulk_items] if name in (c.model for c in wire.CASES.values()) else []
-            report["raw"][name] = {b: harness.signature_timing(path, b) for b in {RAW_BATCH, *bulk}}
-            print(f"raw {name}: {report['raw'][name]}", flush=True)
-    args.rounds, points = 1, []
+    for name, path in present.items() if "raw" in args.only else ():
+        bulk = [args.bulk_items] if name in (c.model for c in wire.CASES.values()) else []
+        report["raw"][name] = {b: harness.signature_timing(path, b) for b in {RAW_BATCH, *bulk}}
+        print(f"raw {name}: {report['raw'][name]}", flush=True)
+    args.rounds, points, names = 1, [], list(present)
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         work = Path(tmp)
         if "ceiling" in args.only:
-            clients = ["raw", "httpx"] + (["wrk"] if shutil.which("wrk") else [])
+            clients = ["raw"] + (["wrk"] if shutil.which("wrk") else [])
             report["ceiling"] = harness.ceiling(work, min(args.duration, 5), clients)
         keys = [k for k, case in wire.CASES.items() if case.model in present]
         runs = {
             "single": ("task", [(k, 1, c) for k in keys for c in args.concurrency]),
             "bulk": ("npy", [(k, args.bulk_items, c) for k in keys for c in args.concurrency]),
         }
-        most = args.bulk_items
+        naive = ["--model-dir", str(model_dir)]
         servers = {
-            "service": lambda: harness.our_server(model_dir, [*present], args.workers, work, most),
-            "naive": lambda: harness.python_server(
-                "naive", "bench.naive_server", ["--model-dir", str(model_dir)], work
+            "service": lambda: harness.our_server(
+                model_dir, names, args.workers, work, args.bulk_items
             ),
+            "naive": lambda: harness.python_server("naive", "bench.naive_server", naive, work),
         }
+        cap = (args.bulk_max_requests, args.duration, args.warmup)
         for name in (n for n in servers if n in args.only):
             with harness.running(servers[name]()) as server:
                 for kind, groups in (runs[s] for s in args.scenarios):
-                    if name == "naive" and kind != "task":
-                        continue
-                    cap = (args.bulk_max_requests, args.duration, args.warmup)
-                    one = {name: server}
-                    points += matrix.run(
-                        one, [(name, kind)], groups, args, report, work, cap, args.client
-                    )
+                    if name == "service" or kind == "task":  # the naive server has task routes
+                        routes = [(name, kind)]
+                        points += matrix.run(
+                            {name: server}, routes, groups, args, report, work, cap, args.client
+                        )
                     if args.profile and name == "service":
                         at = {min(args.concurrency), max(args.concurrency)}
                         profile(report, server, kind, [g for g in groups if g[2] in at], work)
-        if "memory" in args.only:
-            for workers in (1, 2):
-                report["memory"].append(measure_memory(model_dir, [*present], workers, work))
-                print(f"memory, {workers} worker(s): {report['memory'][-1]['rss']} KiB", flush=True)
+        for workers in (1, 2) if "memory" in args.only else ():
+            report["memory"].append(measure_memory(model_dir, names, workers, work))
+            print(f"memory, {workers} worker(s): {report['memory'][-1]['rss']} KiB", flush=True)
     report["stats"] = matrix.aggregate(points)
     report["targets"] = evaluate_targets(report["stats"], report["raw"])
-    text = render_markdown(report)
-    print("\n" + text)
+    print("\n" + (text := render_markdown(report)))
     if not args.no_write:
         harness.write(report, text, args.results_dir)
     return 0

@@ -144,11 +144,12 @@ def render_markdown(report: dict[str, Any]) -> str:
     s, cal = report["soak"], report["calibration"]
     growth, warm, end = s["rss_growth_after_warmup"], s["rss_after_warmup_mib"], s["rss_end_mib"]
     latency = " / ".join(fmt(s[k]) for k in ("p50_ms", "p99_ms", "max_ms"))
+    memory = f"{fmt(s['rss_start_mib'])} MiB at the start, {fmt(end)} at the end"
+    after = f"after the warm-up ({s['warmup_s']:.0f} s, {fmt(warm)} MiB): {growth:+.1%}"
     lines = [
         *harness.header(report, "Soak"),
-        f"Models: {report['models_source']} ({', '.join(report['models'])}). Server resident "
-        f"memory after start-up: {report['rss_after_start_mib']:.1f} MiB; readiness after the "
-        f"soak: {report['ready_after']}.",
+        f"Models: {report['models_source']} ({', '.join(report['models'])}); RSS after start-up "
+        f"{report['rss_after_start_mib']:.1f} MiB; ready after the soak: {report['ready_after']}.",
         "",
         f"Calibration: closed loop, {cal['concurrency']} connections, {cal['elapsed_s']:.1f} s: "
         f"{cal['rps']:.1f} requests/s (p99 {cal['p99_ms']:.1f} ms, errors {cal['errors']}). Soak: "
@@ -160,43 +161,27 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"- requests scheduled {s['requests']}, answered 200 {s['ok']} "
         f"({s['achieved_rps']:.1f}/s); latency p50 / p99 / max {latency} ms",
-        f"- resident memory {fmt(s['rss_start_mib'])} MiB at the start, {fmt(end)} at the end "
-        f"(peak {fmt(s['rss_peak_mib'])}): {s['rss_growth']:+.1%} from the start",
+        f"- resident memory {memory} (peak {fmt(s['rss_peak_mib'])}): "
+        f"{s['rss_growth']:+.1%} from the start",
         "- " + harness.verdict(s["errors"] == 0, f"errors {s['errors']} (target 0)"),
         "- "
         + harness.verdict(
-            growth < RSS_GROWTH_TARGET,
-            f"memory growth after the warm-up ({s['warmup_s']:.0f} s, {fmt(warm)} MiB): "
-            f"{growth:+.1%} (target < {RSS_GROWTH_TARGET:.0%})",
+            growth < RSS_GROWTH_TARGET, f"memory growth {after} (target < {RSS_GROWTH_TARGET:.0%})"
         ),
     ]
     if s["error_kinds"]:
-        kinds = ", ".join(f"{k}: {v}" for k, v in s["error_kinds"].items())
-        lines += ["", f"Errors by kind: {kinds}"]
+        lines += [
+            "",
+            "Errors by kind: " + ", ".join(f"{k}: {v}" for k, v in s["error_kinds"].items()),
+        ]
+    columns = ("window", "requests", "errors", "p50_ms", "p99_ms", "max_ms", "rss_mib")
     lines += [
         "",
-        "## Over time",
-        "",
-        "Latency from each request's scheduled send time to its complete answer, by window of "
-        "send time; memory is the server's VmRSS at the window's end.",
+        "## Over time (latency from the scheduled send; the server's VmRSS at the window's end)",
         "",
         *harness.table(
             "window | requests: | errors: | p50 ms: | p99 ms: | max ms: | RSS MiB:",
-            (
-                [
-                    w[k]
-                    for k in (
-                        "window",
-                        "requests",
-                        "errors",
-                        "p50_ms",
-                        "p99_ms",
-                        "max_ms",
-                        "rss_mib",
-                    )
-                ]
-                for w in s["windows"]
-            ),
+            ([w[k] for k in columns] for w in s["windows"]),
         ),
     ]
     if report.get("batch_sizes"):
@@ -206,10 +191,10 @@ def render_markdown(report: dict[str, Any]) -> str:
             (
                 [
                     m,
-                    report.get("config", {}).get(m, "-"),
-                    ", ".join(f"{k}: {v}" for k, v in sizes.items()) or "none",
+                    report["config"].get(m, "-"),
+                    ", ".join(f"{k}: {v}" for k, v in n.items()) or "none",
                 ]
-                for m, sizes in report["batch_sizes"].items()
+                for m, n in report["batch_sizes"].items()
             ),
         )
     return "\n".join(lines) + "\n"
@@ -257,57 +242,49 @@ def main(argv: list[str] | None = None) -> int:
             print(f"no SavedModels under {model_dir}; train them or pass --tiny")
             return 2
         with harness.running(harness.our_server(model_dir, models, 1, work)) as server:
-            pid = server.pids()[0]
+            pid, code = server.pids()[0], None
 
             def rss() -> int:
                 return harness.memory_kib(pid).get("rss", 0)
 
-            rss_after_start, code = rss(), None
+            rss_after_start = rss()
             if "digit_encoder" in models:
                 digits = {"images": wire.images(1, 7).tolist(), "scale": "unit"}
                 compress = wire.json_body("/api/v1/digits/compress", digits)
                 status, _, body = harness.request_once(server.url, compress)
                 code = json.loads(body)["codes"][0] if status == 200 else None
             pairs = workload(models, code)
-            bodies = [body for _, body in pairs]
             calibration = driver.run(
-                server.url, bodies, args.concurrency, args.calibrate_s, work, client="raw"
+                server.url,
+                [b for _, b in pairs],
+                args.concurrency,
+                args.calibrate_s,
+                work,
+                client="raw",
             )
             rate = args.rate or max(1.0, calibration["rps"] * args.utilisation)
             print(f"calibration: {calibration['rps']:.1f} req/s; soaking at {rate:.1f}", flush=True)
-            run = asyncio.run(
-                soak(
-                    server.port,
-                    pairs,
-                    rate,
-                    args.duration_s,
-                    args.max_connections,
-                    args.drain_s,
-                    rss,
-                    args.burst,
-                )
-            )
+            loop = (args.max_connections, args.drain_s, rss, args.burst)
+            run = asyncio.run(soak(server.port, pairs, rate, args.duration_s, *loop))
             ready = harness.request_once(server.url, Body("GET", "/v2/health/ready"))[0]
             views = {model: server_view(server, model) for model in models}
+    warmup = args.duration_s / 6 if args.warmup_s is None else args.warmup_s
     report = harness.new_report(
         "soak",
         args.argv,
         models_source=source,
         models=models,
         workload=[name for name, _ in pairs],
-        utilisation=args.utilisation if args.rate is None else rate / calibration["rps"],
+        utilisation=rate / calibration["rps"] if args.rate else args.utilisation,
         calibration={**calibration, "concurrency": args.concurrency},
         rss_after_start_mib=rss_after_start / 1024,
         burst=args.burst,
         config={m: v[0] for m, v in views.items()},
         batch_sizes={m: v[1] for m, v in views.items()},
         ready_after=ready,
-        soak=summarise(
-            run, args.window_s, args.duration_s / 6 if args.warmup_s is None else args.warmup_s
-        ),
+        soak=summarise(run, args.window_s, warmup),
     )
-    text = render_markdown(report)
-    print(text)
+    print(text := render_markdown(report))
     if not args.no_write:
         harness.write(report, text, args.results_dir)
     s = report["soak"]
