@@ -1,6 +1,6 @@
 """The backends side by side, in process: per committed model version and batch size (1, 8, 64),
 the median call time of TensorFlow's signature and of ONNX Runtime's compiled model, the largest
-difference to TensorFlow, and what `auto` would pick (docs/runtimes.md).
+difference to TensorFlow, and what `measure` would pick (docs/runtimes.md).
 
     python -m bench runtimes [--calls N] [--model-dir DIR] [--results-dir DIR] [--no-write]
 
@@ -32,7 +32,7 @@ from service.registry import BackendPolicy, load_version
 
 REPO = harness.REPO
 SIZES = (1, 8, 64)
-STARTUP_SETTINGS = ("tensorflow", "auto", "onnxruntime")
+STARTUP_SETTINGS = ("tensorflow", "measure", "auto")
 
 
 def _difference(reference: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> float:
@@ -138,7 +138,7 @@ def _markdown(report: dict[str, Any]) -> str:
         "",
         *harness.table(
             "model (version) | batch | TensorFlow us | ONNX Runtime us | TF / ORT | max abs diff "
-            "to TF | auto picks",
+            "to TF | measure picks",
             rows,
         ),
         "",
