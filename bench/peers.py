@@ -341,12 +341,24 @@ def best_peer(
     return max(candidates, key=lambda item: item[1]["rps"]) if candidates else None
 
 
+def _ratios(
+    ours: dict[str, dict[str, float]], best: tuple[str, Any] | None, field: str = "rps"
+) -> dict[str, float]:
+    return {
+        r: harness.ratio(s[field], best[1][field]) if best else math.nan for r, s in ours.items()
+    }
+
+
 def targets(report: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
-    """The table rows (ours, the best Python peer, Triton) and issue 19's verdict lines."""
+    """The table rows (ours, the best Python peer, Triton) and issue 19's verdict lines; ours
+    alone, the protocol checks instead."""
     stats, rows, lines = report["stats"], [], []
 
-    def pair(s: dict[str, float] | None) -> str:
-        return f"{fmt(s['rps'])}, {fmt(s['p99_ms'])}" if s else "-"
+    def pair(best: tuple[str, Any] | None) -> str:
+        if not best:
+            return "-"
+        label, s = best
+        return (f"{label}: " if label else "") + f"{fmt(s['rps'])}, {fmt(s['p99_ms'])}"
 
     def triton(server: str) -> bool:
         return server.startswith("triton")
@@ -357,34 +369,24 @@ def targets(report: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
         peer, tri = best_peer(stats, model, c), best_peer(stats, model, c, triton)
         if not ours or not (peer or tri):
             continue
-        ratio = {
-            r: harness.ratio(s["rps"], peer[1]["rps"]) if peer else math.nan
-            for r, s in ours.items()
-        }
-        p99 = {
-            r: harness.ratio(s["p99_ms"], peer[1]["p99_ms"]) if peer else math.nan
-            for r, s in ours.items()
-        }
-        vs_triton = {
-            r: harness.ratio(s["rps"], tri[1]["rps"]) if tri else math.nan for r, s in ours.items()
-        }
+
+        rps, p99, vs_triton = _ratios(ours, peer), _ratios(ours, peer, "p99_ms"), _ratios(ours, tri)
+        cells = [pair(("", ours[r])) if r in ours else "-" for r in ("v2", "task")]
+        cells += [pair(peer), *(fmt(rps.get(r, math.nan), 2) for r in ("v2", "task"))]
+        cells += [fmt(p99.get("v2", math.nan), 2), pair(tri)]
         rows.append(
-            [f"{key}, {c}", pair(ours.get("v2")), pair(ours.get("task"))]
-            + [f"{peer[0]}: {pair(peer[1])}" if peer else "-"]
-            + [fmt(ratio.get(r, math.nan), 2) for r in ("v2", "task")]
-            + [fmt(p99.get("v2", math.nan), 2), f"{tri[0]}: {pair(tri[1])}" if tri else "-"]
-            + [fmt(vs_triton.get(r, math.nan), 2) for r in ("v2", "task")]
+            [f"{key}, {c}", *cells, *(fmt(vs_triton.get(r, math.nan), 2) for r in ("v2", "task"))]
         )
         for route in ours:
-            where = f"{key}, concurrency {c}, ours {route.replace('v2', 'V2')}"
+            where = f"{key}, concurrency {c}, ours {route.replace('v2', 'V2')} req/s"
             if peer:
                 what = (
-                    f"{where} req/s {ratio[route]:.2f}x the best Python peer's ({peer[0]}; target "
-                    f">= {factor:g}x), p99 {p99[route]:.2f}x its p99 (target <= 0.5x)"
+                    f"{where} {rps[route]:.2f}x the best Python peer's ({peer[0]}; target >= "
+                    f"{factor:g}x), p99 {p99[route]:.2f}x its p99 (target <= 0.5x)"
                 )
-                lines.append(harness.verdict(ratio[route] >= factor and p99[route] <= 0.5, what))
+                lines.append(harness.verdict(rps[route] >= factor and p99[route] <= 0.5, what))
             if tri:
-                what = f"{where} req/s {vs_triton[route]:.2f}x Triton's ({tri[0]}; target >= 1x)"
+                what = f"{where} {vs_triton[route]:.2f}x Triton's ({tri[0]}; target >= 1x)"
                 lines.append(harness.verdict(vs_triton[route] >= 1.0, what))
     for key, floor in report["single_item_floor_ms"].items():
         if v2 := stats.get(("ours", "v2", wire.CASES[key].model, 1, 1)):
@@ -394,7 +396,8 @@ def targets(report: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
                 f"in-process call + bare loopback round trip ({floor:.2f} ms; target <= 1.5x)"
             )
             lines.append(harness.verdict(p50 <= 1.5 * floor, what))
-    for key, model in ((k, wire.CASES[k].model) for k in MODEL_KEYS):  # ours alone: protocols
+    alone = report["servers"] == ["ours"]
+    for key, model in ((k, wire.CASES[k].model) for k in MODEL_KEYS if alone):
         v2, task = (stats.get(("ours", k, model, 1, 1)) for k in ("v2", "task"))
         if v2 and task:
             r = v2["p50_ms"] / task["p50_ms"]
@@ -412,8 +415,7 @@ def targets(report: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
             lines.append(f"not measured: {key} V2 binary bulk vs .npy (a protocol was skipped)")
     memory = report["memory"]
     for label, which in (("Python peer", is_python_peer), ("Triton", triton)):
-        peers = {k: v for k, v in memory.items() if which(k)}
-        if "ours" in memory and peers:
+        if "ours" in memory and (peers := {k: v for k, v in memory.items() if which(k)}):
             name, lean = min(peers.items(), key=lambda kv: kv[1]["rss"])
             ours_rss = memory["ours"]["rss"]
             what = (
