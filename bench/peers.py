@@ -1,6 +1,7 @@
-"""Our server against MLServer, KServe and BentoML on the same bodies, with floors and targets;
-ours on every protocol, also alone (``--peers`` with none) and with bulk requests (``--bulk-items``)
-(``python -m bench peers [--quick | --plan | --setup-only]``; bench/README.md)."""
+"""Our server against MLServer, KServe, BentoML, LitServe and Triton on the same bodies, with
+floors and issue 19's targets; ours on every protocol, also alone (``--peers`` with none) and
+with bulk requests (``--bulk-items``) (``python -m bench peers [--quick | --plan |
+--setup-only]``; bench/README.md)."""
 
 from __future__ import annotations
 
