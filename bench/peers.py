@@ -1,6 +1,7 @@
-"""Our server against MLServer, KServe and BentoML on the same bodies, with floors and targets;
-ours on every protocol, also alone (``--peers`` with none) and with bulk requests (``--bulk-items``)
-(``python -m bench peers [--quick | --plan | --setup-only]``; bench/README.md)."""
+"""Our server against MLServer, KServe, BentoML, LitServe and Triton on the same bodies, with
+floors and issue 19's targets; ours on every protocol, also alone (``--peers`` with none) and
+with bulk requests (``--bulk-items``) (``python -m bench peers [--quick | --plan |
+--setup-only]``; bench/README.md)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import math
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,12 +26,19 @@ from bench import driver, harness, matrix
 from bench import profile as profiling
 from bench.harness import REPO, Server, fmt, free_port
 from bench.matrix import Key
+from service.backends.verify import VerificationBatch
+from service.registry import BackendPolicy, load_version
 
 RUNTIMES = Path(__file__).resolve().parent / "peer_runtimes"
+#: Each peer's own virtualenv. The Python peers call TensorFlow (pinned as in requirements.lock),
+#: as their users would; Triton (the server binary in the pytriton wheel, which needs numpy < 2)
+#: runs the committed model.onnx with ONNX Runtime inside its Python backend.
 PEERS = {
-    "mlserver": "mlserver==1.7.1",
-    "kserve": "kserve==0.21.0",
-    "bentoml": "bentoml==1.4.40",
+    "mlserver": ["mlserver==1.7.1"],
+    "kserve": ["kserve==0.21.0"],
+    "bentoml": ["bentoml==1.4.40"],
+    "litserve": ["litserve==0.2.19"],
+    "triton": ["nvidia-pytriton==0.7.0", "numpy<2"],
 }
 MODEL_KEYS = tuple(wire.CASES)
 
@@ -38,16 +47,18 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MLDM_BENCH_CACHE", "~/.cache/mldm-bench")).expanduser() / "peers"
 
 
-def tensorflow_requirement(lock: Path = REPO / "requirements.lock") -> str:
-    """`tensorflow-cpu==X` as pinned in requirements.lock (pip's cache then has its wheel)."""
-    match = re.search(r"^tensorflow[-_]cpu==(\S+)", lock.read_text(), re.MULTILINE)
+def pinned(package: str, lock: Path = REPO / "requirements.lock") -> str:
+    """`package==X` as pinned in requirements.lock (pip's cache then has its wheel)."""
+    name = re.escape(package).replace("\\-", "[-_]")
+    match = re.search(rf"^{name}==(\S+)", lock.read_text(), re.MULTILINE)
     if not match:
-        raise RuntimeError(f"no tensorflow-cpu pin in {lock}")
-    return f"tensorflow-cpu=={match.group(1)}"
+        raise RuntimeError(f"no {package} pin in {lock}")
+    return f"{package}=={match.group(1)}"
 
 
 def venv_requirements(peer: str) -> list[str]:
-    return [PEERS[peer], tensorflow_requirement()]
+    runtime = "onnxruntime" if peer == "triton" else "tensorflow-cpu"
+    return [*PEERS[peer], pinned(runtime)]
 
 
 def venv_ready(peer: str, root: Path | None = None) -> bool:
@@ -81,7 +92,7 @@ def ensure_venv(peer: str, root: Path | None = None) -> Path:
 class Config:
     """One server set-up: which server, a short label, and its knobs."""
 
-    server: str  # "ours" | "mlserver" | "kserve" | "bentoml"
+    server: str  # "ours" or a key of PEERS
     label: str
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -92,7 +103,8 @@ class Config:
     @property
     def kinds(self) -> tuple[str, ...]:
         """The protocol routes driven on this server."""
-        return {"ours": wire.KINDS, "kserve": ("v2", "v2-binary")}.get(self.server, ("v2",))
+        binary = ("v2", "v2-binary")
+        return {"ours": wire.KINDS, "kserve": binary, "triton": binary}.get(self.server, ("v2",))
 
 
 OURS = Config("ours", "")
@@ -111,8 +123,13 @@ FULL_PEERS = (
     Config(
         "bentoml", "batch 64/10s", {"batching": True, "max_batch": 64, "max_latency_ms": 10_000}
     ),
+    Config("litserve", "TensorFlow"),
+    Config("triton", "Python backend, ORT"),
+    Config("triton", "Python backend, ORT, dynamic batch 64", {"max_batch_size": 64}),
 )
-QUICK_PEERS = (FULL_PEERS[1], FULL_PEERS[3], FULL_PEERS[5], FULL_PEERS[6], FULL_PEERS[7])
+QUICK_PEERS = tuple(FULL_PEERS[i] for i in (1, 3, 5, 6, 8, 10))
+#: --quick drives only the routes of issue 19's targets (every protocol stays in the full run).
+QUICK_KINDS = ("v2", "task")
 
 
 def mlserver_server(config: Config, venv: Path, paths: dict[str, str], work: Path) -> Server:
@@ -168,6 +185,68 @@ def bentoml_server(config: Config, venv: Path, paths: dict[str, str], work: Path
     return Server(config.name, command, env, port, work / f"bentoml-{port}.log", "/readyz")
 
 
+def litserve_server(config: Config, venv: Path, paths: dict[str, str], work: Path) -> Server:
+    port = free_port()
+    command = [str(venv / "bin" / "python"), str(RUNTIMES / "litserve_server.py"), str(port)]
+    env = {**harness.base_env(ours=False), "MLDM_PEER_MODELS": json.dumps(paths)}
+    return Server(config.name, command, env, port, work / f"litserve-{port}.log", "/health")
+
+
+TRITON_TYPES = {"float32": "FP32", "float64": "FP64", "int32": "INT32", "int64": "INT64"}
+TRITON_TYPES |= {"bool": "BOOL", "uint8": "UINT8"}
+
+
+def triton_config(name: str, version_dir: Path, max_batch_size: int) -> str:
+    """config.pbtxt of a Python-backend model over `version_dir/model.onnx`, its tensors from
+    the model card's signature (one item per row when batching: a scalar item is `[1]`,
+    reshaped to `[]`)."""
+    signature = json.loads((version_dir / "metrics.json").read_text())["signature"]
+
+    def tensors(side: str) -> str:
+        out = []
+        for key, spec in signature[side].items():
+            dims = [-1 if d is None else d for d in spec["shape"]][1 if max_batch_size else 0 :]
+            shape = f"dims: {dims or [1]}" + ("" if dims else " reshape: { shape: [] }")
+            out.append(f'{{ name: "{key}" data_type: TYPE_{TRITON_TYPES[spec["dtype"]]} {shape} }}')
+        return ", ".join(out)
+
+    onnx = json.dumps(str(version_dir / "model.onnx"))
+    return "\n".join(
+        [
+            f'name: "{name}"\nbackend: "python"\nmax_batch_size: {max_batch_size}',
+            f"input [ {tensors('inputs')} ]\noutput [ {tensors('outputs')} ]",
+            "instance_group [ { kind: KIND_CPU count: 1 } ]",
+            *(["dynamic_batching { }"] if max_batch_size else []),
+            f'parameters {{ key: "onnx" value: {{ string_value: {onnx} }} }}',
+        ]
+    )
+
+
+def triton_server(config: Config, venv: Path, paths: dict[str, str], work: Path) -> Server:
+    """Triton's own binary from the pytriton wheel, laid out as pytriton does: the Python
+    backend's stub for the venv's Python copied beside it, the wheel's libraries on
+    LD_LIBRARY_PATH; a model repository of Python-backend models (peer_runtimes/triton_model.py)."""
+    port, repo = free_port(), work / f"triton-models-{abs(hash(config.label))}"
+    site = next((venv / "lib").glob("python3.*/site-packages"))
+    dist = site / "pytriton" / "tritonserver"
+    stub = dist / "python_backend_stubs" / site.parent.name[6:] / "triton_python_backend_stub"
+    shutil.copy(stub, dist / "backends" / "python")
+    for name, path in paths.items():
+        (repo / name / "1").mkdir(parents=True, exist_ok=True)
+        shutil.copy(RUNTIMES / "triton_model.py", repo / name / "1" / "model.py")
+        config_text = triton_config(name, Path(path), config.options.get("max_batch_size", 0))
+        (repo / name / "config.pbtxt").write_text(config_text)
+    command = [str(dist / "bin" / "tritonserver"), "--model-repository", str(repo)]
+    command += ["--backend-directory", str(dist / "backends"), "--http-address", "127.0.0.1"]
+    command += ["--http-port", str(port), "--allow-grpc", "false", "--allow-metrics", "false"]
+    env = {
+        **harness.base_env(ours=False),
+        "LD_LIBRARY_PATH": str(site / "nvidia_pytriton.libs"),
+        "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    return Server(config.name, command, env, port, work / f"triton-{port}.log")
+
+
 def make_server(
     config: Config, model_root: Path, paths: dict[str, str], work: Path, bulk: int = 0
 ) -> Server:
@@ -175,14 +254,37 @@ def make_server(
         server = harness.our_server(model_root, list(paths), 1, work, bulk)
         if bulk:  # bulk JSON bodies of 10,000 images are ~150 MB: the limits must let them in
             server.env.update(MLDM_MAX_BODY_BYTES=str(2**30), MLDM_REQUEST_TIMEOUT_S="120")
+        # HTTP only, as every peer here is driven: our gRPC services would import TensorFlow for
+        # TF Serving's protos (service/grpc/gen/pool.py), ~550 MiB the HTTP routes never use.
+        server.env["MLDM_GRPC_PORT"] = "0"
         server.name = config.name
         return server
     build = {"mlserver": mlserver_server, "kserve": kserve_server, "bentoml": bentoml_server}
+    build |= {"litserve": litserve_server, "triton": triton_server}
     return build[config.server](config, ensure_venv(config.server), paths, work)
 
 
+def compiled_call(path: str, seconds: float) -> tuple[str, float, int]:
+    """The backend our server picks for a version's single items (`MLDM_BACKEND` as this process
+    has it: `auto` by default), its median ms per one-item call in this process on the first
+    item of the version's verification batch, and the number of calls."""
+    version_dir = Path(path)
+    name, version = version_dir.parent.name, int(version_dir.name)
+    setting = os.environ.get("MLDM_BACKEND", "auto")
+    model = load_version(name, version, version_dir, BackendPolicy(setting))
+    one = {k: v[:1] for k, v in VerificationBatch.load(version_dir).inputs.items()}
+    samples: list[float] = []
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until or len(samples) < 50:
+        start = time.perf_counter()
+        model.predict(one)
+        samples.append(time.perf_counter() - start)
+    return model.backend_for(1), statistics.median(samples) * 1e3, len(samples)
+
+
 def floors(report: dict[str, Any], ours: Server | None, paths: dict[str, str], work: Path) -> None:
-    """The client's ceiling, our bare loopback round trip and the in-process signature call."""
+    """The client's ceiling, our bare loopback round trip and the in-process call of the runtime
+    our server serves single items with."""
     report["ceiling"] = harness.ceiling(work, min(report["duration_s"], 5.0))
     loopback = math.nan
     if ours is not None:
@@ -195,13 +297,14 @@ def floors(report: dict[str, Any], ours: Server | None, paths: dict[str, str], w
         )
     for key in report["models"]:
         model = wire.CASES[key].model
-        timing = harness.signature_timing(paths[model], 1, 2.0)
+        backend, median_ms, calls = compiled_call(paths[model], 2.0)
+        report["runtimes"][model] = backend
         report["floors"].append(
-            f"in-process `serving_default` call, batch 1, {model}: median "
-            f"{timing['median_ms']:.3f} ms of {timing['calls']:,}"
+            f"in-process call of {model} by {backend} (what our server runs for one item), "
+            f"batch 1: median {median_ms:.3f} ms of {calls:,}"
         )
         if not math.isnan(loopback):
-            report["single_item_floor_ms"][key] = timing["median_ms"] + loopback
+            report["single_item_floor_ms"][key] = median_ms + loopback
 
 
 # Schedule and results -----------------------------------------------------------------------
@@ -211,57 +314,91 @@ def configurations(quick: bool, peers: Sequence[str]) -> list[Config]:
     return [OURS, *(c for c in (QUICK_PEERS if quick else FULL_PEERS) if c.server in peers)]
 
 
+def driven(configs: Sequence[Config], quick: bool) -> list[tuple[str, str]]:
+    """(server, route) pairs to drive: every route of each server, or --quick's."""
+    return [(c.name, k) for c in configs for k in c.kinds if not quick or k in QUICK_KINDS]
+
+
 def estimate_s(runs: int, configs: int, duration: float, warmup: float, bulk: int = 0) -> float:
     """Per run the point, its warm-up and ~1.5 s overhead; ~40 s to start each server; floors;
     ~20 s per bulk run."""
     return runs * (duration + warmup + 1.5) + configs * 40 + 30 + bulk * 20
 
 
-def best_peer(stats: dict[Key, dict[str, float]], model: str, c: int) -> tuple[str, Any] | None:
-    """The peer configuration with the most req/s on the V2 JSON route at this point."""
+def is_python_peer(server: str) -> bool:
+    return not server.startswith(("ours", "triton"))
+
+
+def best_peer(
+    stats: dict[Key, dict[str, float]], model: str, c: int, which: Any = is_python_peer
+) -> tuple[str, Any] | None:
+    """The configuration `which` accepts with the most req/s on the V2 JSON route here."""
     candidates = [
         (server, s)
         for (server, kind, m, cc, _), s in stats.items()
-        if (kind, m, cc) == ("v2", model, c) and not server.startswith("ours")
+        if (kind, m, cc) == ("v2", model, c) and which(server)
         if s["errors"] == 0 and not math.isnan(s["rps"])
     ]
     return max(candidates, key=lambda item: item[1]["rps"]) if candidates else None
 
 
+def _ratios(
+    ours: dict[str, dict[str, float]], best: tuple[str, Any] | None, field: str = "rps"
+) -> dict[str, float]:
+    return {
+        r: harness.ratio(s[field], best[1][field]) if best else math.nan for r, s in ours.items()
+    }
+
+
 def targets(report: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
-    """The ours / best-peer table rows and each target's verdict line."""
+    """The table rows (ours, the best Python peer, Triton) and issue 19's verdict lines; ours
+    alone, the protocol checks instead."""
     stats, rows, lines = report["stats"], [], []
 
-    def pair(s: dict[str, float] | None) -> str:
-        return f"{fmt(s['rps'])}, {fmt(s['p99_ms'])}" if s else "-"
+    def pair(best: tuple[str, Any] | None) -> str:
+        if not best:
+            return "-"
+        label, s = best
+        return (f"{label}: " if label else "") + f"{fmt(s['rps'])}, {fmt(s['p99_ms'])}"
+
+    def triton(server: str) -> bool:
+        return server.startswith("triton")
 
     for key, c in ((k, c) for k in MODEL_KEYS for c in report["concurrencies"]):
-        model = wire.CASES[key].model
-        ours = {route: stats.get(("ours", route, model, c, 1)) for route in ("v2", "task")}
-        if ours["v2"] is None or (best := best_peer(stats, model, c)) is None:
+        model, factor = wire.CASES[key].model, 3.0 if c == 1 else 2.0
+        ours = {r: s for r in ("v2", "task") if (s := stats.get(("ours", r, model, c, 1)))}
+        peer, tri = best_peer(stats, model, c), best_peer(stats, model, c, triton)
+        if not ours or not (peer or tri):
             continue
-        peer, b = best
-        r = {k: harness.ratio(s["rps"], b["rps"]) if s else math.nan for k, s in ours.items()}
-        p99 = {
-            k: harness.ratio(s["p99_ms"], b["p99_ms"]) if s else math.nan for k, s in ours.items()
-        }
-        cells = [pair(ours["v2"]), pair(ours["task"]), f"{peer}: {pair(b)}"]
-        rows.append([f"{key}, {c}", *cells, *(fmt(x, 2) for x in (r["v2"], r["task"], p99["v2"]))])
-        for route in (k for k in r if not math.isnan(r[k])):
-            what = (
-                f"{key}, concurrency {c}, ours {route.replace('v2', 'V2')} req/s {r[route]:.2f}x "
-                f"the best peer ({peer}; target >= 1.5x), p99 {p99[route]:.2f}x (target <= 0.5x)"
-            )
-            lines.append(harness.verdict(r[route] >= 1.5 and p99[route] <= 0.5, what))
+
+        rps, p99, vs_triton = _ratios(ours, peer), _ratios(ours, peer, "p99_ms"), _ratios(ours, tri)
+        cells = [pair(("", ours[r])) if r in ours else "-" for r in ("v2", "task")]
+        cells += [pair(peer), *(fmt(rps.get(r, math.nan), 2) for r in ("v2", "task"))]
+        cells += [fmt(p99.get("v2", math.nan), 2), pair(tri)]
+        rows.append(
+            [f"{key}, {c}", *cells, *(fmt(vs_triton.get(r, math.nan), 2) for r in ("v2", "task"))]
+        )
+        for route in ours:
+            where = f"{key}, concurrency {c}, ours {route.replace('v2', 'V2')} req/s"
+            if peer:
+                what = (
+                    f"{where} {rps[route]:.2f}x the best Python peer's ({peer[0]}; target >= "
+                    f"{factor:g}x), p99 {p99[route]:.2f}x its p99 (target <= 0.5x)"
+                )
+                lines.append(harness.verdict(rps[route] >= factor and p99[route] <= 0.5, what))
+            if tri:
+                what = f"{where} {vs_triton[route]:.2f}x Triton's ({tri[0]}; target >= 1x)"
+                lines.append(harness.verdict(vs_triton[route] >= 1.0, what))
     for key, floor in report["single_item_floor_ms"].items():
         if v2 := stats.get(("ours", "v2", wire.CASES[key].model, 1, 1)):
             p50 = v2["p50_ms"]
             what = (
-                f"{key} single-item p50 (V2, conc. 1) {p50:.2f} ms = {p50 / floor:.2f}x "
-                f"(signature call + bare loopback round trip = {floor:.2f} ms; target <= 1.5x)"
+                f"{key} single-item p50 (V2, conc. 1) {p50:.2f} ms = {p50 / floor:.2f}x the "
+                f"in-process call + bare loopback round trip ({floor:.2f} ms; target <= 1.5x)"
             )
             lines.append(harness.verdict(p50 <= 1.5 * floor, what))
-    for key, model in ((k, wire.CASES[k].model) for k in MODEL_KEYS):
+    alone = report["servers"] == ["ours"]
+    for key, model in ((k, wire.CASES[k].model) for k in MODEL_KEYS if alone):
         v2, task = (stats.get(("ours", k, model, 1, 1)) for k in ("v2", "task"))
         if v2 and task:
             r = v2["p50_ms"] / task["p50_ms"]
@@ -278,21 +415,22 @@ def targets(report: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
         elif bulk:
             lines.append(f"not measured: {key} V2 binary bulk vs .npy (a protocol was skipped)")
     memory = report["memory"]
-    peers = {k: v for k, v in memory.items() if not k.startswith("ours")}
-    if "ours" in memory and peers:
-        name, lean = min(peers.items(), key=lambda kv: kv[1]["rss"])
-        ours_rss = memory["ours"]["rss"]
-        what = (
-            f"resident memory ours {ours_rss:.0f} MiB = {ours_rss / lean['rss']:.2f}x the "
-            f"leanest peer ({name}, {lean['rss']:.0f} MiB; target <= 1.1x)"
-        )
-        lines.append(harness.verdict(ours_rss <= 1.1 * lean["rss"], what))
+    for label, which in (("Python peer", is_python_peer), ("Triton", triton)):
+        if "ours" in memory and (peers := {k: v for k, v in memory.items() if which(k)}):
+            name, lean = min(peers.items(), key=lambda kv: kv[1]["rss"])
+            ours_rss = memory["ours"]["rss"]
+            what = (
+                f"resident memory ours {ours_rss:.0f} MiB = {ours_rss / lean['rss']:.2f}x the "
+                f"leanest {label} ({name}, {lean['rss']:.0f} MiB; target <= 1.1x)"
+            )
+            lines.append(harness.verdict(ours_rss <= 1.1 * lean["rss"], what))
     return rows, lines
 
 
 def render(report: dict[str, Any]) -> str:
     rows, lines = targets(report)
     memory = report["memory"].items()
+    served = ", ".join(f"{m} by {b}" for m, b in report.get("runtimes", {}).items())
     out = [
         *harness.header(report, "Peers benchmark"),
         f"Load client: {report['client']}, {report['duration_s']:g} s per point after "
@@ -306,16 +444,21 @@ def render(report: dict[str, Any]) -> str:
             else ""
         ),
         "",
-        "## Ours / best peer (V2 JSON route; req/s, p99 ms)",
+        f"Runtimes: ours: {served or 'not measured'}; MLServer, KServe, BentoML and LitServe call "
+        "TensorFlow (the SavedModel's `serving_default` signature), as their users would; Triton "
+        "runs the same `model.onnx` with ONNX Runtime (1 thread) in its Python backend.",
+        "",
+        "## Ours / best Python peer / Triton (V2 JSON route of the peers; req/s, p99 ms)",
         "",
         *harness.table(
-            "model, conc. | ours V2: | ours task route: | best peer (V2) | ours V2 / best: | "
-            "ours task / best: | p99 ours V2 / best:",
+            "model, conc. | ours V2: | ours task route: | best Python peer | ours V2 / peer: | "
+            "ours task / peer: | p99 ours V2 / peer: | best Triton | ours V2 / Triton: | "
+            "ours task / Triton:",
             rows,
         ),
         *([] if rows else ["", "No peer answered in this run: no ratios."]),
         "",
-        "## Targets",
+        "## Targets (issue 19)",
         "",
         *(f"- {line}" for line in lines),
         "",
@@ -356,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     args = harness.parse(p, argv)
     args.bulk_requests = args.bulk_requests or (2 if args.quick else 4)
     configs = configurations(args.quick, args.peers)
-    routes = [(c.name, kind) for c in configs for kind in c.kinds]
+    routes = driven(configs, args.quick)
     groups = [(key, 1, c) for key in args.models for c in args.concurrency]
     bulk = [(key, args.bulk_items, 1) for key in args.models if args.bulk_items]
     ours = [route for route in routes if route[0] == "ours"]
@@ -394,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
         servers=[c.name for c in configs],
         floors=[],
         single_item_floor_ms={},
+        runtimes={},
         memory={},
         profiles=[],
     )

@@ -1,6 +1,7 @@
 """The backends side by side, in process: per committed model version and batch size (1, 8, 64),
 the median call time of TensorFlow's signature and of ONNX Runtime's compiled model, the largest
-difference to TensorFlow, and what `auto` would pick (docs/runtimes.md).
+difference to TensorFlow (integer outputs: elements that differ), and what `measure` would pick
+(docs/runtimes.md).
 
     python -m bench runtimes [--calls N] [--model-dir DIR] [--results-dir DIR] [--no-write]
 
@@ -15,38 +16,20 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bench import harness
 from service.backends.onnxruntime import OnnxRuntimeBackend
-from service.backends.select import choose, tile
-from service.backends.verify import VerificationBatch
+from service.backends.select import choose, measure, tile
+from service.backends.verify import VerificationBatch, compare
 from service.registry import BackendPolicy, load_version
 
 REPO = harness.REPO
 SIZES = (1, 8, 64)
-STARTUP_SETTINGS = ("tensorflow", "auto", "onnxruntime")
-
-
-def _difference(reference: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> float:
-    """Largest absolute difference over the float outputs; integer outputs must be equal
-    (a mismatch shows as inf)."""
-    worst = 0.0
-    for name, expected in reference.items():
-        if expected.dtype.kind in "biu":
-            if np.any(got[name] != expected):
-                return float("inf")
-            continue
-        error = np.abs(got[name].astype(np.float64) - expected.astype(np.float64))
-        worst = max(worst, float(np.max(error, initial=0.0)))
-    return worst
+STARTUP_SETTINGS = ("tensorflow", "measure", "auto")
 
 
 def bench_version(path: Path, calls: int) -> dict[str, Any]:
@@ -54,27 +37,20 @@ def bench_version(path: Path, calls: int) -> dict[str, Any]:
         path.parent.name, int(path.name), path, BackendPolicy(default="tensorflow")
     ).backends["tensorflow"]
     runners = {"tensorflow": tf_backend, "onnxruntime": OnnxRuntimeBackend.load(path, 1)}
-    batch = VerificationBatch.load(path)
-    rows: dict[str, Any] = {}
-    timings: dict[str, dict[int, float]] = {name: {} for name in runners}
+    inputs = VerificationBatch.load(path).inputs
+    # Interleaved calls, the warm-up included (select.measure, as `measure` does at load).
+    timings = measure({n: r.run for n, r in runners.items()}, inputs, SIZES, calls)
+    plan, rows = choose(timings), {}
     for size in SIZES:
-        inputs = tile(batch.inputs, size)
-        outputs = {name: r.run(inputs) for name, r in runners.items()}  # also the warm-up
-        samples: dict[str, list[float]] = {name: [] for name in runners}
-        for _ in range(calls):
-            for name, runner in runners.items():
-                start = time.perf_counter()
-                runner.run(inputs)
-                samples[name].append(time.perf_counter() - start)
-        for name in runners:
-            timings[name][size] = statistics.median(samples[name])
+        outputs = {name: r.run(tile(inputs, size)) for name, r in runners.items()}
+        # Float outputs: the largest absolute difference; integer ones: elements that differ.
+        diff = compare(outputs["tensorflow"], outputs["onnxruntime"]).differences
         rows[str(size)] = {
             "median_us": {name: round(timings[name][size] * 1e6, 1) for name in runners},
-            "max_abs_diff_to_tensorflow": _difference(
-                outputs["tensorflow"], outputs["onnxruntime"]
-            ),
+            "max_abs_diff_to_tensorflow": max(diff.values(), default=0.0),
+            "measure_picks": plan.for_size(size),
         }
-    return {"sizes": rows, "auto": choose(timings).describe()}
+    return {"sizes": rows, "measure": plan.describe()}
 
 
 _STARTUP = """
@@ -113,11 +89,9 @@ def _markdown(report: dict[str, Any]) -> str:
     for key, entry in report["versions"].items():
         for size, row in entry["sizes"].items():
             tf_us, ort_us = row["median_us"]["tensorflow"], row["median_us"]["onnxruntime"]
-            ranges = entry["auto"].items()
-            pick = next((b for sizes, b in ranges if _in_range(int(size), sizes)), "?")
             diff = f"{row['max_abs_diff_to_tensorflow']:.2g}"
             rows.append([key, size, f"{tf_us:,.0f}", f"{ort_us:,.0f}", f"{tf_us / ort_us:.1f}x"])
-            rows[-1] += [diff, pick]
+            rows[-1] += [diff, row["measure_picks"]]
     starts = (
         [
             f"`{s}`",
@@ -138,7 +112,7 @@ def _markdown(report: dict[str, Any]) -> str:
         "",
         *harness.table(
             "model (version) | batch | TensorFlow us | ONNX Runtime us | TF / ORT | max abs diff "
-            "to TF | auto picks",
+            "to TF | measure picks",
             rows,
         ),
         "",
@@ -152,13 +126,6 @@ def _markdown(report: dict[str, Any]) -> str:
         ),
     ]
     return "\n".join(lines) + "\n"
-
-
-def _in_range(size: int, sizes: str) -> bool:
-    if sizes.endswith("+"):
-        return size >= int(sizes[:-1])
-    low, _, high = sizes.partition("-")
-    return int(low) <= size <= int(high or low)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SIGNATURE_NAME = "serving_default"
+#: Settings that load a verified compiled model alone, without TensorFlow (docs/runtimes.md).
+COMPILED_FIRST = ("auto", "onnxruntime")
 NOT_COMPILED = "no model.onnx beside saved_model.pb (make compile-models)"
 
 
@@ -62,15 +64,16 @@ class BackendPolicy:
     """How the registry picks the backend of each version (docs/runtimes.md)."""
 
     default: str = "auto"
-    """`auto` (measure at load, per batch size), `tensorflow` or `onnxruntime`."""
+    """`auto` or `onnxruntime` (the compiled model wherever it verifies, TensorFlow only where it
+    does not), `measure` (both loaded, the faster per batch size at load) or `tensorflow`."""
     per_model: Mapping[str, str] = field(default_factory=dict)
     """Overrides of `default` by model name."""
     onnxruntime_threads: int = 1
     """Intra-op threads of each ONNX Runtime session."""
     measure_sizes: tuple[int, ...] = MEASURE_SIZES
-    """The batch sizes `auto` times each backend at."""
+    """The batch sizes `measure` times each backend at."""
     measure_repeats: int = 9
-    """Calls per backend and size whose median `auto` compares."""
+    """Calls per backend and size whose median `measure` compares."""
 
     def for_model(self, name: str) -> str:
         return self.per_model.get(name, self.default)
@@ -225,17 +228,17 @@ def load_version(
     """Load one SavedModel version, its signature's specs and, as the policy asks, a compiled
     backend verified against TensorFlow's stored outputs.
 
-    With the setting `onnxruntime`, a version whose compiled model verifies is loaded without
-    TensorFlow at all (specs from the model card's signature); TensorFlow is imported only for a
-    version whose compiled model is refused, which it then serves."""
+    With `auto` (the default) or `onnxruntime`, a version whose compiled model verifies is loaded
+    without TensorFlow at all (specs from the model card's signature); TensorFlow is imported
+    only for a version whose compiled model is refused or missing, which it then serves."""
     policy = policy or BackendPolicy()
     if not (path / "saved_model.pb").is_file():
         raise FileNotFoundError(f"no saved_model.pb in {path}")
     card, markdown = _read_card(path)
     source = _Source(name, version, path, card, markdown)
-    refused = None
-    if policy.for_model(name) == "onnxruntime":
-        compiled = _load_compiled_only(source, policy)
+    refused, setting = None, policy.for_model(name)
+    if setting in COMPILED_FIRST:
+        compiled = _load_compiled_only(source, policy, setting)
         if isinstance(compiled, ModelVersion):
             return compiled
         refused = compiled
@@ -257,7 +260,7 @@ def load_version(
     if refused is not None:
         if refused:
             _refuse(model, refused)
-        model.card["serving"] = {"setting": "onnxruntime"}
+        model.card["serving"] = {"setting": setting}
         if not refused:
             model.card["serving"]["not_compiled"] = NOT_COMPILED
         _serve_with(model, Plan.single("tensorflow"), model.card["serving"])
@@ -279,7 +282,7 @@ def _card_specs(card: Mapping[str, Any], side: str) -> dict[str, TensorSpec]:
     }
 
 
-def _load_compiled_only(source: _Source, policy: BackendPolicy) -> ModelVersion | str:
+def _load_compiled_only(source: _Source, policy: BackendPolicy, setting: str) -> ModelVersion | str:
     """The version served by ONNX Runtime alone, without importing TensorFlow; otherwise why
     not ("" for a version never compiled, which is no refusal)."""
     path, card = source.path, source.card
@@ -306,7 +309,7 @@ def _load_compiled_only(source: _Source, policy: BackendPolicy) -> ModelVersion 
         return "differs from TensorFlow: " + "; ".join(result.problems)
     model = source.model(inputs, outputs, {"onnxruntime": backend})
     serving: dict[str, Any] = {
-        "setting": "onnxruntime",
+        "setting": setting,
         "tensorflow": "not loaded (the compiled model verified against the stored outputs)",
         "verification": {
             "items": len(next(iter(batch.inputs.values()))),
@@ -319,8 +322,9 @@ def _load_compiled_only(source: _Source, policy: BackendPolicy) -> ModelVersion 
 
 
 def _choose_backend(model: ModelVersion, policy: BackendPolicy) -> None:
-    """Add the compiled backend if the policy wants it and it reproduces TensorFlow's stored
-    outputs; set the plan; record the facts in the card's `serving` section."""
+    """`tensorflow` or `measure`: with `measure`, add the compiled backend if it reproduces
+    TensorFlow's stored outputs (and TensorFlow still does) and keep the faster one per batch
+    size; set the plan; record the facts in the card's `serving` section."""
     wanted = policy.for_model(model.name)
     serving: dict[str, Any] = {"setting": wanted}
     model.card["serving"] = serving
@@ -330,8 +334,6 @@ def _choose_backend(model: ModelVersion, policy: BackendPolicy) -> None:
             model.backends["onnxruntime"] = compiled
     if "onnxruntime" not in model.backends:
         model.plan = Plan.single("tensorflow")
-    elif wanted == "onnxruntime":
-        model.plan = Plan.single("onnxruntime")
     else:
         batch = VerificationBatch.load(model.path)
         timings = measure(

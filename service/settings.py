@@ -19,8 +19,8 @@ __all__ = ["REPO_ROOT", "BatchingOverride", "ModelLimits", "Settings"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-#: What serves a model version (docs/runtimes.md): `auto` measures at load, per batch size.
-BackendSetting = Literal["auto", "tensorflow", "onnxruntime"]
+#: What serves a model version (docs/runtimes.md): `auto` runs the compiled model where it verifies.
+BackendSetting = Literal["auto", "tensorflow", "onnxruntime", "measure"]
 
 
 class BatchingOverride(BaseModel):
@@ -182,12 +182,12 @@ class Settings(BaseSettings):
     chemical accuracy); the exact solver answers the rest."""
 
     backend: BackendSetting = "auto"
-    """Which runtime serves each model version (docs/runtimes.md). `auto`: the compiled
-    `model.onnx` (ONNX Runtime) where it exists and reproduces TensorFlow's stored outputs, for
-    the batch sizes where it measured faster at load (1, 8, 64), TensorFlow for the rest;
-    `onnxruntime`: the compiled one for every batch size where it verifies, without importing
-    TensorFlow unless a version needs it; `tensorflow`: the SavedModel signature only. A compiled
-    model that differs from TensorFlow's stored outputs is refused and TensorFlow serves."""
+    """Which runtime serves each model version (docs/runtimes.md). `auto` (= `onnxruntime`
+    today): the compiled `model.onnx` (ONNX Runtime) for every batch size wherever it is the file
+    the card records and reproduces TensorFlow's stored outputs, without importing TensorFlow
+    unless a version needs it; `measure`: both loaded, the faster one per batch size as timed at
+    load (1, 8, 64); `tensorflow`: the SavedModel signature only. A compiled model that differs
+    from TensorFlow's stored outputs is refused and TensorFlow serves."""
 
     backends: dict[str, BackendSetting] = {}
     """Per-model overrides of `backend`, as JSON: `{"energy_from_potential": "tensorflow"}`."""

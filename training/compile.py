@@ -147,6 +147,106 @@ def rewrite_erfc(model: Any) -> int:
     return rewritten
 
 
+def rewrite_shape_only_tables(model: Any) -> int:
+    """Replace each initializer that only ``Shape`` nodes read (tf2onnx folds whole weight tables
+    just to take their shape) by its shape as a constant; the number of tables dropped."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    readers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    dropped = 0
+    for table in list(graph.initializer):
+        nodes = readers.get(table.name, [])
+        if not nodes or any(n.op_type != "Shape" or len(n.attribute) for n in nodes):
+            continue
+        for node in nodes:
+            shape = np.asarray(table.dims, dtype=np.int64)
+            graph.initializer.append(numpy_helper.from_array(shape, node.output[0]))
+            graph.node.remove(node)
+        graph.initializer.remove(table)
+        dropped += 1
+    return dropped
+
+
+def _bank_constants(dtype: str) -> dict[str, np.ndarray]:
+    """What energy v2's Gaussian bank is built from (``training.energy_v2._bank_functions``)."""
+    from training import energy_v2
+
+    return {
+        "x": energy_v2.schrodinger.GRID.astype(dtype)[:, None, None],
+        "c": energy_v2.BANK_CENTRES.astype(dtype)[None, :, None],
+        "w": energy_v2.BANK_WIDTHS.astype(dtype)[None, None, :],
+    }
+
+
+def _bank_tables() -> dict[tuple[str, str], np.ndarray]:
+    """The tables tf2onnx folds out of the bank: phi squared in float32 and float64, and phi
+    transposed in float64 (the Lanczos step gathers from it)."""
+    tables = {}
+    for dtype in ("float32", "float64"):
+        k = _bank_constants(dtype)
+        phi = np.exp(-((k["x"] - k["c"]) ** 2) / (4 * k["w"] ** 2)).reshape(len(k["x"]), -1)
+        phi = phi / np.sqrt((phi**2).sum(axis=0, keepdims=True))
+        tables[("square", dtype)] = phi**2
+    tables[("transpose", "float64")] = phi.T
+    return tables
+
+
+#: The bank in ONNX ops, as `_bank_functions` writes it: (op, inputs, output) under one prefix.
+_BANK_STEPS = (
+    ("Sub", ("x", "c"), "d"),
+    ("Mul", ("d", "d"), "d2"),
+    ("Mul", ("w", "w"), "w2"),
+    ("Mul", ("four", "w2"), "den"),
+    ("Div", ("d2", "den"), "q"),
+    ("Neg", ("q",), "nq"),
+    ("Exp", ("nq",), "e"),
+    ("Reshape", ("e", "shape"), "phi"),
+    ("Mul", ("phi", "phi"), "phi2"),
+    ("ReduceSum", ("phi2", "axis"), "sum"),
+    ("Sqrt", ("sum",), "norm"),
+    ("Div", ("phi", "norm"), "unit"),
+)
+
+
+def rewrite_gaussian_bank(model: Any) -> int:
+    """Replace each folded table of energy v2's Gaussian bank (3,048 trial Gaussians on 64 grid
+    points, 3.9 MB in three copies) by nodes that build it from the grid, the 127 centres and
+    the 24 widths, as the SavedModel's graph does (ONNX Runtime folds them again at load); the
+    number of tables replaced. A table is recognised by its values: no other model matches."""
+    from onnx import helper, numpy_helper
+
+    tables, graph, built = _bank_tables(), model.graph, []
+    for table in list(graph.initializer):
+        value = numpy_helper.to_array(table)
+        kind = next(
+            (
+                kind
+                for (kind, dtype), ref in tables.items()
+                if (dtype, ref.shape) == (value.dtype.name, value.shape)
+                and np.allclose(value, ref, rtol=1e-5, atol=1e-12)
+            ),
+            None,
+        )
+        if kind is None:
+            continue
+        p, dtype = f"{table.name}__bank_", value.dtype.name
+        constants = _bank_constants(dtype) | {"four": np.array(4.0, dtype)}
+        constants |= {"shape": np.array([64, -1], np.int64), "axis": np.array([0], np.int64)}
+        graph.initializer.extend(numpy_helper.from_array(v, p + k) for k, v in constants.items())
+        for op, inputs, out in _BANK_STEPS:
+            built.append(helper.make_node(op, [p + i for i in inputs], [p + out], name=p + out))
+        last = ("Mul", [p + "unit"] * 2) if kind == "square" else ("Transpose", [p + "unit"])
+        built.append(helper.make_node(*last, [table.name], name=p + "out"))
+        graph.initializer.remove(table)
+    for node in reversed(built):
+        graph.node.insert(0, node)
+    return sum(node.name.endswith("__bank_out") for node in built)
+
+
 def _unsupported_op(log: str) -> str | None:
     """The op named in tf2onnx's 'Unsupported ops' line, if there is one."""
     for line in log.splitlines():
@@ -182,6 +282,7 @@ def convert(path: Path) -> tuple[Any, dict[str, Any]]:
     # tf2onnx keeps a TF op it has no conversion for as a node of that name; Erfc is the one
     # we know how to rewrite, any other stops the conversion here.
     erfc = rewrite_erfc(model)
+    shape_only, bank = rewrite_shape_only_tables(model), rewrite_gaussian_bank(model)
     unknown = sorted(
         {n.op_type for n in model.graph.node if not onnx.defs.has(n.op_type, n.domain or "")}
     )
@@ -191,6 +292,13 @@ def convert(path: Path) -> tuple[Any, dict[str, Any]]:
     facts: dict[str, Any] = {"opset": OPSET, "rewrites": []}
     if erfc:
         facts["rewrites"].append(f"Erfc -> 1 - Erf ({erfc} nodes; ONNX Runtime has no Erfc)")
+    if shape_only:
+        facts["rewrites"].append(f"{shape_only} folded tables read only by Shape -> their shape")
+    if bank:
+        facts["rewrites"].append(
+            f"{bank} folded tables of the Gaussian bank -> built in the graph from the grid, "
+            "centres and widths (ONNX Runtime folds them at load)"
+        )
     return model, facts
 
 
@@ -288,8 +396,12 @@ def _write_card(path: Path, section: dict[str, Any]) -> None:
     metrics.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     markdown = path / "MODEL_CARD.md"
     text = markdown.read_text(encoding="utf-8") if markdown.is_file() else ""
-    text = text.split("\n" + CARD_SECTION, 1)[0].rstrip("\n")
-    markdown.write_text(text + "\n\n" + _card_markdown(section), encoding="utf-8")
+    # Only this section is replaced: sections written after it (calibration) stay.
+    head, _, rest = text.partition("\n" + CARD_SECTION)
+    _, _, tail = rest.partition("\n## ")
+    after = "\n## " + tail if tail else ""
+    body = head.rstrip("\n") + "\n\n" + _card_markdown(section) + after
+    markdown.write_text(body, encoding="utf-8")
 
 
 def _card_markdown(section: dict[str, Any]) -> str:

@@ -1,11 +1,9 @@
 """BentoML service: one class holding both SavedModels, one API per model on the V2 route.
 
-BentoML has no Open Inference Protocol of its own, so each API is declared on the V2 path
-(`@bentoml.api(route=...)`) with the V2 body's `inputs` as its parameter: the same request bytes
-as every other server get to it. `MLDM_PEER_MODELS` (JSON name -> SavedModel folder) says what
-to load; `MLDM_PEER_BATCHING` = `on` makes the APIs batchable with BentoML's adaptive batching
-(`batchable=True`, `max_batch_size`, `max_latency_ms`), whose batch is a list of the requests'
-tensors; its answer is then the list of this request's outputs rather than a V2 response object.
+BentoML has no Open Inference Protocol of its own, so each API is declared on the V2 path with
+the V2 body's `inputs` as its parameter (the same request bytes as every other server).
+`MLDM_PEER_MODELS` (JSON name -> SavedModel folder) says what to load; `MLDM_PEER_BATCHING=on`
+turns on BentoML's adaptive batching, whose batch is a list of the requests' tensors.
 """
 
 from __future__ import annotations
@@ -36,12 +34,8 @@ def _arrays(tensors: list[dict[str, Any]]) -> list[np.ndarray]:
 
 def _v2(outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     return [
-        {
-            "name": k,
-            "shape": list(v.shape),
-            "datatype": V2_TYPES[v.dtype.name],
-            "data": v.ravel().tolist(),
-        }
+        {"name": k, "shape": list(v.shape), "datatype": V2_TYPES[v.dtype.name]}
+        | {"data": v.ravel().tolist()}
         for k, v in outputs.items()
     ]
 

@@ -1,13 +1,9 @@
 """KServe custom predictor: a `kserve.Model` per SavedModel, served by `kserve.ModelServer`.
 
-As in KServe's "custom Python serving runtime" guide: `load` reads the artifact and sets
-`ready`, `predict` takes the V2 `InferRequest`, calls the `serving_default` signature on the
-event loop (KServe awaits `predict` there) and returns an `InferResponse` with every output.
-Its command-line options are KServe's own parser (`--enable_latency_logging`, `--workers`,
-`--http_port`, ...). `MLDM_PEER_MODELS` (JSON name -> SavedModel folder) says what to load.
-
-KServe's REST server binds 0.0.0.0 with no option to change it; the benchmark keeps every server
-on loopback, so `uvicorn.Config` is given 127.0.0.1 here (nothing else of KServe is touched).
+As KServe's "custom Python serving runtime" guide: `load` reads the artifact, `predict` takes the
+V2 `InferRequest`, calls the signature on the event loop and returns an `InferResponse`. Options
+are KServe's own parser's. KServe's REST server binds 0.0.0.0 with no option to change it: the
+benchmark keeps every server on loopback, so `uvicorn.Config` gets 127.0.0.1 here.
 """
 
 from __future__ import annotations

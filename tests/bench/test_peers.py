@@ -15,14 +15,14 @@ import pytest
 from bench import harness, matrix, peers
 
 
-def test_tensorflow_requirement_comes_from_the_lock(tmp_path: Path) -> None:
+def test_pins_come_from_the_lock(tmp_path: Path) -> None:
     lock = tmp_path / "requirements.lock"
     lock.write_text("numpy==2.0\ntensorflow_cpu==9.9.1 \\\n    --hash=sha256:x\n")
-    assert peers.tensorflow_requirement(lock) == "tensorflow-cpu==9.9.1"
-    assert peers.tensorflow_requirement().startswith("tensorflow-cpu==")  # the real lock
+    assert peers.pinned("tensorflow-cpu", lock) == "tensorflow-cpu==9.9.1"
+    assert peers.pinned("onnxruntime").startswith("onnxruntime==")  # the real lock
     lock.write_text("numpy==2.0\n")
     with pytest.raises(RuntimeError, match="no tensorflow-cpu pin"):
-        peers.tensorflow_requirement(lock)
+        peers.pinned("tensorflow-cpu", lock)
 
 
 def test_venv_ready_only_with_the_exact_marker(tmp_path: Path) -> None:
@@ -66,7 +66,7 @@ def test_kserve_and_bentoml_setups_pass_models_and_knobs(tmp_path: Path) -> None
 
 def test_quick_preset_fits_in_thirteen_minutes(capsys: pytest.CaptureFixture[str]) -> None:
     configs = peers.configurations(True, sorted(peers.PEERS))
-    routes = [(c.name, kind) for c in configs for kind in c.kinds]
+    routes = peers.driven(configs, quick=True)
     groups = [(key, 1, c) for key in peers.MODEL_KEYS for c in (1, 8, 64)]
     plan = matrix.schedule(routes, groups, 1)
     assert peers.estimate_s(len(plan), len(configs), 5.0, 1.0) <= 13 * 60
@@ -171,11 +171,13 @@ def test_render_and_targets_state_ratios_and_verdicts(tmp_path: Path) -> None:
     assert (
         "| classify, 1 | 150.0, 8.0 | 160.0, 8.0 | mlserver (a): 100.0, 20.0 | 1.50 | 1.60" in text
     )
-    assert "met: classify, concurrency 1, ours V2 req/s 1.50x" in text
+    assert "NOT met: classify, concurrency 1, ours V2 req/s 1.50x the best Python peer's" in text
+    assert "(mlserver (a); target >= 3x), p99 0.40x its p99" in text
     assert "NOT met: classify, concurrency 8, ours V2 req/s 1.20x" in text
+    assert "Triton's" not in text  # no Triton in this run: no verdict against it
     # p50 of ours V2 at c=1 is 8/3 ms against a floor of 2 ms: 1.33x, within 1.5x.
     assert "met: classify single-item p50 (V2, conc. 1) 2.67 ms = 1.33x" in text
-    assert "NOT met: resident memory ours 700 MiB = 1.13x the leanest peer" in text
+    assert "NOT met: resident memory ours 700 MiB = 1.13x the leanest Python peer" in text
     assert "answered 400 (skipped)" in text
     assert "| wrk | 64 | 9 | 9,000 | 0.100 | 0.200 | 30 |" in text  # the client's ceiling
     assert "- bare loopback round trip: p50 0.5 ms" in text

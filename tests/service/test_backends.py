@@ -1,6 +1,7 @@
 """The backends (service/backends/): a tiny SavedModel compiled with the project's own conversion
-(training/compile.py), equal outputs, refusal of a wrong compiled model, `auto`'s choice, the
-fallback without onnxruntime, and every committed version's compiled artefact verified."""
+(training/compile.py), equal outputs, refusal of a wrong compiled model, `auto`'s choice (the
+compiled model alone where it verifies) and `measure`'s (per batch size), the fallback without
+onnxruntime, and every committed version's compiled artefact verified."""
 
 from __future__ import annotations
 
@@ -77,10 +78,11 @@ def _version(root: Path, policy: BackendPolicy) -> Any:
     return load_version("energy_from_potential", 1, root / "energy_from_potential" / "1", policy)
 
 
+@pytest.mark.parametrize("setting", ["auto", "onnxruntime"])
 def test_onnxruntime_serves_with_tensorflows_outputs_and_without_tensorflow(
-    compiled_dir: Path,
+    setting: str, compiled_dir: Path
 ) -> None:
-    model = _version(compiled_dir, BackendPolicy(default="onnxruntime"))
+    model = _version(compiled_dir, BackendPolicy(default=setting))
     assert list(model.backends) == ["onnxruntime"] and not model.refused
     reference = _version(compiled_dir, BackendPolicy(default="tensorflow"))
     assert model.inputs == reference.inputs and model.outputs == reference.outputs
@@ -92,7 +94,7 @@ def test_onnxruntime_serves_with_tensorflows_outputs_and_without_tensorflow(
     assert model.card["serving"]["by_batch_size"] == {"1+": "onnxruntime"}
 
 
-@pytest.mark.parametrize("setting", ["auto", "onnxruntime"])
+@pytest.mark.parametrize("setting", ["auto", "onnxruntime", "measure"])
 def test_a_wrong_compiled_model_is_refused_and_tensorflow_serves(
     setting: str, compiled_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -132,7 +134,7 @@ def test_a_wrong_compiled_model_is_refused_and_tensorflow_serves(
     }
 
 
-@pytest.mark.parametrize("setting", ["auto", "onnxruntime"])
+@pytest.mark.parametrize("setting", ["auto", "onnxruntime", "measure"])
 def test_a_missing_onnxruntime_package_falls_back_to_tensorflow(
     setting: str, compiled_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -149,8 +151,19 @@ def test_the_tensorflow_setting_never_loads_the_compiled_model(compiled_dir: Pat
     assert list(version.backends) == ["tensorflow"] and not version.refused
 
 
-def test_auto_measures_and_keeps_the_faster_backend_per_batch_size(compiled_dir: Path) -> None:
-    version = _version(compiled_dir, BackendPolicy(default="auto", measure_repeats=3))
+def test_auto_takes_tensorflow_only_for_a_version_without_a_compiled_model(
+    compiled_dir: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "models"
+    shutil.copytree(compiled_dir, root)
+    (root / "energy_from_potential" / "1" / "model.onnx").unlink()
+    version = _version(root, BackendPolicy())  # the default setting: auto
+    assert list(version.backends) == ["tensorflow"] and not version.refused
+    assert "make compile-models" in version.card["serving"]["not_compiled"]
+
+
+def test_measure_keeps_the_faster_backend_per_batch_size(compiled_dir: Path) -> None:
+    version = _version(compiled_dir, BackendPolicy(default="measure", measure_repeats=3))
     measured = version.card["serving"]["measured_us"]
     assert set(measured) == {"tensorflow", "onnxruntime"}
     for size in ("1", "8", "64"):
@@ -227,11 +240,11 @@ def test_every_committed_version_has_a_compiled_model_that_passes_verification(
     assert "## Compiled backends" in (path / "MODEL_CARD.md").read_text(encoding="utf-8")
 
 
-def test_the_onnxruntime_setting_serves_the_committed_models_without_importing_tensorflow() -> None:
+def test_auto_serves_the_committed_models_without_importing_tensorflow() -> None:
     script = (
         "import sys; from service.registry import BackendPolicy, ModelRegistry; "
         "from service.tasks import model_names; "
-        f"r = ModelRegistry({str(REPO_MODELS)!r}, model_names(), BackendPolicy('onnxruntime')); "
+        f"r = ModelRegistry({str(REPO_MODELS)!r}, model_names(), BackendPolicy('auto')); "
         "r.load(warm_up=True); "
         "print(r.ready, sorted({b for e in r.entries() for m in e.versions.values() "
         "for b in m.plan.backends}), 'tensorflow' in sys.modules)"
