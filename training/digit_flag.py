@@ -159,7 +159,7 @@ def _as_rule(model: HistGradientBoostingClassifier, version: int) -> digit_shape
     width = max(len(t) for t in trees)
 
     def column(field: str, dtype: type) -> np.ndarray:
-        out = np.zeros((len(trees), width), dtype=dtype)
+        out: np.ndarray = np.zeros((len(trees), width), dtype=dtype)
         for i, nodes in enumerate(trees):
             out[i, : len(nodes)] = nodes[field]
         return out
@@ -200,7 +200,7 @@ def run(version: int, write: bool, cache: Path | None = None) -> dict[str, objec
     else:
         signals = classifier_signals(version_dir, build_sets())
         if cache is not None:
-            np.savez(cache, **signals)
+            np.savez(cache, **signals)  # type: ignore[arg-type]
     held_out = fit_rule(signals, DIGITS, HELD_OUT_OTHERS, version)
     saved = fit_rule(signals, DIGITS, SAVED_OTHERS, version)
     summary: dict[str, object] = {
