@@ -4,6 +4,7 @@ score exactly as scikit-learn's, and the threshold accepts the asked share of va
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from data import digit_shape
 from training import digit_flag
@@ -13,7 +14,10 @@ def _signals(center: float, count: int, rng: np.random.Generator) -> np.ndarray:
     return rng.normal(center, 1.0, (count, len(digit_shape.NAMES)))
 
 
-def test_fit_rule_separates_and_keeps_validation_acceptance() -> None:
+def test_fit_rule_separates_and_keeps_validation_acceptance(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(digit_flag, "TREES", 20)  # fast; the export is the same for any count
     rng = np.random.default_rng(0)
     signals = {
         "digits": _signals(0.0, 300, rng),
