@@ -1,18 +1,19 @@
-"""Does a 28x28 MNIST-style input look like a digit? Signals of the input and of the models'
-answers for it, combined into one not-a-digit score by a logistic rule.
+"""Does a 28x28 MNIST-style input look like a digit? Signals of the input and of the
+classifier's answer for it, combined into one not-a-digit score by boosted decision trees.
 
 The signals (``signals``), per image: the classifier's free energy (``ood_score``) and its top
-probability, the digit codec's reconstruction error (an autoencoder trained on digits rebuilds
-digits well and other things badly), and the ink's geometry on the image thresholded at half
-intensity (scikit-image): the share of the frame inked, the number of strokes (connected
-components), closed loops (1 - Euler number), solidity (ink / its convex hull), extent (ink / its
-box), the box's aspect ratio, the stroke width (ink / skeleton length), the skeleton's ends and
-branch points, and whether the number of loops is one the predicted digit can have.
+probability, and the ink's geometry on the image thresholded at half intensity (scikit-image):
+the share of the frame inked, the number of strokes (connected components), closed loops
+(components - Euler number), solidity (ink / its convex hull), extent (ink / its box), the box's
+aspect ratio, the stroke width (ink / skeleton length), the skeleton's ends and branch points,
+whether the number of loops is one the predicted digit can have, the half-turn and mirror
+symmetry, and the skeleton's length. (The digit codec's reconstruction error was measured as a
+signal too and changed nothing: ``docs/real-inputs.md``.)
 
-The rule (``FlagRule``) is a logistic regression on the standardised signals; its parameters
-and its threshold are a small JSON file fitted by ``python -m training.digit_flag`` and saved
-beside the classifier version it was fitted for (``not_a_digit.json``). Numpy and scikit-image
-only: the service and the training pipeline share it.
+The rule (``FlagRule``): its trees and its threshold are a JSON file fitted by
+``python -m training.digit_flag`` and saved beside the classifier version it was fitted for
+(``not_a_digit.json``). Numpy and scikit-image only: the service and the training pipeline
+share it.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def symmetry(image: np.ndarray) -> tuple[float, float]:
 
 
 def geometry(image: np.ndarray) -> np.ndarray:
-    """The ink geometry of one [28, 28] image in [0, 1]: the values of ``NAMES[3:12]``."""
+    """The ink geometry of one [28, 28] image in [0, 1]: the values of ``NAMES[2:11]``, then
+    the two symmetries and the skeleton's length (``NAMES[12:]``)."""
     ink = image >= _INKED
     area = int(ink.sum())
     if area == 0:
