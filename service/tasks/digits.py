@@ -4,6 +4,8 @@ of digits from a picture, with `digit_classifier`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -11,6 +13,7 @@ from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
+from data import digit_shape
 from service import imaging, reading
 from service.api.deps import DataPlaneDep
 from service.api.negotiation import (
@@ -105,8 +108,14 @@ _OOD_SCORE = (
     "logits): the higher, the less the image looks like a digit the model knows."
 )
 _IS_DIGIT = (
-    "False when the image does not look like a digit (v2: `ood_score` above the threshold "
-    "calibrated to accept 99.5% of held-out MNIST digits); the digit is then only a guess."
+    "False when the image does not look like a digit; the digit is then only a guess. v2: "
+    "`not_digit_score` above the threshold that accepts 99.5% of held-out MNIST digits."
+)
+_NOT_DIGIT_SCORE = (
+    "Versions with a not-a-digit rule (v2): how unlike a digit the image is, in [0, 1], from "
+    "the classifier's `ood_score` and top probability and the ink's geometry (strokes, loops, "
+    "convexity, fill, aspect, symmetry), combined by boosted trees fitted by "
+    "`python -m training.digit_flag`."
 )
 
 
@@ -115,6 +124,9 @@ class DigitPrediction(BaseModel):
     probabilities: list[float] = Field(description="P(digit = 0..9), summing to 1.")
     ood_score: float | None = Field(default=None, description=_OOD_SCORE, examples=[-9.7])
     is_digit: bool | None = Field(default=None, description=_IS_DIGIT, examples=[True])
+    not_digit_score: float | None = Field(
+        default=None, description=_NOT_DIGIT_SCORE, examples=[0.01]
+    )
     model_input_png: str | None = Field(
         default=None,
         description="Upload with `debug=true` only: base64 of the 28x28 grayscale PNG the model "
@@ -130,6 +142,7 @@ class DigitPrediction(BaseModel):
                     "probabilities": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0],
                     "ood_score": -9.7,
                     "is_digit": True,
+                    "not_digit_score": 0.01,
                 }
             ]
         },
@@ -158,6 +171,7 @@ class ReadDigit(BaseModel):
     box: Box
     ood_score: float | None = Field(default=None, description=_OOD_SCORE)
     is_digit: bool | None = Field(default=None, description=_IS_DIGIT + " Shown as '?' in `text`.")
+    not_digit_score: float | None = Field(default=None, description=_NOT_DIGIT_SCORE)
 
     model_config = ConfigDict(extra="allow")
 
@@ -234,7 +248,14 @@ class Reading:
 async def classify(dataplane: DataPlane, images: Any, scale: PixelScale = "unit") -> Classification:
     """Digit and the ten probabilities for each image."""
     model = dataplane.resolve(CLASSIFIER)
-    return await _classify(dataplane, model, images, pixel_contract(scale))
+    result = await _classify(dataplane, model, images, pixel_contract(scale))
+    if flag_rule(model.path) is None:
+        return result
+    # Validated by the data plane already: the same pixels, as the model saw them.
+    pixels = np.asarray(images, dtype=np.float32).reshape(-1, 28, 28)
+    if scale == "byte":
+        pixels = pixels / np.float32(255.0)
+    return await _flagged(dataplane, result, pixels)
 
 
 async def classify_upload(dataplane: DataPlane, data: bytes, field: str = "file") -> Classification:
@@ -247,7 +268,8 @@ async def classify_upload(dataplane: DataPlane, data: bytes, field: str = "file"
         dataplane.settings.max_image_pixels,
         field,
     )
-    return await _classify(dataplane, model, image[np.newaxis], inputs=image[np.newaxis])
+    result = await _classify(dataplane, model, image[np.newaxis], inputs=image[np.newaxis])
+    return await _flagged(dataplane, result, image[np.newaxis])
 
 
 def _segment_upload(data: bytes, max_pixels: int, field: str) -> list[reading.Segment]:
@@ -277,7 +299,7 @@ async def read_picture(dataplane: DataPlane, data: bytes, field: str = "file") -
             what="too many digits",
         )
     images = np.stack([segment.image for segment in segments])
-    result = await _classify(dataplane, model, images, inputs=images)
+    result = await _flagged(dataplane, await _classify(dataplane, model, images, inputs=images))
     return Reading(result, [segment.box for segment in segments])
 
 
@@ -292,6 +314,36 @@ async def _classify(
     probabilities, extras = base.primary(dataplane, response)
     probabilities = probabilities.reshape(probabilities.shape[0], -1)
     return Classification(model, probabilities.argmax(axis=1), probabilities, extras, inputs)
+
+
+@lru_cache(maxsize=8)
+def flag_rule(version_dir: Path) -> digit_shape.FlagRule | None:
+    """The not-a-digit rule saved beside a classifier version (``not_a_digit.json``), if any."""
+    return digit_shape.load_rule(version_dir)
+
+
+def _flags(
+    rule: digit_shape.FlagRule, images: np.ndarray, probabilities: np.ndarray, ood: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    score = rule.score(digit_shape.signals(images, probabilities, ood))
+    return score <= rule.threshold, score.astype(np.float32)
+
+
+async def _flagged(
+    dataplane: DataPlane, result: Classification, images: np.ndarray | None = None
+) -> Classification:
+    """`result` with `is_digit` decided by the version's not-a-digit rule (which combines the
+    model's `ood_score` with the ink's geometry) and its `not_digit_score`; unchanged for a
+    version without a rule."""
+    rule = flag_rule(result.model.path)
+    images = result.inputs if images is None else images
+    if rule is None or images is None or "ood_score" not in result.extras:
+        return result
+    is_digit, score = await dataplane.runner.call(
+        "not-a-digit check", _flags, rule, images, result.probabilities, result.extras["ood_score"]
+    )
+    extras = {**result.extras, "is_digit": is_digit, "not_digit_score": score}
+    return Classification(result.model, result.digits, result.probabilities, extras, result.inputs)
 
 
 # Routes ---------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -215,14 +216,54 @@ async def test_classify_digit_image_rejects_non_digit(client: httpx.AsyncClient,
     assert await _rejected(client, pictures) == 1.0
 
 
-async def test_classify_digit_image_flags_most_letters(client: httpx.AsyncClient) -> None:
-    fonts = [f for f in digit_sets.fonts() if "Liberation" in f.name or "DejaVu" in f.name]
+def _fonts(family: str) -> list[Path]:
+    fonts = [f for f in digit_sets.fonts() if family in f.name]
     if not fonts:
-        pytest.skip("no DejaVu or Liberation font installed (fonts-dejavu, fonts-liberation)")
+        pytest.skip(f"no {family} font installed (fonts-dejavu, fonts-liberation)")
+    return fonts
+
+
+async def test_classify_digit_image_flags_most_letters(client: httpx.AsyncClient) -> None:
     letters = "AHKMNPRWXYachkmnprwx"  # no digit look-alikes (O, l, S, Z, B, ...)
-    pictures = [digit_sets.render_text(c, fonts[0], 40) for c in letters]
-    # bench/digits_wild measures 77-84% without look-alikes; a bound well below that.
-    assert await _rejected(client, pictures) >= 0.6
+    # Liberation: a family the not-a-digit rule was not fitted on (it saw DejaVu's letters).
+    pictures = [
+        digit_sets.render_text(c, font, 40) for font in _fonts("Liberation")[:2] for c in letters
+    ]
+    # training.digit_flag measures 80% of Liberation letters flagged; a bound below that.
+    assert await _rejected(client, pictures) >= 0.7
+
+
+# Squares, triangles, circles (`digit_sets.shapes` kinds 0, 2, 3): all squares and circles; a
+# triangle can pass for a 4 or a 7 (3 of these 4 are flagged; the bench measures the rest).
+@pytest.mark.parametrize(("kind", "share"), [(0, 1.0), (2, 0.75), (3, 1.0)])
+async def test_classify_digit_image_rejects_shapes(
+    client: httpx.AsyncClient, kind: int, share: float
+) -> None:
+    # Seed 21: neither the rule's fit (1, 2) nor the bench (11) drew these.
+    pictures = [p for i, p in enumerate(digit_sets.shapes(28, 21)) if i % 7 == kind]
+    assert await _rejected(client, pictures) >= share
+
+
+async def test_classify_digit_image_accepts_font_digits(client: httpx.AsyncClient) -> None:
+    fonts = _fonts("Liberation")[:4]
+    pictures = [digit_sets.render_text(str(d), font, 40) for font in fonts for d in range(10)]
+    for picture, digit in zip(pictures, [d for _ in fonts for d in range(10)], strict=True):
+        prediction = await _classify_upload(client, _png(picture))
+        assert (prediction["digit"], prediction["is_digit"]) == (digit, True)
+        assert 0.0 <= float(prediction["not_digit_score"]) <= 1.0  # type: ignore[arg-type]
+
+
+async def test_classify_digits_accepts_mnist_digits(
+    client: httpx.AsyncClient, test_digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    images, labels = test_digits
+    response = await client.post(
+        "/api/v1/digits/classify", json={"images": images.tolist(), "scale": "unit"}
+    )
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert sum(p["is_digit"] for p in predictions) >= 39  # 99.5% accepted on validation
+    assert sum(p["digit"] == label for p, label in zip(predictions, labels, strict=True)) >= 39
 
 
 # Reading a number ------------------------------------------------------------------------------
@@ -254,6 +295,14 @@ async def test_read_digits_reads_rendered_number(client: httpx.AsyncClient) -> N
     response = await client.post("/api/v1/digits/read", files=_png(picture))
     assert response.status_code == 200, response.text
     assert response.json()["text"] == "90210"
+
+
+async def test_read_digits_reads_dejavu_sixes(client: httpx.AsyncClient) -> None:
+    # Issue 20: the DejaVu "6" was flagged not a digit, and "3366" read "33??".
+    picture = digit_sets.render_text("3366", _fonts("DejaVuSans.ttf")[0], 48)
+    response = await client.post("/api/v1/digits/read", files=_png(picture))
+    assert response.status_code == 200, response.text
+    assert response.json()["text"] == "3366"
 
 
 async def test_read_digits_marks_non_digit_segment(
