@@ -66,7 +66,11 @@ class Classification:
     """bool `[N]`: false where the picture does not look like a digit (the digit is then only a
     guess); None from versions without the flag (v1) and from .npy answers."""
     ood_score: np.ndarray | None = None
-    """float64 `[N]`: the out-of-distribution score behind `is_digit` (higher: less digit-like)."""
+    """float64 `[N]`: the classifier's out-of-distribution score (higher: less digit-like)."""
+    not_digit_score: np.ndarray | None = None
+    """float64 `[N]` in [0, 1]: the score of the not-a-digit rule that decides `is_digit` (the
+    classifier's signals and the ink's geometry; higher: less digit-like); None from versions
+    without the rule."""
 
 
 @dataclass(frozen=True)
@@ -411,9 +415,8 @@ def classify(options: Options, images: ArrayLike, scale: Scale | None) -> Call[C
                 arrays["probabilities"].astype(np.float32, copy=False),
                 _model_from_headers(response),
                 arrays["is_digit"].reshape(-1).astype(bool) if "is_digit" in arrays else None,
-                arrays["ood_score"].reshape(-1).astype(np.float64)
-                if "ood_score" in arrays
-                else None,
+                _optional(arrays, "ood_score"),
+                _optional(arrays, "not_digit_score"),
             )
 
         return _images_npy(path, array, scale, read_npz, accept=NPZ)
@@ -426,14 +429,23 @@ def _read_classification(response: httpx.Response) -> Classification:
     digits = np.array([p["digit"] for p in predictions], dtype=np.int64)
     probabilities = np.array([p["probabilities"] for p in predictions], dtype=np.float32)
     flags = [p.get("is_digit") for p in predictions]
-    scores = [p.get("ood_score") for p in predictions]
     return Classification(
         digits,
         probabilities.reshape(len(predictions), 10),
         _model_from_json(body),
         None if None in flags else np.array(flags, dtype=bool),
-        None if None in scores else np.array(scores, dtype=np.float64),
+        _column(predictions, "ood_score"),
+        _column(predictions, "not_digit_score"),
     )
+
+
+def _optional(arrays: dict[str, np.ndarray], name: str) -> np.ndarray | None:
+    return arrays[name].reshape(-1).astype(np.float64) if name in arrays else None
+
+
+def _column(predictions: list[dict[str, Any]], name: str) -> np.ndarray | None:
+    values = [p.get(name) for p in predictions]
+    return None if None in values else np.array(values, dtype=np.float64)
 
 
 def _sniff_image(data: bytes) -> tuple[str, str]:

@@ -358,3 +358,27 @@ async def test_read_digits_rejects_bad_files(registry: ModelRegistry) -> None:
         assert_error(response, 413, "image too large: 400x400", field="file")
         response = await client.post("/api/v1/digits/read", json={"file": "x"})
         assert_error(response, 415, "content type 'application/json'")
+
+
+async def test_python_client_returns_the_not_a_digit_score(
+    registry: ModelRegistry, test_digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """The Python client (JSON and .npz) carries `is_digit` and the rule's `not_digit_score`."""
+    from service.client import AsyncClient
+
+    images, _ = test_digits
+    square = np.zeros((28, 28), images.dtype)
+    square[6:22, 6:22] = 1
+    square[9:19, 9:19] = 0
+    batch = np.concatenate([images[:4], square[None]])
+    app = create_app(Settings(model_dir=REPO_MODELS, warmup=False), registry)
+    async with app.router.lifespan_context(app):
+        for binary in (False, True):
+            transport = httpx.ASGITransport(app=app)
+            async with AsyncClient("http://test", transport=transport, binary=binary) as api:
+                result = await api.classify(batch)
+            assert result.not_digit_score is not None and result.not_digit_score.shape == (5,)
+            assert ((result.not_digit_score >= 0) & (result.not_digit_score <= 1)).all()
+            assert result.is_digit is not None
+            assert result.is_digit.tolist() == [True, True, True, True, False], binary
+            assert result.not_digit_score[4] > result.not_digit_score[:4].max()
