@@ -21,7 +21,7 @@ generated from them is committed, so neither CI nor the image needs grpcio-tools
   and to generate Python modules for TensorFlow's own, under `grpc_gen/tensorflow/` and
   `grpc_gen/xla/`; their header names the TensorFlow version the descriptors came from. The
   server thus never imports TensorFlow (importing any `tensorflow.*` module runs all of
-  `tensorflow/__init__.py`: ~550 MiB more per worker).
+  `tensorflow/__init__.py`: ~530 MiB more per worker, docs/grpc.md).
 
 Imports between generated modules are rewritten to `grpc_gen.*`; the output is then formatted
 with `ruff format` (the Makefile target), which is the committed form.
