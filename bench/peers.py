@@ -254,8 +254,7 @@ def make_server(
         server = harness.our_server(model_root, list(paths), 1, work, bulk)
         if bulk:  # bulk JSON bodies of 10,000 images are ~150 MB: the limits must let them in
             server.env.update(MLDM_MAX_BODY_BYTES=str(2**30), MLDM_REQUEST_TIMEOUT_S="120")
-        # HTTP only, as every peer here is driven: our gRPC services would import TensorFlow for
-        # TF Serving's protos (service/grpc/gen/pool.py), ~550 MiB the HTTP routes never use.
+        # HTTP only, as every peer here is driven: no gRPC port the HTTP routes never use.
         server.env["MLDM_GRPC_PORT"] = "0"
         server.name = config.name
         return server

@@ -17,8 +17,9 @@ from typing import Any
 
 import grpc
 import numpy as np
-from google.protobuf import json_format, message_factory
+from google.protobuf import json_format
 
+from grpc_gen.tensorflow.core.framework.tensor_pb2 import TensorProto
 from grpc_gen.tensorflow_serving.apis import get_model_metadata_pb2 as metadata_pb2
 from grpc_gen.tensorflow_serving.apis import get_model_status_pb2 as status_pb2
 from grpc_gen.tensorflow_serving.apis import model_service_pb2_grpc, predict_pb2
@@ -31,11 +32,6 @@ from service.registry import SIGNATURE_NAME, ModelVersion
 from service.settings import Settings
 from service.types import InferenceRequest
 
-TensorProto = message_factory.GetMessageClass(
-    predict_pb2.PredictRequest.DESCRIPTOR.fields_by_name["inputs"]
-    .message_type.fields_by_name["value"]
-    .message_type
-)
 _DATATYPE = TensorProto.DESCRIPTOR.fields_by_name["dtype"].enum_type
 #: The typed value field of a `TensorProto` by TF dtype name.
 VALUES = {

@@ -140,7 +140,8 @@ def _top_level_imports(path: Path) -> set[str]:
 def test_generated_grpc_code_lives_outside_the_service() -> None:
     """Vendored protos and protoc's modules are not ours: no `.proto` and no `_pb2` module in
     `service/`; only the gRPC layer (`service/grpc/`) imports `grpc_gen`, and `grpc_gen`
-    imports nothing of the service."""
+    imports nothing of the service, and neither imports TensorFlow (its protos are generated
+    into `grpc_gen/tensorflow/`: tests/service/test_grpc_protos.py runs the server to check)."""
     assert not [p for p in SERVICE.rglob("*") if p.suffix == ".proto" or "_pb2" in p.name]
     users = {
         _module(path) for path in SERVICE.rglob("*.py") if "grpc_gen" in _top_level_imports(path)
@@ -149,7 +150,9 @@ def test_generated_grpc_code_lives_outside_the_service() -> None:
     generated = list(GRPC_GEN.rglob("*.py"))
     assert generated
     for path in generated:
-        assert not _top_level_imports(path) & {"service", "data", "training"}, path
+        assert not _top_level_imports(path) & {"service", "data", "training", "tensorflow"}, path
+    for path in (SERVICE / "grpc").rglob("*.py"):
+        assert "tensorflow" not in _top_level_imports(path), path
 
 
 def test_batcher_imports_nothing_of_the_service() -> None:

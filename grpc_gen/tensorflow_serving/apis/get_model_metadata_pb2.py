@@ -21,7 +21,7 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
-from tensorflow.core.protobuf import (
+from grpc_gen.tensorflow.core.protobuf import (
     meta_graph_pb2 as tensorflow_dot_core_dot_protobuf_dot_meta__graph__pb2,
 )
 from grpc_gen.tensorflow_serving.apis import (

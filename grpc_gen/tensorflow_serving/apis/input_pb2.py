@@ -20,7 +20,9 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from tensorflow.core.example import example_pb2 as tensorflow_dot_core_dot_example_dot_example__pb2
+from grpc_gen.tensorflow.core.example import (
+    example_pb2 as tensorflow_dot_core_dot_example_dot_example__pb2,
+)
 
 
 DESCRIPTOR = _POOL.AddSerializedFile(

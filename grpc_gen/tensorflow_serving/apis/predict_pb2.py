@@ -20,7 +20,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from tensorflow.core.framework import (
+from grpc_gen.tensorflow.core.framework import (
     tensor_pb2 as tensorflow_dot_core_dot_framework_dot_tensor__pb2,
 )
 from grpc_gen.tensorflow_serving.apis import (

@@ -20,7 +20,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from tensorflow.core.protobuf import (
+from grpc_gen.tensorflow.core.protobuf import (
     error_codes_pb2 as tensorflow_dot_core_dot_protobuf_dot_error__codes__pb2,
 )
 
