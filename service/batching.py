@@ -29,6 +29,8 @@ Outputs = dict[str, np.ndarray]
 BatchFunction = Callable[[np.ndarray], Mapping[str, np.ndarray]]
 #: Told of each model call: (items, queue wait of its oldest request s, compute s).
 BatchListener = Callable[[int, float, float], None]
+#: Whether a call of this many items is short enough to run on the event loop itself.
+InlinePolicy = Callable[[int], bool]
 
 
 def chunks(count: int, size: int) -> list[slice]:
@@ -116,9 +118,13 @@ class AdaptiveBatcher:
         max_wait_s: float,
         name: str = "model",
         on_batch: BatchListener | None = None,
+        inline: InlinePolicy | None = None,
     ) -> None:
         self.function = function
         self.on_batch = on_batch
+        #: A direct call (nothing queued or running) whose size this accepts runs on the event
+        #: loop: a compiled batch-1 call is shorter than the hop to a pool thread and back.
+        self.inline = inline
         self.executor = executor
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
@@ -182,17 +188,26 @@ class AdaptiveBatcher:
             self._wakeup.set()
             return await future
         self.stats.record(1, int(array.shape[0]))
-        call = asyncio.get_running_loop().run_in_executor(
-            self.executor, _timed, self.function, array
-        )
-        # Busy until the thread is done, even if the caller gives up before (shield).
-        call.add_done_callback(self._direct_done)
-        outputs, seconds = await asyncio.shield(call)
+        if self.inline is not None and self.inline(int(array.shape[0])):
+            try:
+                outputs, seconds = _timed(self.function, array)
+            finally:
+                self._busy = False
+        else:
+            outputs, seconds = await self._in_pool(array)
         if compute is not None:
             compute.add(seconds)
         if self.on_batch is not None:
             self.on_batch(int(array.shape[0]), 0.0, seconds)
         return dict(outputs)
+
+    async def _in_pool(self, array: np.ndarray) -> tuple[Mapping[str, np.ndarray], float]:
+        call = asyncio.get_running_loop().run_in_executor(
+            self.executor, _timed, self.function, array
+        )
+        # Busy until the thread is done, even if the caller gives up before (shield).
+        call.add_done_callback(self._direct_done)
+        return await asyncio.shield(call)
 
     def _direct_done(self, future: asyncio.Future[Any]) -> None:
         self._busy = False

@@ -196,6 +196,13 @@ class Settings(BaseSettings):
     """Intra-op threads of each ONNX Runtime session; 1 by default, as the server already runs
     `inference_threads` calls side by side."""
 
+    inline_max_items: int = Field(default=1, ge=0, le=65536)
+    """A model call of at most this many items on a compiled runtime (not TensorFlow) runs on
+    the event loop instead of an inference thread, when nothing else waits for the model: a
+    batch-1 ONNX Runtime call (0.1-0.35 ms) is shorter than the hop to a thread and back, which
+    on a busy machine also waits for the GIL (docs/performance.md, "Request path"). 0: every
+    call in a thread."""
+
     # Overload, slow clients and shutdown (docs/reliability.md) ----------------------
 
     queue_max_requests: int = Field(default=64, ge=1, le=100_000)

@@ -6,12 +6,15 @@ the worker finds them all queued; the cancellation test waits for a batch to fil
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import threading
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
+from service.backends.select import Plan
 from service.batching import AdaptiveBatcher, padded_size
 from service.dataplane import DataPlane
 from service.registry import ModelRegistry
@@ -275,3 +278,58 @@ async def test_padded_calls_equal_unpadded_per_item(
             assert seen == [4, 8, 8, 4], (name, batching, seen)
             await runner.aclose()
         monkeypatch.undo()
+
+
+async def test_batcher_runs_an_inline_size_on_the_event_loop(executor: ThreadPoolExecutor) -> None:
+    threads: list[int] = []
+
+    def function(batch: np.ndarray) -> Mapping[str, np.ndarray]:
+        threads.append(threading.get_ident())
+        if np.isnan(batch).any():
+            raise ValueError("NaN in batch")
+        return {"y": batch * 2}
+
+    batcher = AdaptiveBatcher(function, executor, 64, 0.0, inline=lambda items: items <= 1)
+    one = await batcher.submit(np.ones((1, 2)))
+    two = await batcher.submit(np.ones((2, 2)))
+    np.testing.assert_array_equal(one["y"], np.full((1, 2), 2.0))
+    np.testing.assert_array_equal(two["y"], np.full((2, 2), 2.0))
+    assert threads[0] == threading.get_ident()  # batch 1: inline, on this (the loop's) thread
+    assert threads[1] != threading.get_ident()  # batch 2: in a pool thread
+    with pytest.raises(ValueError, match="NaN"):
+        await batcher.submit(np.full((1, 2), np.nan))
+    assert not batcher._busy  # a failed inline call leaves the batcher free
+    again = await batcher.submit(np.ones((1, 2)))
+    np.testing.assert_array_equal(again["y"], np.full((1, 2), 2.0))
+    assert batcher.stats.batches == 4
+    await batcher.close()
+
+
+async def test_inline_burst_still_merges(executor: ThreadPoolExecutor) -> None:
+    calls: list[int] = []
+    batcher = AdaptiveBatcher(_doubling(calls), executor, 64, 0.0, inline=lambda items: True)  # type: ignore[arg-type]
+    arrays = [np.full((1, 2), float(i)) for i in range(5)]
+    results = await asyncio.gather(*(batcher.submit(a) for a in arrays))
+    assert calls == [5]  # the burst went to the worker as one batch, not five inline calls
+    for array, result in zip(arrays, results, strict=True):
+        np.testing.assert_array_equal(result["y"], array * 2)
+    await batcher.close()
+
+
+def test_runner_inlines_only_small_compiled_calls(
+    tiny_registry: ModelRegistry, settings: Settings
+) -> None:
+    model = tiny_registry.get("energy_from_potential")
+    runner = ModelRunner(settings)
+    assert settings.inline_max_items == 1
+    assert model.backend_for(1) == "tensorflow"
+    assert not runner.inline(model, 1)  # TensorFlow's call always goes to a thread
+    compiled = dataclasses.replace(model, plan=Plan(steps=((8, "onnxruntime"), (64, "tensorflow"))))
+    assert runner.inline(compiled, 1)
+    assert not runner.inline(compiled, 2)  # above inline_max_items
+    off = ModelRunner(settings.model_copy(update={"inline_max_items": 0}))
+    assert not off.inline(compiled, 1)
+    wide = ModelRunner(settings.model_copy(update={"inline_max_items": 100}))
+    assert wide.inline(compiled, 8) and not wide.inline(compiled, 9)  # 9+: TensorFlow's
+    for each in (runner, off, wide):
+        each.close()
