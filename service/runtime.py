@@ -205,9 +205,13 @@ class ModelRunner:
         return batcher
 
     def inline(self, model: ModelVersion, items: int) -> bool:
-        """Whether a call of `items` runs on the event loop (`Settings.inline_max_items`): a
-        compiled runtime's small call; TensorFlow's always goes to a thread."""
-        return items <= self.settings.inline_max_items and model.backend_for(items) != "tensorflow"
+        """Whether a call of `items` runs on the event loop (`Settings.inline_max_ms`): a
+        compiled runtime's call measured short; TensorFlow's always goes to a thread."""
+        budget = self.settings.inline_max_ms / 1000
+        if budget <= 0 or model.backend_for(items) == "tensorflow":
+            return False
+        per_item = self.admission(model).seconds_per_item  # 0 until a call was measured
+        return 0 < items * per_item <= budget
 
     def admission(self, model: ModelVersion) -> Admission:
         """The bounded queue of one model version object (kept with the object, as its batcher)."""

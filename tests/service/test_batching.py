@@ -316,20 +316,49 @@ async def test_inline_burst_still_merges(executor: ThreadPoolExecutor) -> None:
     await batcher.close()
 
 
-def test_runner_inlines_only_small_compiled_calls(
+def test_runner_inlines_only_short_measured_compiled_calls(
     tiny_registry: ModelRegistry, settings: Settings
 ) -> None:
     model = tiny_registry.get("energy_from_potential")
     runner = ModelRunner(settings)
-    assert settings.inline_max_items == 1
+    assert settings.inline_max_ms == 0.3
+    compiled = dataclasses.replace(model, plan=Plan(steps=((8, "onnxruntime"), (64, "tensorflow"))))
+    assert not runner.inline(compiled, 1)  # not measured yet: the first call goes to a thread
+    runner.admission(compiled).observe(1, 0.00009)  # 0.09 ms per item
+    assert runner.inline(compiled, 1) and runner.inline(compiled, 3)
+    assert not runner.inline(compiled, 4)  # 0.36 ms: over the 0.3 ms budget
+    runner.admission(model).observe(1, 0.0001)
     assert model.backend_for(1) == "tensorflow"
     assert not runner.inline(model, 1)  # TensorFlow's call always goes to a thread
-    compiled = dataclasses.replace(model, plan=Plan(steps=((8, "onnxruntime"), (64, "tensorflow"))))
-    assert runner.inline(compiled, 1)
-    assert not runner.inline(compiled, 2)  # above inline_max_items
-    off = ModelRunner(settings.model_copy(update={"inline_max_items": 0}))
+    off = ModelRunner(settings.model_copy(update={"inline_max_ms": 0.0}))
+    off.admission(compiled).observe(1, 0.0001)
     assert not off.inline(compiled, 1)
-    wide = ModelRunner(settings.model_copy(update={"inline_max_items": 100}))
+    wide = ModelRunner(settings.model_copy(update={"inline_max_ms": 100.0}))
+    wide.admission(compiled).observe(1, 0.0001)
     assert wide.inline(compiled, 8) and not wide.inline(compiled, 9)  # 9+: TensorFlow's
     for each in (runner, off, wide):
         each.close()
+
+
+async def test_runner_runs_a_short_compiled_call_inline_with_the_same_answer(
+    tiny_registry: ModelRegistry, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = tiny_registry.get("energy_from_potential")
+    compiled = dataclasses.replace(model, plan=Plan.single("onnxruntime"))
+    compiled.backends = {"onnxruntime": model.backends["tensorflow"]}  # the call itself: TF's
+    threads: list[int] = []
+    real = compiled.backends["onnxruntime"].run
+
+    def run(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        threads.append(threading.get_ident())
+        return real(inputs)
+
+    monkeypatch.setattr(compiled.backends["onnxruntime"], "run", run)
+    V = potentials(1).astype(np.float32)
+    for batching in (True, False):
+        runner = ModelRunner(settings.model_copy(update={"batching_enabled": batching}))
+        runner.admission(compiled).observe(1, 0.0001)
+        out = await runner.run(compiled, V)
+        np.testing.assert_allclose(out, model.predict_one(V), rtol=1e-6)
+        assert threads[-1] == threading.get_ident()  # on the event loop's thread
+        await runner.aclose()
