@@ -3,9 +3,10 @@
 As in TensorFlow Serving, Triton and MLServer: each model version has a queue and one worker task.
 The worker takes the first waiting request, lets others join until the batch holds
 `max_batch_size` items or `max_wait` has passed, concatenates them, runs the model once in a
-thread (never on the event loop) and hands each request its own rows, in order. Requests that
-arrive while a batch runs form the next one, so under load batches grow by themselves even with
-no wait at all. A request cancelled while it waits is dropped from its batch; if a merged call
+thread and hands each request its own rows, in order (a lone request with nothing else waiting
+skips the worker; if the `inline` policy accepts its size, it runs on the event loop itself).
+Requests that arrive while a batch runs form the next one, so under load batches grow by
+themselves even with no wait at all. A request cancelled while it waits is dropped from its batch; if a merged call
 fails, each request of the batch is retried alone, so one bad input never fails its neighbours.
 """
 
@@ -166,7 +167,8 @@ class AdaptiveBatcher:
 
     async def _direct(self, array: np.ndarray, compute: ComputeTime | None = None) -> Outputs:
         """Nothing queued, nothing running, no wait: the call goes to the pool from the caller's
-        task, which saves the worker's hand-offs (a loop iteration and a future each way).
+        task, which saves the worker's hand-offs (a loop iteration and a future each way), or,
+        for a size `inline` accepts, runs right here on the event loop (no hop at all).
 
         Requests that arrive in the same loop iteration (a burst) must still merge: the caller
         lets them queue first (one `sleep(0)`, the iteration the worker's wake-up took), and
