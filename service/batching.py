@@ -6,8 +6,9 @@ The worker takes the first waiting request, lets others join until the batch hol
 thread and hands each request its own rows, in order (a lone request with nothing else waiting
 skips the worker; if the `inline` policy accepts its size, it runs on the event loop itself).
 Requests that arrive while a batch runs form the next one, so under load batches grow by
-themselves even with no wait at all. A request cancelled while it waits is dropped from its batch; if a merged call
-fails, each request of the batch is retried alone, so one bad input never fails its neighbours.
+themselves even with no wait at all. A request cancelled while it waits is dropped from its
+batch; if a merged call fails, each request of the batch is retried alone, so one bad input
+never fails its neighbours.
 """
 
 from __future__ import annotations
