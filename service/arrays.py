@@ -197,8 +197,8 @@ def as_batch(
     single = not channel and array.ndim == rank and array.shape == item_shape
     if single:
         array = array[np.newaxis]
-    expected = f"{shape_text(item_shape, batch=False)} or {shape_text(item_shape)}"
     if not channel and (array.ndim != rank + 1 or array.shape[1:] != item_shape):
+        expected = f"{shape_text(item_shape, batch=False)} or {shape_text(item_shape)}"
         if array.size == 0 and array.ndim == 1:
             raise InvalidInput.for_field(field, "at least one item", "an empty list", "empty batch")
         squeezed = squeeze_channel and array.ndim == rank + 2 and array.shape[-1] == 1

@@ -3,10 +3,12 @@
 As in TensorFlow Serving, Triton and MLServer: each model version has a queue and one worker task.
 The worker takes the first waiting request, lets others join until the batch holds
 `max_batch_size` items or `max_wait` has passed, concatenates them, runs the model once in a
-thread (never on the event loop) and hands each request its own rows, in order. Requests that
-arrive while a batch runs form the next one, so under load batches grow by themselves even with
-no wait at all. A request cancelled while it waits is dropped from its batch; if a merged call
-fails, each request of the batch is retried alone, so one bad input never fails its neighbours.
+thread and hands each request its own rows, in order (a lone request with nothing else waiting
+skips the worker; if the `inline` policy accepts its size, it runs on the event loop itself).
+Requests that arrive while a batch runs form the next one, so under load batches grow by
+themselves even with no wait at all. A request cancelled while it waits is dropped from its
+batch; if a merged call fails, each request of the batch is retried alone, so one bad input
+never fails its neighbours.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ Outputs = dict[str, np.ndarray]
 BatchFunction = Callable[[np.ndarray], Mapping[str, np.ndarray]]
 #: Told of each model call: (items, queue wait of its oldest request s, compute s).
 BatchListener = Callable[[int, float, float], None]
+#: Whether a call of this many items is short enough to run on the event loop itself.
+InlinePolicy = Callable[[int], bool]
 
 
 async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
@@ -126,9 +130,13 @@ class AdaptiveBatcher:
         max_wait_s: float,
         name: str = "model",
         on_batch: BatchListener | None = None,
+        inline: InlinePolicy | None = None,
     ) -> None:
         self.function = function
         self.on_batch = on_batch
+        #: A direct call (nothing queued or running) whose size this accepts runs on the event
+        #: loop: a compiled batch-1 call is shorter than the hop to a pool thread and back.
+        self.inline = inline
         self.executor = executor
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
@@ -168,7 +176,8 @@ class AdaptiveBatcher:
 
     async def _direct(self, array: np.ndarray, compute: ComputeTime | None = None) -> Outputs:
         """Nothing queued, nothing running, no wait: the call goes to the pool from the caller's
-        task, which saves the worker's hand-offs (a loop iteration and a future each way).
+        task, which saves the worker's hand-offs (a loop iteration and a future each way), or,
+        for a size `inline` accepts, runs right here on the event loop (no hop at all).
 
         Requests that arrive in the same loop iteration (a burst) must still merge: the caller
         lets them queue first (one `sleep(0)`, the iteration the worker's wake-up took), and
@@ -188,17 +197,26 @@ class AdaptiveBatcher:
             self._wake()
             return await future
         self.stats.record(1, int(array.shape[0]))
-        call = asyncio.get_running_loop().run_in_executor(
-            self.executor, _timed, self.function, array
-        )
-        # Busy until the thread is done, even if the caller gives up before (shield).
-        call.add_done_callback(self._direct_done)
-        outputs, seconds = await asyncio.shield(call)
+        if self.inline is not None and self.inline(int(array.shape[0])):
+            try:
+                outputs, seconds = _timed(self.function, array)
+            finally:
+                self._busy = False
+        else:
+            outputs, seconds = await self._in_pool(array)
         if compute is not None:
             compute.add(seconds)
         if self.on_batch is not None:
             self.on_batch(int(array.shape[0]), 0.0, seconds)
         return dict(outputs)
+
+    async def _in_pool(self, array: np.ndarray) -> tuple[Mapping[str, np.ndarray], float]:
+        call = asyncio.get_running_loop().run_in_executor(
+            self.executor, _timed, self.function, array
+        )
+        # Busy until the thread is done, even if the caller gives up before (shield).
+        call.add_done_callback(self._direct_done)
+        return await asyncio.shield(call)
 
     def _direct_done(self, future: asyncio.Future[Any]) -> None:
         self._busy = False

@@ -13,6 +13,7 @@ name: the app gives it the `ModelSpec`s its tasks declare (`service.contracts`).
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import replace
 
@@ -97,6 +98,10 @@ class DataPlane:
         self.runner = runner
         self.stats = runner.stats
         self.specs: Mapping[str, ModelSpec] = specs or {}
+        #: Each input's contract per model version object, derived on its first request. A weak
+        #: reference tells a live object from a reloaded one that reused its id, and does not
+        #: keep a removed version in memory.
+        self._contracts: dict[tuple[int, str], tuple[weakref.ref[ModelVersion], InputContract]] = {}
 
     def resolve(self, name: str, version: int | None = None) -> ModelVersion:
         """The servable version (latest when None): 404 unknown, 503 not loaded."""
@@ -161,8 +166,14 @@ class DataPlane:
         return outputs, next(iter(arrays.values())).shape[0], single, times
 
     def _contract(self, model: ModelVersion, spec: TensorSpec) -> InputContract:
+        key = (id(model), spec.name)
+        known = self._contracts.get(key)
+        if known is not None and known[0]() is model:
+            return known[1]
         declared = self.specs.get(model.name)
-        return contract_of(model, spec, declared.input(spec.name) if declared else None)
+        contract = contract_of(model, spec, declared.input(spec.name) if declared else None)
+        self._contracts[key] = (weakref.ref(model), contract)
+        return contract
 
     def validate(
         self, model: ModelVersion, request: InferenceRequest

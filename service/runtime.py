@@ -198,9 +198,19 @@ class ModelRunner:
                 wait,
                 name=f"{model.name}/{model.version}",
                 on_batch=record,
+                inline=lambda items: self.inline(model, items),
             )
             self._batchers[key] = batcher
         return batcher
+
+    def inline(self, model: ModelVersion, items: int) -> bool:
+        """Whether a call of `items` runs on the event loop (`Settings.inline_max_ms`): a
+        compiled runtime's call measured short; TensorFlow's always goes to a thread."""
+        budget = self.settings.inline_max_ms / 1000
+        if budget <= 0 or model.backend_for(items) == "tensorflow":
+            return False
+        per_item = self.admission(model).seconds_per_item  # 0 until a call was measured
+        return 0 < items * per_item <= budget
 
     def admission(self, model: ModelVersion) -> Admission:
         """The bounded queue of one model version object (kept with the object, as its batcher)."""
@@ -231,14 +241,13 @@ class ModelRunner:
                 return await batcher.submit(array, compute)
             loop = asyncio.get_running_loop()
             queued = time.perf_counter()
-            outputs, started, timings = await loop.run_in_executor(
-                self._executor,
-                _predict_in_chunks,
-                model,
-                inputs,
-                self._chunk(model),
-                self._pad_sizes(model),
-            )
+            work = (model, inputs, self._chunk(model), self._pad_sizes(model))
+            if self.inline(model, size):
+                outputs, started, timings = _predict_in_chunks(*work)
+            else:
+                outputs, started, timings = await loop.run_in_executor(
+                    self._executor, _predict_in_chunks, *work
+                )
             for items, seconds in timings:
                 queue_s = started - queued
                 admission.observe(items, seconds)

@@ -196,6 +196,14 @@ class Settings(BaseSettings):
     """Intra-op threads of each ONNX Runtime session; 1 by default, as the server already runs
     `inference_threads` calls side by side."""
 
+    inline_max_ms: float = Field(default=0.3, ge=0.0, le=100.0)
+    """A model call on a compiled runtime (not TensorFlow) expected to take at most this long
+    (its items times the version's measured seconds per item) runs on the event loop instead of
+    an inference thread, when nothing else waits for the model: a batch-1 ONNX Runtime call of
+    0.1-0.3 ms is shorter than the hop to a thread and back (docs/performance.md, "Request
+    path"). Longer calls, and every call before the first is measured, go to a thread. 0: every
+    call in a thread."""
+
     # Overload, slow clients and shutdown (docs/reliability.md) ----------------------
 
     queue_max_requests: int = Field(default=64, ge=1, le=100_000)

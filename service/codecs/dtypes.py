@@ -48,11 +48,22 @@ BY_V2 = {d.v2: d for d in TABLE}
 BYTES = BY_NUMPY["object"]
 
 
+#: `of` per numeric dtype object, filled as met: `dtype.name` is a Python-level property, and
+#: every tensor of every answer asks (strings and bytes stay out: `S10`, `U3`... are unbounded).
+_OF: dict[np.dtype[Any], DType] = {}
+
+
 def of(dtype: np.dtype[Any]) -> DType:
     """The table row of a numpy dtype (strings and bytes are BYTES)."""
+    row = _OF.get(dtype)
+    if row is not None:
+        return row
     if dtype.kind in "OSU":
         return BYTES
-    return BY_NUMPY.get(dtype.name, BYTES)
+    row = BY_NUMPY.get(dtype.name, BYTES)
+    if dtype.kind in "biuf":
+        _OF[dtype] = row
+    return row
 
 
 def v2_name(dtype: np.dtype[Any]) -> str:

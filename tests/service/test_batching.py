@@ -6,12 +6,15 @@ the worker finds them all queued; the cancellation test waits for a batch to fil
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import threading
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
+from service.backends.select import Plan
 from service.batching import AdaptiveBatcher, cancel_and_wait, padded_size
 from service.dataplane import DataPlane
 from service.registry import ModelRegistry
@@ -289,3 +292,87 @@ async def test_cancel_and_wait_ends_a_running_task_and_ignores_none() -> None:
     await started.wait()
     await cancel_and_wait(task)
     assert task.cancelled()
+
+
+async def test_batcher_runs_an_inline_size_on_the_event_loop(executor: ThreadPoolExecutor) -> None:
+    threads: list[int] = []
+
+    def function(batch: np.ndarray) -> Mapping[str, np.ndarray]:
+        threads.append(threading.get_ident())
+        if np.isnan(batch).any():
+            raise ValueError("NaN in batch")
+        return {"y": batch * 2}
+
+    batcher = AdaptiveBatcher(function, executor, 64, 0.0, inline=lambda items: items <= 1)
+    one = await batcher.submit(np.ones((1, 2)))
+    two = await batcher.submit(np.ones((2, 2)))
+    np.testing.assert_array_equal(one["y"], np.full((1, 2), 2.0))
+    np.testing.assert_array_equal(two["y"], np.full((2, 2), 2.0))
+    assert threads[0] == threading.get_ident()  # batch 1: inline, on this (the loop's) thread
+    assert threads[1] != threading.get_ident()  # batch 2: in a pool thread
+    with pytest.raises(ValueError, match="NaN"):
+        await batcher.submit(np.full((1, 2), np.nan))
+    assert not batcher._busy  # a failed inline call leaves the batcher free
+    again = await batcher.submit(np.ones((1, 2)))
+    np.testing.assert_array_equal(again["y"], np.full((1, 2), 2.0))
+    assert batcher.stats.batches == 4
+    await batcher.close()
+
+
+async def test_inline_burst_still_merges(executor: ThreadPoolExecutor) -> None:
+    calls: list[int] = []
+    batcher = AdaptiveBatcher(_doubling(calls), executor, 64, 0.0, inline=lambda items: True)  # type: ignore[arg-type]
+    arrays = [np.full((1, 2), float(i)) for i in range(5)]
+    results = await asyncio.gather(*(batcher.submit(a) for a in arrays))
+    assert calls == [5]  # the burst went to the worker as one batch, not five inline calls
+    for array, result in zip(arrays, results, strict=True):
+        np.testing.assert_array_equal(result["y"], array * 2)
+    await batcher.close()
+
+
+def test_runner_inlines_only_short_measured_compiled_calls(
+    tiny_registry: ModelRegistry, settings: Settings
+) -> None:
+    model = tiny_registry.get("energy_from_potential")
+    runner = ModelRunner(settings)
+    assert settings.inline_max_ms == 0.3
+    compiled = dataclasses.replace(model, plan=Plan(steps=((8, "onnxruntime"), (64, "tensorflow"))))
+    assert not runner.inline(compiled, 1)  # not measured yet: the first call goes to a thread
+    runner.admission(compiled).observe(1, 0.00009)  # 0.09 ms per item
+    assert runner.inline(compiled, 1) and runner.inline(compiled, 3)
+    assert not runner.inline(compiled, 4)  # 0.36 ms: over the 0.3 ms budget
+    runner.admission(model).observe(1, 0.0001)
+    assert model.backend_for(1) == "tensorflow"
+    assert not runner.inline(model, 1)  # TensorFlow's call always goes to a thread
+    off = ModelRunner(settings.model_copy(update={"inline_max_ms": 0.0}))
+    off.admission(compiled).observe(1, 0.0001)
+    assert not off.inline(compiled, 1)
+    wide = ModelRunner(settings.model_copy(update={"inline_max_ms": 100.0}))
+    wide.admission(compiled).observe(1, 0.0001)
+    assert wide.inline(compiled, 8) and not wide.inline(compiled, 9)  # 9+: TensorFlow's
+    for each in (runner, off, wide):
+        each.close()
+
+
+async def test_runner_runs_a_short_compiled_call_inline_with_the_same_answer(
+    tiny_registry: ModelRegistry, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = tiny_registry.get("energy_from_potential")
+    compiled = dataclasses.replace(model, plan=Plan.single("onnxruntime"))
+    compiled.backends = {"onnxruntime": model.backends["tensorflow"]}  # the call itself: TF's
+    threads: list[int] = []
+    real = compiled.backends["onnxruntime"].run
+
+    def run(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        threads.append(threading.get_ident())
+        return real(inputs)
+
+    monkeypatch.setattr(compiled.backends["onnxruntime"], "run", run)
+    V = potentials(1).astype(np.float32)
+    for batching in (True, False):
+        runner = ModelRunner(settings.model_copy(update={"batching_enabled": batching}))
+        runner.admission(compiled).observe(1, 0.0001)
+        out = await runner.run(compiled, V)
+        np.testing.assert_allclose(out, model.predict_one(V), rtol=1e-6)
+        assert threads[-1] == threading.get_ident()  # on the event loop's thread
+        await runner.aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -135,3 +136,19 @@ async def test_task_answer_carries_extra_outputs(multi_client: httpx.AsyncClient
         )
     ).json()["predictions"]
     assert set(rows[0]) == {"energy", "energy_std", "in_domain"}
+
+
+async def test_contract_is_derived_once_per_version_object(dataplane: DataPlane) -> None:
+    model = dataplane.resolve("digit_classifier")
+    spec = model.input
+    first = dataplane._contract(model, spec)
+    assert dataplane._contract(model, spec) is first  # kept: no per-request derivation
+    images = np.full((1, 28, 28, 1), 2.0, dtype=np.float32)
+    request = InferenceRequest("digit_classifier", {"images": images}, fields={"images": "x"})
+    for _ in range(2):  # the kept contract checks as the first one did
+        with pytest.raises(InvalidInput) as info:
+            await dataplane.infer(request)
+        assert info.value.expected == "pixels (scale 'unit') in [0, 1]"
+    reloaded = dataclasses.replace(model)  # a version reloaded from disk: a new object
+    assert dataplane._contract(reloaded, spec) == first
+    assert dataplane._contracts[(id(reloaded), spec.name)][0]() is reloaded
