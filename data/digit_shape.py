@@ -55,6 +55,7 @@ _INKED = 0.5
 #: The closed loops each digit is commonly written with (4 open or closed; 2 with a loop).
 _DIGIT_LOOPS = ({1}, {0}, {0, 1}, {0}, {0, 1}, {0}, {1}, {0}, {2, 1}, {1})
 _EIGHT = np.ones((3, 3), dtype=bool)
+_CROSS = ndimage.generate_binary_structure(2, 1)
 _EIGHT_COUNT = np.ones((3, 3), dtype=np.uint8)
 _ROW = np.arange(28, dtype=np.float64)[:, None]
 _COL = np.arange(28, dtype=np.float64)[None, :]
@@ -124,52 +125,77 @@ def _envelope(ys: list[int], xs: list[int], sign: int) -> tuple[list[int], list[
     return [p[0] for p in chain], [p[1] for p in chain]
 
 
-def _holes(ink: np.ndarray) -> int:
-    """Closed loops: the pieces of background (4-connected) the frame's border does not reach,
-    which is what ``strokes - skimage.measure.euler_number(ink, connectivity=2)`` counts."""
-    return int(ndimage.label(np.pad(~ink, 1, constant_values=True))[1]) - 1
-
-
 def geometry(image: np.ndarray) -> np.ndarray:
     """The ink geometry of one [28, 28] image in [0, 1]: the values of ``NAMES[2:11]``, then
     the two symmetries and the skeleton's length (``NAMES[12:]``)."""
-    ink = image >= _INKED
-    area = int(ink.sum())
-    if area == 0:
-        return np.zeros(12)
-    strokes = int(ndimage.label(ink, structure=_EIGHT)[1])
-    loops = _holes(ink)
-    rows = np.flatnonzero(ink.any(axis=1))
-    cols = np.flatnonzero(ink.any(axis=0))
-    height, width = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
-    skeleton = morphology.skeletonize(ink)
-    length = max(int(skeleton.sum()), 1)
+    return geometries(np.asarray(image)[None])[0]
+
+
+def geometries(images: np.ndarray) -> np.ndarray:
+    """``geometry`` of each of images [N, 28, 28]: [N, 12] (zeros for an image without ink).
+
+    The images are laid in one column, a blank line around each, so that one call of each
+    labelling, skeletonising and neighbour count does them all (none reaches across a blank
+    line: 8-connected ink, 4-connected background, the skeleton's 3x3 windows); a picture's
+    components then have consecutive labels, after those of the pictures above it.
+    """
+    ink = images >= _INKED
+    area = ink.reshape(len(ink), -1).sum(axis=1)
+    out = np.zeros((len(ink), 12))
+    kept = np.flatnonzero(area > 0)
+    if not len(kept):
+        return out
+    ink, area, count = ink[kept], area[kept], len(kept)
+    mosaic = np.zeros((count * 29 + 1, 30), dtype=bool)
+    mosaic[:-1].reshape(count, 29, 30)[:, 1:, 1:29] = ink
+    strokes = _per_picture(ndimage.label(mosaic, structure=_EIGHT)[0], count)
+    background = ndimage.label(~mosaic, structure=_CROSS)[0]
+    # Label 1 is the blank lines with every picture's outside, no loop: the loops are 2, 3...
+    loops = _per_picture(np.maximum(background - 1, 0), count)
+    skeleton = morphology.skeletonize(mosaic)
     neighbours = ndimage.convolve(skeleton.view(np.uint8), _EIGHT_COUNT, mode="constant") - 1
-    ends = int((skeleton & (neighbours == 1)).sum())
-    branches = int((skeleton & (neighbours >= 3)).sum())
-    return np.array(
+    skeleton = skeleton[:-1].reshape(count, 29 * 30)
+    neighbours = neighbours[:-1].reshape(count, 29 * 30)
+    length = np.maximum(skeleton.sum(axis=1), 1)
+    ends = (skeleton & (neighbours == 1)).sum(axis=1)
+    branches = (skeleton & (neighbours >= 3)).sum(axis=1)
+    inked_rows, inked_cols = ink.any(axis=2), ink.any(axis=1)
+    height = 28 - inked_rows[:, ::-1].argmax(axis=1) - inked_rows.argmax(axis=1)
+    width = 28 - inked_cols[:, ::-1].argmax(axis=1) - inked_cols.argmax(axis=1)
+    hull = np.array([hull_area(one) for one in ink])
+    turns = np.array([symmetry(image) for image in images[kept]])
+    out[kept] = np.stack(
         [
-            area / ink.size,
+            area / (28 * 28),
             strokes,
             loops,
-            area / max(hull_area(ink), 1),
+            area / np.maximum(hull, 1),
             area / (height * width),
             np.log(height / width),
             area / length,
             ends,
             branches,
-            *symmetry(image),
+            turns[:, 0],
+            turns[:, 1],
             length / 28.0,
         ],
-        dtype=np.float64,
+        axis=1,
     )
+    return out
+
+
+def _per_picture(labels: np.ndarray, count: int) -> np.ndarray:
+    """How many labels each picture's block of a ``geometries`` mosaic holds."""
+    top = labels[:-1].reshape(count, -1).max(axis=1)
+    before = np.concatenate([[0], np.maximum.accumulate(top)[:-1]])
+    return np.maximum(top - before, 0)
 
 
 def signals(
     images: np.ndarray,
     probabilities: np.ndarray,
     ood_score: np.ndarray,
-    shape_of: Callable[[np.ndarray], np.ndarray] = geometry,
+    shape_of: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Every signal of ``NAMES`` for images [N, 28, 28] (a trailing channel is accepted) and
     the classifier's probabilities [N, 10] and ood_score [N]: [N, len(NAMES)] float64.
@@ -177,9 +203,12 @@ def signals(
     images = np.asarray(images, dtype=np.float32).reshape(-1, 28, 28)
     probabilities = np.asarray(probabilities).reshape(len(images), -1)
     digits = probabilities.argmax(axis=1)
+    if shape_of is None:
+        shapes = geometries(images)
+    else:
+        shapes = np.array([shape_of(image) for image in images]).reshape(-1, 12)
     rows = []
-    for k, image in enumerate(images):
-        shape = shape_of(image)
+    for k, shape in enumerate(shapes):
         unlike = float(int(shape[2]) not in _DIGIT_LOOPS[int(digits[k])])
         rows.append(
             [
