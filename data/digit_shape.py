@@ -101,9 +101,8 @@ def hull_area(ink: np.ndarray) -> int:
     left[0::2] = np.minimum(np.append(far, first), np.append(first, far))
     right[0::2] = np.maximum(np.append(-far, last), np.append(last, -far))
     at = np.flatnonzero(left < far)
-    ys = (at - 1).tolist()
-    low = _envelope(ys, left[at].tolist(), 1)
-    high = _envelope(ys, right[at].tolist(), -1)
+    low = _envelope(*_corners(at - 1, left[at], 1), 1)
+    high = _envelope(*_corners(at - 1, right[at], -1), -1)
     centres = rows[0] * 2 + np.arange(0, (rows[-1] - rows[0]) * 2 + 1, 2)
     lo = np.interp(centres, *low)
     hi = np.interp(centres, *high)
@@ -111,18 +110,32 @@ def hull_area(ink: np.ndarray) -> int:
     return int((np.floor(hi / 2 + 1e-6) - np.ceil(lo / 2 - 1e-6) + 1).sum())
 
 
+def _corners(ys: np.ndarray, xs: np.ndarray, sign: int) -> tuple[list[int], list[int]]:
+    """The points of ``_envelope`` that can be its vertices: a point on or beyond the line
+    through its two neighbours is none (its envelope passes through or inside that line)."""
+    if len(ys) > 2:
+        dy, dx = ys[1:-1] - ys[:-2], xs[1:-1] - xs[:-2]
+        cross = sign * (dy * (xs[2:] - xs[:-2]) - dx * (ys[2:] - ys[:-2]))
+        keep = np.concatenate([[True], cross > 0, [True]])
+        ys, xs = ys[keep], xs[keep]
+    return ys.tolist(), xs.tolist()
+
+
 def _envelope(ys: list[int], xs: list[int], sign: int) -> tuple[list[int], list[int]]:
     """The vertices (y, x) of the lower (``sign`` 1) or upper (-1) convex envelope of points
     sorted by y (Andrew's monotone chain, in integers)."""
-    chain: list[tuple[int, int]] = []
+    cy: list[int] = []
+    cx: list[int] = []
     for y, x in zip(ys, xs, strict=True):
-        while len(chain) >= 2:
-            (y0, x0), (y1, x1) = chain[-2], chain[-1]
-            if sign * ((y1 - y0) * (x - x0) - (x1 - x0) * (y - y0)) > 0:
-                break
-            chain.pop()
-        chain.append((y, x))
-    return [p[0] for p in chain], [p[1] for p in chain]
+        while (
+            len(cy) > 1
+            and sign * ((cy[-1] - cy[-2]) * (x - cx[-2]) - (cx[-1] - cx[-2]) * (y - cy[-2])) <= 0
+        ):
+            cy.pop()
+            cx.pop()
+        cy.append(y)
+        cx.append(x)
+    return cy, cx
 
 
 def geometry(image: np.ndarray) -> np.ndarray:
@@ -159,7 +172,8 @@ def geometries(images: np.ndarray) -> np.ndarray:
     length = np.maximum(skeleton.sum(axis=1), 1)
     ends = (skeleton & (neighbours == 1)).sum(axis=1)
     branches = (skeleton & (neighbours >= 3)).sum(axis=1)
-    inked_rows, inked_cols = ink.any(axis=2), ink.any(axis=1)
+    inked_rows = np.asarray(ink.any(axis=2))
+    inked_cols = np.asarray(ink.any(axis=1))
     height = 28 - inked_rows[:, ::-1].argmax(axis=1) - inked_rows.argmax(axis=1)
     width = 28 - inked_cols[:, ::-1].argmax(axis=1) - inked_cols.argmax(axis=1)
     hull = np.array([hull_area(one) for one in ink])
