@@ -17,15 +17,18 @@ def _signals(center: float, count: int, rng: np.random.Generator) -> np.ndarray:
     return rng.normal(center, 1.0, (count, len(digit_shape.NAMES)))
 
 
+def _digit_sets(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    names = ("digits", "MNIST validation", "MNIST validation, tight crops")
+    return {name: _signals(0.0, 300 if name == "digits" else 200, rng) for name in names}
+
+
 def test_fit_rule_separates_and_keeps_validation_acceptance(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(digit_flag, "TREES", 20)  # fast; the export is the same for any count
     rng = np.random.default_rng(0)
     signals = {
-        "digits": _signals(0.0, 300, rng),
-        "MNIST validation": _signals(0.0, 200, rng),
-        "MNIST validation, tight crops": _signals(0.0, 200, rng),
+        **_digit_sets(rng),
         "letters": _signals(3.0, 100, rng),
         "shapes": _signals(-3.0, 50, rng),
     }
@@ -47,12 +50,7 @@ def test_compile_rule_writes_trees_that_score_as_the_walk(
 ) -> None:
     monkeypatch.setattr(digit_flag, "TREES", 20)
     rng = np.random.default_rng(1)
-    signals = {
-        "digits": _signals(0.0, 300, rng),
-        "MNIST validation": _signals(0.0, 200, rng),
-        "MNIST validation, tight crops": _signals(0.0, 200, rng),
-        "letters": _signals(2.0, 200, rng),
-    }
+    signals = {**_digit_sets(rng), "letters": _signals(2.0, 200, rng)}
     rule = digit_flag.fit_rule(signals, ["digits"], ["letters"], version=7)
     (tmp_path / digit_shape.FILE).write_text(json.dumps(rule.to_json()))
     digit_flag.compile_rule(tmp_path)
