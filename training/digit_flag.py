@@ -19,6 +19,8 @@ the signals are ``data.digit_shape.signals``. Two fits, with the same settings:
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -151,7 +153,7 @@ def fit_rule(
         [signals["MNIST validation"], signals["MNIST validation, tight crops"]]
     )
     threshold = float(np.quantile(rule.score(validation), ACCEPTANCE))
-    return digit_shape.FlagRule(**{**rule.__dict__, "threshold": threshold})
+    return dataclasses.replace(rule, threshold=threshold)
 
 
 def _as_rule(model: HistGradientBoostingClassifier, version: int) -> digit_shape.FlagRule:
@@ -220,8 +222,85 @@ def run(version: int, write: bool, cache: Path | None = None) -> dict[str, objec
     if write:
         document = {**saved.to_json(), "fit": summary}
         (version_dir / digit_shape.FILE).write_text(json.dumps(document) + "\n")
-        print(f"wrote {version_dir / digit_shape.FILE}")
+        print(f"wrote {version_dir / digit_shape.FILE} and {compile_rule(version_dir)}")
     return summary
+
+
+def onnx_model(rule: digit_shape.FlagRule) -> bytes:
+    """The rule's trees as an ONNX graph, ``signals`` [N, 15] float64 -> ``raw`` [N, 1] float64
+    (the sum of the leaves, before the baseline and the sigmoid): one ``ai.onnx.ml``
+    TreeEnsemble (opset 5, float64 splits and leaves, split ``<=`` as the arrays)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    features: list[int] = []
+    splits: list[float] = []
+    true_ids: list[int] = []
+    true_leaf: list[int] = []
+    false_ids: list[int] = []
+    false_leaf: list[int] = []
+    roots: list[int] = []
+    weights: list[float] = []
+    for t in range(rule.feature.shape[0]):
+        internal = [n for n in range(rule.feature.shape[1]) if not rule.leaf[t, n]]
+        if not internal or internal[0] != 0:
+            raise ValueError(f"tree {t} has no split at its root")
+        leaves = [n for n in range(rule.feature.shape[1]) if rule.leaf[t, n]]
+        node_id = {n: len(features) + i for i, n in enumerate(internal)}
+        leaf_id = {n: len(weights) + i for i, n in enumerate(leaves)}
+        roots.append(node_id[0])
+        for n in internal:
+            features.append(int(rule.feature[t, n]))
+            splits.append(float(rule.cut[t, n]))
+            for child, ids, is_leaf in (
+                (int(rule.left[t, n]), true_ids, true_leaf),
+                (int(rule.right[t, n]), false_ids, false_leaf),
+            ):
+                ids.append(leaf_id[child] if rule.leaf[t, child] else node_id[child])
+                is_leaf.append(int(rule.leaf[t, child]))
+        weights += [float(rule.value[t, n]) for n in leaves]
+    trees = helper.make_node(
+        "TreeEnsemble",
+        ["signals"],
+        ["raw"],
+        domain="ai.onnx.ml",
+        aggregate_function=1,  # SUM
+        post_transform=0,  # NONE
+        n_targets=1,
+        tree_roots=roots,
+        nodes_featureids=features,
+        nodes_splits=numpy_helper.from_array(np.asarray(splits, dtype=np.float64)),
+        nodes_modes=numpy_helper.from_array(np.zeros(len(features), dtype=np.uint8)),  # <=
+        nodes_truenodeids=true_ids,
+        nodes_trueleafs=true_leaf,
+        nodes_falsenodeids=false_ids,
+        nodes_falseleafs=false_leaf,
+        leaf_targetids=[0] * len(weights),
+        leaf_weights=numpy_helper.from_array(np.asarray(weights, dtype=np.float64)),
+    )
+    graph = helper.make_graph(
+        [trees],
+        "not_a_digit",
+        [
+            helper.make_tensor_value_info(
+                "signals", TensorProto.DOUBLE, [None, len(digit_shape.NAMES)]
+            )
+        ],
+        [helper.make_tensor_value_info("raw", TensorProto.DOUBLE, [None, 1])],
+    )
+    opsets = [helper.make_opsetid("", 21), helper.make_opsetid("ai.onnx.ml", 5)]
+    return helper.make_model(graph, opset_imports=opsets).SerializeToString()
+
+
+def compile_rule(version_dir: Path) -> Path:
+    """Write ``not_a_digit.onnx`` from the version's ``not_a_digit.json`` and name it there by
+    sha256 (the JSON is otherwise rewritten as it was)."""
+    path = version_dir / digit_shape.FILE
+    document = json.loads(path.read_text())
+    model = onnx_model(digit_shape.FlagRule.from_json(document))
+    (version_dir / digit_shape.ONNX_FILE).write_bytes(model)
+    document["onnx_sha256"] = hashlib.sha256(model).hexdigest()
+    path.write_text(json.dumps(document) + "\n")
+    return version_dir / digit_shape.ONNX_FILE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,7 +310,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cache", type=Path, help="keep the signals in this .npz and reuse them when it exists"
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="only (re)write not_a_digit.onnx from the saved not_a_digit.json (no fit)",
+    )
     args = parser.parse_args(argv)
+    if args.compile:
+        version_dir = REPO_ROOT / "models" / "digit_classifier" / str(args.version)
+        print(f"wrote {compile_rule(version_dir)}")
+        return 0
     run(args.version, args.write, args.cache)
     return 0
 

@@ -1,0 +1,184 @@
+"""The not-a-digit check's own cost (``data.digit_shape``), before and after making it fast:
+signals + score per image at batch 1 and per batch of 64, the first form (scikit-image's
+pictures of the hull and the Euler number, numpy's walk of the trees) against the one the
+service runs (counted hull, 2x2 Euler count, the trees compiled by ONNX Runtime), interleaved
+rounds, medians; and the check that both decide ``is_digit`` the same on MNIST test digits and
+the digits_wild scenario's non-digit kinds."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+from scipy import ndimage
+from skimage import measure, morphology
+
+from bench import harness
+from data import digit_shape, mnist
+from training import digit_flag, digit_sets
+
+Check = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def skimage_geometry(image: np.ndarray) -> np.ndarray:
+    """``digit_shape.geometry`` as first written: the hull drawn by
+    ``morphology.convex_hull_image``, strokes and the Euler number by ``skimage.measure``, the
+    centre of mass by ``ndimage``, skeleton neighbours by a convolution."""
+    ink = image >= 0.5
+    area = int(ink.sum())
+    if area == 0:
+        return np.zeros(12)
+    strokes = int(measure.label(ink, connectivity=2).max())
+    loops = max(strokes - measure.euler_number(ink, connectivity=2), 0)
+    rows = np.flatnonzero(ink.any(axis=1))
+    cols = np.flatnonzero(ink.any(axis=0))
+    height, width = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+    hull = morphology.convex_hull_image(ink)
+    skeleton = morphology.skeletonize(ink)
+    length = max(int(skeleton.sum()), 1)
+    neighbours = ndimage.convolve(skeleton.astype(np.int32), np.ones((3, 3)), mode="constant") - 1
+    cy, cx = ndimage.center_of_mass(image)
+    centred = ndimage.shift(image, (13.5 - cy, 13.5 - cx), order=1)
+    norm = float((centred * centred).sum()) or 1.0
+    return np.array(
+        [
+            area / ink.size,
+            strokes,
+            loops,
+            area / max(int(hull.sum()), 1),
+            area / (height * width),
+            np.log(height / width),
+            area / length,
+            int((skeleton & (neighbours == 1)).sum()),
+            int((skeleton & (neighbours >= 3)).sum()),
+            float((centred * centred[::-1, ::-1]).sum()) / norm,
+            float((centred * centred[:, ::-1]).sum()) / norm,
+            length / 28.0,
+        ],
+        dtype=np.float64,
+    )
+
+
+def skimage_signals(images: np.ndarray, probabilities: np.ndarray, ood: np.ndarray) -> np.ndarray:
+    """``digit_shape.signals`` with ``skimage_geometry``."""
+    return digit_shape.signals(images, probabilities, ood, skimage_geometry)
+
+
+def inputs(count: int) -> dict[str, np.ndarray]:
+    """MNIST test digits (``count``) and the digits_wild scenario's non-digit kinds, as the
+    28x28 inputs the service gives the classifier."""
+    test = mnist.load_mnist(as_float=True, download=False).test_full.images[:count, ..., 0]
+    glyphs = "".join(c for c in digit_sets.NON_DIGIT_GLYPHS if c not in digit_sets.LOOKALIKES)
+    return {
+        "MNIST test": test.astype(np.float32),
+        "letters without look-alikes": digit_flag.prepare(digit_sets.font_non_digits(glyphs)[0]),
+        "geometric shapes": digit_flag.prepare(digit_sets.shapes(300, 11)),
+        "scribbles": digit_flag.prepare(digit_sets.scribbles(300, 11)),
+        "lit blank paper": digit_flag.prepare(digit_sets.paper_pictures(300, 11)),
+    }
+
+
+def compare(
+    rule: digit_shape.FlagRule, sets: dict[str, np.ndarray], classifier: Callable[..., tuple]
+) -> list[list[object]]:
+    """Per set: its size, the largest signal and score differences, the decisions that differ."""
+    rows: list[list[object]] = []
+    for name, images in sets.items():
+        if not len(images):  # every picture refused before the classifier (blank paper)
+            rows.append([name, 0, "-", "-", 0])
+            continue
+        probabilities, ood = classifier(images)
+        before = skimage_signals(images, probabilities, ood)
+        after = digit_shape.signals(images, probabilities, ood)
+        score_before, score_after = rule.walk(before), rule.score(after)
+        differ = int(((score_before <= rule.threshold) != (score_after <= rule.threshold)).sum())
+        rows.append(
+            [
+                name,
+                len(images),
+                f"{np.abs(after - before).max():.1e}",
+                f"{np.abs(score_after - score_before).max():.1e}",
+                differ,
+            ]
+        )
+    return rows
+
+
+def timings(
+    rule: digit_shape.FlagRule, images: np.ndarray, probabilities: np.ndarray, ood: np.ndarray
+) -> dict[tuple[str, int], float]:
+    """Median microseconds per image (batch 1) and per batch (64), before and after, over
+    interleaved rounds."""
+    checks: dict[str, Check] = {
+        "before": lambda i, p, o: rule.walk(skimage_signals(i, p, o)),
+        "after": lambda i, p, o: rule.score(digit_shape.signals(i, p, o)),
+    }
+    samples: dict[tuple[str, int], list[float]] = {}
+    for _ in range(9):
+        for batch in (1, 64):
+            for name, check in checks.items():
+                spent = []
+                for start in range(0, 128, batch):
+                    part = slice(start, start + batch)
+                    began = time.perf_counter()
+                    check(images[part], probabilities[part], ood[part])
+                    spent.append(time.perf_counter() - began)
+                samples.setdefault((name, batch), []).append(float(np.median(spent)) * 1e6)
+    return {key: harness.median(values) for key, values in samples.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = harness.parser("flag_speed", __doc__)
+    p.add_argument("--digits", type=int, default=2000, help="MNIST test digits in the check")
+    args = harness.parse(p, argv)
+    import onnxruntime as ort
+
+    version_dir = args.model_dir / "digit_classifier" / "2"
+    rule = digit_shape.load_rule(version_dir)
+    if rule is None or rule.compiled is None:
+        print(f"{version_dir} has no compiled not-a-digit rule")
+        return 2
+    session = ort.InferenceSession(
+        str(version_dir / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    names = [o.name for o in session.get_outputs()]
+
+    def classifier(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        found = dict(zip(names, session.run(None, {"images": images[..., None]}), strict=True))
+        return found["probabilities"], found["ood_score"]
+
+    report = harness.new_report("flag_speed", args.argv)
+    sets = inputs(args.digits)
+    checked = compare(rule, sets, classifier)
+    images = sets["MNIST test"][:128]
+    medians = timings(rule, images, *classifier(images))
+    cells = [
+        [
+            batch,
+            f"{medians['before', batch]:.0f}",
+            f"{medians['after', batch]:.0f}",
+            f"{medians['before', batch] / medians['after', batch]:.1f}x",
+        ]
+        for batch in (1, 64)
+    ]
+    text = "\n".join(
+        [
+            *harness.header(report, "The not-a-digit check's cost"),
+            "Same decisions: the first form's signals and numpy tree walk against the service's "
+            "(largest absolute differences; `is_digit` decisions that differ).",
+            "",
+            *harness.table(
+                "set | images: | signals diff: | score diff: | decisions differ:", checked
+            ),
+            "",
+            "Cost of signals + score on MNIST test digits (median of 9 interleaved rounds of "
+            "128 images; microseconds per call: per image at batch 1, per batch at 64).",
+            "",
+            *harness.table("batch: | before us: | after us: | speed-up:", cells),
+        ]
+    )
+    print(text)
+    if not args.no_write:
+        harness.write(report, text + "\n", args.results_dir)
+    return 0
