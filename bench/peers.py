@@ -251,7 +251,8 @@ def make_server(
     config: Config, model_root: Path, paths: dict[str, str], work: Path, bulk: int = 0
 ) -> Server:
     if config.server == "ours":
-        server = harness.our_server(model_root, list(paths), 1, work, bulk)
+        workers = int(config.options.get("workers", 1))
+        server = harness.our_server(model_root, list(paths), workers, work, bulk)
         if bulk:  # bulk JSON bodies of 10,000 images are ~150 MB: the limits must let them in
             server.env.update(MLDM_MAX_BODY_BYTES=str(2**30), MLDM_REQUEST_TIMEOUT_S="120")
         # HTTP only, as every peer here is driven: no gRPC port the HTTP routes never use.
@@ -309,8 +310,9 @@ def floors(report: dict[str, Any], ours: Server | None, paths: dict[str, str], w
 # Schedule and results -----------------------------------------------------------------------
 
 
-def configurations(quick: bool, peers: Sequence[str]) -> list[Config]:
-    return [OURS, *(c for c in (QUICK_PEERS if quick else FULL_PEERS) if c.server in peers)]
+def configurations(quick: bool, peers: Sequence[str], workers: int = 1) -> list[Config]:
+    ours = OURS if workers == 1 else Config("ours", "", {"workers": workers})
+    return [ours, *(c for c in (QUICK_PEERS if quick else FULL_PEERS) if c.server in peers)]
 
 
 def driven(configs: Sequence[Config], quick: bool) -> list[tuple[str, str]]:
@@ -495,9 +497,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--setup-only", action="store_true", help="build the peer virtualenvs and stop")
     p.add_argument("--plan", action="store_true", help="print what would run and stop")
     p.add_argument("--profile", action="store_true", help="py-spy ours, V2 JSON, conc. 1")
+    p.add_argument("--workers", type=int, default=1, help="our server's workers (default 1)")
     args = harness.parse(p, argv)
     args.bulk_requests = args.bulk_requests or (2 if args.quick else 4)
-    configs = configurations(args.quick, args.peers)
+    configs = configurations(args.quick, args.peers, args.workers)
     routes = driven(configs, args.quick)
     groups = [(key, 1, c) for key in args.models for c in args.concurrency]
     bulk = [(key, args.bulk_items, 1) for key in args.models if args.bulk_items]
@@ -570,7 +573,9 @@ def main(argv: list[str] | None = None) -> int:
     text = render(report)
     print("\n" + text)
     if not args.no_write:
-        harness.write(report, text, args.results_dir, "-quick" if args.quick else "")
+        tag = "-quick" if args.quick else ""
+        tag += f"-workers{args.workers}" if args.workers > 1 else ""
+        harness.write(report, text, args.results_dir, tag)
     return 0
 
 
