@@ -328,14 +328,12 @@ def _choose_backend(model: ModelVersion, policy: BackendPolicy) -> None:
     wanted = policy.for_model(model.name)
     serving: dict[str, Any] = {"setting": wanted}
     model.card["serving"] = serving
-    if wanted != "tensorflow":
-        compiled = _verified_onnxruntime(model, policy, serving)
-        if compiled is not None:
-            model.backends["onnxruntime"] = compiled
-    if "onnxruntime" not in model.backends:
+    verified = None if wanted == "tensorflow" else _verified_onnxruntime(model, policy, serving)
+    if verified is None:
         model.plan = Plan.single("tensorflow")
     else:
-        batch = VerificationBatch.load(model.path)
+        compiled, batch = verified
+        model.backends["onnxruntime"] = compiled
         timings = measure(
             {key: backend.run for key, backend in model.backends.items()},
             batch.inputs,
@@ -367,10 +365,11 @@ def _serve_with(model: ModelVersion, plan: Plan, serving: dict[str, Any]) -> Non
 
 def _verified_onnxruntime(
     model: ModelVersion, policy: BackendPolicy, serving: dict[str, Any]
-) -> OnnxRuntimeBackend | None:
-    """The ONNX Runtime backend of a version if it loads and equals TensorFlow on the stored
-    verification batch; otherwise None, with the reason in `model.refused` (or, for a version
-    that was never compiled, in `serving["not_compiled"]`) and a log line."""
+) -> tuple[OnnxRuntimeBackend, VerificationBatch] | None:
+    """The ONNX Runtime backend of a version, with the stored verification batch (the one its
+    timing uses), if it loads and equals TensorFlow on that batch; otherwise None, with the
+    reason in `model.refused` (or, for a version that was never compiled, in
+    `serving["not_compiled"]`) and a log line."""
     if not (model.path / "model.onnx").is_file():
         serving["not_compiled"] = NOT_COMPILED
         return None
@@ -378,31 +377,34 @@ def _verified_onnxruntime(
         backend = OnnxRuntimeBackend.load(model.path, policy.onnxruntime_threads)
         batch = VerificationBatch.load(model.path)
     except ImportError as exc:
-        return _refuse(model, f"the onnxruntime package is not importable ({exc})")
+        _refuse(model, f"the onnxruntime package is not importable ({exc})")
+        return None
     except Exception as exc:  # an unreadable file must only cost the compiled backend
-        return _refuse(model, f"{type(exc).__name__}: {exc}")
+        _refuse(model, f"{type(exc).__name__}: {exc}")
+        return None
     # The stored reference must still be this SavedModel's: a stale verification file (a model
     # re-exported without `make compile-models`) proves nothing about the compiled one.
     stale = compare(batch.reference, model.backends["tensorflow"].run(batch.inputs))
     if not stale.equal:
-        return _refuse(
-            model, "verification.npz is not this SavedModel's: " + "; ".join(stale.problems)
-        )
+        _refuse(model, "verification.npz is not this SavedModel's: " + "; ".join(stale.problems))
+        return None
     try:
         outputs = backend.run(batch.inputs)
     except Exception as exc:
-        return _refuse(model, f"fails on the verification batch: {type(exc).__name__}: {exc}")
+        _refuse(model, f"fails on the verification batch: {type(exc).__name__}: {exc}")
+        return None
     result = compare(batch.reference, outputs)
     serving["verification"] = {
         "items": len(next(iter(batch.inputs.values()))),
         "onnxruntime_max_abs_diff": result.differences,
     }
     if not result.equal:
-        return _refuse(model, "differs from TensorFlow: " + "; ".join(result.problems))
-    return backend
+        _refuse(model, "differs from TensorFlow: " + "; ".join(result.problems))
+        return None
+    return backend, batch
 
 
-def _refuse(model: ModelVersion, reason: str) -> OnnxRuntimeBackend | None:
+def _refuse(model: ModelVersion, reason: str) -> None:
     model.refused["onnxruntime"] = reason
     logger.error(
         "model %s version %s: onnxruntime refused, TensorFlow serves it: %s",

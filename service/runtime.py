@@ -77,18 +77,26 @@ class Admission:
     @contextmanager
     def admit(self, items: int) -> Iterator[None]:
         """Count a request of `items` in for the block, or raise `Overloaded` (503) at once."""
-        wait = self.expected_wait_s()
+        self.enter(items)
+        try:
+            yield
+        finally:
+            self.leave(items)
+
+    def enter(self, items: int, what: str = "requests", parallel: int = 1) -> None:
+        """Count a request of `items` in (`leave` counts it out), or raise `Overloaded` (503) at
+        once; `parallel` calls run at a time, which divides the expected wait."""
+        wait = self.expected_wait_s() / parallel
         if self.requests >= self.max_requests:
-            self.refuse("queue", f"{self.requests} requests are queued or running", wait)
+            self.refuse("queue", f"{self.requests} {what} are queued or running", wait)
         if wait > self.max_wait_s:
             self.refuse("wait", f"the expected wait is {wait:.3f} s", wait)
         self.requests += 1
         self.items += items
-        try:
-            yield
-        finally:
-            self.requests -= 1
-            self.items -= items
+
+    def leave(self, items: int) -> None:
+        self.requests -= 1
+        self.items -= items
 
     def refuse(self, reason: str, why: str, wait: float) -> NoReturn:
         """Count the refusal and raise the 503, with a `Retry-After` of about the wait."""
@@ -114,11 +122,7 @@ class Lane:
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         admission = self.admission
-        if admission.requests >= admission.max_requests:
-            wait = admission.expected_wait_s() / self.threads
-            admission.refuse("queue", f"{admission.requests} calls are queued or running", wait)
-        admission.requests += 1
-        admission.items += 1
+        admission.enter(1, what="calls", parallel=self.threads)
         took = [0.0]
 
         def timed() -> T:
@@ -129,8 +133,7 @@ class Lane:
                 took[0] = time.perf_counter() - begin
 
         def count_out() -> None:
-            admission.requests -= 1
-            admission.items -= 1
+            admission.leave(1)
             if took[0]:
                 admission.observe(1, took[0])
 

@@ -4,7 +4,6 @@ of digits from a picture, with `digit_classifier`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -249,7 +248,7 @@ async def classify(dataplane: DataPlane, images: Any, scale: PixelScale = "unit"
     """Digit and the ten probabilities for each image."""
     model = dataplane.resolve(CLASSIFIER)
     result = await _classify(dataplane, model, images, pixel_contract(scale))
-    if flag_rule(model.path) is None:
+    if await _rule(dataplane, model) is None:
         return result
     # Validated by the data plane already: the same pixels, as the model saw them.
     pixels = np.asarray(images, dtype=np.float32).reshape(-1, 28, 28)
@@ -316,10 +315,25 @@ async def _classify(
     return Classification(model, probabilities.argmax(axis=1), probabilities, extras, inputs)
 
 
-@lru_cache(maxsize=8)
+#: The rule of each classifier version folder read so far (the registry keeps every version
+#: it loaded, so this holds no more).
+_RULES: dict[Path, digit_shape.FlagRule | None] = {}
+
+
 def flag_rule(version_dir: Path) -> digit_shape.FlagRule | None:
-    """The not-a-digit rule saved beside a classifier version (``not_a_digit.json``), if any."""
-    return digit_shape.load_rule(version_dir)
+    """The not-a-digit rule saved beside a classifier version (``not_a_digit.json``), if any;
+    read once per version folder (blocking: a 400 KB JSON and an ONNX Runtime session)."""
+    if version_dir not in _RULES:
+        _RULES[version_dir] = digit_shape.load_rule(version_dir)
+    return _RULES[version_dir]
+
+
+async def _rule(dataplane: DataPlane, model: ModelVersion) -> digit_shape.FlagRule | None:
+    """`flag_rule` of the version: read in the inference threads the first time, so that no
+    request waits behind it on the event loop."""
+    if model.path in _RULES:
+        return _RULES[model.path]
+    return await dataplane.runner.call("reading the not-a-digit rule", flag_rule, model.path)
 
 
 def _flags(
@@ -335,7 +349,7 @@ async def _flagged(
     """`result` with `is_digit` decided by the version's not-a-digit rule (which combines the
     model's `ood_score` with the ink's geometry) and its `not_digit_score`; unchanged for a
     version without a rule."""
-    rule = flag_rule(result.model.path)
+    rule = await _rule(dataplane, result.model)
     images = result.inputs if images is None else images
     if rule is None or images is None or "ood_score" not in result.extras:
         return result
