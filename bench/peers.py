@@ -252,11 +252,11 @@ def make_server(
 ) -> Server:
     if config.server == "ours":
         workers = int(config.options.get("workers", 1))
-        server = harness.our_server(model_root, list(paths), workers, work, bulk)
-        if bulk:  # bulk JSON bodies of 10,000 images are ~150 MB: the limits must let them in
-            server.env.update(MLDM_MAX_BODY_BYTES=str(2**30), MLDM_REQUEST_TIMEOUT_S="120")
         # HTTP only, as every peer here is driven: no gRPC port the HTTP routes never use.
-        server.env["MLDM_GRPC_PORT"] = "0"
+        env = {"MLDM_GRPC_PORT": "0"}
+        if bulk:  # bulk JSON bodies of 10,000 images are ~150 MB: the limits must let them in
+            env.update(MLDM_MAX_BODY_BYTES=str(2**30), MLDM_REQUEST_TIMEOUT_S="120")
+        server = harness.our_server(model_root, list(paths), workers, work, bulk, **env)
         server.name = config.name
         return server
     build = {"mlserver": mlserver_server, "kserve": kserve_server, "bentoml": bentoml_server}
@@ -559,7 +559,6 @@ def main(argv: list[str] | None = None) -> int:
         points = matrix.run(servers, routes, groups, args, report, work)
         if bulk and "ours" in servers:
             cap = (args.bulk_requests, 60.0, 0.0)
-            ours = [route for route in routes if route[0] == "ours"]
             points += matrix.run({"ours": servers["ours"]}, ours, bulk, args, report, work, cap)
         for key in report["models"] if args.profile and "ours" in servers else ():
             bodies = wire.bodies(wire.CASES[key], "v2", 1, matrix.VARIANTS)
