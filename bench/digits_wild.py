@@ -110,15 +110,12 @@ class Client:
 @contextmanager
 def serving(models_dir: Path, log: Path, timeout_s: float = 300.0) -> Iterator[Client]:
     """The service on a free loopback port with only the classifier of `models_dir`."""
-    with tempfile.TemporaryDirectory() as root:
-        (Path(root) / CLASSIFIER).symlink_to((models_dir / CLASSIFIER).resolve())
-        server = harness.our_server(Path(root), [CLASSIFIER], 1, log.parent)
-        with harness.running(server, timeout_s):
-            client = Client(server.url)
-            try:
-                yield client
-            finally:
-                client.close()
+    with harness.serving_only(models_dir, [CLASSIFIER], log.parent, timeout_s) as server:
+        client = Client(server.url)
+        try:
+            yield client
+        finally:
+            client.close()
 
 
 #: name -> (the figure, ">=", its target), from issue 20.
