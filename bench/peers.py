@@ -27,6 +27,7 @@ from bench import profile as profiling
 from bench.harness import REPO, Server, fmt, free_port
 from bench.matrix import Key
 from service.backends.verify import VerificationBatch
+from service.codecs import dtypes
 from service.registry import BackendPolicy, load_version
 
 RUNTIMES = Path(__file__).resolve().parent / "peer_runtimes"
@@ -192,10 +193,6 @@ def litserve_server(config: Config, venv: Path, paths: dict[str, str], work: Pat
     return Server(config.name, command, env, port, work / f"litserve-{port}.log", "/health")
 
 
-TRITON_TYPES = {"float32": "FP32", "float64": "FP64", "int32": "INT32", "int64": "INT64"}
-TRITON_TYPES |= {"bool": "BOOL", "uint8": "UINT8"}
-
-
 def triton_config(name: str, version_dir: Path, max_batch_size: int) -> str:
     """config.pbtxt of a Python-backend model over `version_dir/model.onnx`, its tensors from
     the model card's signature (one item per row when batching: a scalar item is `[1]`,
@@ -207,7 +204,8 @@ def triton_config(name: str, version_dir: Path, max_batch_size: int) -> str:
         for key, spec in signature[side].items():
             dims = [-1 if d is None else d for d in spec["shape"]][1 if max_batch_size else 0 :]
             shape = f"dims: {dims or [1]}" + ("" if dims else " reshape: { shape: [] }")
-            out.append(f'{{ name: "{key}" data_type: TYPE_{TRITON_TYPES[spec["dtype"]]} {shape} }}')
+            data_type = dtypes.BY_NUMPY[spec["dtype"]].triton
+            out.append(f'{{ name: "{key}" data_type: {data_type} {shape} }}')
         return ", ".join(out)
 
     onnx = json.dumps(str(version_dir / "model.onnx"))
