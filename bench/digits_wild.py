@@ -110,15 +110,12 @@ class Client:
 @contextmanager
 def serving(models_dir: Path, log: Path, timeout_s: float = 300.0) -> Iterator[Client]:
     """The service on a free loopback port with only the classifier of `models_dir`."""
-    with tempfile.TemporaryDirectory() as root:
-        (Path(root) / CLASSIFIER).symlink_to((models_dir / CLASSIFIER).resolve())
-        server = harness.our_server(Path(root), [CLASSIFIER], 1, log.parent)
-        with harness.running(server, timeout_s):
-            client = Client(server.url)
-            try:
-                yield client
-            finally:
-                client.close()
+    with harness.serving_only(models_dir, [CLASSIFIER], log.parent, timeout_s) as server:
+        client = Client(server.url)
+        try:
+            yield client
+        finally:
+            client.close()
 
 
 #: name -> (the figure, ">=", its target), from issue 20.
@@ -133,6 +130,18 @@ TARGETS: dict[str, tuple[str, float]] = {
     "scribbles": ("rejected", 0.95),
     "lit blank paper": ("rejected", 0.95),
 }
+
+
+def non_digit_sets() -> dict[str, list[np.ndarray]]:
+    """The scenario's non-digit kinds: letters without digit look-alikes, geometric shapes,
+    scribbles and lit blank paper (also the inputs of bench.flag_speed's check)."""
+    glyphs = "".join(c for c in digit_sets.NON_DIGIT_GLYPHS if c not in digit_sets.LOOKALIKES)
+    return {
+        "letters without look-alikes": digit_sets.font_non_digits(glyphs)[0],
+        "geometric shapes": digit_sets.shapes(300, 11),
+        "scribbles": digit_sets.scribbles(300, 11),
+        "lit blank paper": digit_sets.paper_pictures(300, 11),
+    }
 
 
 def digit_row(answers: Answers, labels: np.ndarray) -> dict[str, float]:
@@ -167,11 +176,6 @@ def measure(client: Client, limit: int | None) -> dict[str, dict[str, float]]:
         rows[name] = digit_row(client.uploads(pictures), truth)
         print(f"{name:34s} {_cells(rows[name])}", flush=True)
 
-    def non_digits(name: str, pictures: list[np.ndarray]) -> None:
-        step = max(1, len(pictures) // limit) if limit else 1
-        rows[name] = non_digit_row(client.uploads(pictures[::step][:limit]))
-        print(f"{name:34s} {_cells(rows[name])}", flush=True)
-
     digits("UCI digits, no margin (64x64)", lambda: digit_sets.sklearn_digits(1, margin=0))
     digits("UCI digits, 2 px margin (96x96)", lambda: digit_sets.sklearn_digits(1, margin=2))
     digits("MNIST test, tight crops", lambda: (digit_sets.tight_crops(images), labels))
@@ -179,11 +183,10 @@ def measure(client: Client, limit: int | None) -> dict[str, dict[str, float]]:
     rows["MNIST test (.npy)"] = digit_row(client.arrays(images[:n]), labels[:n])
     print(f"{'MNIST test (.npy)':34s} {_cells(rows['MNIST test (.npy)'])}", flush=True)
     digits("font digits", digit_sets.font_digits)
-    glyphs = "".join(c for c in digit_sets.NON_DIGIT_GLYPHS if c not in digit_sets.LOOKALIKES)
-    non_digits("letters without look-alikes", digit_sets.font_non_digits(glyphs)[0])
-    non_digits("geometric shapes", digit_sets.shapes(300, 11))
-    non_digits("scribbles", digit_sets.scribbles(300, 11))
-    non_digits("lit blank paper", digit_sets.paper_pictures(300, 11))
+    for name, pictures in non_digit_sets().items():
+        step = max(1, len(pictures) // limit) if limit else 1
+        rows[name] = non_digit_row(client.uploads(pictures[::step][:limit]))
+        print(f"{name:34s} {_cells(rows[name])}", flush=True)
     return rows
 
 

@@ -155,13 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the Markdown report here")
     args = harness.parse(parser, argv)
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as root, tempfile.TemporaryDirectory() as logs:
-        for name in NAMES:
-            (Path(root) / name).symlink_to((args.model_dir / name).resolve())
-        server = harness.our_server(Path(root), list(NAMES), 1, Path(logs))
-        with harness.running(server):
-            print(f"# through the HTTP API at {server.url}", flush=True)
-            rows = measure(server.url, args.count, args.limit)
+    with (
+        tempfile.TemporaryDirectory() as logs,
+        harness.serving_only(args.model_dir, NAMES, Path(logs)) as server,
+    ):
+        print(f"# through the HTTP API at {server.url}", flush=True)
+        rows = measure(server.url, args.count, args.limit)
     text = report(rows, time.perf_counter() - start, args.argv, args.limit)
     print("\n" + text)
     if args.out:

@@ -14,9 +14,9 @@ import numpy as np
 from scipy import ndimage
 from skimage import measure, morphology
 
-from bench import harness
+from bench import digits_wild, harness
 from data import digit_shape, mnist
-from training import digit_flag, digit_sets
+from training import digit_flag
 
 Check = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
@@ -69,13 +69,10 @@ def inputs(count: int) -> dict[str, np.ndarray]:
     """MNIST test digits (``count``) and the digits_wild scenario's non-digit kinds, as the
     28x28 inputs the service gives the classifier."""
     test = mnist.load_mnist(as_float=True, download=False).test_full.images[:count, ..., 0]
-    glyphs = "".join(c for c in digit_sets.NON_DIGIT_GLYPHS if c not in digit_sets.LOOKALIKES)
+    non_digits = digits_wild.non_digit_sets()
     return {
         "MNIST test": test.astype(np.float32),
-        "letters without look-alikes": digit_flag.prepare(digit_sets.font_non_digits(glyphs)[0]),
-        "geometric shapes": digit_flag.prepare(digit_sets.shapes(300, 11)),
-        "scribbles": digit_flag.prepare(digit_sets.scribbles(300, 11)),
-        "lit blank paper": digit_flag.prepare(digit_sets.paper_pictures(300, 11)),
+        **{name: digit_flag.prepare(pictures) for name, pictures in non_digits.items()},
     }
 
 

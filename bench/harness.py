@@ -16,6 +16,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -406,6 +407,18 @@ def our_server(
         **env,
     }
     return python_server("service", "service", args, log_dir, **env)
+
+
+@contextlib.contextmanager
+def serving_only(
+    model_dir: Path, names: Sequence[str], log_dir: Path, timeout_s: float = 300.0
+) -> Iterator[Server]:
+    """Our server (one worker), running, with only the models `names` of `model_dir`."""
+    with tempfile.TemporaryDirectory() as root:
+        for name in names:
+            (Path(root) / name).symlink_to((model_dir / name).resolve())
+        with running(our_server(Path(root), names, 1, log_dir), timeout_s) as server:
+            yield server
 
 
 def canned_server(log_dir: Path) -> Server:

@@ -27,6 +27,7 @@ from bench import profile as profiling
 from bench.harness import REPO, Server, fmt, free_port
 from bench.matrix import Key
 from service.backends.verify import VerificationBatch
+from service.codecs import dtypes
 from service.registry import BackendPolicy, load_version
 
 RUNTIMES = Path(__file__).resolve().parent / "peer_runtimes"
@@ -192,10 +193,6 @@ def litserve_server(config: Config, venv: Path, paths: dict[str, str], work: Pat
     return Server(config.name, command, env, port, work / f"litserve-{port}.log", "/health")
 
 
-TRITON_TYPES = {"float32": "FP32", "float64": "FP64", "int32": "INT32", "int64": "INT64"}
-TRITON_TYPES |= {"bool": "BOOL", "uint8": "UINT8"}
-
-
 def triton_config(name: str, version_dir: Path, max_batch_size: int) -> str:
     """config.pbtxt of a Python-backend model over `version_dir/model.onnx`, its tensors from
     the model card's signature (one item per row when batching: a scalar item is `[1]`,
@@ -207,7 +204,8 @@ def triton_config(name: str, version_dir: Path, max_batch_size: int) -> str:
         for key, spec in signature[side].items():
             dims = [-1 if d is None else d for d in spec["shape"]][1 if max_batch_size else 0 :]
             shape = f"dims: {dims or [1]}" + ("" if dims else " reshape: { shape: [] }")
-            out.append(f'{{ name: "{key}" data_type: TYPE_{TRITON_TYPES[spec["dtype"]]} {shape} }}')
+            data_type = dtypes.BY_NUMPY[spec["dtype"]].triton
+            out.append(f'{{ name: "{key}" data_type: {data_type} {shape} }}')
         return ", ".join(out)
 
     onnx = json.dumps(str(version_dir / "model.onnx"))
@@ -252,11 +250,11 @@ def make_server(
 ) -> Server:
     if config.server == "ours":
         workers = int(config.options.get("workers", 1))
-        server = harness.our_server(model_root, list(paths), workers, work, bulk)
-        if bulk:  # bulk JSON bodies of 10,000 images are ~150 MB: the limits must let them in
-            server.env.update(MLDM_MAX_BODY_BYTES=str(2**30), MLDM_REQUEST_TIMEOUT_S="120")
         # HTTP only, as every peer here is driven: no gRPC port the HTTP routes never use.
-        server.env["MLDM_GRPC_PORT"] = "0"
+        env = {"MLDM_GRPC_PORT": "0"}
+        if bulk:  # bulk JSON bodies of 10,000 images are ~150 MB: the limits must let them in
+            env.update(MLDM_MAX_BODY_BYTES=str(2**30), MLDM_REQUEST_TIMEOUT_S="120")
+        server = harness.our_server(model_root, list(paths), workers, work, bulk, **env)
         server.name = config.name
         return server
     build = {"mlserver": mlserver_server, "kserve": kserve_server, "bentoml": bentoml_server}
@@ -559,7 +557,6 @@ def main(argv: list[str] | None = None) -> int:
         points = matrix.run(servers, routes, groups, args, report, work)
         if bulk and "ours" in servers:
             cap = (args.bulk_requests, 60.0, 0.0)
-            ours = [route for route in routes if route[0] == "ours"]
             points += matrix.run({"ours": servers["ours"]}, ours, bulk, args, report, work, cap)
         for key in report["models"] if args.profile and "ours" in servers else ():
             bodies = wire.bodies(wire.CASES[key], "v2", 1, matrix.VARIANTS)

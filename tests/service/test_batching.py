@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from service.backends.select import Plan
-from service.batching import AdaptiveBatcher, cancel_and_wait, padded_size
+from service.batching import AdaptiveBatcher, BatchFunction, cancel_and_wait, padded_size
 from service.dataplane import DataPlane
 from service.registry import ModelRegistry
 from service.runtime import ModelRunner
@@ -31,7 +31,7 @@ def executor() -> ThreadPoolExecutor:
     pool.shutdown()
 
 
-def _doubling(calls: list[int]) -> object:
+def _doubling(calls: list[int]) -> BatchFunction:
     def function(batch: np.ndarray) -> Mapping[str, np.ndarray]:
         calls.append(int(batch.shape[0]))
         if np.isnan(batch).any():
@@ -43,7 +43,7 @@ def _doubling(calls: list[int]) -> object:
 
 async def test_batcher_merges_concurrent_requests_in_order(executor: ThreadPoolExecutor) -> None:
     calls: list[int] = []
-    batcher = AdaptiveBatcher(_doubling(calls), executor, 64, max_wait_s=0.0)  # type: ignore[arg-type]
+    batcher = AdaptiveBatcher(_doubling(calls), executor, 64, max_wait_s=0.0)
     arrays = [np.full((i % 3 + 1, 2), float(i)) for i in range(10)]
     results = await asyncio.gather(*(batcher.submit(a) for a in arrays))
     for array, result in zip(arrays, results, strict=True):
@@ -55,7 +55,7 @@ async def test_batcher_merges_concurrent_requests_in_order(executor: ThreadPoolE
 
 async def test_batcher_respects_max_batch_size(executor: ThreadPoolExecutor) -> None:
     calls: list[int] = []
-    batcher = AdaptiveBatcher(_doubling(calls), executor, 4, max_wait_s=0.0)  # type: ignore[arg-type]
+    batcher = AdaptiveBatcher(_doubling(calls), executor, 4, max_wait_s=0.0)
     arrays = [np.full((1, 2), float(i)) for i in range(10)]
     results = await asyncio.gather(*(batcher.submit(a) for a in arrays))
     assert [float(r["y"][0, 0]) for r in results] == [2.0 * i for i in range(10)]
@@ -65,7 +65,7 @@ async def test_batcher_respects_max_batch_size(executor: ThreadPoolExecutor) -> 
 
 async def test_batcher_isolates_failing_request(executor: ThreadPoolExecutor) -> None:
     calls: list[int] = []
-    batcher = AdaptiveBatcher(_doubling(calls), executor, 64, max_wait_s=0.0)  # type: ignore[arg-type]
+    batcher = AdaptiveBatcher(_doubling(calls), executor, 64, max_wait_s=0.0)
     good = [np.ones((2, 2)), np.zeros((1, 2))]
     bad = np.array([[np.nan, 1.0]])
     results = await asyncio.gather(
@@ -83,7 +83,7 @@ async def test_batcher_isolates_failing_request(executor: ThreadPoolExecutor) ->
 
 async def test_batcher_drops_cancelled_waiting_request(executor: ThreadPoolExecutor) -> None:
     calls: list[int] = []
-    batcher = AdaptiveBatcher(_doubling(calls), executor, 3, max_wait_s=30.0)  # type: ignore[arg-type]
+    batcher = AdaptiveBatcher(_doubling(calls), executor, 3, max_wait_s=30.0)
     waiting = asyncio.create_task(batcher.submit(np.ones((1, 2))))
     await asyncio.sleep(0)  # queued; the batch waits for more (up to 30 s, or 3 items)
     waiting.cancel()
@@ -176,7 +176,7 @@ async def test_runner_gives_reloaded_version_object_its_own_batcher(
 
 async def test_batcher_splits_request_over_max_batch_size(executor: ThreadPoolExecutor) -> None:
     calls: list[int] = []
-    batcher = AdaptiveBatcher(_doubling(calls), executor, 4, max_wait_s=0.0)  # type: ignore[arg-type]
+    batcher = AdaptiveBatcher(_doubling(calls), executor, 4, max_wait_s=0.0)
     array = np.arange(20, dtype=np.float64).reshape(10, 2)
     result = await batcher.submit(array)
     np.testing.assert_array_equal(result["y"], array * 2)
@@ -200,7 +200,7 @@ async def test_runner_without_batching_calls_model_in_chunks(
 
 async def test_batcher_idle_request_runs_without_worker(executor: ThreadPoolExecutor) -> None:
     calls: list[int] = []
-    batcher = AdaptiveBatcher(_doubling(calls), executor, 64, max_wait_s=0.0)  # type: ignore[arg-type]
+    batcher = AdaptiveBatcher(_doubling(calls), executor, 64, max_wait_s=0.0)
     result = await batcher.submit(np.ones((2, 2)))
     np.testing.assert_array_equal(result["y"], np.full((2, 2), 2.0))
     assert calls == [2]
@@ -321,7 +321,7 @@ async def test_batcher_runs_an_inline_size_on_the_event_loop(executor: ThreadPoo
 
 async def test_inline_burst_still_merges(executor: ThreadPoolExecutor) -> None:
     calls: list[int] = []
-    batcher = AdaptiveBatcher(_doubling(calls), executor, 64, 0.0, inline=lambda items: True)  # type: ignore[arg-type]
+    batcher = AdaptiveBatcher(_doubling(calls), executor, 64, 0.0, inline=lambda items: True)
     arrays = [np.full((1, 2), float(i)) for i in range(5)]
     results = await asyncio.gather(*(batcher.submit(a) for a in arrays))
     assert calls == [5]  # the burst went to the worker as one batch, not five inline calls
