@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("check", choices=["ready", "answers", "routes", "sigterm", "spread"])
     parser.add_argument("url")
     parser.add_argument("--within", type=float, default=180.0)
-    parser.add_argument("--requests", type=int, default=12)
+    parser.add_argument("--requests", type=int, default=8)
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--total", type=int, default=300)
     parser.add_argument("--idle", type=float, default=0.0, help="spread: idle seconds first")

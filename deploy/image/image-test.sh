@@ -91,8 +91,10 @@ for setting in MLDM_PORT PORT; do
     "$ENGINE" rm -f "$name" >/dev/null 2>&1
 done
 
-# SIGTERM while requests are in flight: the service drains them, then exits 0.
-"$PYTHON" -m deploy.image_check sigterm "$url" --requests 12 -- "$ENGINE" kill --signal TERM "$main"
+# SIGTERM while requests are in flight: the service drains them, then exits 0. Eight exact-solver
+# calls: the solver lane admits MLDM_SOLVER_MAX_QUEUE (8) per worker, so none is shed on arrival
+# and every one must be answered.
+"$PYTHON" -m deploy.image_check sigterm "$url" --requests 8 -- "$ENGINE" kill --signal TERM "$main"
 status=$("$ENGINE" wait "$main")
 [[ "$status" == 0 ]] || { echo "FAIL: exit status $status after SIGTERM" >&2; "$ENGINE" logs --tail 30 "$main" >&2; exit 1; }
 say "SIGTERM: exit status 0"
