@@ -18,9 +18,10 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES
+from starlette.types import ASGIApp
 
 from service import __version__
-from service.api import middleware, pages
+from service.api import dispatch, middleware, pages
 from service.api.body import add_documented_models
 from service.api.compression import InferenceCompression
 from service.api.errors import register_error_handlers
@@ -173,6 +174,14 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+    build_stack = app.build_middleware_stack
+
+    def build_middleware_stack() -> ASGIApp:
+        """FastAPI's stack, with the dispatch table of the POST routes where the router is."""
+        return dispatch.install(build_stack(), app.router, app.router.routes)
+
+    app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
     return app
 
 

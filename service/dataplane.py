@@ -116,7 +116,7 @@ class DataPlane:
         requested = self._requested(model, request)
         started = time.perf_counter()
         try:
-            outputs, items, single, times = await self.runner.limit(
+            outputs, arrays, single, times = await self.runner.limit(
                 f"model {model.name!r}", self._validate_and_run(model, request)
             )
         except Exception:
@@ -124,7 +124,8 @@ class DataPlane:
                 model.name, model.version, 0, time.perf_counter() - started, ok=False
             )
             raise
-        response = InferenceResponse(model, outputs, requested, request.id, single)
+        response = InferenceResponse(model, outputs, requested, request.id, single, arrays)
+        items = next(iter(arrays.values())).shape[0]
         done = time.perf_counter()
         phases = Phases(times[1], times[0], times[2], done - times[3])
         self.stats.record_request(
@@ -148,9 +149,11 @@ class DataPlane:
 
     async def _validate_and_run(
         self, model: ModelVersion, request: InferenceRequest
-    ) -> tuple[dict[str, np.ndarray], int, bool, tuple[float, float, float, float]]:
-        """Outputs, items, single, and (input, queue, infer seconds, when the run ended) for the
-        statistics."""
+    ) -> tuple[
+        dict[str, np.ndarray], dict[str, np.ndarray], bool, tuple[float, float, float, float]
+    ]:
+        """Outputs, the validated inputs, single, and (input, queue, infer seconds, when the run
+        ended) for the statistics."""
         begin = time.perf_counter()
         big = any(isinstance(v, list) and len(v) > _OFFLOAD_ITEMS for v in request.inputs.values())
         if big:  # converting thousands of JSON arrays would stall the event loop
@@ -163,7 +166,7 @@ class DataPlane:
         ended = time.perf_counter()
         infer = min(compute.seconds, ended - validated)
         times = (validated - begin, ended - validated - infer, infer, ended)
-        return outputs, next(iter(arrays.values())).shape[0], single, times
+        return outputs, arrays, single, times
 
     def _contract(self, model: ModelVersion, spec: TensorSpec) -> InputContract:
         key = (id(model), spec.name)

@@ -15,7 +15,10 @@ with several workers each worker also writes its own into per-worker gauges (`pi
 models load or reload and when it answers a scrape.
 
 The labelled children of the hot path (one per model version, one per route and status) are
-resolved once and cached: `.labels(...)` cost ~5% of an energy request.
+resolved once and cached: `.labels(...)` cost ~5% of an energy request. In one process, a
+request's statistics (eleven counter updates, each taking a lock) are added up in plain floats
+and reach the counters when they are read (`InferenceStats.flush`, called by every reader: a
+scrape, the statistics extension); with several workers they go to the counters at once.
 """
 
 from __future__ import annotations
@@ -150,6 +153,43 @@ class _VersionCounters:
         self.last = stats.last_inference.labels(*key)
         self.stats = stats
         self.batches: dict[int, tuple[Any, Any]] = {}
+        #: The counters `due` adds up to, in its order.
+        self.children = (
+            self.success,
+            self.success_s,
+            self.items,
+            self.queue_s,
+            self.input_s,
+            self.compute_s,
+            self.output_s,
+            self.fail,
+            self.fail_s,
+            self.executions,
+        )
+        #: What the requests and executions recorded since the last `flush` add to each of
+        #: `children` (plain floats: each prometheus update takes a lock, ~1 us, and a request
+        #: made eleven of them); when the last of them was answered; per batch size, the
+        #: executions and their seconds.
+        self.due = [0.0] * len(self.children)
+        self.due_last = 0.0
+        self.due_batches: dict[int, list[float]] = {}
+
+    def flush(self) -> None:
+        """Add what is due to the prometheus counters (before they are read)."""
+        due = self.due
+        for k, child in enumerate(self.children):
+            if due[k]:
+                child.inc(due[k])
+                due[k] = 0.0
+        if self.due_last:
+            self.last.set(self.due_last)
+            self.due_last = 0.0
+        for items, (count, seconds) in self.due_batches.items():
+            children = self.batch(items)
+            if children is not None:
+                children[0].inc(count)
+                children[1].inc(seconds)
+        self.due_batches.clear()
 
     def batch(self, items: int) -> tuple[Any, Any] | None:
         children = self.batches.get(items)
@@ -248,6 +288,17 @@ class InferenceStats:
         self._versions: dict[tuple[str, int], _VersionCounters] = {}
         #: Called with (model name, items, queue wait s) after each execution: the histograms.
         self.listeners: list[Callable[[str, int, float], None]] = []
+        #: Several workers: every record goes to the counters at once, since another worker
+        #: may answer the next scrape from the files. One process: at the next read (`flush`),
+        #: so a request adds plain floats only; every reader (`/metrics`, the statistics
+        #: extension, a collect of the registry) flushes first, so it reads the same numbers.
+        self.immediate = multiprocess_dir() is not None
+
+    def flush(self) -> None:
+        """Add every model version's recorded but not yet counted statistics to the counters
+        (the event loop's thread, as every `record_*`)."""
+        for counters in self._versions.values():
+            counters.flush()
 
     def collectors(self) -> list[Collector]:
         """What `/metrics` shows of the statistics (the per-batch-size counters excepted)."""
@@ -281,19 +332,22 @@ class InferenceStats:
         """One request answered by the data plane (successfully or not) after `seconds`; a
         successful one with where it spent them (`phases`)."""
         counters = self._of(name, version)
+        due = counters.due  # in the order of `_VersionCounters.children`
         if ok:
-            counters.success.inc()
-            counters.success_s.inc(seconds)
-            counters.items.inc(items)
+            due[0] += 1
+            due[1] += seconds
+            due[2] += items
             if phases is not None:
-                counters.queue_s.inc(max(phases.queue, 0.0))
-                counters.input_s.inc(phases.compute_input)
-                counters.compute_s.inc(phases.compute_infer)
-                counters.output_s.inc(phases.compute_output)
+                due[3] += max(phases.queue, 0.0)
+                due[4] += phases.compute_input
+                due[5] += phases.compute_infer
+                due[6] += phases.compute_output
         else:
-            counters.fail.inc()
-            counters.fail_s.inc(seconds)
-        counters.last.set(time.time())
+            due[7] += 1
+            due[8] += seconds
+        counters.due_last = time.time()
+        if self.immediate:
+            counters.flush()
 
     def record_execution(
         self, name: str, version: int, items: int, queue_s: float, compute_s: float
@@ -301,15 +355,19 @@ class InferenceStats:
         """One model call on `items` items (its oldest request waited `queue_s`): the execution
         count and the batch-size statistics; the per-request times come with `record_request`."""
         counters = self._of(name, version)
-        counters.executions.inc()
-        batch = counters.batch(items)
-        if batch is not None:
-            batch[0].inc()
-            batch[1].inc(compute_s)
+        counters.due[9] += 1
+        batch = counters.due_batches.get(items)
+        if batch is None:
+            batch = counters.due_batches[items] = [0.0, 0.0]
+        batch[0] += 1
+        batch[1] += compute_s
+        if self.immediate:
+            counters.flush()
         for listener in self.listeners:
             listener(name, items, queue_s)
 
     def _families(self) -> Iterable[Metric]:
+        self.flush()
         path = multiprocess_dir()
         if path is None:
             for collector in (*self.collectors(), self.batch_executions, self.batch_seconds):
@@ -438,7 +496,7 @@ class Metrics:
                 self.model_gauges = _ModelGauges(registry, self.registry)
         if stats is not None:
             for collector in stats.collectors():
-                self.registry.register(collector)
+                self.registry.register(_Flushed(collector, stats))
             self.registry.register(stats.rejected)  # not a per-version statistic: not in `read`
             stats.listeners.append(self.observe_execution)
 
@@ -498,6 +556,18 @@ class Metrics:
             _Without(multiprocess.MultiProcessCollector(None, str(self.multiprocess_dir)))
         )
         return generate_latest(merged)
+
+
+class _Flushed(Collector):
+    """A counter of `InferenceStats`, read after the statistics recorded so far are added."""
+
+    def __init__(self, collector: Collector, stats: InferenceStats) -> None:
+        self.collector = collector
+        self.stats = stats
+
+    def collect(self) -> Iterable[Metric]:
+        self.stats.flush()
+        return self.collector.collect()
 
 
 class _Without(Collector):

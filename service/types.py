@@ -53,3 +53,6 @@ class InferenceResponse:
     id: str | None = None
     #: The client sent a single unbatched item (a task endpoint may answer unbatched too).
     single: bool = False
+    #: The validated inputs the model was given, by name (of the signature's dtypes and shapes):
+    #: a task's post-step reads them here rather than converting the request's values again.
+    inputs: Mapping[str, np.ndarray] = field(default_factory=dict)

@@ -230,7 +230,8 @@ class Classification:
     probabilities: np.ndarray  # float32 [N, 10]
     #: The classifier version's other outputs, by name, each [N, ...].
     extras: base.Extras = field(default_factory=dict)
-    #: For uploads and readings: the 28x28 images in [0, 1] the model was given, [N, 28, 28].
+    #: The 28x28 images in [0, 1] the model was given, [N, 28, 28] (None: a model whose input
+    #: is not 784 values per item).
     inputs: np.ndarray | None = None
 
 
@@ -247,14 +248,11 @@ class Reading:
 async def classify(dataplane: DataPlane, images: Any, scale: PixelScale = "unit") -> Classification:
     """Digit and the ten probabilities for each image."""
     model = dataplane.resolve(CLASSIFIER)
-    result = await _classify(dataplane, model, images, pixel_contract(scale))
-    if await _rule(dataplane, model) is None:
-        return result
-    # Validated by the data plane already: the same pixels, as the model saw them.
-    pixels = np.asarray(images, dtype=np.float32).reshape(-1, 28, 28)
-    if scale == "byte":
-        pixels = pixels / np.float32(255.0)
-    return await _flagged(dataplane, result, pixels)
+    # The not-a-digit rule reads the pixels the data plane validated and scaled, as the model
+    # saw them (`Classification.inputs`): no second conversion of the request's values.
+    return await _flagged(
+        dataplane, await _classify(dataplane, model, images, pixel_contract(scale))
+    )
 
 
 async def classify_upload(dataplane: DataPlane, data: bytes, field: str = "file") -> Classification:
@@ -312,6 +310,10 @@ async def _classify(
     response = await base.infer_one(dataplane, model, "images", images, "images", contract)
     probabilities, extras = base.primary(dataplane, response)
     probabilities = probabilities.reshape(probabilities.shape[0], -1)
+    if inputs is None:  # the model's input as validated, in [0, 1]: [N, 28, 28]
+        given = response.inputs.get(model.input.name)
+        if given is not None and given.size == len(given) * 28 * 28:
+            inputs = given.reshape(len(given), 28, 28)
     return Classification(model, probabilities.argmax(axis=1), probabilities, extras, inputs)
 
 

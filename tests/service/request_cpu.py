@@ -8,7 +8,10 @@ the least disturbed by other work on a shared machine. Run from the root of the 
 (`python tests/service/request_cpu.py`, or with another checkout as the working directory to
 compare two trees under the same load); `--inline-ms X` sets `inline_max_ms`. `--hop`: one
 batch-1 model call per model, on the event loop against through a pool thread (the hop that
-`inline_max_ms` saves), interleaved, CPU and wall microseconds.
+`inline_max_ms` saves), interleaved, CPU and wall microseconds. `--profile`: cProfile over one
+round of each route instead, printing the Python function calls per request (a count that does not
+depend on the machine's load) and the share of the event-loop thread's profiled time by
+component (`COMPONENTS`; a model call in a pool thread is not in it).
 """
 
 from __future__ import annotations
@@ -23,8 +26,35 @@ from typing import Any
 
 ROUTES = ("v2", "v2-binary", "task", "tfserving")
 
+#: `--profile`'s components: the first whose marker is in a function's file (or name) owns its
+#: own time.
+COMPONENTS = (
+    ("model call", ("onnxruntime", "service/backends/", "registry.py")),
+    ("not-a-digit rule", ("digit_shape",)),
+    ("metrics", ("prometheus_client", "service/metrics.py")),
+    ("JSON parse, pydantic", ("pydantic", "api/body.py", "json", "orjson")),
+    ("codecs, routes, answers", ("service/codecs/", "service/tasks/", "api/routes/", "responses")),
+    ("validation (arrays, data plane)", ("service/arrays.py", "service/dataplane.py", "numpy")),
+    (
+        "runner, batcher, thread hop",
+        ("batching.py", "runtime.py", "concurrent/", "thread", "Queue"),
+    ),
+    ("our middleware", ("api/middleware.py", "api/limits.py", "api/compression.py", "gzip")),
+    ("context, logging", ("service/context.py", "logging", "uuid")),
+    ("dispatch, routing, request objects", ("dispatch.py", "routing.py", "deps.py", "requests.py")),
+    ("FastAPI/Starlette layers", ("fastapi", "starlette", "contextlib")),
+    ("event loop", ("asyncio", "selectors", "select.epoll", "_contextvars", "_socket", "heapq")),
+    ("this script's ASGI driver", ("bench/overhead.py", "request_cpu.py")),
+)
 
-async def measure(calls: int, rounds: int, inline: float | None) -> dict[str, float]:
+
+def component(where: str) -> str:
+    return next((name for name, keys in COMPONENTS if any(k in where for k in keys)), "other")
+
+
+async def measure(
+    calls: int, rounds: int, inline: float | None, profile: bool = False
+) -> dict[str, float]:
     from bench import bodies as wire
     from bench.overhead import AsgiCall, served_app
 
@@ -40,6 +70,8 @@ async def measure(calls: int, rounds: int, inline: float | None) -> dict[str, fl
                 if (status := await call()) != 200:
                     raise RuntimeError(f"{case.key} {kind} answered {status}")
                 routes[f"{case.model} {wire.KIND_TITLES[kind]}"] = call
+        if profile:
+            return await _profile(routes, calls)
         for _ in range(rounds):
             for name, call in routes.items():
                 for _ in range(20):
@@ -50,6 +82,36 @@ async def measure(calls: int, rounds: int, inline: float | None) -> dict[str, fl
                 us = (time.process_time() - start) / calls * 1e6
                 best[name] = min(best.get(name, float("inf")), us)
     return best
+
+
+async def _profile(routes: dict[str, Any], calls: int) -> dict[str, float]:
+    """Per route: Python function calls per request, then each component's share (%)."""
+    import cProfile
+    import pstats
+
+    out: dict[str, float] = {}
+    for name, call in routes.items():
+        for _ in range(20):
+            await call()
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(calls):
+            await call()
+        profiler.disable()
+        stats: dict[Any, Any] = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+        shares: dict[str, float] = {}
+        total_calls = 0
+        for (path, _line, function), (_cc, count, own, _cum, _callers) in stats.items():
+            total_calls += count
+            key = component(f"{path}:{function}")
+            shares[key] = shares.get(key, 0.0) + own
+        out[f"{name}: Python function calls per request"] = total_calls / calls
+        idle = sum(own for (p, _l, f), (_c, _n, own, _u, _r) in stats.items() if "poll" in f)
+        busy = sum(shares.values()) - idle
+        shares["event loop"] = shares.get("event loop", 0.0) - idle
+        for key, own in sorted(shares.items(), key=lambda kv: -kv[1]):
+            out[f"{name}: % {key}"] = 100 * own / busy
+    return out
 
 
 async def hop(calls: int, rounds: int) -> dict[str, float]:
@@ -96,12 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--inline-ms", type=float, default=None, help="inline_max_ms")
     parser.add_argument("--hop", action="store_true", help="the model call inline vs in a thread")
+    parser.add_argument("--profile", action="store_true", help="calls and time by component")
     args = parser.parse_args(argv)
     sys.path.insert(0, os.getcwd())  # the tree to measure: the working directory's
     run = (
         hop(args.calls, args.rounds)
         if args.hop
-        else measure(args.calls, args.rounds, args.inline_ms)
+        else measure(args.calls, args.rounds, args.inline_ms, args.profile)
     )
     for name, us in asyncio.run(run).items():
         print(f"{name}\t{us:.0f}")

@@ -246,3 +246,46 @@ async def test_v2_stats_hold_the_invariants_perf_analyzer_reads(client: httpx.As
     assert sum(b["compute_infer"]["count"] for b in batches) == stats["execution_count"]
     assert sum(b["batch_size"] * b["compute_infer"]["count"] for b in batches) == 16
     assert stats["inference_count"] == 16 and 1 <= stats["execution_count"] <= 8
+
+
+def test_one_process_statistics_reach_the_counters_at_the_next_read() -> None:
+    """In one process a request adds plain floats; a scrape or a statistics read adds them to
+    the counters first, once: both read every request, and a second read counts none twice."""
+    stats = InferenceStats()
+    metrics = Metrics(None, stats)
+    assert not stats.immediate
+    stats.record_request("m", 1, 3, 0.5, ok=True, phases=Phases(0.1, 0.2, 0.3, 0.4))
+    stats.record_request("m", 1, 0, 0.25, ok=False)
+    stats.record_execution("m", 1, 3, 0.1, 0.3)
+    success = stats.requests.labels("m", "1", "success")
+    assert success._value.get() == 0  # not yet: nothing has read them
+    scraped = {
+        (s.name, s.labels.get("outcome")): s.value
+        for family in text_string_to_metric_families(metrics.exposition().decode())
+        for s in family.samples
+        if s.labels.get("model") == "m"
+    }
+    assert scraped[("mldm_inference_requests_total", "success")] == 1
+    assert scraped[("mldm_inference_requests_total", "fail")] == 1
+    assert scraped[("mldm_inference_items_total", None)] == 3
+    assert scraped[("mldm_model_executions_total", None)] == 1
+    assert scraped[("mldm_inference_compute_seconds_total", None)] == pytest.approx(0.3)
+    for _ in range(2):
+        read = stats.of("m", 1)
+        assert (read.success.count, read.fail.count, read.inference_count) == (1, 1, 3)
+        assert read.success.ns == 500_000_000 and read.fail.ns == 250_000_000
+        assert read.queue.ns == 100_000_000 and read.compute_output.ns == 400_000_000
+        assert read.execution_count == 1 and read.batches[3].count == 1
+        assert read.last_inference > 0
+    stats.record_request("m", 1, 2, 0.5, ok=True)
+    assert stats.of("m", 1).inference_count == 5
+
+
+def test_statistics_reach_the_counters_at_once_with_several_workers() -> None:
+    stats = InferenceStats()
+    stats.immediate = True  # as with PROMETHEUS_MULTIPROC_DIR: another worker may be scraped
+    stats.record_request("m", 1, 3, 0.5, ok=True)
+    stats.record_execution("m", 1, 3, 0.1, 0.3)
+    assert stats.requests.labels("m", "1", "success")._value.get() == 1
+    assert stats.items.labels("m", "1")._value.get() == 3
+    assert stats.batch_executions.labels("m", "1", "3")._value.get() == 1

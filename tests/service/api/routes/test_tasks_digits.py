@@ -382,3 +382,29 @@ async def test_python_client_returns_the_not_a_digit_score(
             assert result.is_digit is not None
             assert result.is_digit.tolist() == [True, True, True, True, False], binary
             assert result.not_digit_score[4] > result.not_digit_score[:4].max()
+
+
+@pytest.mark.parametrize("scale", ["byte", "unit"])
+async def test_classify_digits_flags_the_pixels_the_model_saw(
+    client: httpx.AsyncClient,
+    registry: ModelRegistry,
+    test_digits: tuple[np.ndarray, np.ndarray],
+    scale: str,
+) -> None:
+    """The not-a-digit rule scores the validated, scaled pixels (0-255 divided by 255 in
+    float32): the score of each answer is the rule's on those pixels."""
+    from service.tasks import digits
+
+    images = np.round(np.asarray(test_digits[0][:6], np.float64) * 255.0).astype(np.uint8)
+    pixels = images.astype(np.float32) / np.float32(255.0)
+    sent = images.tolist() if scale == "byte" else pixels.tolist()
+    response = await client.post("/api/v1/digits/classify", json={"images": sent, "scale": scale})
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    rule = digits.flag_rule(registry.get("digit_classifier").path)
+    assert rule is not None
+    probabilities = np.array([p["probabilities"] for p in predictions], np.float32)
+    ood = np.array([p["ood_score"] for p in predictions], np.float32).reshape(-1)
+    is_digit, score = digits._flags(rule, pixels, probabilities, ood)
+    assert [p["is_digit"] for p in predictions] == is_digit.tolist()
+    np.testing.assert_allclose([p["not_digit_score"] for p in predictions], score, atol=1e-6)
