@@ -196,11 +196,11 @@ class Settings(BaseSettings):
     """Intra-op threads of each ONNX Runtime session; 1 by default, as the server already runs
     `inference_threads` calls side by side."""
 
-    inline_max_ms: float = Field(default=0.3, ge=0.0, le=100.0)
+    inline_max_ms: float = Field(default=1.0, ge=0.0, le=100.0)
     """A model call on a compiled runtime (not TensorFlow) expected to take at most this long
     (its items times the version's measured seconds per item) runs on the event loop instead of
     an inference thread, when nothing else waits for the model: a batch-1 ONNX Runtime call of
-    0.1-0.3 ms is shorter than the hop to a thread and back (docs/performance.md, "Request
+    0.05-0.4 ms is shorter than the hop to a thread and back (~250 us of CPU) (docs/performance.md, "Request
     path"). Longer calls, and every call before the first is measured, go to a thread. 0: every
     call in a thread."""
 
