@@ -14,9 +14,9 @@ import numpy as np
 from scipy import ndimage
 from skimage import measure, morphology
 
-from bench import digits_wild, harness
+from bench import harness
 from data import digit_shape, mnist
-from training import digit_flag
+from training import digit_flag, digits_wild
 
 Check = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 

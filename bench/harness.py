@@ -459,32 +459,6 @@ def measure(
     return result
 
 
-def signature_timing(path: Path | str, batch: int, seconds: float = 3.0) -> dict[str, float]:
-    """A SavedModel's `serving_default` called in a loop in this process on one pre-built batch
-    (the in-process floor of a served request): median ms per call, items/s over the loop."""
-    import numpy as np
-    import tensorflow as tf
-
-    function = tf.saved_model.load(str(path)).signatures["serving_default"]
-    (name, spec), *_ = function.structured_input_signature[1].items()
-    shape = [batch, *(int(d) for d in spec.shape[1:])]
-    rng = np.random.default_rng(0)
-    array = rng.integers(0, 256, shape) if spec.dtype == tf.uint8 else rng.random(shape)
-    tensor, times = tf.constant(array, dtype=spec.dtype), list[float]()
-    for _ in range(3):
-        function(**{name: tensor})
-    while sum(times) < seconds or len(times) < 5:
-        start = time.perf_counter()
-        next(iter(function(**{name: tensor}).values())).numpy()
-        times.append(time.perf_counter() - start)
-    return {
-        "items_per_s": len(times) * batch / sum(times),
-        "ms_per_call": sum(times) / len(times) * 1e3,
-        "median_ms": statistics.median(times) * 1e3,
-        "calls": len(times),
-    }
-
-
 def ceiling(
     work: Path, seconds: float, clients: Sequence[str] = ("auto",)
 ) -> list[tuple[str, dict[str, Any]]]:

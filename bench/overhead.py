@@ -1,7 +1,7 @@
-"""Where one request's time goes, timed in-process (no network): the signature call, the pool
-hop, the batcher, the metric calls, the whole ASGI app per protocol (``python -m bench overhead``).
-``--only metrics``: the metric calls of one served request alone (best of 5 x 20,000, in a child
-process each with in-memory values and with `PROMETHEUS_MULTIPROC_DIR` set, as with workers > 1).
+"""The cost of the metric calls of one served request (``python -m bench overhead``; best of
+5 x 20,000, in a child process each with in-memory values and with `PROMETHEUS_MULTIPROC_DIR`
+set, as with workers > 1); and the in-process ASGI call of the service's app that
+tests/service/request_cpu.py times each route with (`AsgiCall`, `served_app`).
 """
 
 from __future__ import annotations
@@ -9,15 +9,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
-import inspect
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import timeit
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +21,6 @@ import numpy as np
 
 from bench import bodies as wire
 from bench import harness
-from bench.matrix import model_folder
-
-
-async def median_us(call: Callable[[], Any], calls: int) -> float:
-    """Median microseconds of `calls` calls (awaited if they return an awaitable), after up to
-    50 unmeasured ones."""
-    times = []
-    for i in range(calls + min(50, calls)):
-        start = time.perf_counter()
-        if inspect.isawaitable(result := call()):
-            await result
-        if i >= min(50, calls):
-            times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e6
 
 
 class AsgiCall:
@@ -100,48 +82,6 @@ async def served_app(model_dir: Path, stub: bool, **settings: Any) -> AsyncItera
             registry.ModelVersion.predict = real  # type: ignore[method-assign]
 
 
-async def app_routes(app: Any) -> dict[str, AsgiCall]:
-    """One checked `AsgiCall` per (model, protocol); a route that does not answer 200 fails."""
-    calls = {}
-    for case in wire.CASES.values():
-        for kind in ("v2", "task", "npy"):
-            call = AsgiCall(app, wire.ENCODERS[kind](case, case.inputs(1, 0)))
-            if (status := await call()) != 200:
-                raise RuntimeError(f"{case.key} {kind} answered {status}")
-            calls[f"{case.key} {wire.KIND_TITLES[kind]}"] = call
-    return calls
-
-
-async def measure(model_dir: Path, calls: int) -> list[tuple[str, float]]:
-    """(step, median us) for every step."""
-    rows = []
-    for case in wire.CASES.values():
-        timing = harness.signature_timing(model_dir / case.model / "1", 1, 2.0)
-        rows.append((f"{case.key}: signature call, batch 1", timing["median_ms"] * 1e3))
-    from concurrent.futures import ThreadPoolExecutor
-
-    from service.batching import AdaptiveBatcher
-
-    executor, loop = ThreadPoolExecutor(max_workers=2), asyncio.get_running_loop()
-    hop = await median_us(lambda: loop.run_in_executor(executor, int), calls)
-    rows.append(("run_in_executor round trip (idle pool, no-op)", hop))
-    batcher = AdaptiveBatcher(lambda a: {"y": a}, executor, 256, 0.0, name="noop")
-    x1 = np.zeros((1, 64), np.float32)
-    batched = await median_us(lambda: batcher.submit(x1), calls)
-    rows.append(("AdaptiveBatcher.submit round trip (empty queue, no-op)", batched))
-    await batcher.close()
-    executor.shutdown()
-    for batching in (True, False):
-        for stub in (False, True):
-            label = f"batching {'on' if batching else 'off'}{', stub model' if stub else ''}"
-            async with served_app(model_dir, stub, batching_enabled=batching) as app:
-                live = AsgiCall(app, wire.Body("GET", "/v2/health/live"))
-                routes = {"GET /v2/health/live": live, **(await app_routes(app))}
-                for name, route in routes.items():
-                    rows.append((f"ASGI app, {name} ({label})", await median_us(route, calls)))
-    return rows
-
-
 def metric_calls_us() -> float:
     """Microseconds of the metric calls one served request makes (best of 5 x 20,000)."""
     from service.metrics import InferenceStats, Metrics
@@ -176,22 +116,14 @@ def metric_rows() -> list[tuple[str, float]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = harness.parser("overhead", __doc__, results=False)
-    p.add_argument("--calls", type=int, default=1000, help="timed calls per step")
-    p.add_argument("--only", choices=["metrics"], help="the metric calls alone")
+    p.add_argument("--only", choices=["metrics"], help="the same (the metric calls are all)")
     p.add_argument("--metrics-child", action="store_true", help=argparse.SUPPRESS)
     args = harness.parse(p, argv)
     if args.metrics_child:
         print(f"{metric_calls_us():.2f}")
         return 0
-    rows = metric_rows()
-    if args.only is None:
-        gc.collect()
-        gc.freeze()
-        with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
-            model_folder(Path(tmp), args.model_dir.resolve(), 1)  # version 1 only, as the peers run
-            rows += asyncio.run(measure(Path(tmp), args.calls))
-    print("| step | us (median; metric calls: best of 5) |\n| --- | ---: |")
-    print("\n".join(f"| {step} | {us:,.2f} |" for step, us in rows))
+    print("| step | us (best of 5 x 20,000) |\n| --- | ---: |")
+    print("\n".join(f"| {step} | {us:,.2f} |" for step, us in metric_rows()))
     return 0
 
 

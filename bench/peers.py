@@ -23,7 +23,6 @@ from typing import Any
 
 from bench import bodies as wire
 from bench import driver, harness, matrix
-from bench import profile as profiling
 from bench.harness import REPO, Server, fmt, free_port
 from bench.matrix import Key
 from service.backends.verify import VerificationBatch
@@ -478,8 +477,6 @@ def render(report: dict[str, Any]) -> str:
             ([n, f"{m['rss']:.0f}", f"{m['pss']:.0f}", m["processes"]] for n, m in memory),
         ),
     ]
-    for title, profile in report.get("profiles", []):
-        out += ["", f"## Profile of ours (py-spy, separate unmeasured run): {title}", "", *profile]
     return "\n".join([*out, *harness.notes(report)]) + "\n"
 
 
@@ -494,7 +491,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bulk-requests", type=int, help="per bulk point (default 4, --quick 2)")
     p.add_argument("--setup-only", action="store_true", help="build the peer virtualenvs and stop")
     p.add_argument("--plan", action="store_true", help="print what would run and stop")
-    p.add_argument("--profile", action="store_true", help="py-spy ours, V2 JSON, conc. 1")
     p.add_argument("--workers", type=int, default=1, help="our server's workers (default 1)")
     args = harness.parse(p, argv)
     args.bulk_requests = args.bulk_requests or (2 if args.quick else 4)
@@ -539,7 +535,6 @@ def main(argv: list[str] | None = None) -> int:
         single_item_floor_ms={},
         runtimes={},
         memory={},
-        profiles=[],
     )
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
@@ -558,10 +553,6 @@ def main(argv: list[str] | None = None) -> int:
         if bulk and "ours" in servers:
             cap = (args.bulk_requests, 60.0, 0.0)
             points += matrix.run({"ours": servers["ours"]}, ours, bulk, args, report, work, cap)
-        for key in report["models"] if args.profile and "ours" in servers else ():
-            bodies = wire.bodies(wire.CASES[key], "v2", 1, matrix.VARIANTS)
-            lines = profiling.point(servers["ours"], bodies, 1, 1, work)
-            report["profiles"].append((f"{key}, V2 JSON, concurrency 1", lines))
         for name, server in servers.items():
             rss, pss = server.memory_mib()
             report["memory"][name] = {"rss": rss, "pss": pss, "processes": len(server.pids())}
