@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 #: Modules of the harness itself, not scenarios.
-LIBRARY = frozenset({"harness", "driver", "matrix", "bodies"})
+LIBRARY = frozenset({"harness", "driver", "matrix", "bodies", "asgi"})
 
 
 def scenarios() -> list[str]:

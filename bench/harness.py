@@ -439,19 +439,13 @@ def measure(
     warmup_s: float,
     work: Path,
     items: int = 1,
-    max_requests: int | None = None,
-    client: str = "auto",
 ) -> dict[str, Any]:
     """Warm up, then one measured load point; adds the server's CPU us/request and memory."""
-
-    def load(seconds: float, cap: int | None) -> dict[str, Any]:
-        return driver.run(server.url, bodies, concurrency, seconds, work, items, cap, client)
-
     if warmup_s > 0:
-        load(warmup_s, max(concurrency * 4, 50) if max_requests else None)
+        driver.run(server.url, bodies, concurrency, warmup_s, work, items)
     pids = server.pids()
     before = cpu_seconds(pids)
-    result = load(duration_s, max_requests)
+    result = driver.run(server.url, bodies, concurrency, duration_s, work, items)
     result["server_cpu_us_per_req"] = (
         (cpu_seconds(pids) - before) / max(result["requests"], 1) * 1e6
     )

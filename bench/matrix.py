@@ -1,4 +1,4 @@
-"""The load matrix of serving, peers and protocols: routes (server, protocol) x groups (model,
+"""The load matrix of peers: routes (server, protocol) x groups (model,
 items per request, concurrency), checked once, measured in interleaved rounds, aggregated."""
 
 from __future__ import annotations
@@ -72,12 +72,8 @@ def run(
     args: argparse.Namespace,
     report: dict[str, Any],
     work: Path,
-    bulk: tuple[int, float, float] | None = None,
-    client: str = "auto",
 ) -> list[dict[str, Any]]:
-    """Check, then measure every usable (route, group): one result per run. Bulk points (more
-    than one item) run at most `bulk` = (requests, seconds, warm-up seconds) with the Python
-    client, as a request count bounds them better than a duration (wrk's only bound)."""
+    """Check, then measure every usable (route, group): one result per run."""
     bodies: dict[tuple[str, str, int], list[wire.Body]] = {}
     for key, items, _ in groups:
         for _, kind in routes:
@@ -98,12 +94,8 @@ def run(
     for r, (key, items, c), (name, kind) in schedule(routes, groups, args.rounds):
         if (name, kind, key) not in usable:
             continue
-        seconds, warmup, cap, how = args.duration, args.warmup, None, client
-        if items > 1 and bulk:
-            cap, seconds, warmup = bulk
-            how = "raw"
         res = harness.measure(
-            servers[name], bodies[(key, kind, items)], c, seconds, warmup, work, items, cap, how
+            servers[name], bodies[(key, kind, items)], c, args.duration, args.warmup, work, items
         )
         res.update(server=name, kind=kind, model=wire.CASES[key].model, items=items, round=r)
         points.append(res)

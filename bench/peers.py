@@ -1,7 +1,6 @@
 """Our server against MLServer, KServe, BentoML, LitServe and Triton on the same bodies, with
-floors and issue 19's targets; ours on every protocol, also alone (``--peers`` with none) and
-with bulk requests (``--bulk-items``) (``python -m bench peers [--quick | --plan |
---setup-only]``; bench/README.md)."""
+floors and issue 19's targets; ours on every protocol, also alone (``--peers`` with none)
+(``python -m bench peers [--quick | --plan | --setup-only]``; bench/README.md)."""
 
 from __future__ import annotations
 
@@ -244,16 +243,11 @@ def triton_server(config: Config, venv: Path, paths: dict[str, str], work: Path)
     return Server(config.name, command, env, port, work / f"triton-{port}.log")
 
 
-def make_server(
-    config: Config, model_root: Path, paths: dict[str, str], work: Path, bulk: int = 0
-) -> Server:
+def make_server(config: Config, model_root: Path, paths: dict[str, str], work: Path) -> Server:
     if config.server == "ours":
         workers = int(config.options.get("workers", 1))
         # HTTP only, as every peer here is driven: no gRPC port the HTTP routes never use.
-        env = {"MLDM_GRPC_PORT": "0"}
-        if bulk:  # bulk JSON bodies of 10,000 images are ~150 MB: the limits must let them in
-            env.update(MLDM_MAX_BODY_BYTES=str(2**30), MLDM_REQUEST_TIMEOUT_S="120")
-        server = harness.our_server(model_root, list(paths), workers, work, bulk, **env)
+        server = harness.our_server(model_root, list(paths), workers, work, MLDM_GRPC_PORT="0")
         server.name = config.name
         return server
     build = {"mlserver": mlserver_server, "kserve": kserve_server, "bentoml": bentoml_server}
@@ -317,10 +311,9 @@ def driven(configs: Sequence[Config], quick: bool) -> list[tuple[str, str]]:
     return [(c.name, k) for c in configs for k in c.kinds if not quick or k in QUICK_KINDS]
 
 
-def estimate_s(runs: int, configs: int, duration: float, warmup: float, bulk: int = 0) -> float:
-    """Per run the point, its warm-up and ~1.5 s overhead; ~40 s to start each server; floors;
-    ~20 s per bulk run."""
-    return runs * (duration + warmup + 1.5) + configs * 40 + 30 + bulk * 20
+def estimate_s(runs: int, configs: int, duration: float, warmup: float) -> float:
+    """Per run the point, its warm-up and ~1.5 s overhead; ~40 s to start each server; floors."""
+    return runs * (duration + warmup + 1.5) + configs * 40 + 30
 
 
 def is_python_peer(server: str) -> bool:
@@ -349,8 +342,7 @@ def _ratios(
 
 
 def targets(report: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
-    """The table rows (ours, the best Python peer, Triton) and issue 19's verdict lines; ours
-    alone, the protocol checks instead."""
+    """The table rows (ours, the best Python peer, Triton) and issue 19's verdict lines."""
     stats, rows, lines = report["stats"], [], []
 
     def pair(best: tuple[str, Any] | None) -> str:
@@ -395,23 +387,6 @@ def targets(report: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
                 f"in-process call + bare loopback round trip ({floor:.2f} ms; target <= 1.5x)"
             )
             lines.append(harness.verdict(p50 <= 1.5 * floor, what))
-    alone = report["servers"] == ["ours"]
-    for key, model in ((k, wire.CASES[k].model) for k in MODEL_KEYS if alone):
-        v2, task = (stats.get(("ours", k, model, 1, 1)) for k in ("v2", "task"))
-        if v2 and task:
-            r = v2["p50_ms"] / task["p50_ms"]
-            what = (
-                f"{key} V2 JSON single-item p50 {v2['p50_ms']:.2f} ms = {r:.2f}x the task route's"
-            )
-            lines.append(harness.verdict(r <= 1.10, what + " (target <= 1.10x)"))
-        bulk = report.get("bulk_items", 0)
-        binary, npy = (stats.get(("ours", k, model, 1, bulk)) for k in ("v2-binary", "npy"))
-        if binary and npy:
-            r, ips = binary["items_per_s"] / npy["items_per_s"], binary["items_per_s"]
-            what = f"{key} V2 binary bulk {ips:,.0f} items/s = {r:.2f}x the .npy path's"
-            lines.append(harness.verdict(r >= 0.85, what + " (target >= 0.85x)"))
-        elif bulk:
-            lines.append(f"not measured: {key} V2 binary bulk vs .npy (a protocol was skipped)")
     memory = report["memory"]
     for label, which in (("Python peer", is_python_peer), ("Triton", triton)):
         if "ours" in memory and (peers := {k: v for k, v in memory.items() if which(k)}):
@@ -434,13 +409,7 @@ def render(report: dict[str, Any]) -> str:
         f"Load client: {report['client']}, {report['duration_s']:g} s per point after "
         f"{report['warmup_s']:g} s of warm-up, {report['rounds']} interleaved round(s), "
         f"{matrix.VARIANTS} different bodies per point, the same bytes for every server; "
-        "medians over rounds, noise = (max - min) / median of req/s over rounds."
-        + (
-            f" Bulk points: ours alone, {report['bulk_items']:,} items per request, "
-            f"{report['bulk_requests']} sequential requests."
-            if report.get("bulk_items")
-            else ""
-        ),
+        "medians over rounds, noise = (max - min) / median of req/s over rounds.",
         "",
         f"Runtimes: ours: {served or 'not measured'}; MLServer, KServe, BentoML and LitServe call "
         "TensorFlow (the SavedModel's `serving_default` signature), as their users would; Triton "
@@ -487,21 +456,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="+", choices=MODEL_KEYS, default=list(MODEL_KEYS))
     p.add_argument("--peers", nargs="*", choices=sorted(PEERS), default=sorted(PEERS))
     p.add_argument("--model-version", type=int, default=1)
-    p.add_argument("--bulk-items", type=int, default=0, help="also ours alone with N items")
-    p.add_argument("--bulk-requests", type=int, help="per bulk point (default 4, --quick 2)")
     p.add_argument("--setup-only", action="store_true", help="build the peer virtualenvs and stop")
     p.add_argument("--plan", action="store_true", help="print what would run and stop")
     p.add_argument("--workers", type=int, default=1, help="our server's workers (default 1)")
     args = harness.parse(p, argv)
-    args.bulk_requests = args.bulk_requests or (2 if args.quick else 4)
     configs = configurations(args.quick, args.peers, args.workers)
     routes = driven(configs, args.quick)
     groups = [(key, 1, c) for key in args.models for c in args.concurrency]
-    bulk = [(key, args.bulk_items, 1) for key in args.models if args.bulk_items]
-    ours = [route for route in routes if route[0] == "ours"]
-    plan = matrix.schedule(routes, groups, args.rounds) + matrix.schedule(ours, bulk, args.rounds)
-    runs = len(plan) - len(ours) * len(bulk) * args.rounds
-    minutes = estimate_s(runs, len(configs), args.duration, args.warmup, len(plan) - runs) / 60
+    plan = matrix.schedule(routes, groups, args.rounds)
+    minutes = estimate_s(len(plan), len(configs), args.duration, args.warmup) / 60
     missing = [peer for peer in args.peers if not venv_ready(peer)]
     print(
         f"{len(plan)} runs on {len(configs)} servers, {args.rounds} round(s): about {minutes:.0f} "
@@ -527,8 +490,6 @@ def main(argv: list[str] | None = None) -> int:
         rounds=args.rounds,
         concurrencies=args.concurrency,
         models=args.models,
-        bulk_items=args.bulk_items,
-        bulk_requests=args.bulk_requests,
         client="wrk" if shutil.which("wrk") else "Python (wrk is not installed)",
         servers=[c.name for c in configs],
         floors=[],
@@ -542,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         servers: dict[str, Server] = {}
         for config in configs:
             try:
-                server = make_server(config, work / "models", paths, work, args.bulk_items)
+                server = make_server(config, work / "models", paths, work)
                 servers[config.name] = stack.enter_context(harness.running(server))
             except RuntimeError as exc:
                 report["notes"].append(f"{config.name} did not start: {str(exc)[:300]}")
@@ -550,9 +511,6 @@ def main(argv: list[str] | None = None) -> int:
         floors(report, servers.get("ours"), paths, work)
         routes = [route for route in routes if route[0] in servers]
         points = matrix.run(servers, routes, groups, args, report, work)
-        if bulk and "ours" in servers:
-            cap = (args.bulk_requests, 60.0, 0.0)
-            points += matrix.run({"ours": servers["ours"]}, ours, bulk, args, report, work, cap)
         for name, server in servers.items():
             rss, pss = server.memory_mib()
             report["memory"][name] = {"rss": rss, "pss": pss, "processes": len(server.pids())}

@@ -12,7 +12,7 @@ from bench import harness
 
 def test_dispatcher_finds_the_scenario_files(capsys: pytest.CaptureFixture[str]) -> None:
     names = dispatcher.scenarios()
-    for name in ("peers", "soak", "overhead", "overload", "runtimes", "flag_speed"):
+    for name in ("peers", "soak", "overload", "runtimes", "flag_speed"):
         assert name in names
     assert not dispatcher.LIBRARY & set(names)  # the harness's own modules are no scenarios
     assert dispatcher.main(["peers", "soak", "--duration", "1"]) == 2
@@ -28,4 +28,3 @@ def test_readme_scenario_example_builds_on_the_harness(capsys: pytest.CaptureFix
         namespace["main"](["--help"])
     assert done.value.code == 0
     assert "--quick" in capsys.readouterr().out
-

@@ -8,9 +8,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from training import digits_wild
 from tests.service.conftest import REPO_MODELS
-from training import digit_sets
+from training import digit_sets, digits_wild
 
 
 @pytest.fixture(scope="module")

@@ -1,18 +1,11 @@
-"""The cost of the metric calls of one served request (``python -m bench overhead``; best of
-5 x 20,000, in a child process each with in-memory values and with `PROMETHEUS_MULTIPROC_DIR`
-set, as with workers > 1); and the in-process ASGI call of the service's app that
-tests/service/request_cpu.py times each route with (`AsgiCall`, `served_app`).
-"""
+"""The service's app called in process, no socket and no uvicorn: `served_app` (its models
+loaded, the lifespan run) and `AsgiCall` (one request through it), for
+tests/service/request_cpu.py's CPU per route."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import subprocess
-import sys
-import tempfile
-import timeit
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +13,6 @@ from typing import Any
 import numpy as np
 
 from bench import bodies as wire
-from bench import harness
 
 
 class AsgiCall:
@@ -80,52 +72,3 @@ async def served_app(model_dir: Path, stub: bool, **settings: Any) -> AsyncItera
             yield app
         finally:
             registry.ModelVersion.predict = real  # type: ignore[method-assign]
-
-
-def metric_calls_us() -> float:
-    """Microseconds of the metric calls one served request makes (best of 5 x 20,000)."""
-    from service.metrics import InferenceStats, Metrics
-
-    stats = InferenceStats()
-    metrics, calls = Metrics(stats=stats), 20_000
-    model, route = "energy_from_potential", "/api/v1/energy/from-potential"
-
-    def one() -> None:
-        metrics.in_flight.inc()
-        stats.record_execution(model, 1, 1, 0.0001, 0.001)
-        stats.record_request(model, 1, 1, 0.002, ok=True)
-        metrics.in_flight.dec()
-        metrics.observe_request("POST", route, model, 200, 0.003)
-
-    return min(timeit.repeat(one, number=calls, repeat=5)) / calls * 1e6
-
-
-def metric_rows() -> list[tuple[str, float]]:
-    """`metric_calls_us` in a child process with one process's metrics, then multiprocess."""
-    rows, env = [], {k: v for k, v in harness.base_env().items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    command = [sys.executable, "-m", "bench.overhead", "--metrics-child"]
-    with tempfile.TemporaryDirectory() as folder:
-        for label, extra in (
-            ("one process", {}),
-            ("multiprocess", {"PROMETHEUS_MULTIPROC_DIR": folder}),
-        ):
-            done = subprocess.run(command, env={**env, **extra}, capture_output=True, check=True)
-            rows.append((f"metric calls of one request, {label}", float(done.stdout.split()[-1])))
-    return rows
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = harness.parser("overhead", __doc__, results=False)
-    p.add_argument("--only", choices=["metrics"], help="the same (the metric calls are all)")
-    p.add_argument("--metrics-child", action="store_true", help=argparse.SUPPRESS)
-    args = harness.parse(p, argv)
-    if args.metrics_child:
-        print(f"{metric_calls_us():.2f}")
-        return 0
-    print("| step | us (best of 5 x 20,000) |\n| --- | ---: |")
-    print("\n".join(f"| {step} | {us:,.2f} |" for step, us in metric_rows()))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
