@@ -1,7 +1,7 @@
 """Run benchmark scenarios by name: ``python -m bench NAME [OPTIONS]``, ``python -m bench`` all.
 
 A scenario is any module ``bench/<NAME>.py`` with ``main(argv) -> int`` outside the harness
-(``LIBRARY``); options after a single name go to it: ``python -m bench serving --workers 2``.
+(``LIBRARY``); options after a single name go to it: ``python -m bench peers --quick``.
 """
 
 from __future__ import annotations

@@ -194,30 +194,23 @@ def test_ratio_without_a_figure_is_nan() -> None:
     assert harness.ratio(3.0, 2.0) == 1.5
 
 
-def test_ours_alone_with_bulk_checks_the_protocol_targets() -> None:
-    bulk = 10_000
-
-    def ours(kind: str, rps: float, p50: float, items: int = 1, model: str = "e") -> dict:
+def test_ours_alone_renders_every_route_without_ratios() -> None:
+    def ours(kind: str, rps: float, p50: float, model: str = "e") -> dict:
         point = _point("ours", kind, 1, rps, p50 * 3)
         name = {"e": "energy_from_potential", "c": "digit_classifier"}[model]
-        return {**point, "model": name, "items": items, "items_per_s": rps * items, "p50_ms": p50}
+        return {**point, "model": name, "p50_ms": p50}
 
     points = [
-        ours("npy", 10.0, 100.0, bulk),
-        ours("v2-binary", 9.0, 110.0, bulk),
         ours("task", 500.0, 2.0),
         {**ours("task", 520.0, 2.0), "round": 1},
         ours("v2", 450.0, 2.3),
         ours("v2", 200.0, 5.0, model="c"),
     ]
-    report = {**_report(points), "bulk_items": bulk, "bulk_requests": 2, "memory": {}}
+    report = {**_report(points), "memory": {}}
     report["servers"], report["concurrencies"] = ["ours"], [1]
     text = peers.render(report)
-    assert "- met: energy V2 binary bulk 90,000 items/s = 0.90x the .npy path's" in text
-    assert "- NOT met: energy V2 JSON single-item p50 2.30 ms = 1.15x the task route's" in text
-    assert "- not measured: classify V2 binary bulk vs .npy" in text
     row = "| energy_from_potential | 1 | 1 | ours | task JSON | 510.0 | 510.0 | 2.00 | 6.0 | 0 |"
     assert row in text
     assert "| 4% |" in text  # (520 - 500) / 510 between the rounds
     assert "No peer answered in this run: no ratios." in text
-    assert "Bulk points: ours alone, 10,000 items per request, 2 sequential requests." in text
+    assert "NOT met: classify single-item p50 (V2, conc. 1) 5.00 ms = 2.50x" in text
