@@ -5,15 +5,12 @@ returns one result dict. wrk runs a generated Lua script that formats each reque
 prints its figures as one JSON line (`MARKER`). The Python client speaks HTTP/1.1 over an asyncio
 `Protocol`, each request's bytes built once; it runs when wrk is missing or a request count must
 bound the run. `closed_loop` and `open_loop` give one `Sample` per request (the open loop sends
-at a set rate whether or not answers come). `python -m bench.driver --canned --port P` answers
-every request with a fixed body: the client's own ceiling.
+at a set rate whether or not answers come).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import gc
 import json
 import math
@@ -363,6 +360,23 @@ class Connection(asyncio.Protocol):
         return await self.waiter
 
 
+async def exchange(
+    connection: Connection | None, host: str, port: int, wire: bytes, timeout_s: float | None
+) -> tuple[int | str, Connection | None]:
+    """One request on `connection` (a new one if it is closed): the status, or the name of what
+    went wrong (a `TimeoutError` after `timeout_s`), and the connection while it stays open."""
+    try:
+        if connection is None or connection.transport is None:
+            _, connection = await asyncio.get_running_loop().create_connection(
+                Connection, host, port
+            )
+        return (await asyncio.wait_for(connection.send(wire), timeout_s)).status, connection
+    except OSError as exc:
+        if connection is not None and connection.transport is not None:
+            connection.transport.close()
+        return type(exc).__name__, None
+
+
 async def closed_loop(
     host: str,
     port: int,
@@ -374,9 +388,8 @@ async def closed_loop(
 ) -> list[Sample]:
     """`concurrency` keep-alive connections, each sending the next of `bodies` when its last is
     answered, for `duration_s` or `cap` requests in all: one `Sample` per request (latency from
-    its send). A refused connection waits 10 ms before the next try; `timeout_s` bounds an
-    answer (a `TimeoutError` sample, the connection closed)."""
-    loop = asyncio.get_running_loop()
+    its send). A failed request waits 10 ms before the next try; `timeout_s` bounds an answer
+    (a `TimeoutError` sample, the connection closed)."""
     wires = [body.encode(f"{host}:{port}") for body in bodies]
     samples: list[Sample] = []
     left = math.inf if cap is None else cap
@@ -389,24 +402,11 @@ async def closed_loop(
         i = 0
         while left > 0 and (sent := time.perf_counter()) < deadline:
             left, i = left - 1, i + 1
-            status: int | str
-            try:
-                if connection is None or connection.transport is None:
-                    connection = None
-                    _, connection = await loop.create_connection(Connection, host, port)
-                answer = connection.send(wires[(i - 1) % len(wires)])
-                status = (
-                    await (asyncio.wait_for(answer, timeout_s) if timeout_s else answer)
-                ).status
-            except OSError as exc:
-                status = type(exc).__name__
-                if connection is not None and connection.transport is not None:
-                    connection.transport.close()
+            wire = wires[(i - 1) % len(wires)]
+            status, connection = await exchange(connection, host, port, wire, timeout_s)
             samples.append(Sample(sent - start, time.perf_counter() - sent, status, "-"))
-            if isinstance(status, str):
-                if connection is None:
-                    await asyncio.sleep(0.01)  # refused: do not spin
-                connection = None
+            if connection is None:
+                await asyncio.sleep(0.01)  # refused or reset: do not spin
         if connection is not None and connection.transport is not None:
             connection.transport.close()
 
@@ -429,7 +429,6 @@ async def open_loop(
     scheduled time, on at most `max_connections` keep-alive connections (with all busy, a
     request is not sent, or with `queue` waits for one: its latency counts the wait); then
     wait `drain_s`."""
-    loop = asyncio.get_running_loop()
     wires = [(kind, body.encode(f"127.0.0.1:{port}")) for kind, body in pairs]
     idle: list[Connection] = []
     samples: list[Sample] = []
@@ -440,13 +439,7 @@ async def open_loop(
         nonlocal busy
         async with slots:
             connection = idle.pop() if idle else None
-            try:
-                if connection is None or connection.transport is None:
-                    _, connection = await loop.create_connection(Connection, "127.0.0.1", port)
-                response = await connection.send(wire_bytes)
-                status: int | str = response.status
-            except OSError as exc:
-                status, connection = type(exc).__name__, None
+            status, connection = await exchange(connection, "127.0.0.1", port, wire_bytes, None)
             samples.append(Sample(offset, time.perf_counter() - scheduled, status, kind))
             if connection is not None and connection.transport is not None:
                 idle.append(connection)
@@ -475,51 +468,3 @@ async def open_loop(
         if connection.transport is not None:
             connection.transport.close()
     return samples
-
-
-# The canned server -----------------------------------------------------------------------------
-
-CANNED = (
-    b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{"ok":true}'
-)
-
-
-class _Canned(asyncio.Protocol):
-    def __init__(self) -> None:
-        self.buffer = bytearray()
-        self.transport: Any = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
-            head = bytes(self.buffer[:end]).lower()
-            marker = head.find(b"content-length:")
-            length = int(head[marker + 15 :].split(b"\r\n", 1)[0]) if marker >= 0 else 0
-            if len(self.buffer) < end + 4 + length:
-                return
-            del self.buffer[: end + 4 + length]
-            self.transport.write(CANNED)
-
-
-async def serve_canned(host: str, port: int) -> None:
-    server = await asyncio.get_running_loop().create_server(_Canned, host, port)
-    async with server:
-        await server.serve_forever()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.driver", description=__doc__)
-    parser.add_argument("--canned", action="store_true", required=True)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    args = parser.parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_canned(args.host, args.port))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

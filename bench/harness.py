@@ -10,7 +10,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import signal
 import socket
 import statistics
@@ -421,13 +420,6 @@ def serving_only(
             yield server
 
 
-def canned_server(log_dir: Path) -> Server:
-    """The cheapest server there is (a fixed answer): driving it gives the client's ceiling."""
-    server = python_server("canned", "bench.driver", ["--canned"], log_dir)
-    server.ready_path = "/"
-    return server
-
-
 # Measuring ------------------------------------------------------------------------------------
 
 
@@ -451,26 +443,3 @@ def measure(
     )
     result["rss_mib"], result["pss_mib"] = server.memory_mib()
     return result
-
-
-def ceiling(
-    work: Path, seconds: float, clients: Sequence[str] = ("auto",)
-) -> list[tuple[str, dict[str, Any]]]:
-    """The load client's own ceiling: each client at concurrency 1 and 64 against the canned
-    server (the cheapest server there is); no figure if it does not start."""
-    body = [driver.Body("POST", "/", b"{}", (("Content-Type", "application/json"),))]
-    out: list[tuple[str, dict[str, Any]]] = []
-    with contextlib.suppress(RuntimeError), running(canned_server(work), 30) as canned:
-        for client, c in ((client, c) for client in clients for c in (1, 64)):
-            if client == "auto":  # the table names the client that ran
-                client = "wrk" if shutil.which("wrk") else "raw"
-            out.append((client, driver.run(canned.url, body, c, seconds, work, client=client)))
-            print(f"ceiling {client} c={c}: {out[-1][1]['rps']:,.0f} req/s", flush=True)
-    return out
-
-
-def ceiling_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
-    head = "client | conc.: | requests: | req/s: | p50 ms: | p99 ms: | client CPU us/req:"
-    cells = {"concurrency": 1, "requests": 1, "rps": 1, "p50_ms": 3, "p99_ms": 3}
-    cells["client_cpu_us_per_req"] = 0
-    return table(head, ([c, *(fmt(s[k], d) for k, d in cells.items())] for c, s in rows))

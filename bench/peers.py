@@ -274,9 +274,8 @@ def compiled_call(path: str, seconds: float) -> tuple[str, float, int]:
 
 
 def floors(report: dict[str, Any], ours: Server | None, paths: dict[str, str], work: Path) -> None:
-    """The client's ceiling, our bare loopback round trip and the in-process call of the runtime
-    our server serves single items with."""
-    report["ceiling"] = harness.ceiling(work, min(report["duration_s"], 5.0))
+    """Our bare loopback round trip and the in-process call of the runtime our server serves
+    single items with."""
     loopback = math.nan
     if ours is not None:
         body = [driver.Body("GET", "/v2/health/live")]
@@ -434,8 +433,6 @@ def render(report: dict[str, Any]) -> str:
         *matrix.table(report["stats"], report["servers"]),
         "",
         "## Floors measured in the same run",
-        "",
-        *harness.ceiling_table(report.get("ceiling", [])),
         "",
         *(f"- {f}" for f in report["floors"]),
         "",

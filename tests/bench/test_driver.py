@@ -15,6 +15,7 @@ import pytest
 from bench import driver as wrk
 from bench import harness
 from bench.driver import Body, ResponseParser, percentile, summary
+from tests.bench import canned as double
 
 
 def test_lua_script_formats_each_body_once_and_reports_json(tmp_path: Path) -> None:
@@ -74,7 +75,7 @@ def test_command_bounds_threads_duration_and_timeout(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def canned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Server]:
-    with harness.running(harness.canned_server(tmp_path_factory.mktemp("canned")), 30) as server:
+    with harness.running(double.server(tmp_path_factory.mktemp("canned")), 30) as server:
         yield server
 
 

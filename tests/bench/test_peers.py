@@ -132,19 +132,6 @@ def _report(points: list[dict[str, Any]]) -> dict[str, Any]:
         "concurrencies": [1, 8],
         "servers": ["ours", "mlserver (a)"],
         "contended": "",
-        "ceiling": [
-            (
-                "wrk",
-                {
-                    "concurrency": 64,
-                    "requests": 9,
-                    "rps": 9e3,
-                    "p50_ms": 0.1,
-                    "p99_ms": 0.2,
-                    "client_cpu_us_per_req": 30.0,
-                },
-            )
-        ],
         "floors": ["bare loopback round trip: p50 0.5 ms"],
         "single_item_floor_ms": {"classify": 2.0},
         "memory": {
@@ -179,7 +166,6 @@ def test_render_and_targets_state_ratios_and_verdicts(tmp_path: Path) -> None:
     assert "met: classify single-item p50 (V2, conc. 1) 2.67 ms = 1.33x" in text
     assert "NOT met: resident memory ours 700 MiB = 1.13x the leanest Python peer" in text
     assert "answered 400 (skipped)" in text
-    assert "| wrk | 64 | 9 | 9,000 | 0.100 | 0.200 | 30 |" in text  # the client's ceiling
     assert "- bare loopback round trip: p50 0.5 ms" in text
     path = harness.write(report, text, tmp_path, "-quick")
     assert path.name == "peers-quick-2026-12-01-abc1234.md"
