@@ -202,9 +202,14 @@ def verdict(met: bool, what: str) -> str:
     return f"{'met' if met else 'NOT met'}: {what}"
 
 
+def section(title: str, *lines: str) -> list[str]:
+    """A results file's `## title` section (after a blank line)."""
+    return ["", f"## {title}", "", *lines]
+
+
 def notes(report: dict[str, Any]) -> list[str]:
     """The closing Notes section of a results file (none without notes)."""
-    return ["", "## Notes", "", *(f"- {n}" for n in report["notes"])] if report["notes"] else []
+    return section("Notes", *(f"- {n}" for n in report["notes"])) if report["notes"] else []
 
 
 # Formatting ------------------------------------------------------------------------------------

@@ -1,6 +1,5 @@
 """Our server against MLServer, KServe, BentoML, LitServe and Triton on the same bodies, with
-floors and issue 19's targets; ours on every protocol, also alone (``--peers`` with none)
-(``python -m bench peers [--quick | --plan | --setup-only]``; bench/README.md)."""
+floors and issue 19's targets; `--peers` with none: ours alone on every protocol."""
 
 from __future__ import annotations
 
@@ -131,6 +130,12 @@ QUICK_PEERS = tuple(FULL_PEERS[i] for i in (1, 3, 5, 6, 8, 10))
 QUICK_KINDS = ("v2", "task")
 
 
+def peer_env(paths: dict[str, str], **env: str) -> dict[str, str]:
+    """A peer's environment: its own venv, the runtimes' folder, the models to load."""
+    env |= {"PYTHONPATH": str(RUNTIMES), "MLDM_PEER_MODELS": json.dumps(paths)}
+    return {**harness.base_env(ours=False), **env}
+
+
 def mlserver_server(config: Config, venv: Path, paths: dict[str, str], work: Path) -> Server:
     port, folder = free_port(), work / f"mlserver-{abs(hash(config.label))}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -145,17 +150,13 @@ def mlserver_server(config: Config, venv: Path, paths: dict[str, str], work: Pat
     }
     (folder / "settings.json").write_text(json.dumps(settings, indent=2))
     for name, path in paths.items():
-        model = {
-            "name": name,
-            "implementation": "mlserver_runtime.SignatureModel",
-            "parameters": {"uri": path},
-        }
-        model.update({k: config.options[k] for k in BATCH if k in config.options})
+        model = {"name": name, "implementation": "mlserver_runtime.SignatureModel"}
+        model |= {"parameters": {"uri": path}}
+        model |= {k: v for k, v in config.options.items() if k in BATCH}
         (folder / name).mkdir(exist_ok=True)
         (folder / name / "model-settings.json").write_text(json.dumps(model, indent=2))
-    env = {**harness.base_env(ours=False), "PYTHONPATH": str(RUNTIMES)}
     command = [str(venv / "bin" / "mlserver"), "start", str(folder)]
-    return Server(config.name, command, env, port, work / f"{folder.name}.log")
+    return Server(config.name, command, peer_env(paths), port, work / f"{folder.name}.log")
 
 
 def kserve_server(config: Config, venv: Path, paths: dict[str, str], work: Path) -> Server:
@@ -164,21 +165,19 @@ def kserve_server(config: Config, venv: Path, paths: dict[str, str], work: Path)
     flags = ["--http_port", str(port), "--grpc_port", str(free_port())]
     flags += ["--enable_latency_logging", logging]
     command = [str(venv / "bin" / "python"), str(RUNTIMES / "kserve_server.py"), *flags]
-    env = {**harness.base_env(ours=False), "MLDM_PEER_MODELS": json.dumps(paths)}
-    return Server(config.name, command, env, port, work / f"kserve-{port}.log")
+    return Server(config.name, command, peer_env(paths), port, work / f"kserve-{port}.log")
 
 
 def bentoml_server(config: Config, venv: Path, paths: dict[str, str], work: Path) -> Server:
     port, o = free_port(), config.options
-    env = {
-        **harness.base_env(ours=False),
-        "MLDM_PEER_MODELS": json.dumps(paths),
-        "MLDM_PEER_BATCHING": "on" if o.get("batching") else "off",
-        "MLDM_PEER_MAX_BATCH": str(o.get("max_batch", 64)),
-        "MLDM_PEER_MAX_LATENCY_MS": str(o.get("max_latency_ms", 20)),
-        "BENTOML_HOME": str(work / f"bentoml-home-{port}"),
-        "BENTOML_DO_NOT_TRACK": "True",
-    }
+    env = peer_env(
+        paths,
+        MLDM_PEER_BATCHING="on" if o.get("batching") else "off",
+        MLDM_PEER_MAX_BATCH=str(o.get("max_batch", 64)),
+        MLDM_PEER_MAX_LATENCY_MS=str(o.get("max_latency_ms", 20)),
+        BENTOML_HOME=str(work / f"bentoml-home-{port}"),
+        BENTOML_DO_NOT_TRACK="True",
+    )
     command = [str(venv / "bin" / "bentoml"), "serve", "bentoml_service:Peers"]
     command += ["--working-dir", str(RUNTIMES), "--host", "127.0.0.1", "--port", str(port)]
     return Server(config.name, command, env, port, work / f"bentoml-{port}.log", "/readyz")
@@ -187,8 +186,8 @@ def bentoml_server(config: Config, venv: Path, paths: dict[str, str], work: Path
 def litserve_server(config: Config, venv: Path, paths: dict[str, str], work: Path) -> Server:
     port = free_port()
     command = [str(venv / "bin" / "python"), str(RUNTIMES / "litserve_server.py"), str(port)]
-    env = {**harness.base_env(ours=False), "MLDM_PEER_MODELS": json.dumps(paths)}
-    return Server(config.name, command, env, port, work / f"litserve-{port}.log", "/health")
+    log = work / f"litserve-{port}.log"
+    return Server(config.name, command, peer_env(paths), port, log, "/health")
 
 
 def triton_config(name: str, version_dir: Path, max_batch_size: int) -> str:
@@ -319,6 +318,10 @@ def is_python_peer(server: str) -> bool:
     return not server.startswith(("ours", "triton"))
 
 
+def is_triton(server: str) -> bool:
+    return server.startswith("triton")
+
+
 def best_peer(
     stats: dict[Key, dict[str, float]], model: str, c: int, which: Any = is_python_peer
 ) -> tuple[str, Any] | None:
@@ -329,44 +332,35 @@ def best_peer(
         if (kind, m, cc) == ("v2", model, c) and which(server)
         if s["errors"] == 0 and not math.isnan(s["rps"])
     ]
-    return max(candidates, key=lambda item: item[1]["rps"]) if candidates else None
+    return max(candidates, key=lambda item: item[1]["rps"], default=None)
 
 
-def _ratios(
-    ours: dict[str, dict[str, float]], best: tuple[str, Any] | None, field: str = "rps"
-) -> dict[str, float]:
-    return {
-        r: harness.ratio(s[field], best[1][field]) if best else math.nan for r, s in ours.items()
-    }
+def _pair(best: tuple[str, dict[str, float]] | None) -> str:
+    """A cell `server: req/s, p99 ms` ("-" without a figure)."""
+    if not best:
+        return "-"
+    return (f"{best[0]}: " if best[0] else "") + f"{fmt(best[1]['rps'])}, {fmt(best[1]['p99_ms'])}"
 
 
 def targets(report: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
     """The table rows (ours, the best Python peer, Triton) and issue 19's verdict lines."""
-    stats, rows, lines = report["stats"], [], []
-
-    def pair(best: tuple[str, Any] | None) -> str:
-        if not best:
-            return "-"
-        label, s = best
-        return (f"{label}: " if label else "") + f"{fmt(s['rps'])}, {fmt(s['p99_ms'])}"
-
-    def triton(server: str) -> bool:
-        return server.startswith("triton")
-
+    stats, rows, lines, routes = report["stats"], [], [], ("v2", "task")
     for key, c in ((k, c) for k in MODEL_KEYS for c in report["concurrencies"]):
         model, factor = wire.CASES[key].model, 3.0 if c == 1 else 2.0
-        ours = {r: s for r in ("v2", "task") if (s := stats.get(("ours", r, model, c, 1)))}
-        peer, tri = best_peer(stats, model, c), best_peer(stats, model, c, triton)
+        ours = {r: s for r in routes if (s := stats.get(("ours", r, model, c, 1)))}
+        peer, tri = best_peer(stats, model, c), best_peer(stats, model, c, is_triton)
         if not ours or not (peer or tri):
             continue
-
-        rps, p99, vs_triton = _ratios(ours, peer), _ratios(ours, peer, "p99_ms"), _ratios(ours, tri)
-        cells = [pair(("", ours[r])) if r in ours else "-" for r in ("v2", "task")]
-        cells += [pair(peer), *(fmt(rps.get(r, math.nan), 2) for r in ("v2", "task"))]
-        cells += [fmt(p99.get("v2", math.nan), 2), pair(tri)]
-        rows.append(
-            [f"{key}, {c}", *cells, *(fmt(vs_triton.get(r, math.nan), 2) for r in ("v2", "task"))]
+        rps, p99, vs_triton = (
+            {
+                r: harness.ratio(ours[r][f], best[1][f]) if best and r in ours else math.nan
+                for r in routes
+            }
+            for best, f in ((peer, "rps"), (peer, "p99_ms"), (tri, "rps"))
         )
+        cells = [*(_pair(("", ours[r]) if r in ours else None) for r in routes), _pair(peer)]
+        cells += [*(fmt(rps[r], 2) for r in routes), fmt(p99["v2"], 2), _pair(tri)]
+        rows.append([f"{key}, {c}", *cells, *(fmt(vs_triton[r], 2) for r in routes)])
         for route in ours:
             where = f"{key}, concurrency {c}, ours {route.replace('v2', 'V2')} req/s"
             if peer:
@@ -387,7 +381,7 @@ def targets(report: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
             )
             lines.append(harness.verdict(p50 <= 1.5 * floor, what))
     memory = report["memory"]
-    for label, which in (("Python peer", is_python_peer), ("Triton", triton)):
+    for label, which in (("Python peer", is_python_peer), ("Triton", is_triton)):
         if "ours" in memory and (peers := {k: v for k, v in memory.items() if which(k)}):
             name, lean = min(peers.items(), key=lambda kv: kv[1]["rss"])
             ours_rss = memory["ours"]["rss"]
@@ -413,34 +407,27 @@ def render(report: dict[str, Any]) -> str:
         f"Runtimes: ours: {served or 'not measured'}; MLServer, KServe, BentoML and LitServe call "
         "TensorFlow (the SavedModel's `serving_default` signature), as their users would; Triton "
         "runs the same `model.onnx` with ONNX Runtime (1 thread) in its Python backend.",
-        "",
-        "## Ours / best Python peer / Triton (V2 JSON route of the peers; req/s, p99 ms)",
-        "",
-        *harness.table(
-            "model, conc. | ours V2: | ours task route: | best Python peer | ours V2 / peer: | "
-            "ours task / peer: | p99 ours V2 / peer: | best Triton | ours V2 / Triton: | "
-            "ours task / Triton:",
-            rows,
+        *harness.section(
+            "Ours / best Python peer / Triton (V2 JSON route of the peers; req/s, p99 ms)",
+            *harness.table(
+                "model, conc. | ours V2: | ours task route: | best Python peer | ours V2 / peer: | "
+                "ours task / peer: | p99 ours V2 / peer: | best Triton | ours V2 / Triton: | "
+                "ours task / Triton:",
+                rows,
+            ),
+            *([] if rows else ["", "No peer answered in this run: no ratios."]),
         ),
-        *([] if rows else ["", "No peer answered in this run: no ratios."]),
-        "",
-        "## Targets (issue 19)",
-        "",
-        *(f"- {line}" for line in lines),
-        "",
-        "## Every server, every route",
-        "",
-        *matrix.table(report["stats"], report["servers"]),
-        "",
-        "## Floors measured in the same run",
-        "",
-        *(f"- {f}" for f in report["floors"]),
-        "",
-        "## Resident memory after the run (process tree, MiB)",
-        "",
-        *harness.table(
-            "server | VmRSS: | Pss: | processes:",
-            ([n, f"{m['rss']:.0f}", f"{m['pss']:.0f}", m["processes"]] for n, m in memory),
+        *harness.section("Targets (issue 19)", *(f"- {line}" for line in lines)),
+        *harness.section(
+            "Every server, every route", *matrix.table(report["stats"], report["servers"])
+        ),
+        *harness.section("Floors measured in the same run", *(f"- {f}" for f in report["floors"])),
+        *harness.section(
+            "Resident memory after the run (process tree, MiB)",
+            *harness.table(
+                "server | VmRSS: | Pss: | processes:",
+                ([n, f"{m['rss']:.0f}", f"{m['pss']:.0f}", m["processes"]] for n, m in memory),
+            ),
         ),
     ]
     return "\n".join([*out, *harness.notes(report)]) + "\n"

@@ -61,7 +61,7 @@ def test_kserve_and_bentoml_setups_pass_models_and_knobs(tmp_path: Path) -> None
     bento = peers.bentoml_server(peers.FULL_PEERS[7], tmp_path, {"m": "/p"}, tmp_path)
     assert bento.command[bento.command.index("--host") + 1] == "127.0.0.1"
     assert bento.env["MLDM_PEER_BATCHING"] == "on"
-    assert "PYTHONPATH" not in bento.env  # a peer never sees our packages
+    assert bento.env["PYTHONPATH"] == str(peers.RUNTIMES)  # the runtimes only, not our packages
 
 
 def test_quick_preset_fits_in_thirteen_minutes(capsys: pytest.CaptureFixture[str]) -> None:
