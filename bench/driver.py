@@ -1,12 +1,6 @@
-"""The one HTTP load driver: `wrk` where it is installed, a Python client otherwise.
-
-`run` keeps `concurrency` keep-alive connections busy for `duration_s` (or `max_requests`) and
-returns one result dict. wrk runs a generated Lua script that formats each request once and
-prints its figures as one JSON line (`MARKER`). The Python client speaks HTTP/1.1 over an asyncio
-`Protocol`, each request's bytes built once; it runs when wrk is missing or a request count must
-bound the run. `closed_loop` and `open_loop` give one `Sample` per request (the open loop sends
-at a set rate whether or not answers come).
-"""
+"""The one HTTP load driver: `wrk` where it is installed (a generated Lua script that prints one
+JSON line), a Python asyncio client otherwise or when a request count bounds the run; `run` gives
+one result dict, `closed_loop` and `open_loop` one `Sample` per request (bench/README.md)."""
 
 from __future__ import annotations
 
@@ -22,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
+
+import httptools
 
 MARKER = "MLDM-WRK "
 
@@ -274,58 +270,30 @@ class Response:
 
 
 class ResponseParser:
-    """Incremental HTTP/1.1 response parser: `feed` bytes, get the responses they complete."""
+    """Incremental HTTP/1.1 response parser (httptools, uvicorn's): `feed` bytes, get the
+    responses they complete (Content-Length or chunked, pipelined or split anywhere)."""
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
-        self._head: tuple[int, dict[str, str]] | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._done: list[Response] = []
+        self._headers: dict[str, str] = {}
+        self._body: list[bytes] = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        status = self._parser.get_status_code()
+        self._done.append(Response(status, self._headers, b"".join(self._body)))
+        self._headers, self._body = {}, []
 
     def feed(self, data: bytes) -> list[Response]:
-        self._buffer += data
-        done: list[Response] = []
-        while (response := self._next()) is not None:
-            done.append(response)
+        self._parser.feed_data(data)
+        done, self._done = self._done, []
         return done
-
-    def _next(self) -> Response | None:
-        if self._head is None:
-            if (end := self._buffer.find(b"\r\n\r\n")) < 0:
-                return None
-            first, *lines = bytes(self._buffer[:end]).decode("latin-1").split("\r\n")
-            pairs = (line.partition(":") for line in lines)
-            headers = {name.strip().lower(): value.strip() for name, _, value in pairs}
-            del self._buffer[: end + 4]
-            self._head = (int(first.split(" ", 2)[1]), headers)
-        status, headers = self._head
-        body: bytes | None = None
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            body = self._dechunk()
-        elif len(self._buffer) >= (length := int(headers.get("content-length", 0))):
-            body = bytes(self._buffer[:length])
-            del self._buffer[:length]
-        if body is None:
-            return None
-        self._head = None
-        return Response(status, headers, body)
-
-    def _dechunk(self) -> bytes | None:
-        parts: list[bytes] = []
-        position = 0
-        while (line_end := self._buffer.find(b"\r\n", position)) >= 0:
-            size, start = (
-                int(bytes(self._buffer[position:line_end]).split(b";")[0], 16),
-                line_end + 2,
-            )
-            if size == 0:
-                if (trailer_end := self._buffer.find(b"\r\n", start)) < 0:
-                    return None
-                del self._buffer[: trailer_end + 2]
-                return b"".join(parts)
-            if len(self._buffer) < start + size + 2:
-                return None
-            parts.append(bytes(self._buffer[start : start + size]))
-            position = start + size + 2
-        return None
 
 
 class Connection(asyncio.Protocol):

@@ -118,40 +118,26 @@ def listen_overflows() -> int:
     return 0
 
 
-def probe(port: int, seconds: float, body_file: str) -> dict[str, list[tuple[int, float]]]:
+async def probe(port: int, seconds: float, body_file: str) -> dict[str, list[Any]]:
     """Run in its own process (`--probe`), so that the load generator's event loop does not
     add to what it measures: every 50 ms, one classify on a keep-alive connection (the latency
     of admitted and of refused requests) and one `GET /v2/health/ready` on a new connection
-    each, as a Kubernetes probe does. (status, seconds) per request; status 0: no answer."""
-    import http.client
-
-    body = Path(body_file).read_bytes()
-    found: dict[str, list[tuple[int, float]]] = {"classify": [], "health": []}
-
-    def timed(kind: str, connection: http.client.HTTPConnection, *request: Any) -> bool:
-        """One request's (status, seconds) under `kind`; whether the connection stays open."""
-        start = time.perf_counter()
-        try:
-            connection.request(*request)
-            answer = connection.getresponse()
-            answer.read()
-        except OSError:
-            found[kind].append((0, time.perf_counter() - start))
-            return False
-        found[kind].append((answer.status, time.perf_counter() - start))
-        return (answer.getheader("connection") or "").lower() != "close"
-
-    connection: http.client.HTTPConnection | None = None
+    each, as a Kubernetes probe does. (status or what went wrong, seconds) per request."""
+    body = Body("POST", CLASSIFY_PATH, Path(body_file).read_bytes(), JSON)
+    wires = {"classify": body.encode(f"{HOST}:{port}"), "health": HEALTH.encode(f"{HOST}:{port}")}
+    found: dict[str, list[Any]] = {kind: [] for kind in wires}
+    kept: driver.Connection | None = None
     deadline = time.perf_counter() + seconds
     while (begin := time.perf_counter()) < deadline:
-        connection = connection or http.client.HTTPConnection(HOST, port, timeout=30)
-        if not timed("classify", connection, "POST", CLASSIFY_PATH, body, dict(JSON)):
-            connection.close()
-            connection = None
-        health = http.client.HTTPConnection(HOST, port, timeout=30)
-        timed("health", health, "GET", "/v2/health/ready")
-        health.close()
-        time.sleep(max(0.0, 0.05 - (time.perf_counter() - begin)))
+        for kind, wire in wires.items():
+            start, reuse = time.perf_counter(), kept if kind == "classify" else None
+            status, connection = await driver.exchange(reuse, HOST, port, wire, 30.0)
+            found[kind].append((status, time.perf_counter() - start))
+            if kind == "classify":
+                kept = connection
+            elif connection is not None and connection.transport is not None:
+                connection.transport.close()
+        await asyncio.sleep(max(0.0, 0.05 - (time.perf_counter() - begin)))
     return found
 
 
@@ -167,8 +153,13 @@ async def probing(port: int, seconds: float, body_file: Path) -> dict[str, Tally
     await process.stdout.readline()  # "ready": imported, about to probe
     out, _ = await process.communicate(b"go\n")
     found = json.loads(out.decode().strip().splitlines()[-1])
-    return {
-        name: Tally.of([driver.Sample(0, t, status or "no answer", name) for status, t in samples])
+    return {  # an answer or "no answer" (reset, refused or timed out alike)
+        name: Tally.of(
+            [
+                driver.Sample(0, t, s if isinstance(s, int) else "no answer", name)
+                for s, t in samples
+            ]
+        )
         for name, samples in found.items()
     }
 
@@ -220,17 +211,8 @@ async def big_header(port: int, size: int) -> str:
 
 def service(work: Path, model_dir: Path, workers: int = 1, **env: str) -> harness.Server:
     names = [m for m in harness.models() if harness.latest_version(model_dir, m)]
-    body_limit = str(64 * 2**20)  # the service's default, as in docs/reliability.md
-    return harness.our_server(
-        model_dir,
-        names,
-        workers,
-        work,
-        16384,
-        MLDM_MAX_BODY_BYTES=body_limit,
-        MLDM_LOG_FORMAT="text",
-        **env,
-    )
+    env |= {"MLDM_MAX_BODY_BYTES": str(64 * 2**20), "MLDM_LOG_FORMAT": "text"}  # as documented
+    return harness.our_server(model_dir, names, workers, work, 16384, **env)
 
 
 async def overload_rows(
@@ -430,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         port, seconds, body_file = args.probe
         print("ready", flush=True)
         sys.stdin.readline()
-        print(json.dumps(probe(int(port), float(seconds), body_file)))
+        print(json.dumps(asyncio.run(probe(int(port), float(seconds), body_file))))
         return 0
     if harness.refuse_while_training(args):
         return 3

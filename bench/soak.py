@@ -8,6 +8,7 @@ import json
 import math
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,10 +16,10 @@ from typing import Any
 
 from bench import bodies as wire
 from bench import driver, harness
-from bench.driver import Body, Sample, percentile
+from bench.driver import Body, Sample
 from bench.harness import Server, fmt
 
-RSS_GROWTH_TARGET = 0.05
+GROWTH = 0.05  # the target: resident memory grows less after the warm-up
 
 
 def workload(models: Sequence[str], code: str | None) -> list[tuple[str, Body]]:
@@ -88,54 +89,35 @@ async def soak(
     return run
 
 
-def _latency(samples: Sequence[Sample]) -> dict[str, float]:
-    ok = [s.latency_s * 1e3 for s in samples if s.status == 200]
-    return {
-        "p50_ms": percentile(ok, 50),
-        "p99_ms": percentile(ok, 99),
-        "max_ms": max(ok, default=math.nan),
-    }
+def figures(samples: Sequence[Sample], elapsed_s: float) -> dict[str, Any]:
+    """Requests, answers 200, errors, rate and latency of the samples (`driver.summary`)."""
+    ok = [s.latency_s for s in samples if s.status == 200]
+    return driver.summary(0, 1, ok, len(samples) - len(ok), elapsed_s, math.nan)
 
 
 def summarise(run: SoakRun, window_s: float, warmup_s: float = 0.0) -> dict[str, Any]:
     """Errors by kind, latency, memory growth (from the start and after the warm-up), windows."""
-    errors: dict[str, int] = {}
-    for s in run.samples:
-        if s.status != 200:
-            errors[f"{s.kind}: {s.status}"] = errors.get(f"{s.kind}: {s.status}", 0) + 1
-    ok = len(run.samples) - sum(errors.values())
-    rss = [kib for _, kib in run.rss_kib]
-    warm = next((kib for t, kib in run.rss_kib if t >= warmup_s), rss[-1])
+    errors = Counter(f"{s.kind}: {s.status}" for s in run.samples if s.status != 200)
+    rss = [kib / 1024 for _, kib in run.rss_kib]
+    warm = next((kib / 1024 for t, kib in run.rss_kib if t >= warmup_s), rss[-1])
     windows = []
     for w in range(max(1, math.ceil(run.duration_s / window_s))):
         low, high = w * window_s, (w + 1) * window_s
         inside = [s for s in run.samples if low <= s.scheduled_s < high]
-        before = [kib for t, kib in run.rss_kib if t <= high]
-        windows.append(
-            {
-                "window": f"{low:g}-{min(high, run.duration_s):g} s",
-                "requests": len(inside),
-                "errors": sum(s.status != 200 for s in inside),
-                **_latency(inside),
-                "rss_mib": before[-1] / 1024 if before else math.nan,
-            }
-        )
+        before = [kib / 1024 for t, kib in run.rss_kib if t <= high]
+        window = f"{low:g}-{min(high, run.duration_s):g} s"
+        rss_mib = before[-1] if before else math.nan
+        windows.append({"window": window, **figures(inside, window_s), "rss_mib": rss_mib})
     return {
         "rate": run.rate,
         "duration_s": run.duration_s,
-        "requests": len(run.samples),
-        "ok": ok,
-        "errors": len(run.samples) - ok,
-        "error_kinds": errors,
-        "achieved_rps": ok / run.duration_s,
-        **_latency(run.samples),
-        "rss_start_mib": rss[0] / 1024,
-        "rss_end_mib": rss[-1] / 1024,
-        "rss_peak_mib": max(rss) / 1024,
-        "rss_growth": (rss[-1] - rss[0]) / rss[0] if rss[0] else math.nan,
+        **figures(run.samples, run.duration_s),
+        "error_kinds": dict(errors),
+        **{"rss_start_mib": rss[0], "rss_end_mib": rss[-1], "rss_peak_mib": max(rss)},
+        "rss_growth": rss[-1] / rss[0] - 1 if rss[0] else math.nan,
         "warmup_s": warmup_s,
-        "rss_after_warmup_mib": warm / 1024,
-        "rss_growth_after_warmup": (rss[-1] - warm) / warm if warm else math.nan,
+        "rss_after_warmup_mib": warm,
+        "rss_growth_after_warmup": rss[-1] / warm - 1 if warm else math.nan,
         "windows": windows,
     }
 
@@ -144,8 +126,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     s, cal = report["soak"], report["calibration"]
     growth, warm, end = s["rss_growth_after_warmup"], s["rss_after_warmup_mib"], s["rss_end_mib"]
     latency = " / ".join(fmt(s[k]) for k in ("p50_ms", "p99_ms", "max_ms"))
-    memory = f"{fmt(s['rss_start_mib'])} MiB at the start, {fmt(end)} at the end"
     after = f"after the warm-up ({s['warmup_s']:.0f} s, {fmt(warm)} MiB): {growth:+.1%}"
+    kinds = ", ".join(f"{k}: {v}" for k, v in s["error_kinds"].items())
+    columns = ("window", "requests", "errors", "p50_ms", "p99_ms", "max_ms", "rss_mib")
     lines = [
         *harness.header(report, "Soak"),
         f"Models: {report['models_source']} ({', '.join(report['models'])}); RSS after start-up "
@@ -156,45 +139,35 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"open loop at {report['utilisation']:.0%} of that, **{s['rate']:.1f} requests/s** for "
         f"{s['duration_s']:g} s, round-robin over: {', '.join(report['workload'])}; "
         f"{report.get('burst', 1)} request(s) of one kind at a time.",
-        "",
-        "## Result",
-        "",
-        f"- requests scheduled {s['requests']}, answered 200 {s['ok']} "
-        f"({s['achieved_rps']:.1f}/s); latency p50 / p99 / max {latency} ms",
-        f"- resident memory {memory} (peak {fmt(s['rss_peak_mib'])}): "
-        f"{s['rss_growth']:+.1%} from the start",
-        "- " + harness.verdict(s["errors"] == 0, f"errors {s['errors']} (target 0)"),
-        "- "
-        + harness.verdict(
-            growth < RSS_GROWTH_TARGET, f"memory growth {after} (target < {RSS_GROWTH_TARGET:.0%})"
+        *harness.section(
+            "Result",
+            f"- requests scheduled {s['requests']}, answered 200 {s['ok']} "
+            f"({s['rps']:.1f}/s); latency p50 / p99 / max {latency} ms",
+            f"- resident memory {fmt(s['rss_start_mib'])} MiB at the start, {fmt(end)} at the end"
+            f" (peak {fmt(s['rss_peak_mib'])}): {s['rss_growth']:+.1%} from the start",
+            "- " + harness.verdict(s["errors"] == 0, f"errors {s['errors']} (target 0)"),
+            "- "
+            + harness.verdict(growth < GROWTH, f"memory growth {after} (target < {GROWTH:.0%})"),
         ),
-    ]
-    if s["error_kinds"]:
-        lines += [
-            "",
-            "Errors by kind: " + ", ".join(f"{k}: {v}" for k, v in s["error_kinds"].items()),
-        ]
-    columns = ("window", "requests", "errors", "p50_ms", "p99_ms", "max_ms", "rss_mib")
-    lines += [
-        "",
-        "## Over time (latency from the scheduled send; the server's VmRSS at the window's end)",
-        "",
-        *harness.table(
-            "window | requests: | errors: | p50 ms: | p99 ms: | max ms: | RSS MiB:",
-            ([w[k] for k in columns] for w in s["windows"]),
+        *([f"\nErrors by kind: {kinds}"] if kinds else []),
+        *harness.section(
+            "Over time (latency from the scheduled send; the server's VmRSS at the window's end)",
+            *harness.table(
+                "window | requests: | errors: | p50 ms: | p99 ms: | max ms: | RSS MiB:",
+                ([w[k] for k in columns] for w in s["windows"]),
+            ),
         ),
     ]
     if report.get("batch_sizes"):
-        lines += ["", "## As the server reports it (`/v2/models/{name}/config` and `/stats`)", ""]
-        lines += harness.table(
-            "model | batching | model calls by batch size",
-            (
-                [
-                    m,
-                    report["config"].get(m, "-"),
-                    ", ".join(f"{k}: {v}" for k, v in n.items()) or "none",
-                ]
-                for m, n in report["batch_sizes"].items()
+        calls = {
+            m: ", ".join(f"{k}: {v}" for k, v in n.items())
+            for m, n in report["batch_sizes"].items()
+        }
+        lines += harness.section(
+            "As the server reports it (`/v2/models/{name}/config` and `/stats`)",
+            *harness.table(
+                "model | batching | model calls by batch size",
+                ([m, report["config"].get(m, "-"), c or "none"] for m, c in calls.items()),
             ),
         )
     return "\n".join(lines) + "\n"
@@ -254,13 +227,9 @@ def main(argv: list[str] | None = None) -> int:
                 status, _, body = harness.request_once(server.url, compress)
                 code = json.loads(body)["codes"][0] if status == 200 else None
             pairs = workload(models, code)
+            bodies, duration = [b for _, b in pairs], args.calibrate_s
             calibration = driver.run(
-                server.url,
-                [b for _, b in pairs],
-                args.concurrency,
-                args.calibrate_s,
-                work,
-                client="raw",
+                server.url, bodies, args.concurrency, duration, work, client="raw"
             )
             rate = args.rate or max(1.0, calibration["rps"] * args.utilisation)
             print(f"calibration: {calibration['rps']:.1f} req/s; soaking at {rate:.1f}", flush=True)
@@ -288,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write:
         harness.write(report, text, args.results_dir)
     s = report["soak"]
-    return 0 if s["errors"] == 0 and s["rss_growth_after_warmup"] < RSS_GROWTH_TARGET else 1
+    return 0 if s["errors"] == 0 and s["rss_growth_after_warmup"] < GROWTH else 1
 
 
 if __name__ == "__main__":
