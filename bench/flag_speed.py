@@ -1,14 +1,13 @@
-"""The not-a-digit check's own cost (``data.digit_shape``), before and after making it fast:
-signals + score per image at batch 1 and per batch of 64, the first form (scikit-image's
-pictures of the hull and the Euler number, numpy's walk of the trees) against the one the
-service runs (counted hull, 2x2 Euler count, the trees compiled by ONNX Runtime), interleaved
-rounds, medians; and the check that both decide ``is_digit`` the same on MNIST test digits and
-the digits_wild scenario's non-digit kinds."""
+"""The not-a-digit check's own cost (``data.digit_shape``): signals + score per image at batch 1
+and per batch of 64, its first form (scikit-image, numpy's tree walk) against the served one
+(counted hull, 2x2 Euler count, trees compiled by ONNX Runtime), in interleaved rounds; and that
+both decide ``is_digit`` alike on MNIST test digits and digits_wild's non-digit kinds."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -22,9 +21,7 @@ Check = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 def skimage_geometry(image: np.ndarray) -> np.ndarray:
-    """``digit_shape.geometry`` as first written: the hull drawn by
-    ``morphology.convex_hull_image``, strokes and the Euler number by ``skimage.measure``, the
-    centre of mass by ``ndimage``, skeleton neighbours by a convolution."""
+    """``digit_shape.geometry`` as first written, on scikit-image and scipy.ndimage."""
     ink = image >= 0.5
     area = int(ink.sum())
     if area == 0:
@@ -60,14 +57,8 @@ def skimage_geometry(image: np.ndarray) -> np.ndarray:
     )
 
 
-def skimage_signals(images: np.ndarray, probabilities: np.ndarray, ood: np.ndarray) -> np.ndarray:
-    """``digit_shape.signals`` with ``skimage_geometry``."""
-    return digit_shape.signals(images, probabilities, ood, skimage_geometry)
-
-
 def inputs(count: int) -> dict[str, np.ndarray]:
-    """MNIST test digits (``count``) and the digits_wild scenario's non-digit kinds, as the
-    28x28 inputs the service gives the classifier."""
+    """MNIST test digits and digits_wild's non-digit kinds, as the service gives the classifier."""
     test = mnist.load_mnist(as_float=True, download=False).test_full.images[:count, ..., 0]
     non_digits = digits_wild.non_digit_sets()
     return {
@@ -86,29 +77,24 @@ def compare(
             rows.append([name, 0, "-", "-", 0])
             continue
         probabilities, ood = classifier(images)
-        before = skimage_signals(images, probabilities, ood)
+        before = digit_shape.signals(images, probabilities, ood, skimage_geometry)
         after = digit_shape.signals(images, probabilities, ood)
         score_before, score_after = rule.walk(before), rule.score(after)
         differ = int(((score_before <= rule.threshold) != (score_after <= rule.threshold)).sum())
-        rows.append(
-            [
-                name,
-                len(images),
-                f"{np.abs(after - before).max():.1e}",
-                f"{np.abs(score_after - score_before).max():.1e}",
-                differ,
-            ]
-        )
+        diffs = [
+            f"{np.abs(a - b).max():.1e}" for a, b in ((after, before), (score_after, score_before))
+        ]
+        rows.append([name, len(images), *diffs, differ])
     return rows
 
 
 def timings(
     rule: digit_shape.FlagRule, images: np.ndarray, probabilities: np.ndarray, ood: np.ndarray
-) -> dict[tuple[str, int], float]:
-    """Median microseconds per image (batch 1) and per batch (64), before and after, over
+) -> list[list[Any]]:
+    """Per batch size (1, 64): the median microseconds per call before and after, over
     interleaved rounds."""
     checks: dict[str, Check] = {
-        "before": lambda i, p, o: rule.walk(skimage_signals(i, p, o)),
+        "before": lambda i, p, o: rule.walk(digit_shape.signals(i, p, o, skimage_geometry)),
         "after": lambda i, p, o: rule.score(digit_shape.signals(i, p, o)),
     }
     samples: dict[tuple[str, int], list[float]] = {}
@@ -122,7 +108,8 @@ def timings(
                     check(images[part], probabilities[part], ood[part])
                     spent.append(time.perf_counter() - began)
                 samples.setdefault((name, batch), []).append(float(np.median(spent)) * 1e6)
-    return {key: harness.median(values) for key, values in samples.items()}
+    medians = {key: harness.median(values) for key, values in samples.items()}
+    return [[batch, medians["before", batch], medians["after", batch]] for batch in (1, 64)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,9 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     if rule is None or rule.compiled is None:
         print(f"{version_dir} has no compiled not-a-digit rule")
         return 2
-    session = ort.InferenceSession(
-        str(version_dir / "model.onnx"), providers=["CPUExecutionProvider"]
-    )
+    session = ort.InferenceSession(version_dir / "model.onnx", providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
 
     def classifier(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -150,15 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     checked = compare(rule, sets, classifier)
     images = sets["MNIST test"][:128]
     medians = timings(rule, images, *classifier(images))
-    cells = [
-        [
-            batch,
-            f"{medians['before', batch]:.0f}",
-            f"{medians['after', batch]:.0f}",
-            f"{medians['before', batch] / medians['after', batch]:.1f}x",
-        ]
-        for batch in (1, 64)
-    ]
+    cells = [[*row, f"{row[1] / row[2]:.1f}x"] for row in medians]
     text = "\n".join(
         [
             *harness.header(report, "The not-a-digit check's cost"),
@@ -175,7 +152,5 @@ def main(argv: list[str] | None = None) -> int:
             *harness.table("batch: | before us: | after us: | speed-up:", cells),
         ]
     )
-    print(text)
-    if not args.no_write:
-        harness.write(report, text + "\n", args.results_dir)
+    harness.publish(report, text + "\n", args)
     return 0

@@ -197,6 +197,13 @@ def write(report: dict[str, Any], text: str, directory: Path, label: str = "") -
     return path
 
 
+def publish(report: dict[str, Any], text: str, args: argparse.Namespace, label: str = "") -> None:
+    """Print the results file's text and write it (and its `.json`) unless `--no-write`."""
+    print(text)
+    if not args.no_write:
+        write(report, text, args.results_dir, label)
+
+
 def verdict(met: bool, what: str) -> str:
     """One target's line: `met: what` or `NOT met: what`."""
     return f"{'met' if met else 'NOT met'}: {what}"

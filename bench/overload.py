@@ -439,9 +439,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
         ]
     )
-    print(text)
-    if not args.no_write:
-        harness.write(report, text, args.results_dir)
+    harness.publish(report, text, args)
     return 0 if all(met is not False for *_, met in rows) else 1
 
 

@@ -150,8 +150,8 @@ def mlserver_server(config: Config, venv: Path, paths: dict[str, str], work: Pat
     }
     (folder / "settings.json").write_text(json.dumps(settings, indent=2))
     for name, path in paths.items():
-        model = {"name": name, "implementation": "mlserver_runtime.SignatureModel"}
-        model |= {"parameters": {"uri": path}}
+        model: dict[str, Any] = {"name": name, "parameters": {"uri": path}}
+        model |= {"implementation": "mlserver_runtime.SignatureModel"}
         model |= {k: v for k, v in config.options.items() if k in BATCH}
         (folder / name).mkdir(exist_ok=True)
         (folder / name / "model-settings.json").write_text(json.dumps(model, indent=2))
@@ -500,12 +500,8 @@ def main(argv: list[str] | None = None) -> int:
             report["memory"][name] = {"rss": rss, "pss": pss, "processes": len(server.pids())}
     report["stats"] = matrix.aggregate(points)
     report["wall_s"] = time.monotonic() - started
-    text = render(report)
-    print("\n" + text)
-    if not args.no_write:
-        tag = "-quick" if args.quick else ""
-        tag += f"-workers{args.workers}" if args.workers > 1 else ""
-        harness.write(report, text, args.results_dir, tag)
+    tag = ("-quick" if args.quick else "") + (f"-workers{args.workers}" if args.workers > 1 else "")
+    harness.publish(report, render(report), args, tag)
     return 0
 
 

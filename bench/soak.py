@@ -253,9 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         ready_after=ready,
         soak=summarise(run, args.window_s, warmup),
     )
-    print(text := render_markdown(report))
-    if not args.no_write:
-        harness.write(report, text, args.results_dir)
+    harness.publish(report, render_markdown(report), args)
     s = report["soak"]
     return 0 if s["errors"] == 0 and s["rss_growth_after_warmup"] < GROWTH else 1
 
