@@ -1,10 +1,6 @@
-"""The request bodies of the load scenarios on every protocol, and how to read each answer back.
-
-Every server gets the same bytes for the same (model, protocol): inputs from fixed seeds, one
-encoder per wire format (V2 JSON, V2 binary tensor data, our task routes' JSON, `.npy`, TF
-Serving rows); `values` reads the primary output back out of any answer, so a run can check that
-every server computed the same numbers, not only that it said 200.
-"""
+"""The request bodies of every protocol (the same bytes for every server: inputs from fixed seeds)
+and `values`, which reads the primary output out of any answer, so that a run checks that every
+server computed the same numbers, not only that it said 200."""
 
 from __future__ import annotations
 
@@ -25,13 +21,9 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 
 #: Protocol routes, in the order of the tables.
 KINDS = ("v2", "v2-binary", "task", "npy", "tfserving")
-KIND_TITLES = {
-    "v2": "V2 JSON",
-    "v2-binary": "V2 binary",
-    "task": "task JSON",
-    "npy": ".npy",
-    "tfserving": "TF Serving row",
-}
+KIND_TITLES = dict(
+    zip(KINDS, ("V2 JSON", "V2 binary", "task JSON", ".npy", "TF Serving row"), strict=True)
+)
 
 
 def images(count: int, seed: int) -> np.ndarray:
@@ -99,9 +91,8 @@ def _tensor(case: ModelCase, array: np.ndarray, **fields: Any) -> dict[str, Any]
 
 
 def v2_json(case: ModelCase, array: np.ndarray) -> Body:
-    return json_body(
-        v2_path(case), {"inputs": [_tensor(case, array, data=array.reshape(-1).tolist())]}
-    )
+    tensor = _tensor(case, array, data=array.reshape(-1).tolist())
+    return json_body(v2_path(case), {"inputs": [tensor]})
 
 
 def v2_binary(case: ModelCase, array: np.ndarray) -> Body:
@@ -132,13 +123,7 @@ def tfserving_row(case: ModelCase, array: np.ndarray) -> Body:
     return json_body(f"/v1/models/{case.model}:predict", {"instances": array.tolist()})
 
 
-ENCODERS = {
-    "v2": v2_json,
-    "v2-binary": v2_binary,
-    "task": task_json,
-    "npy": npy,
-    "tfserving": tfserving_row,
-}
+ENCODERS = dict(zip(KINDS, (v2_json, v2_binary, task_json, npy, tfserving_row), strict=True))
 
 
 def bodies(case: ModelCase, kind: str, items: int, variants: int, seed: int = 1) -> list[Body]:

@@ -33,11 +33,11 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
 
 
-def models() -> tuple[str, ...]:
-    """Every model name of the service's contract (the one lookup to repoint)."""
+def models(model_dir: Path | None = None) -> tuple[str, ...]:
+    """Every model name of the service's contract, or those with a version in `model_dir`."""
     from service.tasks import model_names
 
-    return tuple(model_names())
+    return tuple(m for m in model_names() if model_dir is None or latest_version(model_dir, m))
 
 
 def latest_version(model_dir: Path, name: str) -> Path | None:
@@ -128,13 +128,12 @@ def machine_info() -> dict[str, Any]:
         info["cpu"] = cpu[0].split(":", 1)[1].strip() if cpu else info["cpu"] or "unknown"
         kib = Path("/proc/meminfo").read_text().split("MemTotal:", 1)[1].split()[0]
         info["memory_gib"] = round(int(kib) / 1024**2, 1)
-    return {
-        **info,
+    info |= {
         "python": platform.python_version(),
         "tensorflow": _version("tensorflow", "tensorflow-cpu"),
-        **{dist: _version(dist) for dist in ("uvicorn", "fastapi", "uvloop", "httptools")},
-        "load_before": [round(x, 2) for x in os.getloadavg()],
     }
+    info |= {dist: _version(dist) for dist in ("uvicorn", "fastapi", "uvloop", "httptools")}
+    return info | {"load_before": [round(x, 2) for x in os.getloadavg()]}
 
 
 def git_commit() -> tuple[str, bool]:
@@ -330,10 +329,8 @@ class Server:
                 start_new_session=True,
             )
         while time.perf_counter() < start + timeout_s:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with {self.process.returncode}:\n{self.tail()}"
-                )
+            if (code := self.process.poll()) is not None:
+                raise RuntimeError(f"{self.name} exited with {code}:\n{self.tail()}")
             with contextlib.suppress(OSError):
                 if request_once(self.url, Body("GET", self.ready_path), 2.0)[0] == 200:
                     return time.perf_counter() - start
@@ -450,8 +447,7 @@ def measure(
     pids = server.pids()
     before = cpu_seconds(pids)
     result = driver.run(server.url, bodies, concurrency, duration_s, work, items)
-    result["server_cpu_us_per_req"] = (
-        (cpu_seconds(pids) - before) / max(result["requests"], 1) * 1e6
-    )
+    cpu_s = cpu_seconds(pids) - before
+    result["server_cpu_us_per_req"] = cpu_s / max(result["requests"], 1) * 1e6
     result["rss_mib"], result["pss_mib"] = server.memory_mib()
     return result

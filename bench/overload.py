@@ -210,7 +210,7 @@ async def big_header(port: int, size: int) -> str:
 
 
 def service(work: Path, model_dir: Path, workers: int = 1, **env: str) -> harness.Server:
-    names = [m for m in harness.models() if harness.latest_version(model_dir, m)]
+    names = list(harness.models(model_dir))
     env |= {"MLDM_MAX_BODY_BYTES": str(64 * 2**20), "MLDM_LOG_FORMAT": "text"}  # as documented
     return harness.our_server(model_dir, names, workers, work, 16384, **env)
 

@@ -9,7 +9,6 @@ import math
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from bench import bodies as wire
 from bench import driver, harness, matrix
 from bench.harness import REPO, Server, fmt, free_port
 from bench.matrix import Key
+from service.backends.select import measure
 from service.backends.verify import VerificationBatch
 from service.codecs import dtypes
 from service.registry import BackendPolicy, load_version
@@ -254,22 +254,14 @@ def make_server(config: Config, model_root: Path, paths: dict[str, str], work: P
     return build[config.server](config, ensure_venv(config.server), paths, work)
 
 
-def compiled_call(path: str, seconds: float) -> tuple[str, float, int]:
+def compiled_call(path: str, calls: int = 1000) -> tuple[str, float]:
     """The backend our server picks for a version's single items (`MLDM_BACKEND` as this process
-    has it: `auto` by default), its median ms per one-item call in this process on the first
-    item of the version's verification batch, and the number of calls."""
-    version_dir = Path(path)
-    name, version = version_dir.parent.name, int(version_dir.name)
-    setting = os.environ.get("MLDM_BACKEND", "auto")
-    model = load_version(name, version, version_dir, BackendPolicy(setting))
-    one = {k: v[:1] for k, v in VerificationBatch.load(version_dir).inputs.items()}
-    samples: list[float] = []
-    until = time.perf_counter() + seconds
-    while time.perf_counter() < until or len(samples) < 50:
-        start = time.perf_counter()
-        model.predict(one)
-        samples.append(time.perf_counter() - start)
-    return model.backend_for(1), statistics.median(samples) * 1e3, len(samples)
+    has it: `auto` by default) and its median ms per one-item call in this process (the first item
+    of the version's verification batch; `select.measure`, as the registry times backends)."""
+    version_dir, policy = Path(path), BackendPolicy(os.environ.get("MLDM_BACKEND", "auto"))
+    model = load_version(version_dir.parent.name, int(version_dir.name), version_dir, policy)
+    inputs = VerificationBatch.load(version_dir).inputs
+    return model.backend_for(1), measure({"": model.predict}, inputs, (1,), calls)[""][1] * 1e3
 
 
 def floors(report: dict[str, Any], ours: Server | None, paths: dict[str, str], work: Path) -> None:
@@ -286,11 +278,11 @@ def floors(report: dict[str, Any], ours: Server | None, paths: dict[str, str], w
         )
     for key in report["models"]:
         model = wire.CASES[key].model
-        backend, median_ms, calls = compiled_call(paths[model], 2.0)
+        backend, median_ms = compiled_call(paths[model])
         report["runtimes"][model] = backend
         report["floors"].append(
             f"in-process call of {model} by {backend} (what our server runs for one item), "
-            f"batch 1: median {median_ms:.3f} ms of {calls:,}"
+            f"batch 1: median {median_ms:.3f} ms of 1,000 calls"
         )
         if not math.isnan(loopback):
             report["single_item_floor_ms"][key] = median_ms + loopback

@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             from training.tiny_models import build_tiny_models
 
             model_dir, source = build_tiny_models(work / "models"), "tiny contract models"
-        models = [m for m in harness.models() if harness.latest_version(model_dir, m)]
+        models = list(harness.models(model_dir))
         if not models:
             print(f"no SavedModels under {model_dir}; train them or pass --tiny")
             return 2
