@@ -136,21 +136,16 @@ def main(argv: list[str] | None = None) -> int:
     images = sets["MNIST test"][:128]
     medians = timings(rule, images, *classifier(images))
     cells = [[*row, f"{row[1] / row[2]:.1f}x"] for row in medians]
-    text = "\n".join(
-        [
-            *harness.header(report, "The not-a-digit check's cost"),
-            "Same decisions: the first form's signals and numpy tree walk against the service's "
-            "(largest absolute differences; `is_digit` decisions that differ).",
-            "",
-            *harness.table(
-                "set | images: | signals diff: | score diff: | decisions differ:", checked
-            ),
-            "",
-            "Cost of signals + score on MNIST test digits (median of 9 interleaved rounds of "
-            f"{len(images)} images; microseconds per call: per image at batch 1, per batch at 64).",
-            "",
-            *harness.table("batch: | before us: | after us: | speed-up:", cells),
-        ]
-    )
-    harness.publish(report, text + "\n", args)
+    lines = [
+        "Same decisions: the first form's signals and numpy tree walk against the service's "
+        "(largest absolute differences; `is_digit` decisions that differ).",
+        "",
+        *harness.table("set | images: | signals diff: | score diff: | decisions differ:", checked),
+        "",
+        "Cost of signals + score on MNIST test digits (median of 9 interleaved rounds of "
+        f"{len(images)} images; microseconds per call: per image at batch 1, per batch at 64).",
+        "",
+        *harness.table("batch: | before us: | after us: | speed-up:", cells),
+    ]
+    harness.publish(report, harness.document(report, "The not-a-digit check's cost", lines), args)
     return 0

@@ -184,6 +184,15 @@ def header(report: dict[str, Any], title: str) -> list[str]:
     return out
 
 
+def document(report: dict[str, Any], title: str, lines: Iterable[str]) -> str:
+    """A results file's text: the `header`, `lines`, then a Notes section if there are notes."""
+    notes = [f"- {n}" for n in report.get("notes", [])]
+    return (
+        "\n".join([*header(report, title), *lines, *(section("Notes", *notes) if notes else [])])
+        + "\n"
+    )
+
+
 def write(report: dict[str, Any], text: str, directory: Path, label: str = "") -> Path:
     """`<name><label>-<date>-<commit>.md` (and `.json` of the report) under `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -211,11 +220,6 @@ def verdict(met: bool, what: str) -> str:
 def section(title: str, *lines: str) -> list[str]:
     """A results file's `## title` section (after a blank line)."""
     return ["", f"## {title}", "", *lines]
-
-
-def notes(report: dict[str, Any]) -> list[str]:
-    """The closing Notes section of a results file (none without notes)."""
-    return section("Notes", *(f"- {n}" for n in report["notes"])) if report["notes"] else []
 
 
 # Formatting ------------------------------------------------------------------------------------

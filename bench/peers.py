@@ -390,7 +390,6 @@ def render(report: dict[str, Any]) -> str:
     memory = report["memory"].items()
     served = ", ".join(f"{m} by {b}" for m, b in report.get("runtimes", {}).items())
     out = [
-        *harness.header(report, "Peers benchmark"),
         f"Load client: {report['client']}, {report['duration_s']:g} s per point after "
         f"{report['warmup_s']:g} s of warm-up, {report['rounds']} interleaved round(s), "
         f"{matrix.VARIANTS} different bodies per point, the same bytes for every server; "
@@ -422,7 +421,7 @@ def render(report: dict[str, Any]) -> str:
             ),
         ),
     ]
-    return "\n".join([*out, *harness.notes(report)]) + "\n"
+    return harness.document(report, "Peers benchmark", out)
 
 
 def main(argv: list[str] | None = None) -> int:

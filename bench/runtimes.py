@@ -88,7 +88,6 @@ def _markdown(report: dict[str, Any]) -> str:
         for s, r in report["startup"].items()
     )
     lines = [
-        *harness.header(report, "Backends in process"),
         f"Load average after: {report['load_after']}. The absolute times are inflated and noisy "
         "on a shared machine; the ratio between backends, measured interleaved, is the figure "
         f"to read. Median of {report['calls']} calls per cell, microseconds; inputs: each "
@@ -110,7 +109,7 @@ def _markdown(report: dict[str, Any]) -> str:
             starts,
         ),
     ]
-    return "\n".join(lines) + "\n"
+    return harness.document(report, "Backends in process", lines)
 
 
 def main(argv: list[str] | None = None) -> int:

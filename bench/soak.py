@@ -130,7 +130,6 @@ def render_markdown(report: dict[str, Any]) -> str:
     kinds = ", ".join(f"{k}: {v}" for k, v in s["error_kinds"].items())
     columns = ("window", "requests", "errors", "p50_ms", "p99_ms", "max_ms", "rss_mib")
     lines = [
-        *harness.header(report, "Soak"),
         f"Models: {report['models_source']} ({', '.join(report['models'])}); RSS after start-up "
         f"{report['rss_after_start_mib']:.1f} MiB; ready after the soak: {report['ready_after']}.",
         "",
@@ -170,7 +169,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                 ([m, report["config"].get(m, "-"), c or "none"] for m, c in calls.items()),
             ),
         )
-    return "\n".join(lines) + "\n"
+    return harness.document(report, "Soak", lines)
 
 
 def server_view(server: Server, model: str) -> tuple[str, dict[int, int]]:
