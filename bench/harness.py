@@ -163,12 +163,13 @@ def new_report(name: str, argv: Sequence[str], **fields: Any) -> dict[str, Any]:
     }
 
 
-def header(report: dict[str, Any], title: str) -> list[str]:
-    """The opening lines of a results file: title, command, machine, contention."""
-    m = report["machine"]
+def document(report: dict[str, Any], title: str, lines: Iterable[str]) -> str:
+    """A results file's text: title, command, machine and contention, `lines`, then the notes."""
+    m, contended = report["machine"], report.get("contended")
     dirty = " (+ uncommitted changes in service/, bench/ or models/)" if report["dirty"] else ""
     wall = f"; wall time {report['wall_s'] / 60:.1f} min" if "wall_s" in report else ""
-    out = [
+    notes = [f"- {n}" for n in report.get("notes", [])]
+    text = [
         f"# {title}, {report['date']}, commit {report['commit']}{dirty}",
         "",
         f"Command: `{report['command']}`{wall}.",
@@ -178,19 +179,15 @@ def header(report: dict[str, Any], title: str) -> list[str]:
         f"average before the run {', '.join(map(str, m['load_before']))} (a machine shared "
         "with other work: compare figures within one run).",
         "",
+        *(
+            [f"**Contended run** ({contended}): only ratios within it count.", ""]
+            if contended
+            else []
+        ),
+        *lines,
+        *(section("Notes", *notes) if notes else []),
     ]
-    if report.get("contended"):
-        out += [f"**Contended run** ({report['contended']}): only ratios within it count.", ""]
-    return out
-
-
-def document(report: dict[str, Any], title: str, lines: Iterable[str]) -> str:
-    """A results file's text: the `header`, `lines`, then a Notes section if there are notes."""
-    notes = [f"- {n}" for n in report.get("notes", [])]
-    return (
-        "\n".join([*header(report, title), *lines, *(section("Notes", *notes) if notes else [])])
-        + "\n"
-    )
+    return "\n".join(text) + "\n"
 
 
 def write(report: dict[str, Any], text: str, directory: Path, label: str = "") -> Path:

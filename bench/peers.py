@@ -448,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.plan:
         print(
-            "\n".join(f"  round {r} {key} c={c} {n} {kind}" for r, (key, _, c), (n, kind) in plan)
+            *(f"  round {r} {key} c={c} {n} {kind}" for r, (key, _, c), (n, kind) in plan), sep="\n"
         )
         return 0
     for peer in args.peers:
@@ -456,22 +456,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.setup_only or harness.refuse_while_training(args):
         return 0 if args.setup_only else 3
     started = time.monotonic()
+    client = "wrk" if shutil.which("wrk") else "Python (wrk is not installed)"
     report = harness.new_report(
-        "peers",
-        args.argv,
-        quick=args.quick,
-        duration_s=args.duration,
-        warmup_s=args.warmup,
-        rounds=args.rounds,
-        concurrencies=args.concurrency,
-        models=args.models,
-        client="wrk" if shutil.which("wrk") else "Python (wrk is not installed)",
-        servers=[c.name for c in configs],
-        floors=[],
-        single_item_floor_ms={},
-        runtimes={},
-        memory={},
+        "peers", args.argv, client=client, servers=[c.name for c in configs]
     )
+    report |= {"quick": args.quick, "duration_s": args.duration, "warmup_s": args.warmup}
+    report |= {"rounds": args.rounds, "concurrencies": args.concurrency, "models": args.models}
+    report |= {"floors": [], "single_item_floor_ms": {}, "runtimes": {}, "memory": {}}
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
         paths = matrix.model_folder(work / "models", args.model_dir.resolve(), args.model_version)

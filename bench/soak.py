@@ -19,6 +19,7 @@ from bench import driver, harness
 from bench.driver import Body, Sample
 from bench.harness import Server, fmt
 
+DIGITS, DENSITY = "/api/v1/digits", "/api/v1/energy/from-density"
 GROWTH = 0.05  # the target: resident memory grows less after the warm-up
 
 
@@ -32,17 +33,11 @@ def workload(models: Sequence[str], code: str | None) -> list[tuple[str, Body]]:
     pairs = {
         "classify": ("digit_classifier", wire.task_json(wire.CLASSIFY, image)),
         "tfserving classify": ("digit_classifier", wire.tfserving_row(wire.CLASSIFY, image)),
-        "compress": ("digit_encoder", wire.json_body("/api/v1/digits/compress", digits)),
-        "decompress": (
-            "digit_decoder",
-            wire.json_body("/api/v1/digits/decompress", {"codes": [code]}),
-        ),
+        "compress": ("digit_encoder", wire.json_body(f"{DIGITS}/compress", digits)),
+        "decompress": ("digit_decoder", wire.json_body(f"{DIGITS}/decompress", {"codes": [code]})),
         "energy": ("energy_from_potential", wire.task_json(wire.ENERGY, potential)),
         "v2 energy": ("energy_from_potential", wire.v2_json(wire.ENERGY, potential)),
-        "density": (
-            "energy_from_density",
-            wire.json_body("/api/v1/energy/from-density", {"densities": density}),
-        ),
+        "density": ("energy_from_density", wire.json_body(DENSITY, {"densities": density})),
     }
     codec = "digit_encoder" in models and "digit_decoder" in models
     return [
@@ -67,24 +62,20 @@ async def soak(
     pairs: Sequence[tuple[str, Body]],
     rate: float,
     duration_s: float,
-    max_connections: int,
-    drain_s: float,
-    sample_rss: Callable[[], int],
-    burst: int = 1,
+    burst: int,
+    rss: Callable[[], int],
 ) -> SoakRun:
-    """The open loop of `driver.open_loop`, with the server's VmRSS sampled every second."""
+    """`driver.open_loop` (256 connections at most), the server's VmRSS (`rss`) every second."""
     run, start = SoakRun(rate, duration_s), time.perf_counter()
 
     async def rss_sampler() -> None:
         while True:
-            run.rss_kib.append((time.perf_counter() - start, sample_rss()))
+            run.rss_kib.append((time.perf_counter() - start, rss()))
             await asyncio.sleep(1.0)
 
     sampler = asyncio.create_task(rss_sampler())
-    run.samples = await driver.open_loop(
-        port, pairs, rate, duration_s, max_connections, drain_s, burst
-    )
-    run.rss_kib.append((time.perf_counter() - start, sample_rss()))
+    run.samples = await driver.open_loop(port, pairs, rate, duration_s, burst=burst)
+    run.rss_kib.append((time.perf_counter() - start, rss()))
     sampler.cancel()
     return run
 
@@ -196,9 +187,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calibrate-s", type=float, default=10.0, help="closed-loop calibration")
     p.add_argument("--concurrency", type=int, default=8, help="calibration connections")
     p.add_argument("--utilisation", type=float, default=0.8, help="soak rate / calibrated rate")
-    p.add_argument("--rate", type=float, help="soak at this rate instead (requests/s)")
-    p.add_argument("--max-connections", type=int, default=256)
-    p.add_argument("--drain-s", type=float, default=30.0)
     args = harness.parse(p, argv)
     if harness.refuse_while_training(args):
         return 3
@@ -222,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             rss_after_start = rss()
             if "digit_encoder" in models:
                 digits = {"images": wire.images(1, 7).tolist(), "scale": "unit"}
-                compress = wire.json_body("/api/v1/digits/compress", digits)
+                compress = wire.json_body(f"{DIGITS}/compress", digits)
                 status, _, body = harness.request_once(server.url, compress)
                 code = json.loads(body)["codes"][0] if status == 200 else None
             pairs = workload(models, code)
@@ -230,28 +218,19 @@ def main(argv: list[str] | None = None) -> int:
             calibration = driver.run(
                 server.url, bodies, args.concurrency, duration, work, client="raw"
             )
-            rate = args.rate or max(1.0, calibration["rps"] * args.utilisation)
+            rate = max(1.0, calibration["rps"] * args.utilisation)
             print(f"calibration: {calibration['rps']:.1f} req/s; soaking at {rate:.1f}", flush=True)
-            loop = (args.max_connections, args.drain_s, rss, args.burst)
-            run = asyncio.run(soak(server.port, pairs, rate, args.duration_s, *loop))
+            run = asyncio.run(soak(server.port, pairs, rate, args.duration_s, args.burst, rss))
             ready = harness.request_once(server.url, Body("GET", "/v2/health/ready"))[0]
             views = {model: server_view(server, model) for model in models}
     warmup = args.duration_s / 6 if args.warmup_s is None else args.warmup_s
-    report = harness.new_report(
-        "soak",
-        args.argv,
-        models_source=source,
-        models=models,
-        workload=[name for name, _ in pairs],
-        utilisation=rate / calibration["rps"] if args.rate else args.utilisation,
-        calibration={**calibration, "concurrency": args.concurrency},
-        rss_after_start_mib=rss_after_start / 1024,
-        burst=args.burst,
-        config={m: v[0] for m, v in views.items()},
-        batch_sizes={m: v[1] for m, v in views.items()},
-        ready_after=ready,
-        soak=summarise(run, args.window_s, warmup),
-    )
+    report = harness.new_report("soak", args.argv, models_source=source, models=models)
+    report |= {"workload": [name for name, _ in pairs], "utilisation": args.utilisation}
+    report |= {"calibration": {**calibration, "concurrency": args.concurrency}}
+    report |= {"rss_after_start_mib": rss_after_start / 1024, "burst": args.burst}
+    report |= {"config": {m: v[0] for m, v in views.items()}, "ready_after": ready}
+    report |= {"batch_sizes": {m: v[1] for m, v in views.items()}}
+    report["soak"] = summarise(run, args.window_s, warmup)
     harness.publish(report, render_markdown(report), args)
     s = report["soak"]
     return 0 if s["errors"] == 0 and s["rss_growth_after_warmup"] < GROWTH else 1

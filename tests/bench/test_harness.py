@@ -62,7 +62,7 @@ def test_latest_version_takes_the_highest_with_a_saved_model(tmp_path: Path) -> 
 def test_write_names_the_file_and_keeps_tuple_keyed_stats(tmp_path: Path) -> None:
     report = harness.new_report("demo", ["--quick"], stats={("ours", "v2", 1): {"rps": 2.0}})
     assert report["command"] == "python -m bench demo --quick"
-    text = "\n".join(harness.header(report, "Demo")) + "\n"
+    text = harness.document(report, "Demo", ["a line"])
     path = harness.write(report, text, tmp_path, "-quick")
     assert path.name == f"demo-quick-{report['date'][:10]}-{report['commit']}.md"
     assert path.read_text().startswith(f"# Demo, {report['date']}, commit {report['commit']}")
