@@ -132,9 +132,6 @@ def bodies(case: ModelCase, kind: str, items: int, variants: int, seed: int = 1)
     return [encode(case, case.inputs(items, seed + i)) for i in range(variants)]
 
 
-# Reading answers back -------------------------------------------------------------------------
-
-
 def _v2_outputs(document: Any, case: ModelCase) -> Any:
     if isinstance(document, list):  # BentoML's batchable API: the list of this request's parts
         document = document[0]

@@ -128,9 +128,6 @@ def run(
     return summary(concurrency, items, latencies, len(samples) - len(latencies), elapsed, cpu)
 
 
-# wrk -----------------------------------------------------------------------------------------
-
-
 def _lua(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -257,9 +254,6 @@ def run_wrk(
     if done.returncode != 0:
         raise RuntimeError(f"wrk exited with {done.returncode}: {done.stderr[-400:]}")
     return parse(done.stdout, concurrency, items, cpu)
-
-
-# The Python client ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

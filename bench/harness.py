@@ -47,9 +47,6 @@ def latest_version(model_dir: Path, name: str) -> Path | None:
     return max(found, key=lambda p: int(p.name), default=None)
 
 
-# Arguments --------------------------------------------------------------------------------------
-
-
 def parser(
     name: str,
     doc: str | None,
@@ -108,9 +105,6 @@ def refuse_while_training(args: argparse.Namespace) -> bool:
         print("training runs here (--allow-training for a smoke run):", *busy, file=sys.stderr)
         return True
     return False
-
-
-# The machine and the report -----------------------------------------------------------------
 
 
 def _version(*dists: str) -> str:
@@ -219,9 +213,6 @@ def section(title: str, *lines: str) -> list[str]:
     return ["", f"## {title}", "", *lines]
 
 
-# Formatting ------------------------------------------------------------------------------------
-
-
 def fmt(value: Any, digits: int = 1) -> str:
     """A table cell: '-' for no figure, thousands separators from 1,000."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -248,9 +239,6 @@ def median(values: Sequence[float]) -> float:
 
 def ratio(a: float, b: float) -> float:
     return math.nan if not b or math.isnan(a) or math.isnan(b) else a / b
-
-
-# Processes -------------------------------------------------------------------------------------
 
 
 def free_port() -> int:
@@ -428,9 +416,6 @@ def serving_only(
             (Path(root) / name).symlink_to((model_dir / name).resolve())
         with running(our_server(Path(root), names, 1, log_dir), timeout_s) as server:
             yield server
-
-
-# Measuring ------------------------------------------------------------------------------------
 
 
 def measure(

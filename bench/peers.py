@@ -288,9 +288,6 @@ def floors(report: dict[str, Any], ours: Server | None, paths: dict[str, str], w
             report["single_item_floor_ms"][key] = median_ms + loopback
 
 
-# Schedule and results -----------------------------------------------------------------------
-
-
 def configurations(quick: bool, peers: Sequence[str], workers: int = 1) -> list[Config]:
     ours = OURS if workers == 1 else Config("ours", "", {"workers": workers})
     return [ours, *(c for c in (QUICK_PEERS if quick else FULL_PEERS) if c.server in peers)]
