@@ -349,9 +349,8 @@ async def closed_loop(
     timeout_s: float | None = None,
 ) -> list[Sample]:
     """`concurrency` keep-alive connections, each sending the next of `bodies` when its last is
-    answered, for `duration_s` or `cap` requests in all: one `Sample` per request (latency from
-    its send). A failed request waits 10 ms before the next try; `timeout_s` bounds an answer
-    (a `TimeoutError` sample, the connection closed)."""
+    answered, for `duration_s` or `cap` requests in all: one `Sample` per request; a failed
+    request waits 10 ms before the next try; `timeout_s` bounds an answer."""
     wires = [body.encode(f"{host}:{port}") for body in bodies]
     samples: list[Sample] = []
     left = math.inf if cap is None else cap
@@ -386,11 +385,9 @@ async def open_loop(
     burst: int = 1,
     queue: bool = False,
 ) -> list[Sample]:
-    """Send the (kind, request) `pairs` round-robin to 127.0.0.1:`port` at `rate` per second for
-    `duration_s` whether or not answers come (open loop), `burst` requests of one kind at each
-    scheduled time, on at most `max_connections` keep-alive connections (with all busy, a
-    request is not sent, or with `queue` waits for one: its latency counts the wait); then
-    wait `drain_s`."""
+    """The (kind, request) `pairs` round-robin to 127.0.0.1:`port` at `rate` per second for
+    `duration_s`, answered or not, `burst` of one kind at a time, on at most `max_connections`
+    connections (all busy: not sent, or with `queue` waited for); then `drain_s` for answers."""
     wires = [(kind, body.encode(f"127.0.0.1:{port}")) for kind, body in pairs]
     idle: list[Connection] = []
     samples: list[Sample] = []

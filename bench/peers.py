@@ -317,7 +317,7 @@ def best_peer(
     """The configuration `which` accepts with the most req/s on the V2 JSON route here."""
     candidates = [
         (server, s)
-        for (server, kind, m, cc, _), s in stats.items()
+        for (server, kind, m, cc), s in stats.items()
         if (kind, m, cc) == ("v2", model, c) and which(server)
         if s["errors"] == 0 and not math.isnan(s["rps"])
     ]
@@ -336,7 +336,7 @@ def targets(report: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
     stats, rows, lines, routes = report["stats"], [], [], ("v2", "task")
     for key, c in ((k, c) for k in MODEL_KEYS for c in report["concurrencies"]):
         model, factor = wire.CASES[key].model, 3.0 if c == 1 else 2.0
-        ours = {r: s for r in routes if (s := stats.get(("ours", r, model, c, 1)))}
+        ours = {r: s for r in routes if (s := stats.get(("ours", r, model, c)))}
         peer, tri = best_peer(stats, model, c), best_peer(stats, model, c, is_triton)
         if not ours or not (peer or tri):
             continue
@@ -362,7 +362,7 @@ def targets(report: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
                 what = f"{where} {vs_triton[route]:.2f}x Triton's ({tri[0]}; target >= 1x)"
                 lines.append(harness.verdict(vs_triton[route] >= 1.0, what))
     for key, floor in report["single_item_floor_ms"].items():
-        if v2 := stats.get(("ours", "v2", wire.CASES[key].model, 1, 1)):
+        if v2 := stats.get(("ours", "v2", wire.CASES[key].model, 1)):
             p50 = v2["p50_ms"]
             what = (
                 f"{key} single-item p50 (V2, conc. 1) {p50:.2f} ms = {p50 / floor:.2f}x the "
@@ -434,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     args = harness.parse(p, argv)
     configs = configurations(args.quick, args.peers, args.workers)
     routes = driven(configs, args.quick)
-    groups = [(key, 1, c) for key in args.models for c in args.concurrency]
+    groups = [(key, c) for key in args.models for c in args.concurrency]
     plan = matrix.schedule(routes, groups, args.rounds)
     minutes = estimate_s(len(plan), len(configs), args.duration, args.warmup) / 60
     missing = [peer for peer in args.peers if not venv_ready(peer)]
@@ -444,9 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     if args.plan:
-        print(
-            *(f"  round {r} {key} c={c} {n} {kind}" for r, (key, _, c), (n, kind) in plan), sep="\n"
-        )
+        print(*(f"  round {r} {key} c={c} {n} {kind}" for r, (key, c), (n, kind) in plan), sep="\n")
         return 0
     for peer in args.peers:
         print(f"{peer}: {ensure_venv(peer)}", flush=True)

@@ -24,10 +24,8 @@ STARTUP_SETTINGS = ("tensorflow", "measure", "auto")
 
 def bench_version(path: Path, calls: int) -> dict[str, Any]:
     tf = load_version(path.parent.name, int(path.name), path, BackendPolicy("tensorflow"))
-    runners = {
-        "tensorflow": tf.backends["tensorflow"],
-        "onnxruntime": OnnxRuntimeBackend.load(path, 1),
-    }
+    ort = OnnxRuntimeBackend.load(path, 1)
+    runners = {"tensorflow": tf.backends["tensorflow"], "onnxruntime": ort}
     inputs = VerificationBatch.load(path).inputs
     # Interleaved calls, the warm-up included (select.measure, as `measure` does at load).
     timings = measure({n: r.run for n, r in runners.items()}, inputs, SIZES, calls)
@@ -74,9 +72,8 @@ def _markdown(report: dict[str, Any]) -> str:
     for key, entry in report["versions"].items():
         for size, row in entry["sizes"].items():
             tf_us, ort_us = row["median_us"]["tensorflow"], row["median_us"]["onnxruntime"]
-            diff = f"{row['max_abs_diff_to_tensorflow']:.2g}"
-            rows.append([key, size, tf_us, ort_us, f"{tf_us / ort_us:.1f}x", diff])
-            rows[-1].append(row["measure_picks"])
+            diff, picks = f"{row['max_abs_diff_to_tensorflow']:.2g}", row["measure_picks"]
+            rows.append([key, size, tf_us, ort_us, f"{tf_us / ort_us:.1f}x", diff, picks])
     starts = (
         [
             f"`{s}`",
@@ -125,8 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     report["startup"] = {s: startup(args.model_dir, s) for s in STARTUP_SETTINGS}
     print(json.dumps(report["startup"]), flush=True)
     report["load_after"] = [round(x, 2) for x in os.getloadavg()]
-    text = _markdown(report)
-    harness.publish(report, text, args)
+    harness.publish(report, _markdown(report), args)
     return 0
 
 

@@ -81,9 +81,7 @@ def _point(server: str, kind: str, c: int, rps: float, p99: float, r: int = 0) -
         "kind": kind,
         "model": "digit_classifier",
         "concurrency": c,
-        "items": 1,
         "round": r,
-        "items_per_s": rps,
         "client_cpu_us_per_req": 30.0,
         "rps": rps,
         "p50_ms": p99 / 3,
@@ -170,8 +168,8 @@ def test_render_and_targets_state_ratios_and_verdicts(tmp_path: Path) -> None:
     path = harness.write(report, text, tmp_path, "-quick")
     assert path.name == "peers-quick-2026-12-01-abc1234.md"
     saved = json.loads(path.with_suffix(".json").read_text())
-    assert saved["stats"][0][:5] == ["ours", "v2", "digit_classifier", 1, 1]
-    assert "| digit_classifier | 1 | 1 | mlserver (a) | V2 JSON | 100.0 | 100.0 |" in text
+    assert saved["stats"][0][:4] == ["ours", "v2", "digit_classifier", 1]
+    assert "| digit_classifier | 1 | mlserver (a) | V2 JSON | 100.0 |" in text
     assert path.read_text() == text
 
 
@@ -195,7 +193,7 @@ def test_ours_alone_renders_every_route_without_ratios() -> None:
     report = {**_report(points), "memory": {}}
     report["servers"], report["concurrencies"] = ["ours"], [1]
     text = peers.render(report)
-    row = "| energy_from_potential | 1 | 1 | ours | task JSON | 510.0 | 510.0 | 2.00 | 6.0 | 0 |"
+    row = "| energy_from_potential | 1 | ours | task JSON | 510.0 | 2.00 | 6.0 | 0 |"
     assert row in text
     assert "| 4% |" in text  # (520 - 500) / 510 between the rounds
     assert "No peer answered in this run: no ratios." in text
