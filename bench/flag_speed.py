@@ -15,6 +15,7 @@ from skimage import measure, morphology
 
 from bench import harness
 from data import digit_shape, mnist
+from service.registry import BackendPolicy, load_version
 from training import digit_flag, digits_wild
 
 Check = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -116,18 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     p = harness.parser("flag_speed", __doc__)
     p.add_argument("--digits", type=int, default=2000, help="MNIST test digits in the check")
     args = harness.parse(p, argv)
-    import onnxruntime as ort
-
     version_dir = args.model_dir / "digit_classifier" / "2"
     rule = digit_shape.load_rule(version_dir)
     if rule is None or rule.compiled is None:
         print(f"{version_dir} has no compiled not-a-digit rule")
         return 2
-    session = ort.InferenceSession(version_dir / "model.onnx", providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
+    model = load_version("digit_classifier", 2, version_dir, BackendPolicy("onnxruntime"))
 
     def classifier(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        found = dict(zip(names, session.run(None, {"images": images[..., None]}), strict=True))
+        found = model.predict({"images": images[..., None]})
         return found["probabilities"], found["ood_score"]
 
     report = harness.new_report("flag_speed", args.argv)

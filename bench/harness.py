@@ -41,10 +41,8 @@ def models(model_dir: Path | None = None) -> tuple[str, ...]:
 
 
 def latest_version(model_dir: Path, name: str) -> Path | None:
-    found = [
-        p.parent for p in (model_dir / name).glob("*/saved_model.pb") if p.parent.name.isdigit()
-    ]
-    return max(found, key=lambda p: int(p.name), default=None)
+    found = [p.parent for p in (model_dir / name).glob("*/saved_model.pb")]
+    return max((p for p in found if p.name.isdigit()), key=lambda p: int(p.name), default=None)
 
 
 def parser(
@@ -334,6 +332,10 @@ class Server:
 
     def pids(self) -> list[int]:
         return process_tree(self.process.pid) if self.process else []
+
+    def rss_kib(self) -> int:
+        """VmRSS of the server's main process."""
+        return memory_kib(self.process.pid).get("rss", 0) if self.process else 0
 
     def memory_mib(self) -> tuple[float, float]:
         """VmRSS and Pss summed over the process tree, MiB."""

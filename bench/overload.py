@@ -335,18 +335,16 @@ async def solver_rows(server: harness.Server, seconds: float) -> list[Row]:
 
 
 async def memory_rows(server: harness.Server) -> list[Row]:
-    assert server.process is not None
-    pid = server.process.pid
     one = len(json.dumps(np.random.default_rng(2).random((28, 28, 1)).round(4).tolist()))
     images = np.random.default_rng(2).random((32 * 10**6 // (one + 2), 28, 28, 1)).round(4)
     payload = json.dumps({"images": images.tolist(), "scale": "unit"}).encode()  # ~32 MB
     body = Body("POST", "/api/v1/digits/classify", payload, JSON)
     await closed(server.port, body, 1, count=2)  # the shapes of this path once, before measuring
     await asyncio.sleep(2)
-    before = harness.memory_kib(pid).get("rss", math.nan) / 1024
+    before = server.rss_kib() / 1024
     tally = await closed(server.port, body, 32, count=32)
     await asyncio.sleep(5)
-    after = harness.memory_kib(pid).get("rss", math.nan) / 1024
+    after = server.rss_kib() / 1024
     growth, refused = (after - before) / before, tally.count(503)
     figure = f"{before:.0f} -> {after:.0f} MiB ({growth:+.1%}); answers {tally.statuses()} "
     figure += f"({refused} of 32 refused)"

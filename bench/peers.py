@@ -234,11 +234,11 @@ def triton_server(config: Config, venv: Path, paths: dict[str, str], work: Path)
     command = [str(dist / "bin" / "tritonserver"), "--model-repository", str(repo)]
     command += ["--backend-directory", str(dist / "backends"), "--http-address", "127.0.0.1"]
     command += ["--http-port", str(port), "--allow-grpc", "false", "--allow-metrics", "false"]
-    env = {
-        **harness.base_env(ours=False),
-        "LD_LIBRARY_PATH": str(site / "nvidia_pytriton.libs"),
-        "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
+    libs, path = (
+        str(site / "nvidia_pytriton.libs"),
+        f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
+    )
+    env = peer_env(paths, LD_LIBRARY_PATH=libs, PATH=path)
     return Server(config.name, command, env, port, work / f"triton-{port}.log")
 
 

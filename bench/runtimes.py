@@ -74,14 +74,9 @@ def _markdown(report: dict[str, Any]) -> str:
             tf_us, ort_us = row["median_us"]["tensorflow"], row["median_us"]["onnxruntime"]
             diff, picks = f"{row['max_abs_diff_to_tensorflow']:.2g}", row["measure_picks"]
             rows.append([key, size, tf_us, ort_us, f"{tf_us / ort_us:.1f}x", diff, picks])
+    figures = ("load_s", "rss_mib", "peak_rss_mib")
     starts = (
-        [
-            f"`{s}`",
-            r["load_s"],
-            r["rss_mib"],
-            r["peak_rss_mib"],
-            "yes" if r["tensorflow_imported"] else "no",
-        ]
+        [f"`{s}`", *(r[k] for k in figures), "yes" if r["tensorflow_imported"] else "no"]
         for s, r in report["startup"].items()
     )
     lines = [

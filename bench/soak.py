@@ -67,16 +67,12 @@ async def soak(
 ) -> SoakRun:
     """`driver.open_loop` (256 connections at most), the server's VmRSS (`rss`) every second."""
     run, start = SoakRun(rate, duration_s), time.perf_counter()
-
-    async def rss_sampler() -> None:
-        while True:
-            run.rss_kib.append((time.perf_counter() - start, rss()))
-            await asyncio.sleep(1.0)
-
-    sampler = asyncio.create_task(rss_sampler())
-    run.samples = await driver.open_loop(port, pairs, rate, duration_s, burst=burst)
+    load = asyncio.create_task(driver.open_loop(port, pairs, rate, duration_s, burst=burst))
+    while not load.done():
+        run.rss_kib.append((time.perf_counter() - start, rss()))
+        await asyncio.wait([load], timeout=1.0)
     run.rss_kib.append((time.perf_counter() - start, rss()))
-    sampler.cancel()
+    run.samples = load.result()
     return run
 
 
@@ -202,12 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"no SavedModels under {model_dir}; train them or pass --tiny")
             return 2
         with harness.running(harness.our_server(model_dir, models, 1, work)) as server:
-            pid, code = server.pids()[0], None
-
-            def rss() -> int:
-                return harness.memory_kib(pid).get("rss", 0)
-
-            rss_after_start = rss()
+            code, rss_after_start = None, server.rss_kib()
             if "digit_encoder" in models:
                 digits = {"images": wire.images(1, 7).tolist(), "scale": "unit"}
                 compress = wire.json_body(f"{DIGITS}/compress", digits)
@@ -220,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             rate = max(1.0, calibration["rps"] * args.utilisation)
             print(f"calibration: {calibration['rps']:.1f} req/s; soaking at {rate:.1f}", flush=True)
-            run = asyncio.run(soak(server.port, pairs, rate, args.duration_s, args.burst, rss))
+            loop = soak(server.port, pairs, rate, args.duration_s, args.burst, server.rss_kib)
+            run = asyncio.run(loop)
             ready = harness.request_once(server.url, Body("GET", "/v2/health/ready"))[0]
             views = {model: server_view(server, model) for model in models}
     warmup = args.duration_s / 6 if args.warmup_s is None else args.warmup_s

@@ -30,11 +30,8 @@ def _call(function: Any, name: str, inputs: list[dict[str, Any]]) -> Any:
 
 
 def _api(route: str) -> Any:
-    if BATCHING:
-        return bentoml.api(
-            route=route, batchable=True, max_batch_size=MAX_BATCH, max_latency_ms=MAX_LATENCY_MS
-        )
-    return bentoml.api(route=route)
+    batching = {"batchable": True, "max_batch_size": MAX_BATCH, "max_latency_ms": MAX_LATENCY_MS}
+    return bentoml.api(route=route, **(batching if BATCHING else {}))
 
 
 @bentoml.service(workers=1)

@@ -44,10 +44,6 @@ class _LoopbackConfig(uvicorn.Config):
 if __name__ == "__main__":
     rest_server.uvicorn.Config = _LoopbackConfig
     args, _ = model_server.parser.parse_known_args()
-    ModelServer(
-        http_port=args.http_port,
-        grpc_port=args.grpc_port,
-        enable_grpc=False,
-        workers=args.workers,
-        enable_latency_logging=args.enable_latency_logging,
-    ).start([SignatureModel(name, path) for name, path in MODELS.items()])
+    options = ("http_port", "grpc_port", "workers", "enable_latency_logging")
+    server = ModelServer(enable_grpc=False, **{k: getattr(args, k) for k in options})
+    server.start([SignatureModel(name, path) for name, path in MODELS.items()])
