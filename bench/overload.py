@@ -16,6 +16,7 @@ import signal
 import sys
 import tempfile
 import time
+from asyncio.subprocess import PIPE
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,12 +146,10 @@ async def probe(port: int, seconds: float, body_file: str) -> dict[str, list[Any
 
 
 async def probing(port: int, seconds: float, body_file: Path) -> dict[str, Tally]:
+    probe_args = [str(port), str(seconds), str(body_file)]
+    command = [sys.executable, "-m", "bench.overload", "--probe", *probe_args]
     process = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "bench.overload", "--probe", str(port), str(seconds)),
-        str(body_file),
-        cwd=harness.REPO,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
+        *command, cwd=harness.REPO, stdin=PIPE, stdout=PIPE
     )
     assert process.stdout is not None
     await process.stdout.readline()  # "ready": imported, about to probe

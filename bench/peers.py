@@ -427,7 +427,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--models", nargs="+", choices=MODEL_KEYS, default=list(MODEL_KEYS))
     p.add_argument("--peers", nargs="*", choices=sorted(PEERS), default=sorted(PEERS))
-    p.add_argument("--model-version", type=int, default=1)
     p.add_argument("--setup-only", action="store_true", help="build the peer virtualenvs and stop")
     p.add_argument("--plan", action="store_true", help="print what would run and stop")
     p.add_argument("--workers", type=int, default=1, help="our server's workers (default 1)")
@@ -460,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     report |= {"floors": [], "single_item_floor_ms": {}, "runtimes": {}, "memory": {}}
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
-        paths = matrix.model_folder(work / "models", args.model_dir.resolve(), args.model_version)
+        paths = matrix.model_folder(work / "models", args.model_dir.resolve(), 1)
         servers: dict[str, Server] = {}
         for config in configs:
             try:
