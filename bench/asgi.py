@@ -1,6 +1,5 @@
-"""The service's app called in process, no socket and no uvicorn: `served_app` (its models
-loaded, the lifespan run) and `AsgiCall` (one request through it), for
-tests/service/request_cpu.py's CPU per route."""
+"""The service's app called in process, no socket, no uvicorn (tests/service/request_cpu.py):
+`served_app` (its models loaded, the lifespan run) and `AsgiCall` (one request through it)."""
 
 from __future__ import annotations
 

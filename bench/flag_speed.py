@@ -18,8 +18,6 @@ from data import digit_shape, mnist
 from service.registry import BackendPolicy, load_version
 from training import digit_flag, digits_wild
 
-Check = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
-
 
 def skimage_geometry(image: np.ndarray) -> np.ndarray:
     """``digit_shape.geometry`` as first written, on scikit-image and scipy.ndimage."""
@@ -94,7 +92,7 @@ def timings(
 ) -> list[list[Any]]:
     """Per batch size (1, 64): the median microseconds per call before and after, over
     interleaved rounds."""
-    checks: dict[str, Check] = {
+    checks = {
         "before": lambda i, p, o: rule.walk(digit_shape.signals(i, p, o, skimage_geometry)),
         "after": lambda i, p, o: rule.score(digit_shape.signals(i, p, o)),
     }

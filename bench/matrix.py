@@ -75,9 +75,7 @@ def run(
     """Check, then measure every usable (route, group): one result per run."""
     keys = dict.fromkeys(key for key, _ in groups)
     bodies = {
-        (key, kind): wire.bodies(wire.CASES[key], kind, 1, VARIANTS)
-        for key in keys
-        for _, kind in routes
+        (k, kind): wire.bodies(wire.CASES[k], kind, 1, VARIANTS) for k in keys for _, kind in routes
     }
     usable: set[tuple[str, str, str]] = set()
     ref: dict[str, np.ndarray] = {}
@@ -146,7 +144,6 @@ def table(stats: dict[Key, dict[str, float]], servers: Sequence[str] = ()) -> li
         noise = "-" if math.isnan(s["noise"]) else f"{s['noise']:.0%}"
         cpu = [fmt(s[f"{who}_cpu_us_per_req"], 0) for who in ("client", "server")]
         figures = [s["rps"], fmt(s["p50_ms"], 2), s["p99_ms"], int(s["errors"]), int(s["requests"])]
-        cells.append(
-            [m, c, server, wire.KIND_TITLES[kind], *figures, *cpu, fmt(s["rss_mib"], 0), noise]
-        )
+        figures += [*cpu, fmt(s["rss_mib"], 0), noise]
+        cells.append([m, c, server, wire.KIND_TITLES[kind], *figures])
     return harness.table(head, cells)

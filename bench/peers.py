@@ -76,9 +76,8 @@ def ensure_venv(peer: str, root: Path | None = None) -> Path:
     shutil.rmtree(folder, ignore_errors=True)
     folder.parent.mkdir(parents=True, exist_ok=True)
     print(f"building the {peer} virtualenv in {folder} (minutes; cached afterwards)", flush=True)
-    subprocess.run(
-        [getattr(sys, "_base_executable", sys.executable), "-m", "venv", str(folder)], check=True
-    )
+    python = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([python, "-m", "venv", str(folder)], check=True)
     pip = [str(folder / "bin" / "python"), "-m", "pip", "install", "--quiet"]
     subprocess.run([*pip, *venv_requirements(peer)], check=True, timeout=3600)
     # Written last: an interrupted build has no marker and is rebuilt next time.
@@ -139,15 +138,10 @@ def peer_env(paths: dict[str, str], **env: str) -> dict[str, str]:
 def mlserver_server(config: Config, venv: Path, paths: dict[str, str], work: Path) -> Server:
     port, folder = free_port(), work / f"mlserver-{abs(hash(config.label))}"
     folder.mkdir(parents=True, exist_ok=True)
-    settings = {
-        "host": "127.0.0.1",
-        "http_port": port,
-        "grpc_port": free_port(),
-        "metrics_port": free_port(),
-        "debug": False,
-        "parallel_workers": config.options.get("parallel_workers", 1),
-        "model_repository_root": str(folder),
-    }
+    workers = config.options.get("parallel_workers", 1)
+    settings = {"host": "127.0.0.1", "http_port": port, "grpc_port": free_port(), "debug": False}
+    settings |= {"metrics_port": free_port(), "parallel_workers": workers}
+    settings["model_repository_root"] = str(folder)
     (folder / "settings.json").write_text(json.dumps(settings, indent=2))
     for name, path in paths.items():
         model: dict[str, Any] = {"name": name, "parameters": {"uri": path}}
