@@ -120,10 +120,8 @@ def machine_info() -> dict[str, Any]:
         info["cpu"] = cpu[0].split(":", 1)[1].strip() if cpu else info["cpu"] or "unknown"
         kib = Path("/proc/meminfo").read_text().split("MemTotal:", 1)[1].split()[0]
         info["memory_gib"] = round(int(kib) / 1024**2, 1)
-    info |= {
-        "python": platform.python_version(),
-        "tensorflow": _version("tensorflow", "tensorflow-cpu"),
-    }
+    info["python"] = platform.python_version()
+    info["tensorflow"] = _version("tensorflow", "tensorflow-cpu")
     info |= {dist: _version(dist) for dist in ("uvicorn", "fastapi", "uvloop", "httptools")}
     return info | {"load_before": [round(x, 2) for x in os.getloadavg()]}
 
