@@ -96,9 +96,8 @@ def v2_json(case: ModelCase, array: np.ndarray) -> Body:
 
 
 def v2_binary(case: ModelCase, array: np.ndarray) -> Body:
-    """Triton's binary tensor data extension: a JSON header (its length in
-    `Inference-Header-Content-Length`, each tensor's bytes in `binary_data_size`, every output
-    asked for in binary too), then the raw little-endian tensor."""
+    """Triton's binary tensor data extension: a JSON header (its length in `HEADER_LENGTH`, each
+    tensor's `binary_data_size`, outputs asked for in binary too), then the raw tensor."""
     raw = np.ascontiguousarray(array, dtype="<f4").tobytes()
     tensor = _tensor(case, array, parameters={"binary_data_size": len(raw)})
     document = {"inputs": [tensor], "parameters": {"binary_data_output": True}}

@@ -394,7 +394,7 @@ def our_server(
     max_items: int = 1024,
     **env: str,
 ) -> Server:
-    """The service on loopback; readiness waits for `names`; bulk bodies of `max_items` fit."""
+    """The service on loopback; readiness waits for `names`; bodies of `max_items` items fit."""
     args = ["--host", "127.0.0.1", "--workers", str(workers), "--log-level", "warning"]
     env = {
         "MLDM_MODEL_DIR": str(model_dir),
@@ -425,14 +425,13 @@ def measure(
     duration_s: float,
     warmup_s: float,
     work: Path,
-    items: int = 1,
 ) -> dict[str, Any]:
     """Warm up, then one measured load point; adds the server's CPU us/request and memory."""
     if warmup_s > 0:
-        driver.run(server.url, bodies, concurrency, warmup_s, work, items)
+        driver.run(server.url, bodies, concurrency, warmup_s, work)
     pids = server.pids()
     before = cpu_seconds(pids)
-    result = driver.run(server.url, bodies, concurrency, duration_s, work, items)
+    result = driver.run(server.url, bodies, concurrency, duration_s, work)
     cpu_s = cpu_seconds(pids) - before
     result["server_cpu_us_per_req"] = cpu_s / max(result["requests"], 1) * 1e6
     result["rss_mib"], result["pss_mib"] = server.memory_mib()

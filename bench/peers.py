@@ -297,22 +297,19 @@ def estimate_s(runs: int, configs: int, duration: float, warmup: float) -> float
     return runs * (duration + warmup + 1.5) + configs * 40 + 30
 
 
-def is_python_peer(server: str) -> bool:
-    return not server.startswith(("ours", "triton"))
-
-
-def is_triton(server: str) -> bool:
-    return server.startswith("triton")
+def is_peer(server: str, triton: bool = False) -> bool:
+    """A Python peer's configuration (or with `triton`, Triton's)."""
+    return not server.startswith("ours") and server.startswith("triton") == triton
 
 
 def best_peer(
-    stats: dict[Key, dict[str, float]], model: str, c: int, which: Any = is_python_peer
+    stats: dict[Key, dict[str, float]], model: str, c: int, triton: bool = False
 ) -> tuple[str, Any] | None:
-    """The configuration `which` accepts with the most req/s on the V2 JSON route here."""
+    """The Python peer (or Triton) configuration with the most req/s on the V2 JSON route here."""
     candidates = [
         (server, s)
         for (server, kind, m, cc), s in stats.items()
-        if (kind, m, cc) == ("v2", model, c) and which(server)
+        if (kind, m, cc) == ("v2", model, c) and is_peer(server, triton)
         if s["errors"] == 0 and not math.isnan(s["rps"])
     ]
     return max(candidates, key=lambda item: item[1]["rps"], default=None)
@@ -331,7 +328,7 @@ def targets(report: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
     for key, c in ((k, c) for k in MODEL_KEYS for c in report["concurrencies"]):
         model, factor = wire.CASES[key].model, 3.0 if c == 1 else 2.0
         ours = {r: s for r in routes if (s := stats.get(("ours", r, model, c)))}
-        peer, tri = best_peer(stats, model, c), best_peer(stats, model, c, is_triton)
+        peer, tri = best_peer(stats, model, c), best_peer(stats, model, c, triton=True)
         if not ours or not (peer or tri):
             continue
         rps, p99, vs_triton = (
@@ -364,8 +361,8 @@ def targets(report: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
             )
             lines.append(harness.verdict(p50 <= 1.5 * floor, what))
     memory = report["memory"]
-    for label, which in (("Python peer", is_python_peer), ("Triton", is_triton)):
-        if "ours" in memory and (peers := {k: v for k, v in memory.items() if which(k)}):
+    for label, triton in (("Python peer", False), ("Triton", True)):
+        if "ours" in memory and (peers := {k: v for k, v in memory.items() if is_peer(k, triton)}):
             name, lean = min(peers.items(), key=lambda kv: kv[1]["rss"])
             ours_rss = memory["ours"]["rss"]
             what = (
