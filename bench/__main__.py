@@ -1,8 +1,4 @@
-"""Run benchmark scenarios by name: ``python -m bench NAME [OPTIONS]``, ``python -m bench`` all.
-
-A scenario is any module ``bench/<NAME>.py`` with ``main(argv) -> int`` outside the harness
-(``LIBRARY``); options after a single name go to it: ``python -m bench serving --workers 2``.
-"""
+"""`python -m bench NAME [OPTIONS]` runs the scenario `bench/NAME.py`, `python -m bench` all."""
 
 from __future__ import annotations
 
@@ -11,16 +7,12 @@ import pkgutil
 import sys
 from pathlib import Path
 
-#: Modules of the harness itself, not scenarios.
-LIBRARY = frozenset({"harness", "driver", "matrix", "bodies", "profile", "naive_server"})
+LIBRARY = frozenset({"harness", "driver", "matrix", "bodies", "asgi"})  # not scenarios
 
 
 def scenarios() -> list[str]:
-    """The scenario names, from the files in bench/."""
     found = pkgutil.iter_modules([str(Path(__file__).resolve().parent)])
-    return sorted(
-        m.name for m in found if not m.ispkg and m.name[0] != "_" and m.name not in LIBRARY
-    )
+    return sorted(m.name for m in found if not m.ispkg and m.name not in LIBRARY | {"__main__"})
 
 
 def main(argv: list[str]) -> int:

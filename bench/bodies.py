@@ -1,10 +1,6 @@
-"""The request bodies of the load scenarios on every protocol, and how to read each answer back.
-
-Every server gets the same bytes for the same (model, protocol): inputs from fixed seeds, one
-encoder per wire format (V2 JSON, V2 binary tensor data, our task routes' JSON, `.npy`, TF
-Serving rows); `values` reads the primary output back out of any answer, so a run can check that
-every server computed the same numbers, not only that it said 200.
-"""
+"""The request bodies of every protocol (the same bytes for every server: inputs from fixed seeds)
+and `values`, which reads the primary output out of any answer, so that a run checks that every
+server computed the same numbers, not only that it said 200."""
 
 from __future__ import annotations
 
@@ -25,13 +21,9 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 
 #: Protocol routes, in the order of the tables.
 KINDS = ("v2", "v2-binary", "task", "npy", "tfserving")
-KIND_TITLES = {
-    "v2": "V2 JSON",
-    "v2-binary": "V2 binary",
-    "task": "task JSON",
-    "npy": ".npy",
-    "tfserving": "TF Serving row",
-}
+KIND_TITLES = dict(
+    zip(KINDS, ("V2 JSON", "V2 binary", "task JSON", ".npy", "TF Serving row"), strict=True)
+)
 
 
 def images(count: int, seed: int) -> np.ndarray:
@@ -99,15 +91,13 @@ def _tensor(case: ModelCase, array: np.ndarray, **fields: Any) -> dict[str, Any]
 
 
 def v2_json(case: ModelCase, array: np.ndarray) -> Body:
-    return json_body(
-        v2_path(case), {"inputs": [_tensor(case, array, data=array.reshape(-1).tolist())]}
-    )
+    tensor = _tensor(case, array, data=array.reshape(-1).tolist())
+    return json_body(v2_path(case), {"inputs": [tensor]})
 
 
 def v2_binary(case: ModelCase, array: np.ndarray) -> Body:
-    """Triton's binary tensor data extension: a JSON header (its length in
-    `Inference-Header-Content-Length`, each tensor's bytes in `binary_data_size`, every output
-    asked for in binary too), then the raw little-endian tensor."""
+    """Triton's binary tensor data extension: a JSON header (its length in `HEADER_LENGTH`, each
+    tensor's `binary_data_size`, outputs asked for in binary too), then the raw tensor."""
     raw = np.ascontiguousarray(array, dtype="<f4").tobytes()
     tensor = _tensor(case, array, parameters={"binary_data_size": len(raw)})
     document = {"inputs": [tensor], "parameters": {"binary_data_output": True}}
@@ -132,22 +122,13 @@ def tfserving_row(case: ModelCase, array: np.ndarray) -> Body:
     return json_body(f"/v1/models/{case.model}:predict", {"instances": array.tolist()})
 
 
-ENCODERS = {
-    "v2": v2_json,
-    "v2-binary": v2_binary,
-    "task": task_json,
-    "npy": npy,
-    "tfserving": tfserving_row,
-}
+ENCODERS = dict(zip(KINDS, (v2_json, v2_binary, task_json, npy, tfserving_row), strict=True))
 
 
 def bodies(case: ModelCase, kind: str, items: int, variants: int, seed: int = 1) -> list[Body]:
     """`variants` different requests of `items` items each (the load cycles through them)."""
     encode = ENCODERS[kind]
     return [encode(case, case.inputs(items, seed + i)) for i in range(variants)]
-
-
-# Reading answers back -------------------------------------------------------------------------
 
 
 def _v2_outputs(document: Any, case: ModelCase) -> Any:

@@ -1,19 +1,10 @@
-"""The one HTTP load driver: `wrk` where it is installed, a Python client otherwise.
-
-`run` keeps `concurrency` keep-alive connections busy for `duration_s` (or `max_requests`) and
-returns one result dict. wrk runs a generated Lua script that formats each request once and
-prints its figures as one JSON line (`MARKER`). The Python client speaks HTTP/1.1 over an asyncio
-`Protocol`, each request's bytes built once; it runs when wrk is missing or a request count must
-bound the run. `closed_loop` and `open_loop` give one `Sample` per request (the open loop sends
-at a set rate whether or not answers come). `python -m bench.driver --canned --port P` answers
-every request with a fixed body: the client's own ceiling.
-"""
+"""The one HTTP load driver: `wrk` where it is installed (a generated Lua script that prints one
+JSON line), a Python asyncio client otherwise or when a request count bounds the run; `run` gives
+one result dict, `closed_loop` and `open_loop` one `Sample` per request (bench/README.md)."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import gc
 import json
 import math
@@ -25,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
+
+import httptools
 
 MARKER = "MLDM-WRK "
 
@@ -133,9 +126,6 @@ def run(
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     latencies = [s.latency_s for s in samples if s.status == 200]
     return summary(concurrency, items, latencies, len(samples) - len(latencies), elapsed, cpu)
-
-
-# wrk -----------------------------------------------------------------------------------------
 
 
 def _lua(text: str) -> str:
@@ -266,9 +256,6 @@ def run_wrk(
     return parse(done.stdout, concurrency, items, cpu)
 
 
-# The Python client ---------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class Response:
     status: int
@@ -277,58 +264,30 @@ class Response:
 
 
 class ResponseParser:
-    """Incremental HTTP/1.1 response parser: `feed` bytes, get the responses they complete."""
+    """Incremental HTTP/1.1 response parser (httptools, uvicorn's): `feed` bytes, get the
+    responses they complete (Content-Length or chunked, pipelined or split anywhere)."""
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
-        self._head: tuple[int, dict[str, str]] | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._done: list[Response] = []
+        self._headers: dict[str, str] = {}
+        self._body: list[bytes] = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        status = self._parser.get_status_code()
+        self._done.append(Response(status, self._headers, b"".join(self._body)))
+        self._headers, self._body = {}, []
 
     def feed(self, data: bytes) -> list[Response]:
-        self._buffer += data
-        done: list[Response] = []
-        while (response := self._next()) is not None:
-            done.append(response)
+        self._parser.feed_data(data)
+        done, self._done = self._done, []
         return done
-
-    def _next(self) -> Response | None:
-        if self._head is None:
-            if (end := self._buffer.find(b"\r\n\r\n")) < 0:
-                return None
-            first, *lines = bytes(self._buffer[:end]).decode("latin-1").split("\r\n")
-            pairs = (line.partition(":") for line in lines)
-            headers = {name.strip().lower(): value.strip() for name, _, value in pairs}
-            del self._buffer[: end + 4]
-            self._head = (int(first.split(" ", 2)[1]), headers)
-        status, headers = self._head
-        body: bytes | None = None
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            body = self._dechunk()
-        elif len(self._buffer) >= (length := int(headers.get("content-length", 0))):
-            body = bytes(self._buffer[:length])
-            del self._buffer[:length]
-        if body is None:
-            return None
-        self._head = None
-        return Response(status, headers, body)
-
-    def _dechunk(self) -> bytes | None:
-        parts: list[bytes] = []
-        position = 0
-        while (line_end := self._buffer.find(b"\r\n", position)) >= 0:
-            size, start = (
-                int(bytes(self._buffer[position:line_end]).split(b";")[0], 16),
-                line_end + 2,
-            )
-            if size == 0:
-                if (trailer_end := self._buffer.find(b"\r\n", start)) < 0:
-                    return None
-                del self._buffer[: trailer_end + 2]
-                return b"".join(parts)
-            if len(self._buffer) < start + size + 2:
-                return None
-            parts.append(bytes(self._buffer[start : start + size]))
-            position = start + size + 2
-        return None
 
 
 class Connection(asyncio.Protocol):
@@ -363,6 +322,23 @@ class Connection(asyncio.Protocol):
         return await self.waiter
 
 
+async def exchange(
+    connection: Connection | None, host: str, port: int, wire: bytes, timeout_s: float | None
+) -> tuple[int | str, Connection | None]:
+    """One request on `connection` (a new one if it is closed): the status, or the name of what
+    went wrong (a `TimeoutError` after `timeout_s`), and the connection while it stays open."""
+    try:
+        if connection is None or connection.transport is None:
+            _, connection = await asyncio.get_running_loop().create_connection(
+                Connection, host, port
+            )
+        return (await asyncio.wait_for(connection.send(wire), timeout_s)).status, connection
+    except OSError as exc:
+        if connection is not None and connection.transport is not None:
+            connection.transport.close()
+        return type(exc).__name__, None
+
+
 async def closed_loop(
     host: str,
     port: int,
@@ -373,10 +349,8 @@ async def closed_loop(
     timeout_s: float | None = None,
 ) -> list[Sample]:
     """`concurrency` keep-alive connections, each sending the next of `bodies` when its last is
-    answered, for `duration_s` or `cap` requests in all: one `Sample` per request (latency from
-    its send). A refused connection waits 10 ms before the next try; `timeout_s` bounds an
-    answer (a `TimeoutError` sample, the connection closed)."""
-    loop = asyncio.get_running_loop()
+    answered, for `duration_s` or `cap` requests in all: one `Sample` per request; a failed
+    request waits 10 ms before the next try; `timeout_s` bounds an answer."""
     wires = [body.encode(f"{host}:{port}") for body in bodies]
     samples: list[Sample] = []
     left = math.inf if cap is None else cap
@@ -389,24 +363,11 @@ async def closed_loop(
         i = 0
         while left > 0 and (sent := time.perf_counter()) < deadline:
             left, i = left - 1, i + 1
-            status: int | str
-            try:
-                if connection is None or connection.transport is None:
-                    connection = None
-                    _, connection = await loop.create_connection(Connection, host, port)
-                answer = connection.send(wires[(i - 1) % len(wires)])
-                status = (
-                    await (asyncio.wait_for(answer, timeout_s) if timeout_s else answer)
-                ).status
-            except OSError as exc:
-                status = type(exc).__name__
-                if connection is not None and connection.transport is not None:
-                    connection.transport.close()
+            wire = wires[(i - 1) % len(wires)]
+            status, connection = await exchange(connection, host, port, wire, timeout_s)
             samples.append(Sample(sent - start, time.perf_counter() - sent, status, "-"))
-            if isinstance(status, str):
-                if connection is None:
-                    await asyncio.sleep(0.01)  # refused: do not spin
-                connection = None
+            if connection is None:
+                await asyncio.sleep(0.01)  # refused or reset: do not spin
         if connection is not None and connection.transport is not None:
             connection.transport.close()
 
@@ -424,12 +385,9 @@ async def open_loop(
     burst: int = 1,
     queue: bool = False,
 ) -> list[Sample]:
-    """Send the (kind, request) `pairs` round-robin to 127.0.0.1:`port` at `rate` per second for
-    `duration_s` whether or not answers come (open loop), `burst` requests of one kind at each
-    scheduled time, on at most `max_connections` keep-alive connections (with all busy, a
-    request is not sent, or with `queue` waits for one: its latency counts the wait); then
-    wait `drain_s`."""
-    loop = asyncio.get_running_loop()
+    """The (kind, request) `pairs` round-robin to 127.0.0.1:`port` at `rate` per second for
+    `duration_s`, answered or not, `burst` of one kind at a time, on at most `max_connections`
+    connections (all busy: not sent, or with `queue` waited for); then `drain_s` for answers."""
     wires = [(kind, body.encode(f"127.0.0.1:{port}")) for kind, body in pairs]
     idle: list[Connection] = []
     samples: list[Sample] = []
@@ -440,13 +398,7 @@ async def open_loop(
         nonlocal busy
         async with slots:
             connection = idle.pop() if idle else None
-            try:
-                if connection is None or connection.transport is None:
-                    _, connection = await loop.create_connection(Connection, "127.0.0.1", port)
-                response = await connection.send(wire_bytes)
-                status: int | str = response.status
-            except OSError as exc:
-                status, connection = type(exc).__name__, None
+            status, connection = await exchange(connection, "127.0.0.1", port, wire_bytes, None)
             samples.append(Sample(offset, time.perf_counter() - scheduled, status, kind))
             if connection is not None and connection.transport is not None:
                 idle.append(connection)
@@ -475,51 +427,3 @@ async def open_loop(
         if connection.transport is not None:
             connection.transport.close()
     return samples
-
-
-# The canned server -----------------------------------------------------------------------------
-
-CANNED = (
-    b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{"ok":true}'
-)
-
-
-class _Canned(asyncio.Protocol):
-    def __init__(self) -> None:
-        self.buffer = bytearray()
-        self.transport: Any = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
-            head = bytes(self.buffer[:end]).lower()
-            marker = head.find(b"content-length:")
-            length = int(head[marker + 15 :].split(b"\r\n", 1)[0]) if marker >= 0 else 0
-            if len(self.buffer) < end + 4 + length:
-                return
-            del self.buffer[: end + 4 + length]
-            self.transport.write(CANNED)
-
-
-async def serve_canned(host: str, port: int) -> None:
-    server = await asyncio.get_running_loop().create_server(_Canned, host, port)
-    async with server:
-        await server.serve_forever()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.driver", description=__doc__)
-    parser.add_argument("--canned", action="store_true", required=True)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    args = parser.parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_canned(args.host, args.port))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

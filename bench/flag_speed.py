@@ -1,30 +1,26 @@
-"""The not-a-digit check's own cost (``data.digit_shape``), before and after making it fast:
-signals + score per image at batch 1 and per batch of 64, the first form (scikit-image's
-pictures of the hull and the Euler number, numpy's walk of the trees) against the one the
-service runs (counted hull, 2x2 Euler count, the trees compiled by ONNX Runtime), interleaved
-rounds, medians; and the check that both decide ``is_digit`` the same on MNIST test digits and
-the digits_wild scenario's non-digit kinds."""
+"""The not-a-digit check's own cost (``data.digit_shape``): signals + score per image at batch 1
+and per batch of 64, its first form (scikit-image, numpy's tree walk) against the served one
+(counted hull, 2x2 Euler count, trees compiled by ONNX Runtime), in interleaved rounds; and that
+both decide ``is_digit`` alike on MNIST test digits and digits_wild's non-digit kinds."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 from skimage import measure, morphology
 
-from bench import digits_wild, harness
+from bench import harness
 from data import digit_shape, mnist
-from training import digit_flag
-
-Check = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+from service.registry import BackendPolicy, load_version
+from training import digit_flag, digits_wild
 
 
 def skimage_geometry(image: np.ndarray) -> np.ndarray:
-    """``digit_shape.geometry`` as first written: the hull drawn by
-    ``morphology.convex_hull_image``, strokes and the Euler number by ``skimage.measure``, the
-    centre of mass by ``ndimage``, skeleton neighbours by a convolution."""
+    """``digit_shape.geometry`` as first written, on scikit-image and scipy.ndimage."""
     ink = image >= 0.5
     area = int(ink.sum())
     if area == 0:
@@ -60,14 +56,8 @@ def skimage_geometry(image: np.ndarray) -> np.ndarray:
     )
 
 
-def skimage_signals(images: np.ndarray, probabilities: np.ndarray, ood: np.ndarray) -> np.ndarray:
-    """``digit_shape.signals`` with ``skimage_geometry``."""
-    return digit_shape.signals(images, probabilities, ood, skimage_geometry)
-
-
 def inputs(count: int) -> dict[str, np.ndarray]:
-    """MNIST test digits (``count``) and the digits_wild scenario's non-digit kinds, as the
-    28x28 inputs the service gives the classifier."""
+    """MNIST test digits and digits_wild's non-digit kinds, as the service gives the classifier."""
     test = mnist.load_mnist(as_float=True, download=False).test_full.images[:count, ..., 0]
     non_digits = digits_wild.non_digit_sets()
     return {
@@ -86,29 +76,24 @@ def compare(
             rows.append([name, 0, "-", "-", 0])
             continue
         probabilities, ood = classifier(images)
-        before = skimage_signals(images, probabilities, ood)
+        before = digit_shape.signals(images, probabilities, ood, skimage_geometry)
         after = digit_shape.signals(images, probabilities, ood)
         score_before, score_after = rule.walk(before), rule.score(after)
         differ = int(((score_before <= rule.threshold) != (score_after <= rule.threshold)).sum())
-        rows.append(
-            [
-                name,
-                len(images),
-                f"{np.abs(after - before).max():.1e}",
-                f"{np.abs(score_after - score_before).max():.1e}",
-                differ,
-            ]
-        )
+        diffs = [
+            f"{np.abs(a - b).max():.1e}" for a, b in ((after, before), (score_after, score_before))
+        ]
+        rows.append([name, len(images), *diffs, differ])
     return rows
 
 
 def timings(
     rule: digit_shape.FlagRule, images: np.ndarray, probabilities: np.ndarray, ood: np.ndarray
-) -> dict[tuple[str, int], float]:
-    """Median microseconds per image (batch 1) and per batch (64), before and after, over
+) -> list[list[Any]]:
+    """Per batch size (1, 64): the median microseconds per call before and after, over
     interleaved rounds."""
-    checks: dict[str, Check] = {
-        "before": lambda i, p, o: rule.walk(skimage_signals(i, p, o)),
+    checks = {
+        "before": lambda i, p, o: rule.walk(digit_shape.signals(i, p, o, skimage_geometry)),
         "after": lambda i, p, o: rule.score(digit_shape.signals(i, p, o)),
     }
     samples: dict[tuple[str, int], list[float]] = {}
@@ -116,33 +101,29 @@ def timings(
         for batch in (1, 64):
             for name, check in checks.items():
                 spent = []
-                for start in range(0, 128, batch):
+                for start in range(0, len(images) - batch + 1, batch):  # whole batches
                     part = slice(start, start + batch)
                     began = time.perf_counter()
                     check(images[part], probabilities[part], ood[part])
                     spent.append(time.perf_counter() - began)
                 samples.setdefault((name, batch), []).append(float(np.median(spent)) * 1e6)
-    return {key: harness.median(values) for key, values in samples.items()}
+    medians = {key: harness.median(values) for key, values in samples.items()}
+    return [[batch, medians["before", batch], medians["after", batch]] for batch in (1, 64)]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = harness.parser("flag_speed", __doc__)
     p.add_argument("--digits", type=int, default=2000, help="MNIST test digits in the check")
     args = harness.parse(p, argv)
-    import onnxruntime as ort
-
     version_dir = args.model_dir / "digit_classifier" / "2"
     rule = digit_shape.load_rule(version_dir)
     if rule is None or rule.compiled is None:
         print(f"{version_dir} has no compiled not-a-digit rule")
         return 2
-    session = ort.InferenceSession(
-        str(version_dir / "model.onnx"), providers=["CPUExecutionProvider"]
-    )
-    names = [o.name for o in session.get_outputs()]
+    model = load_version("digit_classifier", 2, version_dir, BackendPolicy("onnxruntime"))
 
     def classifier(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        found = dict(zip(names, session.run(None, {"images": images[..., None]}), strict=True))
+        found = model.predict({"images": images[..., None]})
         return found["probabilities"], found["ood_score"]
 
     report = harness.new_report("flag_speed", args.argv)
@@ -150,32 +131,17 @@ def main(argv: list[str] | None = None) -> int:
     checked = compare(rule, sets, classifier)
     images = sets["MNIST test"][:128]
     medians = timings(rule, images, *classifier(images))
-    cells = [
-        [
-            batch,
-            f"{medians['before', batch]:.0f}",
-            f"{medians['after', batch]:.0f}",
-            f"{medians['before', batch] / medians['after', batch]:.1f}x",
-        ]
-        for batch in (1, 64)
+    cells = [[*row, f"{row[1] / row[2]:.1f}x"] for row in medians]
+    lines = [
+        "Same decisions: the first form's signals and numpy tree walk against the service's "
+        "(largest absolute differences; `is_digit` decisions that differ).",
+        "",
+        *harness.table("set | images: | signals diff: | score diff: | decisions differ:", checked),
+        "",
+        "Cost of signals + score on MNIST test digits (median of 9 interleaved rounds of "
+        f"{len(images)} images; microseconds per call: per image at batch 1, per batch at 64).",
+        "",
+        *harness.table("batch: | before us: | after us: | speed-up:", cells),
     ]
-    text = "\n".join(
-        [
-            *harness.header(report, "The not-a-digit check's cost"),
-            "Same decisions: the first form's signals and numpy tree walk against the service's "
-            "(largest absolute differences; `is_digit` decisions that differ).",
-            "",
-            *harness.table(
-                "set | images: | signals diff: | score diff: | decisions differ:", checked
-            ),
-            "",
-            "Cost of signals + score on MNIST test digits (median of 9 interleaved rounds of "
-            "128 images; microseconds per call: per image at batch 1, per batch at 64).",
-            "",
-            *harness.table("batch: | before us: | after us: | speed-up:", cells),
-        ]
-    )
-    print(text)
-    if not args.no_write:
-        harness.write(report, text + "\n", args.results_dir)
+    harness.publish(report, harness.document(report, "The not-a-digit check's cost", lines), args)
     return 0

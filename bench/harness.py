@@ -10,7 +10,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import signal
 import socket
 import statistics
@@ -34,21 +33,16 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
 
 
-def models() -> tuple[str, ...]:
-    """Every model name of the service's contract (the one lookup to repoint)."""
+def models(model_dir: Path | None = None) -> tuple[str, ...]:
+    """Every model name of the service's contract, or those with a version in `model_dir`."""
     from service.tasks import model_names
 
-    return tuple(model_names())
+    return tuple(m for m in model_names() if model_dir is None or latest_version(model_dir, m))
 
 
 def latest_version(model_dir: Path, name: str) -> Path | None:
-    found = [
-        p.parent for p in (model_dir / name).glob("*/saved_model.pb") if p.parent.name.isdigit()
-    ]
-    return max(found, key=lambda p: int(p.name), default=None)
-
-
-# Arguments --------------------------------------------------------------------------------------
+    found = [p.parent for p in (model_dir / name).glob("*/saved_model.pb")]
+    return max((p for p in found if p.name.isdigit()), key=lambda p: int(p.name), default=None)
 
 
 def parser(
@@ -111,9 +105,6 @@ def refuse_while_training(args: argparse.Namespace) -> bool:
     return False
 
 
-# The machine and the report -----------------------------------------------------------------
-
-
 def _version(*dists: str) -> str:
     for dist in dists:
         with contextlib.suppress(metadata.PackageNotFoundError):
@@ -129,13 +120,10 @@ def machine_info() -> dict[str, Any]:
         info["cpu"] = cpu[0].split(":", 1)[1].strip() if cpu else info["cpu"] or "unknown"
         kib = Path("/proc/meminfo").read_text().split("MemTotal:", 1)[1].split()[0]
         info["memory_gib"] = round(int(kib) / 1024**2, 1)
-    return {
-        **info,
-        "python": platform.python_version(),
-        "tensorflow": _version("tensorflow", "tensorflow-cpu"),
-        **{dist: _version(dist) for dist in ("uvicorn", "fastapi", "uvloop", "httptools")},
-        "load_before": [round(x, 2) for x in os.getloadavg()],
-    }
+    info["python"] = platform.python_version()
+    info["tensorflow"] = _version("tensorflow", "tensorflow-cpu")
+    info |= {dist: _version(dist) for dist in ("uvicorn", "fastapi", "uvloop", "httptools")}
+    return info | {"load_before": [round(x, 2) for x in os.getloadavg()]}
 
 
 def git_commit() -> tuple[str, bool]:
@@ -165,12 +153,13 @@ def new_report(name: str, argv: Sequence[str], **fields: Any) -> dict[str, Any]:
     }
 
 
-def header(report: dict[str, Any], title: str) -> list[str]:
-    """The opening lines of a results file: title, command, machine, contention."""
-    m = report["machine"]
+def document(report: dict[str, Any], title: str, lines: Iterable[str]) -> str:
+    """A results file's text: title, command, machine and contention, `lines`, then the notes."""
+    m, contended = report["machine"], report.get("contended")
     dirty = " (+ uncommitted changes in service/, bench/ or models/)" if report["dirty"] else ""
     wall = f"; wall time {report['wall_s'] / 60:.1f} min" if "wall_s" in report else ""
-    out = [
+    notes = [f"- {n}" for n in report.get("notes", [])]
+    text = [
         f"# {title}, {report['date']}, commit {report['commit']}{dirty}",
         "",
         f"Command: `{report['command']}`{wall}.",
@@ -180,10 +169,15 @@ def header(report: dict[str, Any], title: str) -> list[str]:
         f"average before the run {', '.join(map(str, m['load_before']))} (a machine shared "
         "with other work: compare figures within one run).",
         "",
+        *(
+            [f"**Contended run** ({contended}): only ratios within it count.", ""]
+            if contended
+            else []
+        ),
+        *lines,
+        *(section("Notes", *notes) if notes else []),
     ]
-    if report.get("contended"):
-        out += [f"**Contended run** ({report['contended']}): only ratios within it count.", ""]
-    return out
+    return "\n".join(text) + "\n"
 
 
 def write(report: dict[str, Any], text: str, directory: Path, label: str = "") -> Path:
@@ -198,17 +192,21 @@ def write(report: dict[str, Any], text: str, directory: Path, label: str = "") -
     return path
 
 
+def publish(report: dict[str, Any], text: str, args: argparse.Namespace, label: str = "") -> None:
+    """Print the results file's text and write it (and its `.json`) unless `--no-write`."""
+    print(text)
+    if not args.no_write:
+        write(report, text, args.results_dir, label)
+
+
 def verdict(met: bool, what: str) -> str:
     """One target's line: `met: what` or `NOT met: what`."""
     return f"{'met' if met else 'NOT met'}: {what}"
 
 
-def notes(report: dict[str, Any]) -> list[str]:
-    """The closing Notes section of a results file (none without notes)."""
-    return ["", "## Notes", "", *(f"- {n}" for n in report["notes"])] if report["notes"] else []
-
-
-# Formatting ------------------------------------------------------------------------------------
+def section(title: str, *lines: str) -> list[str]:
+    """A results file's `## title` section (after a blank line)."""
+    return ["", f"## {title}", "", *lines]
 
 
 def fmt(value: Any, digits: int = 1) -> str:
@@ -237,9 +235,6 @@ def median(values: Sequence[float]) -> float:
 
 def ratio(a: float, b: float) -> float:
     return math.nan if not b or math.isnan(a) or math.isnan(b) else a / b
-
-
-# Processes -------------------------------------------------------------------------------------
 
 
 def free_port() -> int:
@@ -319,10 +314,8 @@ class Server:
                 start_new_session=True,
             )
         while time.perf_counter() < start + timeout_s:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with {self.process.returncode}:\n{self.tail()}"
-                )
+            if (code := self.process.poll()) is not None:
+                raise RuntimeError(f"{self.name} exited with {code}:\n{self.tail()}")
             with contextlib.suppress(OSError):
                 if request_once(self.url, Body("GET", self.ready_path), 2.0)[0] == 200:
                     return time.perf_counter() - start
@@ -337,6 +330,10 @@ class Server:
 
     def pids(self) -> list[int]:
         return process_tree(self.process.pid) if self.process else []
+
+    def rss_kib(self) -> int:
+        """VmRSS of the server's main process."""
+        return memory_kib(self.process.pid).get("rss", 0) if self.process else 0
 
     def memory_mib(self) -> tuple[float, float]:
         """VmRSS and Pss summed over the process tree, MiB."""
@@ -397,7 +394,7 @@ def our_server(
     max_items: int = 1024,
     **env: str,
 ) -> Server:
-    """The service on loopback; readiness waits for `names`; bulk bodies of `max_items` fit."""
+    """The service on loopback; readiness waits for `names`; bodies of `max_items` items fit."""
     args = ["--host", "127.0.0.1", "--workers", str(workers), "--log-level", "warning"]
     env = {
         "MLDM_MODEL_DIR": str(model_dir),
@@ -421,16 +418,6 @@ def serving_only(
             yield server
 
 
-def canned_server(log_dir: Path) -> Server:
-    """The cheapest server there is (a fixed answer): driving it gives the client's ceiling."""
-    server = python_server("canned", "bench.driver", ["--canned"], log_dir)
-    server.ready_path = "/"
-    return server
-
-
-# Measuring ------------------------------------------------------------------------------------
-
-
 def measure(
     server: Server,
     bodies: Sequence[Body],
@@ -438,71 +425,14 @@ def measure(
     duration_s: float,
     warmup_s: float,
     work: Path,
-    items: int = 1,
-    max_requests: int | None = None,
-    client: str = "auto",
 ) -> dict[str, Any]:
     """Warm up, then one measured load point; adds the server's CPU us/request and memory."""
-
-    def load(seconds: float, cap: int | None) -> dict[str, Any]:
-        return driver.run(server.url, bodies, concurrency, seconds, work, items, cap, client)
-
     if warmup_s > 0:
-        load(warmup_s, max(concurrency * 4, 50) if max_requests else None)
+        driver.run(server.url, bodies, concurrency, warmup_s, work)
     pids = server.pids()
     before = cpu_seconds(pids)
-    result = load(duration_s, max_requests)
-    result["server_cpu_us_per_req"] = (
-        (cpu_seconds(pids) - before) / max(result["requests"], 1) * 1e6
-    )
+    result = driver.run(server.url, bodies, concurrency, duration_s, work)
+    cpu_s = cpu_seconds(pids) - before
+    result["server_cpu_us_per_req"] = cpu_s / max(result["requests"], 1) * 1e6
     result["rss_mib"], result["pss_mib"] = server.memory_mib()
     return result
-
-
-def signature_timing(path: Path | str, batch: int, seconds: float = 3.0) -> dict[str, float]:
-    """A SavedModel's `serving_default` called in a loop in this process on one pre-built batch
-    (the in-process floor of a served request): median ms per call, items/s over the loop."""
-    import numpy as np
-    import tensorflow as tf
-
-    function = tf.saved_model.load(str(path)).signatures["serving_default"]
-    (name, spec), *_ = function.structured_input_signature[1].items()
-    shape = [batch, *(int(d) for d in spec.shape[1:])]
-    rng = np.random.default_rng(0)
-    array = rng.integers(0, 256, shape) if spec.dtype == tf.uint8 else rng.random(shape)
-    tensor, times = tf.constant(array, dtype=spec.dtype), list[float]()
-    for _ in range(3):
-        function(**{name: tensor})
-    while sum(times) < seconds or len(times) < 5:
-        start = time.perf_counter()
-        next(iter(function(**{name: tensor}).values())).numpy()
-        times.append(time.perf_counter() - start)
-    return {
-        "items_per_s": len(times) * batch / sum(times),
-        "ms_per_call": sum(times) / len(times) * 1e3,
-        "median_ms": statistics.median(times) * 1e3,
-        "calls": len(times),
-    }
-
-
-def ceiling(
-    work: Path, seconds: float, clients: Sequence[str] = ("auto",)
-) -> list[tuple[str, dict[str, Any]]]:
-    """The load client's own ceiling: each client at concurrency 1 and 64 against the canned
-    server (the cheapest server there is); no figure if it does not start."""
-    body = [driver.Body("POST", "/", b"{}", (("Content-Type", "application/json"),))]
-    out: list[tuple[str, dict[str, Any]]] = []
-    with contextlib.suppress(RuntimeError), running(canned_server(work), 30) as canned:
-        for client, c in ((client, c) for client in clients for c in (1, 64)):
-            if client == "auto":  # the table names the client that ran
-                client = "wrk" if shutil.which("wrk") else "raw"
-            out.append((client, driver.run(canned.url, body, c, seconds, work, client=client)))
-            print(f"ceiling {client} c={c}: {out[-1][1]['rps']:,.0f} req/s", flush=True)
-    return out
-
-
-def ceiling_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
-    head = "client | conc.: | requests: | req/s: | p50 ms: | p99 ms: | client CPU us/req:"
-    cells = {"concurrency": 1, "requests": 1, "rps": 1, "p50_ms": 3, "p99_ms": 3}
-    cells["client_cpu_us_per_req"] = 0
-    return table(head, ([c, *(fmt(s[k], d) for k, d in cells.items())] for c, s in rows))

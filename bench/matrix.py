@@ -1,5 +1,5 @@
-"""The load matrix of serving, peers and protocols: routes (server, protocol) x groups (model,
-items per request, concurrency), checked once, measured in interleaved rounds, aggregated."""
+"""The load matrix of peers: routes (server, protocol) x groups (model, concurrency), one item
+per request, checked once, measured in interleaved rounds, aggregated."""
 
 from __future__ import annotations
 
@@ -15,9 +15,8 @@ from bench import bodies as wire
 from bench import harness
 from bench.harness import Server, fmt
 
-#: Different bodies per single-item point, cycled (the same bytes for every server).
-VARIANTS = 8
-Key = tuple[str, str, str, int, int]  # server, kind, model, concurrency, items
+VARIANTS = 8  # different bodies per point, cycled (the same bytes for every server)
+Key = tuple[str, str, str, int]  # server, kind, model, concurrency
 
 
 def model_folder(root: Path, source: Path, version: int) -> dict[str, str]:
@@ -55,8 +54,8 @@ def probe(
 
 
 def schedule(
-    routes: Sequence[tuple[str, str]], groups: Sequence[tuple[str, int, int]], rounds: int
-) -> list[tuple[int, tuple[str, int, int], tuple[str, str]]]:
+    routes: Sequence[tuple[str, str]], groups: Sequence[tuple[str, int]], rounds: int
+) -> list[tuple[int, tuple[str, int], tuple[str, str]]]:
     """(round, group, route) for every round and group, the routes rotated at every group."""
     plan = []
     for point, (r, group) in enumerate((r, g) for r in range(rounds) for g in groups):
@@ -68,47 +67,36 @@ def schedule(
 def run(
     servers: dict[str, Server],
     routes: Sequence[tuple[str, str]],
-    groups: Sequence[tuple[str, int, int]],
+    groups: Sequence[tuple[str, int]],
     args: argparse.Namespace,
     report: dict[str, Any],
     work: Path,
-    bulk: tuple[int, float, float] | None = None,
-    client: str = "auto",
 ) -> list[dict[str, Any]]:
-    """Check, then measure every usable (route, group): one result per run. Bulk points (more
-    than one item) run at most `bulk` = (requests, seconds, warm-up seconds) with the Python
-    client, as a request count bounds them better than a duration (wrk's only bound)."""
-    bodies: dict[tuple[str, str, int], list[wire.Body]] = {}
-    for key, items, _ in groups:
-        for _, kind in routes:
-            n = VARIANTS if items == 1 else 1
-            bodies.setdefault((key, kind, items), wire.bodies(wire.CASES[key], kind, items, n))
+    """Check, then measure every usable (route, group): one result per run."""
+    keys = dict.fromkeys(key for key, _ in groups)
+    bodies = {
+        (k, kind): wire.bodies(wire.CASES[k], kind, 1, VARIANTS) for k in keys for _, kind in routes
+    }
     usable: set[tuple[str, str, str]] = set()
     ref: dict[str, np.ndarray] = {}
     for name, kind in routes:
-        for key in dict.fromkeys(g[0] for g in groups):
-            items = min(g[1] for g in groups if g[0] == key)
-            case = wire.CASES[key]
-            if note := probe(servers[name], kind, case, bodies[(key, kind, items)][0], ref):
+        for key in keys:
+            if note := probe(servers[name], kind, wire.CASES[key], bodies[(key, kind)][0], ref):
                 report["notes"].append(f"{name}, {wire.KIND_TITLES[kind]}, {key}: {note}")
                 print(f"skip: {report['notes'][-1]}", flush=True)
             else:
                 usable.add((name, kind, key))
     points = []
-    for r, (key, items, c), (name, kind) in schedule(routes, groups, args.rounds):
+    for r, (key, c), (name, kind) in schedule(routes, groups, args.rounds):
         if (name, kind, key) not in usable:
             continue
-        seconds, warmup, cap, how = args.duration, args.warmup, None, client
-        if items > 1 and bulk:
-            cap, seconds, warmup = bulk
-            how = "raw"
         res = harness.measure(
-            servers[name], bodies[(key, kind, items)], c, seconds, warmup, work, items, cap, how
+            servers[name], bodies[(key, kind)], c, args.duration, args.warmup, work
         )
-        res.update(server=name, kind=kind, model=wire.CASES[key].model, items=items, round=r)
+        res.update(server=name, kind=kind, model=wire.CASES[key].model, round=r)
         points.append(res)
         print(
-            f"round {r} {key:8s} c={c:<3d} items={items:<6d} {name:26s} "
+            f"round {r} {key:8s} c={c:<3d} {name:26s} "
             f"{wire.KIND_TITLES[kind]:14s} {res['rps']:8.1f} req/s p50 {res['p50_ms']:8.2f} "
             f"p99 {res['p99_ms']:8.1f} ms errors {res['errors']} rss {res['rss_mib']:5.0f} MiB",
             flush=True,
@@ -123,12 +111,12 @@ def spread(values: Sequence[float]) -> float:
 
 
 def aggregate(points: Sequence[dict[str, Any]]) -> dict[Key, dict[str, float]]:
-    """Medians over rounds per (server, kind, model, concurrency, items); errors summed."""
+    """Medians over rounds per (server, kind, model, concurrency); errors summed."""
     groups: dict[Key, list[dict[str, Any]]] = {}
     for p in points:
-        key = (p["server"], p["kind"], p["model"], p["concurrency"], p["items"])
+        key = (p["server"], p["kind"], p["model"], p["concurrency"])
         groups.setdefault(key, []).append(p)
-    medians = ("rps", "items_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_req")
+    medians = ("rps", "p50_ms", "p99_ms", "server_cpu_us_per_req")
     return {
         key: {
             **{k: harness.median([p[k] for p in g]) for k in (*medians, "client_cpu_us_per_req")},
@@ -144,20 +132,18 @@ def aggregate(points: Sequence[dict[str, Any]]) -> dict[Key, dict[str, float]]:
 
 def table(stats: dict[Key, dict[str, float]], servers: Sequence[str] = ()) -> list[str]:
     """Every (server, route, point): the one results table of the load scenarios."""
-    order, kinds = (
-        {name: i for i, name in enumerate(servers)},
-        {k: i for i, k in enumerate(wire.KINDS)},
-    )
+    order = {name: i for i, name in enumerate(servers)}
     rows = sorted(
-        stats.items(), key=lambda kv: (*kv[0][2:], order.get(kv[0][0], 99), kinds[kv[0][1]])
+        stats.items(),
+        key=lambda kv: (*kv[0][2:], order.get(kv[0][0], 99), wire.KINDS.index(kv[0][1])),
     )
-    head = "model | conc.: | items/req: | server | route | items/s: | req/s: | p50 ms: | p99 ms: | "
-    head += "errors: | requests: | client CPU us/req: | server CPU us/req: | RSS MiB: | noise:"
+    head = "model | conc.: | server | route | req/s: | p50 ms: | p99 ms: | errors: | requests: | "
+    head += "client CPU us/req: | server CPU us/req: | RSS MiB: | noise:"
     cells = []
-    for (server, kind, m, c, n), s in rows:
+    for (server, kind, m, c), s in rows:
         noise = "-" if math.isnan(s["noise"]) else f"{s['noise']:.0%}"
         cpu = [fmt(s[f"{who}_cpu_us_per_req"], 0) for who in ("client", "server")]
-        figures = [s["items_per_s"], s["rps"], fmt(s["p50_ms"], 2), s["p99_ms"]]
-        counts = [int(s["errors"]), int(s["requests"]), *cpu, fmt(s["rss_mib"], 0), noise]
-        cells.append([m, c, n, server, wire.KIND_TITLES[kind], *figures, *counts])
+        figures = [s["rps"], fmt(s["p50_ms"], 2), s["p99_ms"], int(s["errors"]), int(s["requests"])]
+        figures += [*cpu, fmt(s["rss_mib"], 0), noise]
+        cells.append([m, c, server, wire.KIND_TITLES[kind], *figures])
     return harness.table(head, cells)

@@ -1,8 +1,7 @@
 """`python -m bench overload` (docs/reliability.md): the service under overload, slow clients and
 shutdown, one worker unless said, driven by wrk (counting answers by status) at 1,024 connections,
 `driver.open_loop` at 4x the sustainable rate and `driver.closed_loop` for the rest; latencies
-under load come from a separate probe process. Exits 1 if a target is missed.
-"""
+under load come from a separate probe process. Exits 1 if a target is missed."""
 
 from __future__ import annotations
 
@@ -16,6 +15,7 @@ import signal
 import sys
 import tempfile
 import time
+from asyncio.subprocess import PIPE
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,9 +77,11 @@ class Tally:
         values = [x for k, v in self.latencies.items() if k in statuses for x in v]
         return driver.percentile(values, q) * 1000 if values else math.nan
 
+    def statuses(self) -> dict[int, int]:
+        return {k: len(v) for k, v in self.latencies.items()}
+
     def other_5xx(self) -> int:
-        others = [k for k in self.latencies if k >= 500 and k not in (503, 504)]
-        return self.count(*others) if others else 0
+        return sum(len(v) for k, v in self.latencies.items() if k >= 500 and k not in (503, 504))
 
 
 async def closed(
@@ -118,68 +120,55 @@ def listen_overflows() -> int:
     return 0
 
 
-def probe(port: int, seconds: float, body_file: str) -> dict[str, list[tuple[int, float]]]:
+async def probe(port: int, seconds: float, body_file: str) -> dict[str, list[Any]]:
     """Run in its own process (`--probe`), so that the load generator's event loop does not
     add to what it measures: every 50 ms, one classify on a keep-alive connection (the latency
     of admitted and of refused requests) and one `GET /v2/health/ready` on a new connection
-    each, as a Kubernetes probe does. (status, seconds) per request; status 0: no answer."""
-    import http.client
-
-    body = Path(body_file).read_bytes()
-    found: dict[str, list[tuple[int, float]]] = {"classify": [], "health": []}
-
-    def timed(kind: str, connection: http.client.HTTPConnection, *request: Any) -> bool:
-        """One request's (status, seconds) under `kind`; whether the connection stays open."""
-        start = time.perf_counter()
-        try:
-            connection.request(*request)
-            answer = connection.getresponse()
-            answer.read()
-        except OSError:
-            found[kind].append((0, time.perf_counter() - start))
-            return False
-        found[kind].append((answer.status, time.perf_counter() - start))
-        return (answer.getheader("connection") or "").lower() != "close"
-
-    connection: http.client.HTTPConnection | None = None
+    each, as a Kubernetes probe does. (status or what went wrong, seconds) per request."""
+    body = Body("POST", CLASSIFY_PATH, Path(body_file).read_bytes(), JSON)
+    wires = {"classify": body.encode(f"{HOST}:{port}"), "health": HEALTH.encode(f"{HOST}:{port}")}
+    found: dict[str, list[Any]] = {kind: [] for kind in wires}
+    kept: driver.Connection | None = None
     deadline = time.perf_counter() + seconds
     while (begin := time.perf_counter()) < deadline:
-        connection = connection or http.client.HTTPConnection(HOST, port, timeout=30)
-        if not timed("classify", connection, "POST", CLASSIFY_PATH, body, dict(JSON)):
-            connection.close()
-            connection = None
-        health = http.client.HTTPConnection(HOST, port, timeout=30)
-        timed("health", health, "GET", "/v2/health/ready")
-        health.close()
-        time.sleep(max(0.0, 0.05 - (time.perf_counter() - begin)))
+        for kind, wire in wires.items():
+            start, reuse = time.perf_counter(), kept if kind == "classify" else None
+            status, connection = await driver.exchange(reuse, HOST, port, wire, 30.0)
+            found[kind].append((status, time.perf_counter() - start))
+            if kind == "classify":
+                kept = connection
+            elif connection is not None and connection.transport is not None:
+                connection.transport.close()
+        await asyncio.sleep(max(0.0, 0.05 - (time.perf_counter() - begin)))
     return found
 
 
 async def probing(port: int, seconds: float, body_file: Path) -> dict[str, Tally]:
+    probe_args = [str(port), str(seconds), str(body_file)]
+    command = [sys.executable, "-m", "bench.overload", "--probe", *probe_args]
     process = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "bench.overload", "--probe", str(port), str(seconds)),
-        str(body_file),
-        cwd=harness.REPO,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
+        *command, cwd=harness.REPO, stdin=PIPE, stdout=PIPE
     )
     assert process.stdout is not None
     await process.stdout.readline()  # "ready": imported, about to probe
     out, _ = await process.communicate(b"go\n")
     found = json.loads(out.decode().strip().splitlines()[-1])
-    return {
-        name: Tally.of([driver.Sample(0, t, status or "no answer", name) for status, t in samples])
+    return {  # an answer or "no answer" (reset, refused or timed out alike)
+        name: Tally.of(
+            [
+                driver.Sample(0, t, s if isinstance(s, int) else "no answer", name)
+                for s, t in samples
+            ]
+        )
         for name, samples in found.items()
     }
 
 
-async def slowloris(port: int, connections: int, stop: asyncio.Event) -> int:
+async def slowloris(port: int, connections: int, stop: asyncio.Event) -> None:
     """Connections that send a request head a byte every 0.5 s, reconnecting when closed."""
     head = b"GET /v2/health/live HTTP/1.1\r\nhost: bench\r\nx-filler: " + b"a" * 4096
-    closed = 0
 
     async def one() -> None:
-        nonlocal closed
         while not stop.is_set():
             try:
                 _, writer = await asyncio.open_connection(HOST, port)
@@ -191,11 +180,9 @@ async def slowloris(port: int, connections: int, stop: asyncio.Event) -> int:
                     await asyncio.sleep(0.5)
                 writer.close()
             except OSError:
-                closed += 1
                 await asyncio.sleep(0.5)
 
     await asyncio.gather(*(one() for _ in range(connections)))
-    return closed
 
 
 async def big_header(port: int, size: int) -> str:
@@ -219,18 +206,9 @@ async def big_header(port: int, size: int) -> str:
 
 
 def service(work: Path, model_dir: Path, workers: int = 1, **env: str) -> harness.Server:
-    names = [m for m in harness.models() if harness.latest_version(model_dir, m)]
-    body_limit = str(64 * 2**20)  # the service's default, as in docs/reliability.md
-    return harness.our_server(
-        model_dir,
-        names,
-        workers,
-        work,
-        16384,
-        MLDM_MAX_BODY_BYTES=body_limit,
-        MLDM_LOG_FORMAT="text",
-        **env,
-    )
+    names = list(harness.models(model_dir))
+    env |= {"MLDM_MAX_BODY_BYTES": str(64 * 2**20), "MLDM_LOG_FORMAT": "text"}  # as documented
+    return harness.our_server(model_dir, names, workers, work, 16384, **env)
 
 
 async def overload_rows(
@@ -270,31 +248,22 @@ async def overload_rows(
         offered = (tally.count() + tally.reset + tally.timeouts) / seconds
         others = tally.other_5xx() + seen.other_5xx()
         answered = " / ".join(str(tally.count(s)) for s in (200, 503, 504))
-        health_p99, health_ok = health.p(99, 200), health.count(200) == health.count()
-        reset = f"{tally.reset} reset after sending + {overflows} listen-queue overflows"
+        health_p99, limit = health.p(99, 200), 4 * base_p99
+        health_met = health_p99 < 100 and health.count(200) == health.count() and not health.reset
+        health_s = (
+            f"{health_p99:.1f} ms ({health.count(200)} ok of {health.count() + health.reset})"
+        )
+        admitted_s = f"{admitted:.1f} ms ({seen.count(200)} sampled)"
+        shed_s = f"{shed:.1f} ms ({shed_n} sampled)" if shed_n else "none sampled"
+        reset = f"{tally.reset} reset after sending + {overflows} listen-queue overflows "
+        reset += f"(timeouts {tally.timeouts}, refused {tally.refused})"
         figures: list[tuple[str, str, bool | None]] = [
             ("offered; answered 200 / 503 / 504", f"{offered:.0f} req/s; {answered}", None),
-            (
-                f"admitted p99 <= 4x unloaded ({4 * base_p99:.1f} ms)",
-                f"{admitted:.1f} ms ({seen.count(200)} sampled)",
-                admitted <= 4 * base_p99,
-            ),
-            (
-                "503 answered within 50 ms (p99)",
-                f"{shed:.1f} ms ({shed_n} sampled)" if shed_n else "none sampled",
-                shed_n == 0 or shed <= 50,
-            ),
+            (f"admitted p99 <= 4x unloaded ({limit:.1f} ms)", admitted_s, admitted <= limit),
+            ("503 answered within 50 ms (p99)", shed_s, shed_n == 0 or shed <= 50),
             ("0 5xx other than 503/504", str(others), others == 0),
-            (
-                "0 kernel resets",
-                f"{reset} (timeouts {tally.timeouts}, refused {tally.refused})",
-                tally.reset + overflows == 0,
-            ),
-            (
-                "/v2/health/ready p99 < 100 ms",
-                f"{health_p99:.1f} ms ({health.count(200)} ok of {health.count() + health.reset})",
-                health_p99 < 100 and health_ok and not health.reset,
-            ),
+            ("0 kernel resets", reset, tally.reset + overflows == 0),
+            ("/v2/health/ready p99 < 100 ms", health_s, health_met),
         ]
         rows += [(name, *figure) for figure in figures]
         await asyncio.sleep(2)  # let the server settle
@@ -331,12 +300,9 @@ async def solver_rows(server: harness.Server, seconds: float) -> list[Row]:
     p99 = (await closed(port, classify, 4, seconds / 2)).p(99, 200)
     tally = await flood
     solver = f"solver: {tally.count(503)} refused 503 at once, p99 {tally.p(99, 503):.1f} ms"
-    flood_row: Row = (
-        "40 exact-solver requests of 4,096 potentials",
-        f"classify p99 < 2x unloaded ({2 * base_p99:.1f} ms)",
-        f"{p99:.1f} ms ({solver})",
-        p99 < 2 * base_p99,
-    )
+    scenario, target = "40 exact-solver requests of 4,096 potentials", "classify p99 < 2x unloaded"
+    target, figure = f"{target} ({2 * base_p99:.1f} ms)", f"{p99:.1f} ms ({solver})"
+    flood_row: Row = (scenario, target, figure, p99 < 2 * base_p99)
     await asyncio.sleep(15)  # the one solver call still running ends
     one = solver_body(1)
     alone = await closed(port, one, 1, count=5)
@@ -354,41 +320,29 @@ async def solver_rows(server: harness.Server, seconds: float) -> list[Row]:
     start = time.perf_counter()
     after = await closed(port, one, 1, count=1)
     wait = time.perf_counter() - start
-    target = "their queued work not run: the next request waits ~ one call, not 8"
+    target = "their queued work not run: the next request waits ~ one call, not 8 (alone "
+    target += f"{alone.p(50, 200):.0f} ms)"
     figure = f"{wait * 1000:.0f} ms (status {list(after.latencies)})"
-    left_row: Row = (
-        "8 solver clients that leave after 0.5 s",
-        f"{target} (alone {alone.p(50, 200):.0f} ms)",
-        figure,
-        None,
-    )
+    left_row: Row = ("8 solver clients that leave after 0.5 s", target, figure, None)
     return [flood_row, left_row]
 
 
 async def memory_rows(server: harness.Server) -> list[Row]:
-    assert server.process is not None
-    pid = server.process.pid
     one = len(json.dumps(np.random.default_rng(2).random((28, 28, 1)).round(4).tolist()))
     images = np.random.default_rng(2).random((32 * 10**6 // (one + 2), 28, 28, 1)).round(4)
     payload = json.dumps({"images": images.tolist(), "scale": "unit"}).encode()  # ~32 MB
     body = Body("POST", "/api/v1/digits/classify", payload, JSON)
     await closed(server.port, body, 1, count=2)  # the shapes of this path once, before measuring
     await asyncio.sleep(2)
-    before = harness.memory_kib(pid).get("rss", math.nan) / 1024
+    before = server.rss_kib() / 1024
     tally = await closed(server.port, body, 32, count=32)
     await asyncio.sleep(5)
-    after = harness.memory_kib(pid).get("rss", math.nan) / 1024
+    after = server.rss_kib() / 1024
     growth, refused = (after - before) / before, tally.count(503)
-    statuses = {k: len(v) for k, v in tally.latencies.items()}
-    figure = f"{before:.0f} -> {after:.0f} MiB ({growth:+.1%}); answers {statuses}"
-    return [
-        (
-            "32 x 32 MB bodies at once",
-            "memory back within 10% of before, or the burst refused by the memory limit",
-            f"{figure} ({refused} of 32 refused)",
-            growth <= 0.10 or refused >= 31,
-        )
-    ]
+    figure = f"{before:.0f} -> {after:.0f} MiB ({growth:+.1%}); answers {tally.statuses()} "
+    figure += f"({refused} of 32 refused)"
+    target = "memory back within 10% of before, or the burst refused by the memory limit"
+    return [("32 x 32 MB bodies at once", target, figure, growth <= 0.10 or refused >= 31)]
 
 
 async def sigterm_row(work: Path, model_dir: Path, workers: int, seconds: float) -> Row:
@@ -400,14 +354,11 @@ async def sigterm_row(work: Path, model_dir: Path, workers: int, seconds: float)
         code = await asyncio.to_thread(server.process.wait, 120)
         tally = await load
     lost = tally.reset + tally.timeouts
-    statuses = {k: len(v) for k, v in tally.latencies.items()}
-    figure = f"{lost} lost; answers {statuses}; refused connects {tally.refused}; exit {code}"
-    return (
-        f"SIGTERM under load, {workers} worker(s)",
-        "0 requests lost without an answer",
-        figure,
-        lost == 0,
+    figure = (
+        f"{lost} lost; answers {tally.statuses()}; refused connects {tally.refused}; exit {code}"
     )
+    scenario = f"SIGTERM under load, {workers} worker(s)"
+    return scenario, "0 requests lost without an answer", figure, lost == 0
 
 
 async def run(seconds: float, model_dir: Path, work: Path) -> tuple[list[Row], dict[str, Any]]:
@@ -430,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         port, seconds, body_file = args.probe
         print("ready", flush=True)
         sys.stdin.readline()
-        print(json.dumps(probe(int(port), float(seconds), body_file)))
+        print(json.dumps(asyncio.run(probe(int(port), float(seconds), body_file))))
         return 0
     if harness.refuse_while_training(args):
         return 3
@@ -446,20 +397,10 @@ def main(argv: list[str] | None = None) -> int:
     report |= {"rows": rows, "info": info}
     verdict = {True: "met", False: "**missed**", None: "-"}
     cells = ([*r[:3], verdict[r[3]]] for r in rows)
-    text = "\n".join(
-        [
-            *harness.header(report, "Overload bench"),
-            "One worker unless said, loopback; the clients share the server's cores.",
-            "",
-            *(f"- {key}: {value}" for key, value in info.items()),
-            "",
-            *harness.table("scenario | target | figure | verdict", cells),
-            "",
-        ]
-    )
-    print(text)
-    if not args.no_write:
-        harness.write(report, text, args.results_dir)
+    lines = ["One worker unless said, loopback; the clients share the server's cores.", ""]
+    lines += [*(f"- {key}: {value}" for key, value in info.items()), ""]
+    lines += harness.table("scenario | target | figure | verdict", cells)
+    harness.publish(report, harness.document(report, "Overload bench", lines), args)
     return 0 if all(met is not False for *_, met in rows) else 1
 
 

@@ -1,7 +1,5 @@
 """Our server against MLServer, KServe, BentoML, LitServe and Triton on the same bodies, with
-floors and issue 19's targets; ours on every protocol, also alone (``--peers`` with none) and
-with bulk requests (``--bulk-items``) (``python -m bench peers [--quick | --plan |
---setup-only]``; bench/README.md)."""
+floors and issue 19's targets; `--peers` with none: ours alone on every protocol."""
 
 from __future__ import annotations
 
@@ -11,7 +9,6 @@ import math
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,9 +20,9 @@ from typing import Any
 
 from bench import bodies as wire
 from bench import driver, harness, matrix
-from bench import profile as profiling
 from bench.harness import REPO, Server, fmt, free_port
 from bench.matrix import Key
+from service.backends.select import measure
 from service.backends.verify import VerificationBatch
 from service.codecs import dtypes
 from service.registry import BackendPolicy, load_version
@@ -79,9 +76,8 @@ def ensure_venv(peer: str, root: Path | None = None) -> Path:
     shutil.rmtree(folder, ignore_errors=True)
     folder.parent.mkdir(parents=True, exist_ok=True)
     print(f"building the {peer} virtualenv in {folder} (minutes; cached afterwards)", flush=True)
-    subprocess.run(
-        [getattr(sys, "_base_executable", sys.executable), "-m", "venv", str(folder)], check=True
-    )
+    python = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([python, "-m", "venv", str(folder)], check=True)
     pip = [str(folder / "bin" / "python"), "-m", "pip", "install", "--quiet"]
     subprocess.run([*pip, *venv_requirements(peer)], check=True, timeout=3600)
     # Written last: an interrupted build has no marker and is rebuilt next time.
@@ -133,31 +129,28 @@ QUICK_PEERS = tuple(FULL_PEERS[i] for i in (1, 3, 5, 6, 8, 10))
 QUICK_KINDS = ("v2", "task")
 
 
+def peer_env(paths: dict[str, str], **env: str) -> dict[str, str]:
+    """A peer's environment: its own venv, the runtimes' folder, the models to load."""
+    env |= {"PYTHONPATH": str(RUNTIMES), "MLDM_PEER_MODELS": json.dumps(paths)}
+    return {**harness.base_env(ours=False), **env}
+
+
 def mlserver_server(config: Config, venv: Path, paths: dict[str, str], work: Path) -> Server:
     port, folder = free_port(), work / f"mlserver-{abs(hash(config.label))}"
     folder.mkdir(parents=True, exist_ok=True)
-    settings = {
-        "host": "127.0.0.1",
-        "http_port": port,
-        "grpc_port": free_port(),
-        "metrics_port": free_port(),
-        "debug": False,
-        "parallel_workers": config.options.get("parallel_workers", 1),
-        "model_repository_root": str(folder),
-    }
+    workers = config.options.get("parallel_workers", 1)
+    settings = {"host": "127.0.0.1", "http_port": port, "grpc_port": free_port(), "debug": False}
+    settings |= {"metrics_port": free_port(), "parallel_workers": workers}
+    settings["model_repository_root"] = str(folder)
     (folder / "settings.json").write_text(json.dumps(settings, indent=2))
     for name, path in paths.items():
-        model = {
-            "name": name,
-            "implementation": "mlserver_runtime.SignatureModel",
-            "parameters": {"uri": path},
-        }
-        model.update({k: config.options[k] for k in BATCH if k in config.options})
+        model: dict[str, Any] = {"name": name, "parameters": {"uri": path}}
+        model |= {"implementation": "mlserver_runtime.SignatureModel"}
+        model |= {k: v for k, v in config.options.items() if k in BATCH}
         (folder / name).mkdir(exist_ok=True)
         (folder / name / "model-settings.json").write_text(json.dumps(model, indent=2))
-    env = {**harness.base_env(ours=False), "PYTHONPATH": str(RUNTIMES)}
     command = [str(venv / "bin" / "mlserver"), "start", str(folder)]
-    return Server(config.name, command, env, port, work / f"{folder.name}.log")
+    return Server(config.name, command, peer_env(paths), port, work / f"{folder.name}.log")
 
 
 def kserve_server(config: Config, venv: Path, paths: dict[str, str], work: Path) -> Server:
@@ -166,21 +159,19 @@ def kserve_server(config: Config, venv: Path, paths: dict[str, str], work: Path)
     flags = ["--http_port", str(port), "--grpc_port", str(free_port())]
     flags += ["--enable_latency_logging", logging]
     command = [str(venv / "bin" / "python"), str(RUNTIMES / "kserve_server.py"), *flags]
-    env = {**harness.base_env(ours=False), "MLDM_PEER_MODELS": json.dumps(paths)}
-    return Server(config.name, command, env, port, work / f"kserve-{port}.log")
+    return Server(config.name, command, peer_env(paths), port, work / f"kserve-{port}.log")
 
 
 def bentoml_server(config: Config, venv: Path, paths: dict[str, str], work: Path) -> Server:
     port, o = free_port(), config.options
-    env = {
-        **harness.base_env(ours=False),
-        "MLDM_PEER_MODELS": json.dumps(paths),
-        "MLDM_PEER_BATCHING": "on" if o.get("batching") else "off",
-        "MLDM_PEER_MAX_BATCH": str(o.get("max_batch", 64)),
-        "MLDM_PEER_MAX_LATENCY_MS": str(o.get("max_latency_ms", 20)),
-        "BENTOML_HOME": str(work / f"bentoml-home-{port}"),
-        "BENTOML_DO_NOT_TRACK": "True",
-    }
+    env = peer_env(
+        paths,
+        MLDM_PEER_BATCHING="on" if o.get("batching") else "off",
+        MLDM_PEER_MAX_BATCH=str(o.get("max_batch", 64)),
+        MLDM_PEER_MAX_LATENCY_MS=str(o.get("max_latency_ms", 20)),
+        BENTOML_HOME=str(work / f"bentoml-home-{port}"),
+        BENTOML_DO_NOT_TRACK="True",
+    )
     command = [str(venv / "bin" / "bentoml"), "serve", "bentoml_service:Peers"]
     command += ["--working-dir", str(RUNTIMES), "--host", "127.0.0.1", "--port", str(port)]
     return Server(config.name, command, env, port, work / f"bentoml-{port}.log", "/readyz")
@@ -189,8 +180,8 @@ def bentoml_server(config: Config, venv: Path, paths: dict[str, str], work: Path
 def litserve_server(config: Config, venv: Path, paths: dict[str, str], work: Path) -> Server:
     port = free_port()
     command = [str(venv / "bin" / "python"), str(RUNTIMES / "litserve_server.py"), str(port)]
-    env = {**harness.base_env(ours=False), "MLDM_PEER_MODELS": json.dumps(paths)}
-    return Server(config.name, command, env, port, work / f"litserve-{port}.log", "/health")
+    log = work / f"litserve-{port}.log"
+    return Server(config.name, command, peer_env(paths), port, log, "/health")
 
 
 def triton_config(name: str, version_dir: Path, max_batch_size: int) -> str:
@@ -237,24 +228,19 @@ def triton_server(config: Config, venv: Path, paths: dict[str, str], work: Path)
     command = [str(dist / "bin" / "tritonserver"), "--model-repository", str(repo)]
     command += ["--backend-directory", str(dist / "backends"), "--http-address", "127.0.0.1"]
     command += ["--http-port", str(port), "--allow-grpc", "false", "--allow-metrics", "false"]
-    env = {
-        **harness.base_env(ours=False),
-        "LD_LIBRARY_PATH": str(site / "nvidia_pytriton.libs"),
-        "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
+    libs, path = (
+        str(site / "nvidia_pytriton.libs"),
+        f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
+    )
+    env = peer_env(paths, LD_LIBRARY_PATH=libs, PATH=path)
     return Server(config.name, command, env, port, work / f"triton-{port}.log")
 
 
-def make_server(
-    config: Config, model_root: Path, paths: dict[str, str], work: Path, bulk: int = 0
-) -> Server:
+def make_server(config: Config, model_root: Path, paths: dict[str, str], work: Path) -> Server:
     if config.server == "ours":
         workers = int(config.options.get("workers", 1))
         # HTTP only, as every peer here is driven: no gRPC port the HTTP routes never use.
-        env = {"MLDM_GRPC_PORT": "0"}
-        if bulk:  # bulk JSON bodies of 10,000 images are ~150 MB: the limits must let them in
-            env.update(MLDM_MAX_BODY_BYTES=str(2**30), MLDM_REQUEST_TIMEOUT_S="120")
-        server = harness.our_server(model_root, list(paths), workers, work, bulk, **env)
+        server = harness.our_server(model_root, list(paths), workers, work, MLDM_GRPC_PORT="0")
         server.name = config.name
         return server
     build = {"mlserver": mlserver_server, "kserve": kserve_server, "bentoml": bentoml_server}
@@ -262,28 +248,19 @@ def make_server(
     return build[config.server](config, ensure_venv(config.server), paths, work)
 
 
-def compiled_call(path: str, seconds: float) -> tuple[str, float, int]:
+def compiled_call(path: str, calls: int = 1000) -> tuple[str, float]:
     """The backend our server picks for a version's single items (`MLDM_BACKEND` as this process
-    has it: `auto` by default), its median ms per one-item call in this process on the first
-    item of the version's verification batch, and the number of calls."""
-    version_dir = Path(path)
-    name, version = version_dir.parent.name, int(version_dir.name)
-    setting = os.environ.get("MLDM_BACKEND", "auto")
-    model = load_version(name, version, version_dir, BackendPolicy(setting))
-    one = {k: v[:1] for k, v in VerificationBatch.load(version_dir).inputs.items()}
-    samples: list[float] = []
-    until = time.perf_counter() + seconds
-    while time.perf_counter() < until or len(samples) < 50:
-        start = time.perf_counter()
-        model.predict(one)
-        samples.append(time.perf_counter() - start)
-    return model.backend_for(1), statistics.median(samples) * 1e3, len(samples)
+    has it: `auto` by default) and its median ms per one-item call in this process (the first item
+    of the version's verification batch; `select.measure`, as the registry times backends)."""
+    version_dir, policy = Path(path), BackendPolicy(os.environ.get("MLDM_BACKEND", "auto"))
+    model = load_version(version_dir.parent.name, int(version_dir.name), version_dir, policy)
+    inputs = VerificationBatch.load(version_dir).inputs
+    return model.backend_for(1), measure({"": model.predict}, inputs, (1,), calls)[""][1] * 1e3
 
 
 def floors(report: dict[str, Any], ours: Server | None, paths: dict[str, str], work: Path) -> None:
-    """The client's ceiling, our bare loopback round trip and the in-process call of the runtime
-    our server serves single items with."""
-    report["ceiling"] = harness.ceiling(work, min(report["duration_s"], 5.0))
+    """Our bare loopback round trip and the in-process call of the runtime our server serves
+    single items with."""
     loopback = math.nan
     if ours is not None:
         body = [driver.Body("GET", "/v2/health/live")]
@@ -295,17 +272,14 @@ def floors(report: dict[str, Any], ours: Server | None, paths: dict[str, str], w
         )
     for key in report["models"]:
         model = wire.CASES[key].model
-        backend, median_ms, calls = compiled_call(paths[model], 2.0)
+        backend, median_ms = compiled_call(paths[model])
         report["runtimes"][model] = backend
         report["floors"].append(
             f"in-process call of {model} by {backend} (what our server runs for one item), "
-            f"batch 1: median {median_ms:.3f} ms of {calls:,}"
+            f"batch 1: median {median_ms:.3f} ms of 1,000 calls"
         )
         if not math.isnan(loopback):
             report["single_item_floor_ms"][key] = median_ms + loopback
-
-
-# Schedule and results -----------------------------------------------------------------------
 
 
 def configurations(quick: bool, peers: Sequence[str], workers: int = 1) -> list[Config]:
@@ -318,65 +292,55 @@ def driven(configs: Sequence[Config], quick: bool) -> list[tuple[str, str]]:
     return [(c.name, k) for c in configs for k in c.kinds if not quick or k in QUICK_KINDS]
 
 
-def estimate_s(runs: int, configs: int, duration: float, warmup: float, bulk: int = 0) -> float:
-    """Per run the point, its warm-up and ~1.5 s overhead; ~40 s to start each server; floors;
-    ~20 s per bulk run."""
-    return runs * (duration + warmup + 1.5) + configs * 40 + 30 + bulk * 20
+def estimate_s(runs: int, configs: int, duration: float, warmup: float) -> float:
+    """Per run the point, its warm-up and ~1.5 s overhead; ~40 s to start each server; floors."""
+    return runs * (duration + warmup + 1.5) + configs * 40 + 30
 
 
-def is_python_peer(server: str) -> bool:
-    return not server.startswith(("ours", "triton"))
+def is_peer(server: str, triton: bool = False) -> bool:
+    """A Python peer's configuration (or with `triton`, Triton's)."""
+    return not server.startswith("ours") and server.startswith("triton") == triton
 
 
 def best_peer(
-    stats: dict[Key, dict[str, float]], model: str, c: int, which: Any = is_python_peer
+    stats: dict[Key, dict[str, float]], model: str, c: int, triton: bool = False
 ) -> tuple[str, Any] | None:
-    """The configuration `which` accepts with the most req/s on the V2 JSON route here."""
+    """The Python peer (or Triton) configuration with the most req/s on the V2 JSON route here."""
     candidates = [
         (server, s)
-        for (server, kind, m, cc, _), s in stats.items()
-        if (kind, m, cc) == ("v2", model, c) and which(server)
+        for (server, kind, m, cc), s in stats.items()
+        if (kind, m, cc) == ("v2", model, c) and is_peer(server, triton)
         if s["errors"] == 0 and not math.isnan(s["rps"])
     ]
-    return max(candidates, key=lambda item: item[1]["rps"]) if candidates else None
+    return max(candidates, key=lambda item: item[1]["rps"], default=None)
 
 
-def _ratios(
-    ours: dict[str, dict[str, float]], best: tuple[str, Any] | None, field: str = "rps"
-) -> dict[str, float]:
-    return {
-        r: harness.ratio(s[field], best[1][field]) if best else math.nan for r, s in ours.items()
-    }
+def _pair(best: tuple[str, dict[str, float]] | None) -> str:
+    """A cell `server: req/s, p99 ms` ("-" without a figure)."""
+    if not best:
+        return "-"
+    return (f"{best[0]}: " if best[0] else "") + f"{fmt(best[1]['rps'])}, {fmt(best[1]['p99_ms'])}"
 
 
 def targets(report: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
-    """The table rows (ours, the best Python peer, Triton) and issue 19's verdict lines; ours
-    alone, the protocol checks instead."""
-    stats, rows, lines = report["stats"], [], []
-
-    def pair(best: tuple[str, Any] | None) -> str:
-        if not best:
-            return "-"
-        label, s = best
-        return (f"{label}: " if label else "") + f"{fmt(s['rps'])}, {fmt(s['p99_ms'])}"
-
-    def triton(server: str) -> bool:
-        return server.startswith("triton")
-
+    """The table rows (ours, the best Python peer, Triton) and issue 19's verdict lines."""
+    stats, rows, lines, routes = report["stats"], [], [], ("v2", "task")
     for key, c in ((k, c) for k in MODEL_KEYS for c in report["concurrencies"]):
         model, factor = wire.CASES[key].model, 3.0 if c == 1 else 2.0
-        ours = {r: s for r in ("v2", "task") if (s := stats.get(("ours", r, model, c, 1)))}
-        peer, tri = best_peer(stats, model, c), best_peer(stats, model, c, triton)
+        ours = {r: s for r in routes if (s := stats.get(("ours", r, model, c)))}
+        peer, tri = best_peer(stats, model, c), best_peer(stats, model, c, triton=True)
         if not ours or not (peer or tri):
             continue
-
-        rps, p99, vs_triton = _ratios(ours, peer), _ratios(ours, peer, "p99_ms"), _ratios(ours, tri)
-        cells = [pair(("", ours[r])) if r in ours else "-" for r in ("v2", "task")]
-        cells += [pair(peer), *(fmt(rps.get(r, math.nan), 2) for r in ("v2", "task"))]
-        cells += [fmt(p99.get("v2", math.nan), 2), pair(tri)]
-        rows.append(
-            [f"{key}, {c}", *cells, *(fmt(vs_triton.get(r, math.nan), 2) for r in ("v2", "task"))]
+        rps, p99, vs_triton = (
+            {
+                r: harness.ratio(ours[r][f], best[1][f]) if best and r in ours else math.nan
+                for r in routes
+            }
+            for best, f in ((peer, "rps"), (peer, "p99_ms"), (tri, "rps"))
         )
+        cells = [*(_pair(("", ours[r]) if r in ours else None) for r in routes), _pair(peer)]
+        cells += [*(fmt(rps[r], 2) for r in routes), fmt(p99["v2"], 2), _pair(tri)]
+        rows.append([f"{key}, {c}", *cells, *(fmt(vs_triton[r], 2) for r in routes)])
         for route in ours:
             where = f"{key}, concurrency {c}, ours {route.replace('v2', 'V2')} req/s"
             if peer:
@@ -389,33 +353,16 @@ def targets(report: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
                 what = f"{where} {vs_triton[route]:.2f}x Triton's ({tri[0]}; target >= 1x)"
                 lines.append(harness.verdict(vs_triton[route] >= 1.0, what))
     for key, floor in report["single_item_floor_ms"].items():
-        if v2 := stats.get(("ours", "v2", wire.CASES[key].model, 1, 1)):
+        if v2 := stats.get(("ours", "v2", wire.CASES[key].model, 1)):
             p50 = v2["p50_ms"]
             what = (
                 f"{key} single-item p50 (V2, conc. 1) {p50:.2f} ms = {p50 / floor:.2f}x the "
                 f"in-process call + bare loopback round trip ({floor:.2f} ms; target <= 1.5x)"
             )
             lines.append(harness.verdict(p50 <= 1.5 * floor, what))
-    alone = report["servers"] == ["ours"]
-    for key, model in ((k, wire.CASES[k].model) for k in MODEL_KEYS if alone):
-        v2, task = (stats.get(("ours", k, model, 1, 1)) for k in ("v2", "task"))
-        if v2 and task:
-            r = v2["p50_ms"] / task["p50_ms"]
-            what = (
-                f"{key} V2 JSON single-item p50 {v2['p50_ms']:.2f} ms = {r:.2f}x the task route's"
-            )
-            lines.append(harness.verdict(r <= 1.10, what + " (target <= 1.10x)"))
-        bulk = report.get("bulk_items", 0)
-        binary, npy = (stats.get(("ours", k, model, 1, bulk)) for k in ("v2-binary", "npy"))
-        if binary and npy:
-            r, ips = binary["items_per_s"] / npy["items_per_s"], binary["items_per_s"]
-            what = f"{key} V2 binary bulk {ips:,.0f} items/s = {r:.2f}x the .npy path's"
-            lines.append(harness.verdict(r >= 0.85, what + " (target >= 0.85x)"))
-        elif bulk:
-            lines.append(f"not measured: {key} V2 binary bulk vs .npy (a protocol was skipped)")
     memory = report["memory"]
-    for label, which in (("Python peer", is_python_peer), ("Triton", triton)):
-        if "ours" in memory and (peers := {k: v for k, v in memory.items() if which(k)}):
+    for label, triton in (("Python peer", False), ("Triton", True)):
+        if "ours" in memory and (peers := {k: v for k, v in memory.items() if is_peer(k, triton)}):
             name, lean = min(peers.items(), key=lambda kv: kv[1]["rss"])
             ours_rss = memory["ours"]["rss"]
             what = (
@@ -431,56 +378,38 @@ def render(report: dict[str, Any]) -> str:
     memory = report["memory"].items()
     served = ", ".join(f"{m} by {b}" for m, b in report.get("runtimes", {}).items())
     out = [
-        *harness.header(report, "Peers benchmark"),
         f"Load client: {report['client']}, {report['duration_s']:g} s per point after "
         f"{report['warmup_s']:g} s of warm-up, {report['rounds']} interleaved round(s), "
         f"{matrix.VARIANTS} different bodies per point, the same bytes for every server; "
-        "medians over rounds, noise = (max - min) / median of req/s over rounds."
-        + (
-            f" Bulk points: ours alone, {report['bulk_items']:,} items per request, "
-            f"{report['bulk_requests']} sequential requests."
-            if report.get("bulk_items")
-            else ""
-        ),
+        "medians over rounds, noise = (max - min) / median of req/s over rounds.",
         "",
         f"Runtimes: ours: {served or 'not measured'}; MLServer, KServe, BentoML and LitServe call "
         "TensorFlow (the SavedModel's `serving_default` signature), as their users would; Triton "
         "runs the same `model.onnx` with ONNX Runtime (1 thread) in its Python backend.",
-        "",
-        "## Ours / best Python peer / Triton (V2 JSON route of the peers; req/s, p99 ms)",
-        "",
-        *harness.table(
-            "model, conc. | ours V2: | ours task route: | best Python peer | ours V2 / peer: | "
-            "ours task / peer: | p99 ours V2 / peer: | best Triton | ours V2 / Triton: | "
-            "ours task / Triton:",
-            rows,
+        *harness.section(
+            "Ours / best Python peer / Triton (V2 JSON route of the peers; req/s, p99 ms)",
+            *harness.table(
+                "model, conc. | ours V2: | ours task route: | best Python peer | ours V2 / peer: | "
+                "ours task / peer: | p99 ours V2 / peer: | best Triton | ours V2 / Triton: | "
+                "ours task / Triton:",
+                rows,
+            ),
+            *([] if rows else ["", "No peer answered in this run: no ratios."]),
         ),
-        *([] if rows else ["", "No peer answered in this run: no ratios."]),
-        "",
-        "## Targets (issue 19)",
-        "",
-        *(f"- {line}" for line in lines),
-        "",
-        "## Every server, every route",
-        "",
-        *matrix.table(report["stats"], report["servers"]),
-        "",
-        "## Floors measured in the same run",
-        "",
-        *harness.ceiling_table(report.get("ceiling", [])),
-        "",
-        *(f"- {f}" for f in report["floors"]),
-        "",
-        "## Resident memory after the run (process tree, MiB)",
-        "",
-        *harness.table(
-            "server | VmRSS: | Pss: | processes:",
-            ([n, f"{m['rss']:.0f}", f"{m['pss']:.0f}", m["processes"]] for n, m in memory),
+        *harness.section("Targets (issue 19)", *(f"- {line}" for line in lines)),
+        *harness.section(
+            "Every server, every route", *matrix.table(report["stats"], report["servers"])
+        ),
+        *harness.section("Floors measured in the same run", *(f"- {f}" for f in report["floors"])),
+        *harness.section(
+            "Resident memory after the run (process tree, MiB)",
+            *harness.table(
+                "server | VmRSS: | Pss: | processes:",
+                ([n, f"{m['rss']:.0f}", f"{m['pss']:.0f}", m["processes"]] for n, m in memory),
+            ),
         ),
     ]
-    for title, profile in report.get("profiles", []):
-        out += ["", f"## Profile of ours (py-spy, separate unmeasured run): {title}", "", *profile]
-    return "\n".join([*out, *harness.notes(report)]) + "\n"
+    return harness.document(report, "Peers benchmark", out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -489,23 +418,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--models", nargs="+", choices=MODEL_KEYS, default=list(MODEL_KEYS))
     p.add_argument("--peers", nargs="*", choices=sorted(PEERS), default=sorted(PEERS))
-    p.add_argument("--model-version", type=int, default=1)
-    p.add_argument("--bulk-items", type=int, default=0, help="also ours alone with N items")
-    p.add_argument("--bulk-requests", type=int, help="per bulk point (default 4, --quick 2)")
     p.add_argument("--setup-only", action="store_true", help="build the peer virtualenvs and stop")
     p.add_argument("--plan", action="store_true", help="print what would run and stop")
-    p.add_argument("--profile", action="store_true", help="py-spy ours, V2 JSON, conc. 1")
     p.add_argument("--workers", type=int, default=1, help="our server's workers (default 1)")
     args = harness.parse(p, argv)
-    args.bulk_requests = args.bulk_requests or (2 if args.quick else 4)
     configs = configurations(args.quick, args.peers, args.workers)
     routes = driven(configs, args.quick)
-    groups = [(key, 1, c) for key in args.models for c in args.concurrency]
-    bulk = [(key, args.bulk_items, 1) for key in args.models if args.bulk_items]
-    ours = [route for route in routes if route[0] == "ours"]
-    plan = matrix.schedule(routes, groups, args.rounds) + matrix.schedule(ours, bulk, args.rounds)
-    runs = len(plan) - len(ours) * len(bulk) * args.rounds
-    minutes = estimate_s(runs, len(configs), args.duration, args.warmup, len(plan) - runs) / 60
+    groups = [(key, c) for key in args.models for c in args.concurrency]
+    plan = matrix.schedule(routes, groups, args.rounds)
+    minutes = estimate_s(len(plan), len(configs), args.duration, args.warmup) / 60
     missing = [peer for peer in args.peers if not venv_ready(peer)]
     print(
         f"{len(plan)} runs on {len(configs)} servers, {args.rounds} round(s): about {minutes:.0f} "
@@ -513,41 +434,27 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     if args.plan:
-        print(
-            "\n".join(f"  round {r} {key} c={c} {n} {kind}" for r, (key, _, c), (n, kind) in plan)
-        )
+        print(*(f"  round {r} {key} c={c} {n} {kind}" for r, (key, c), (n, kind) in plan), sep="\n")
         return 0
     for peer in args.peers:
         print(f"{peer}: {ensure_venv(peer)}", flush=True)
     if args.setup_only or harness.refuse_while_training(args):
         return 0 if args.setup_only else 3
     started = time.monotonic()
+    client = "wrk" if shutil.which("wrk") else "Python (wrk is not installed)"
     report = harness.new_report(
-        "peers",
-        args.argv,
-        quick=args.quick,
-        duration_s=args.duration,
-        warmup_s=args.warmup,
-        rounds=args.rounds,
-        concurrencies=args.concurrency,
-        models=args.models,
-        bulk_items=args.bulk_items,
-        bulk_requests=args.bulk_requests,
-        client="wrk" if shutil.which("wrk") else "Python (wrk is not installed)",
-        servers=[c.name for c in configs],
-        floors=[],
-        single_item_floor_ms={},
-        runtimes={},
-        memory={},
-        profiles=[],
+        "peers", args.argv, client=client, servers=[c.name for c in configs]
     )
+    report |= {"quick": args.quick, "duration_s": args.duration, "warmup_s": args.warmup}
+    report |= {"rounds": args.rounds, "concurrencies": args.concurrency, "models": args.models}
+    report |= {"floors": [], "single_item_floor_ms": {}, "runtimes": {}, "memory": {}}
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
-        paths = matrix.model_folder(work / "models", args.model_dir.resolve(), args.model_version)
+        paths = matrix.model_folder(work / "models", args.model_dir.resolve(), 1)
         servers: dict[str, Server] = {}
         for config in configs:
             try:
-                server = make_server(config, work / "models", paths, work, args.bulk_items)
+                server = make_server(config, work / "models", paths, work)
                 servers[config.name] = stack.enter_context(harness.running(server))
             except RuntimeError as exc:
                 report["notes"].append(f"{config.name} did not start: {str(exc)[:300]}")
@@ -555,24 +462,13 @@ def main(argv: list[str] | None = None) -> int:
         floors(report, servers.get("ours"), paths, work)
         routes = [route for route in routes if route[0] in servers]
         points = matrix.run(servers, routes, groups, args, report, work)
-        if bulk and "ours" in servers:
-            cap = (args.bulk_requests, 60.0, 0.0)
-            points += matrix.run({"ours": servers["ours"]}, ours, bulk, args, report, work, cap)
-        for key in report["models"] if args.profile and "ours" in servers else ():
-            bodies = wire.bodies(wire.CASES[key], "v2", 1, matrix.VARIANTS)
-            lines = profiling.point(servers["ours"], bodies, 1, 1, work)
-            report["profiles"].append((f"{key}, V2 JSON, concurrency 1", lines))
         for name, server in servers.items():
             rss, pss = server.memory_mib()
             report["memory"][name] = {"rss": rss, "pss": pss, "processes": len(server.pids())}
     report["stats"] = matrix.aggregate(points)
     report["wall_s"] = time.monotonic() - started
-    text = render(report)
-    print("\n" + text)
-    if not args.no_write:
-        tag = "-quick" if args.quick else ""
-        tag += f"-workers{args.workers}" if args.workers > 1 else ""
-        harness.write(report, text, args.results_dir, tag)
+    tag = ("-quick" if args.quick else "") + (f"-workers{args.workers}" if args.workers > 1 else "")
+    harness.publish(report, render(report), args, tag)
     return 0
 
 

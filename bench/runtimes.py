@@ -1,16 +1,7 @@
-"""The backends side by side, in process: per committed model version and batch size (1, 8, 64),
-the median call time of TensorFlow's signature and of ONNX Runtime's compiled model, the largest
-difference to TensorFlow (integer outputs: elements that differ), and what `measure` would pick
-(docs/runtimes.md).
-
-    python -m bench runtimes [--calls N] [--model-dir DIR] [--results-dir DIR] [--no-write]
-
-Inputs are each version's stored verification batch (real digits, codes, potentials,
-densities), tiled to the batch size. Calls alternate between the backends so that a busy machine
-slows both alike; the results file records the load average before and after. Then
-one fresh process per `MLDM_BACKEND` setting loads every version: its start-up time, resident
-memory and whether it imported TensorFlow.
-"""
+"""The backends side by side, in process (docs/runtimes.md): per committed model version and batch
+size, the median call of TensorFlow's signature and of ONNX Runtime's compiled model on the
+version's verification batch (calls interleaved), their largest difference and what `measure`
+would pick; then per `MLDM_BACKEND` setting a fresh process's start-up, memory and imports."""
 
 from __future__ import annotations
 
@@ -27,16 +18,14 @@ from service.backends.select import choose, measure, tile
 from service.backends.verify import VerificationBatch, compare
 from service.registry import BackendPolicy, load_version
 
-REPO = harness.REPO
 SIZES = (1, 8, 64)
 STARTUP_SETTINGS = ("tensorflow", "measure", "auto")
 
 
 def bench_version(path: Path, calls: int) -> dict[str, Any]:
-    tf_backend = load_version(
-        path.parent.name, int(path.name), path, BackendPolicy(default="tensorflow")
-    ).backends["tensorflow"]
-    runners = {"tensorflow": tf_backend, "onnxruntime": OnnxRuntimeBackend.load(path, 1)}
+    tf = load_version(path.parent.name, int(path.name), path, BackendPolicy("tensorflow"))
+    ort = OnnxRuntimeBackend.load(path, 1)
+    runners = {"tensorflow": tf.backends["tensorflow"], "onnxruntime": ort}
     inputs = VerificationBatch.load(path).inputs
     # Interleaved calls, the warm-up included (select.measure, as `measure` does at load).
     timings = measure({n: r.run for n, r in runners.items()}, inputs, SIZES, calls)
@@ -73,15 +62,9 @@ def startup(models_dir: Path, setting: str) -> dict[str, Any]:
     """A fresh process loads every model with one setting: seconds, resident memory after
     warm-up and its peak (VmHWM: getrusage's maxrss would carry this parent's over exec), and
     whether TensorFlow was imported."""
-    done = subprocess.run(
-        [sys.executable, "-c", _STARTUP, str(models_dir), setting],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    command = [sys.executable, "-c", _STARTUP, str(models_dir), setting]
+    done = subprocess.run(command, cwd=harness.REPO, capture_output=True, text=True, check=True)
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 def _markdown(report: dict[str, Any]) -> str:
@@ -89,21 +72,14 @@ def _markdown(report: dict[str, Any]) -> str:
     for key, entry in report["versions"].items():
         for size, row in entry["sizes"].items():
             tf_us, ort_us = row["median_us"]["tensorflow"], row["median_us"]["onnxruntime"]
-            diff = f"{row['max_abs_diff_to_tensorflow']:.2g}"
-            rows.append([key, size, f"{tf_us:,.0f}", f"{ort_us:,.0f}", f"{tf_us / ort_us:.1f}x"])
-            rows[-1] += [diff, row["measure_picks"]]
+            diff, picks = f"{row['max_abs_diff_to_tensorflow']:.2g}", row["measure_picks"]
+            rows.append([key, size, tf_us, ort_us, f"{tf_us / ort_us:.1f}x", diff, picks])
+    figures = ("load_s", "rss_mib", "peak_rss_mib")
     starts = (
-        [
-            f"`{s}`",
-            r["load_s"],
-            r["rss_mib"],
-            r["peak_rss_mib"],
-            ("no", "yes")[r["tensorflow_imported"]],
-        ]
+        [f"`{s}`", *(r[k] for k in figures), "yes" if r["tensorflow_imported"] else "no"]
         for s, r in report["startup"].items()
     )
     lines = [
-        *harness.header(report, "Backends in process"),
         f"Load average after: {report['load_after']}. The absolute times are inflated and noisy "
         "on a shared machine; the ratio between backends, measured interleaved, is the figure "
         f"to read. Median of {report['calls']} calls per cell, microseconds; inputs: each "
@@ -111,7 +87,7 @@ def _markdown(report: dict[str, Any]) -> str:
         "intra-op thread, TensorFlow with its defaults.",
         "",
         *harness.table(
-            "model (version) | batch | TensorFlow us | ONNX Runtime us | TF / ORT | max abs diff "
+            "model (version) | batch | TensorFlow us: | ONNX Runtime us: | TF / ORT | max abs diff "
             "to TF | measure picks",
             rows,
         ),
@@ -125,7 +101,7 @@ def _markdown(report: dict[str, Any]) -> str:
             starts,
         ),
     ]
-    return "\n".join(lines) + "\n"
+    return harness.document(report, "Backends in process", lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,10 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     report["startup"] = {s: startup(args.model_dir, s) for s in STARTUP_SETTINGS}
     print(json.dumps(report["startup"]), flush=True)
     report["load_after"] = [round(x, 2) for x in os.getloadavg()]
-    text = _markdown(report)
-    print(text)
-    if not args.no_write:
-        harness.write(report, text, args.results_dir)
+    harness.publish(report, _markdown(report), args)
     return 0
 
 

@@ -405,5 +405,5 @@ SUMMARY = (
     "images with degradations (`training.digit_degrade`) and with outlier exposure: letters "
     "and symbols of the DejaVu fonts (no digit look-alikes), noise and blank frames, trained "
     "towards the uniform distribution. Figures on fonts, degraded MNIST, other handwriting and "
-    "non-digits: `python -m bench.digits_wild` (README, section Digits in the wild)."
+    "non-digits: `python -m training.digits_wild` (README, section Digits in the wild)."
 )

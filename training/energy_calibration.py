@@ -22,7 +22,7 @@ solver (``data.schrodinger``):
 
 Both are written (``--write``) into the version's ``metrics.json`` under ``calibration``, with
 the coverage and the ``auto`` figures of every family on the draw the fit never saw (seed 2);
-``bench.energy_wild`` measures them through HTTP on a fourth (seed 4). The service reads them
+``training.energy_wild`` measures them through HTTP on a fourth (seed 4). The service reads them
 from there (``service.energy_domain``).
 """
 
@@ -119,7 +119,7 @@ def sets(count: int, seed: int) -> dict[str, np.ndarray]:
 
 def evaluate(signature: Any, V: np.ndarray) -> dict[str, np.ndarray]:
     """The model's energy, std and domain flag, and the exact energy, for potentials V."""
-    import tensorflow as tf  # here: bench.energy_wild uses the families without TensorFlow
+    import tensorflow as tf  # here: training.energy_wild uses the families without TensorFlow
 
     outputs: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(V), 4096):

@@ -1,11 +1,6 @@
-"""Triton Python-backend model (`model.py`): ONNX Runtime on the committed `model.onnx`.
-
-Copied into each model of the Triton repository by `bench/peers.py`; runs inside Triton's Python
-backend stub (the pytriton wheel's binary), whose interpreter is the triton virtualenv's Python.
-`config.pbtxt` names the file (`parameters.onnx`). The session has one intra-op thread, as ours.
-With dynamic batching Triton hands `execute` several requests at once: their inputs are
-concatenated into one call and the outputs split back, as Triton's Python-backend guide does.
-"""
+"""Triton Python-backend `model.py` (copied into each model of the repository by peers.py): ONNX
+Runtime, one thread as ours, on the `model.onnx` that `config.pbtxt` names; with dynamic batching
+the requests' inputs are concatenated into one call and split back, as Triton's guide does."""
 
 import json
 

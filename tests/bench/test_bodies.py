@@ -105,3 +105,10 @@ def test_values_reads_npy_answer() -> None:
 def test_values_names_an_unreadable_answer() -> None:
     with pytest.raises(ValueError, match="unreadable v2 answer"):
         wire.values("v2", wire.ENERGY, b'{"error": "no"}', {})
+
+
+def test_npy_bytes_round_trip() -> None:
+    array = wire.potentials(3, seed=0)
+    assert array.shape == (3, 64) and array.dtype == np.float32
+    loaded = np.load(io.BytesIO(wire.npy_bytes(array)))
+    np.testing.assert_array_equal(loaded, array)

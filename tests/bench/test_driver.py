@@ -9,10 +9,13 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench import driver as wrk
 from bench import harness
+from bench.driver import Body, ResponseParser, percentile, summary
+from tests.bench import canned as double
 
 
 def test_lua_script_formats_each_body_once_and_reports_json(tmp_path: Path) -> None:
@@ -72,7 +75,7 @@ def test_command_bounds_threads_duration_and_timeout(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def canned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Server]:
-    with harness.running(harness.canned_server(tmp_path_factory.mktemp("canned")), 30) as server:
+    with harness.running(double.server(tmp_path_factory.mktemp("canned")), 30) as server:
         yield server
 
 
@@ -146,3 +149,60 @@ def test_closed_loop_samples_every_answer_and_a_refusal(canned: harness.Server) 
     assert all(s.latency_s > 0 for s in samples)
     refused = asyncio.run(wrk.closed_loop("127.0.0.1", harness.free_port(), [BODY], 1, cap=3))
     assert [s.status for s in refused] == ["ConnectionRefusedError"] * 3
+
+
+@pytest.mark.parametrize("q", [0, 1, 25, 50, 90, 99, 99.9, 100])
+def test_percentile_matches_numpy_linear(q: float) -> None:
+    values = list(np.random.default_rng(0).exponential(size=101))
+    assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+
+
+def test_percentile_edge_cases() -> None:
+    assert math.isnan(percentile([], 50))
+    assert percentile([3.0], 99) == 3.0
+    assert percentile([4.0, 1.0, 3.0, 2.0], 50) == 2.5  # unsorted input
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+
+
+def test_summary_counts_errors_apart() -> None:
+    result = summary(8, 10, [0.001, 0.002, 0.003, 0.004], 2, elapsed_s=2.0, client_cpu_s=0.5)
+    assert result["requests"] == 6
+    assert result["ok"] == 4 and result["errors"] == 2
+    assert result["rps"] == 2.0 and result["items_per_s"] == 20.0
+    assert result["p50_ms"] == pytest.approx(2.5)  # errors are not in the latencies
+    assert result["max_ms"] == pytest.approx(4.0)
+    assert result["client_cpu_us_per_req"] == pytest.approx(0.5 / 6 * 1e6)
+    empty = summary(1, 1, [], 3, elapsed_s=1.0, client_cpu_s=0.0)
+    assert math.isnan(empty["p50_ms"]) and empty["rps"] == 0.0
+
+
+def test_request_encodes_head_and_body() -> None:
+    wire = Body("POST", "/x?scale=unit", b"abc", (("Content-Type", "a/b"),)).encode("h:1")
+    assert wire == (
+        b"POST /x?scale=unit HTTP/1.1\r\nHost: h:1\r\nContent-Type: a/b\r\n"
+        b"Content-Length: 3\r\n\r\nabc"
+    )
+
+
+def test_response_parser_split_and_pipelined() -> None:
+    one = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX: y\r\n\r\nhello"
+    two = b"HTTP/1.1 422 Unprocessable\r\ncontent-length: 2\r\n\r\n{}"
+    parser = ResponseParser()
+    wire = one + two
+    got = []
+    for i in range(0, len(wire), 7):  # arbitrary TCP segment boundaries
+        got += parser.feed(wire[i : i + 7])
+    assert [(r.status, r.body) for r in got] == [(200, b"hello"), (422, b"{}")]
+    assert got[0].headers["x"] == "y"
+
+
+def test_response_parser_chunked() -> None:
+    wire = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"4\r\nwiki\r\n5\r\npedia\r\n0\r\n\r\n"
+        b"HTTP/1.1 204 No Content\r\n\r\n"
+    )
+    parser = ResponseParser()
+    got = parser.feed(wire[:30]) + parser.feed(wire[30:])
+    assert [(r.status, r.body) for r in got] == [(200, b"wikipedia"), (204, b"")]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench import harness
+from tests.bench import canned
 
 BENCH = harness.REPO / "bench"
 
@@ -61,7 +62,7 @@ def test_latest_version_takes_the_highest_with_a_saved_model(tmp_path: Path) -> 
 def test_write_names_the_file_and_keeps_tuple_keyed_stats(tmp_path: Path) -> None:
     report = harness.new_report("demo", ["--quick"], stats={("ours", "v2", 1): {"rps": 2.0}})
     assert report["command"] == "python -m bench demo --quick"
-    text = "\n".join(harness.header(report, "Demo")) + "\n"
+    text = harness.document(report, "Demo", ["a line"])
     path = harness.write(report, text, tmp_path, "-quick")
     assert path.name == f"demo-quick-{report['date'][:10]}-{report['commit']}.md"
     assert path.read_text().startswith(f"# Demo, {report['date']}, commit {report['commit']}")
@@ -71,7 +72,7 @@ def test_write_names_the_file_and_keeps_tuple_keyed_stats(tmp_path: Path) -> Non
 
 
 def test_running_stops_the_server_it_started(tmp_path: Path) -> None:
-    server, before = harness.canned_server(tmp_path), signal.getsignal(signal.SIGTERM)
+    server, before = canned.server(tmp_path), signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt), harness.running(server, 30):
         assert harness.request_once(server.url, harness.driver.Body("GET", "/"))[0] == 200
         assert server.pids() and server.memory_mib()[0] > 0
@@ -81,6 +82,6 @@ def test_running_stops_the_server_it_started(tmp_path: Path) -> None:
 
 
 def test_a_server_that_exits_is_reported_with_its_log(tmp_path: Path) -> None:
-    server = harness.python_server("broken", "bench.driver", ["--no-such-option"], tmp_path)
+    server = harness.python_server("broken", "tests.bench.canned", ["--no-such-option"], tmp_path)
     with pytest.raises(RuntimeError, match="broken exited with 2"):
         server.start(timeout_s=30)

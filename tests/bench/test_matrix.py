@@ -30,7 +30,7 @@ def test_model_folder_holds_only_the_chosen_version(tmp_path: Path) -> None:
 
 def test_schedule_rotates_routes_at_every_point() -> None:
     routes = [("ours", "v2"), ("ours", "task"), ("mlserver", "v2"), ("kserve", "v2-binary")]
-    groups = [(key, 1, c) for key in ("classify", "energy") for c in (1, 8)]
+    groups = [(key, c) for key in ("classify", "energy") for c in (1, 8)]
     plan = matrix.schedule(routes, groups, rounds=2)
     assert len(plan) == 2 * len(groups) * len(routes)
     firsts = [plan[i * len(routes)][2] for i in range(4)]
@@ -47,10 +47,8 @@ def _point(rps: float, r: int, errors: int = 0) -> dict[str, Any]:
         "kind": "v2",
         "model": "m",
         "concurrency": 1,
-        "items": 1,
         "round": r,
         "rps": rps,
-        "items_per_s": rps,
         "p50_ms": 1.0,
         "p99_ms": 2.0,
         "errors": errors,
@@ -63,7 +61,7 @@ def _point(rps: float, r: int, errors: int = 0) -> dict[str, Any]:
 
 def test_aggregate_takes_medians_over_rounds() -> None:
     stats = matrix.aggregate([_point(100, 0), _point(300, 1, errors=2), _point(200, 2)])
-    s = stats[("ours", "v2", "m", 1, 1)]
+    s = stats[("ours", "v2", "m", 1)]
     assert (s["rps"], s["rounds"], s["errors"], s["requests"]) == (200, 3, 2, 300)
     assert s["rss_mib"] == 602.0
     assert s["noise"] == pytest.approx(1.0)  # (300 - 100) / 200
@@ -80,9 +78,9 @@ def test_table_orders_by_model_point_server_and_route() -> None:
         [{**_point(10, 0), "server": "naive"}, _point(20, 0), {**_point(5, 0), "kind": "task"}]
     )
     lines = matrix.table(stats, ["ours", "naive"])
-    assert lines[0].startswith("| model | conc. | items/req | server | route | items/s |")
-    assert lines[1].startswith("| --- | ---: | ---: | --- | --- | ---: |")
-    assert [line.split(" | ")[3:5] for line in lines[2:]] == [
+    assert lines[0].startswith("| model | conc. | server | route | req/s |")
+    assert lines[1].startswith("| --- | ---: | --- | --- | ---: |")
+    assert [line.split(" | ")[2:4] for line in lines[2:]] == [
         ["ours", "V2 JSON"],
         ["ours", "task JSON"],
         ["naive", "V2 JSON"],

@@ -61,7 +61,7 @@ def test_kserve_and_bentoml_setups_pass_models_and_knobs(tmp_path: Path) -> None
     bento = peers.bentoml_server(peers.FULL_PEERS[7], tmp_path, {"m": "/p"}, tmp_path)
     assert bento.command[bento.command.index("--host") + 1] == "127.0.0.1"
     assert bento.env["MLDM_PEER_BATCHING"] == "on"
-    assert "PYTHONPATH" not in bento.env  # a peer never sees our packages
+    assert bento.env["PYTHONPATH"] == str(peers.RUNTIMES)  # the runtimes only, not our packages
 
 
 def test_quick_preset_fits_in_thirteen_minutes(capsys: pytest.CaptureFixture[str]) -> None:
@@ -81,9 +81,7 @@ def _point(server: str, kind: str, c: int, rps: float, p99: float, r: int = 0) -
         "kind": kind,
         "model": "digit_classifier",
         "concurrency": c,
-        "items": 1,
         "round": r,
-        "items_per_s": rps,
         "client_cpu_us_per_req": 30.0,
         "rps": rps,
         "p50_ms": p99 / 3,
@@ -132,19 +130,6 @@ def _report(points: list[dict[str, Any]]) -> dict[str, Any]:
         "concurrencies": [1, 8],
         "servers": ["ours", "mlserver (a)"],
         "contended": "",
-        "ceiling": [
-            (
-                "wrk",
-                {
-                    "concurrency": 64,
-                    "requests": 9,
-                    "rps": 9e3,
-                    "p50_ms": 0.1,
-                    "p99_ms": 0.2,
-                    "client_cpu_us_per_req": 30.0,
-                },
-            )
-        ],
         "floors": ["bare loopback round trip: p50 0.5 ms"],
         "single_item_floor_ms": {"classify": 2.0},
         "memory": {
@@ -179,13 +164,12 @@ def test_render_and_targets_state_ratios_and_verdicts(tmp_path: Path) -> None:
     assert "met: classify single-item p50 (V2, conc. 1) 2.67 ms = 1.33x" in text
     assert "NOT met: resident memory ours 700 MiB = 1.13x the leanest Python peer" in text
     assert "answered 400 (skipped)" in text
-    assert "| wrk | 64 | 9 | 9,000 | 0.100 | 0.200 | 30 |" in text  # the client's ceiling
     assert "- bare loopback round trip: p50 0.5 ms" in text
     path = harness.write(report, text, tmp_path, "-quick")
     assert path.name == "peers-quick-2026-12-01-abc1234.md"
     saved = json.loads(path.with_suffix(".json").read_text())
-    assert saved["stats"][0][:5] == ["ours", "v2", "digit_classifier", 1, 1]
-    assert "| digit_classifier | 1 | 1 | mlserver (a) | V2 JSON | 100.0 | 100.0 |" in text
+    assert saved["stats"][0][:4] == ["ours", "v2", "digit_classifier", 1]
+    assert "| digit_classifier | 1 | mlserver (a) | V2 JSON | 100.0 |" in text
     assert path.read_text() == text
 
 
@@ -194,30 +178,23 @@ def test_ratio_without_a_figure_is_nan() -> None:
     assert harness.ratio(3.0, 2.0) == 1.5
 
 
-def test_ours_alone_with_bulk_checks_the_protocol_targets() -> None:
-    bulk = 10_000
-
-    def ours(kind: str, rps: float, p50: float, items: int = 1, model: str = "e") -> dict:
+def test_ours_alone_renders_every_route_without_ratios() -> None:
+    def ours(kind: str, rps: float, p50: float, model: str = "e") -> dict:
         point = _point("ours", kind, 1, rps, p50 * 3)
         name = {"e": "energy_from_potential", "c": "digit_classifier"}[model]
-        return {**point, "model": name, "items": items, "items_per_s": rps * items, "p50_ms": p50}
+        return {**point, "model": name, "p50_ms": p50}
 
     points = [
-        ours("npy", 10.0, 100.0, bulk),
-        ours("v2-binary", 9.0, 110.0, bulk),
         ours("task", 500.0, 2.0),
         {**ours("task", 520.0, 2.0), "round": 1},
         ours("v2", 450.0, 2.3),
         ours("v2", 200.0, 5.0, model="c"),
     ]
-    report = {**_report(points), "bulk_items": bulk, "bulk_requests": 2, "memory": {}}
+    report = {**_report(points), "memory": {}}
     report["servers"], report["concurrencies"] = ["ours"], [1]
     text = peers.render(report)
-    assert "- met: energy V2 binary bulk 90,000 items/s = 0.90x the .npy path's" in text
-    assert "- NOT met: energy V2 JSON single-item p50 2.30 ms = 1.15x the task route's" in text
-    assert "- not measured: classify V2 binary bulk vs .npy" in text
-    row = "| energy_from_potential | 1 | 1 | ours | task JSON | 510.0 | 510.0 | 2.00 | 6.0 | 0 |"
+    row = "| energy_from_potential | 1 | ours | task JSON | 510.0 | 2.00 | 6.0 | 0 |"
     assert row in text
     assert "| 4% |" in text  # (520 - 500) / 510 between the rounds
     assert "No peer answered in this run: no ratios." in text
-    assert "Bulk points: ours alone, 10,000 items per request, 2 sequential requests." in text
+    assert "NOT met: classify single-item p50 (V2, conc. 1) 5.00 ms = 2.50x" in text

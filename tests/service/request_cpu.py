@@ -56,7 +56,7 @@ async def measure(
     calls: int, rounds: int, inline: float | None, profile: bool = False
 ) -> dict[str, float]:
     from bench import bodies as wire
-    from bench.overhead import AsgiCall, served_app
+    from bench.asgi import AsgiCall, served_app
 
     settings: dict[str, Any] = {"backend": os.environ.get("MLDM_BACKEND", "onnxruntime")}
     if inline is not None:

@@ -1,4 +1,4 @@
-"""bench.energy_wild: a target missed shows as such in the report (coverage, auto's share within
+"""training.energy_wild: a target missed shows as such in the report (coverage, auto's share within
 1.6 mHa, auto's worst error, E[n]'s offset flag), and the .npz answers are read back whole."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import io
 import httpx
 import numpy as np
 
-from bench import energy_wild
+from training import energy_wild
 
 GOOD = {
     "n": 400.0,

@@ -1,6 +1,6 @@
 """Digits in the wild, through the HTTP API: what a client gets for pictures unlike MNIST's.
 
-    python -m bench.digits_wild [--limit N] [--models-dir DIR] [--out FILE.md] [--json FILE]
+    python -m training.digits_wild [--limit N] [--models-dir DIR] [--out FILE.md] [--json FILE]
 
 Starts the service (``harness.our_server``: one worker on a free loopback port, with only the
 digit classifier of ``--models-dir``), then asks it what a client would:
@@ -207,7 +207,7 @@ def report(rows: dict[str, dict[str, float]], seconds: float, limit: int | None)
     lines = [
         f"# Digits in the wild through the HTTP API ({dt.date.today()}, commit {commit})",
         "",
-        "`python -m bench.digits_wild"
+        "`python -m training.digits_wild"
         + (f" --limit {limit}`" if limit else "`")
         + f": {seconds:.0f} s on a loaded shared machine (2 cores, other jobs running); the",
         "figures do not depend on the load. Refused (422) counts as wrong for digits and as",
@@ -227,6 +227,7 @@ def report(rows: dict[str, dict[str, float]], seconds: float, limit: int | None)
 
 def main(argv: list[str] | None = None) -> int:
     parser = harness.parser("digits_wild", __doc__, results=False)
+    parser.prog = "python -m training.digits_wild"
     parser.add_argument("--limit", type=int, help="at most this many pictures per set")
     parser.add_argument("--out", type=Path, help="write the Markdown report here")
     parser.add_argument("--json", type=Path, help="write the figures here")

@@ -1,6 +1,6 @@
 """Energies in the wild through the HTTP API: do the error bars and `mode=auto` hold per family?
 
-    python -m bench.energy_wild [--count 400] [--limit N] [--out FILE.md]
+    python -m training.energy_wild [--count 400] [--limit N] [--out FILE.md]
 
 Starts the service (``harness.our_server``, the committed energy models) and posts every family
 of ``training.energy_calibration`` (``data.heldout``'s in-domain families, the issue's
@@ -132,10 +132,10 @@ def report(rows: dict[str, dict], seconds: float, argv: list[str], limit: int | 
     by_offset = "\n".join(harness.table(OFFSET_HEAD, offsets))
     return f"""# Energies in the wild through the HTTP API ({dt.date.today()}, commit {commit})
 
-`python -m bench.energy_wild {" ".join(argv)}`: {seconds:.0f} s on a loaded shared machine (2 cores,
-other jobs running); the figures do not depend on the load. Draw seed 4 (never seen by the
-calibration); the one- and two-slider presets are their whole slider grid (the same in every
-draw). {sample} Targets: 95% intervals cover >= 93% of the in-domain items of every family;
+`python -m training.energy_wild {" ".join(argv)}`: {seconds:.0f} s on a loaded shared machine
+(2 cores, other jobs running); the figures do not depend on the load. Draw seed 4 (never seen
+by the calibration); the one- and two-slider presets are their whole slider grid (the same in
+every draw). {sample} Targets: 95% intervals cover >= 93% of the in-domain items of every family;
 `auto` within 1.6 mHa for >= 99.5% of items and never more than 5 mHa off.
 
 {by_family}
@@ -150,6 +150,7 @@ the same potentials, whose baseline carries the offset.
 
 def main(argv: list[str] | None = None) -> int:
     parser = harness.parser("energy_wild", __doc__, results=False)
+    parser.prog = "python -m training.energy_wild"
     parser.add_argument("--count", type=int, default=400, help="items per family")
     parser.add_argument("--limit", type=int, help="at most this many items per preset/family")
     parser.add_argument("--out", type=Path, help="write the Markdown report here")

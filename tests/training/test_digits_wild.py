@@ -1,4 +1,4 @@
-"""bench.digits_wild: the real server's answers to uploads and .npy bodies, and the figures made
+"""training.digits_wild: the real server's answers to uploads and .npy bodies, and the figures made
 from them (refused counts as wrong for a digit, as rejected for a non-digit)."""
 
 from __future__ import annotations
@@ -8,9 +8,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from bench import digits_wild
 from tests.service.conftest import REPO_MODELS
-from training import digit_sets
+from training import digit_sets, digits_wild
 
 
 @pytest.fixture(scope="module")
