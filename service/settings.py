@@ -200,9 +200,9 @@ class Settings(BaseSettings):
     """A model call on a compiled runtime (not TensorFlow) expected to take at most this long
     (its items times the version's measured seconds per item) runs on the event loop instead of
     an inference thread, when nothing else waits for the model: a batch-1 ONNX Runtime call of
-    0.05-0.4 ms is shorter than the hop to a thread and back (~250 us of CPU) (docs/performance.md, "Request
-    path"). Longer calls, and every call before the first is measured, go to a thread. 0: every
-    call in a thread."""
+    0.05-0.4 ms is shorter than the hop to a thread and back, ~250 us of CPU
+    (docs/performance.md, "Request path"). Longer calls, and every call before the first is
+    measured, go to a thread. 0: every call in a thread."""
 
     # Overload, slow clients and shutdown (docs/reliability.md) ----------------------
 

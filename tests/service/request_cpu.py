@@ -44,7 +44,7 @@ COMPONENTS = (
     ("dispatch, routing, request objects", ("dispatch.py", "routing.py", "deps.py", "requests.py")),
     ("FastAPI/Starlette layers", ("fastapi", "starlette", "contextlib")),
     ("event loop", ("asyncio", "selectors", "select.epoll", "_contextvars", "_socket", "heapq")),
-    ("this script's ASGI driver", ("bench/overhead.py", "request_cpu.py")),
+    ("this script's ASGI driver", ("bench/asgi.py", "request_cpu.py")),
 )
 
 
