@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -194,6 +195,10 @@ def _cells(row: dict[str, float]) -> str:
     return f"n={int(row['n']):<6d} " + ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "n")
 
 
+def _load() -> str:
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def report(rows: dict[str, dict[str, float]], seconds: float, limit: int | None) -> str:
     """The figures as Markdown, each beside its target."""
     commit = harness.git_commit()[0]
@@ -209,7 +214,7 @@ def report(rows: dict[str, dict[str, float]], seconds: float, limit: int | None)
         "",
         "`python -m training.digits_wild"
         + (f" --limit {limit}`" if limit else "`")
-        + f": {seconds:.0f} s on a loaded shared machine (2 cores, other jobs running); the",
+        + f": {seconds:.0f} s on {os.cpu_count()} cores, load average {_load()} at the end; the",
         "figures do not depend on the load. Refused (422) counts as wrong for digits and as",
         "rejected for non-digits.",
         "",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -132,8 +133,9 @@ def report(rows: dict[str, dict], seconds: float, argv: list[str], limit: int | 
     by_offset = "\n".join(harness.table(OFFSET_HEAD, offsets))
     return f"""# Energies in the wild through the HTTP API ({dt.date.today()}, commit {commit})
 
-`python -m training.energy_wild {" ".join(argv)}`: {seconds:.0f} s on a loaded shared machine
-(2 cores, other jobs running); the figures do not depend on the load. Draw seed 4 (never seen
+`python -m training.energy_wild {" ".join(argv)}`: {seconds:.0f} s on {os.cpu_count()} cores, load
+average {", ".join(f"{x:.2f}" for x in os.getloadavg())} at the end; the figures do not depend on
+the load. Draw seed 4 (never seen
 by the calibration); the one- and two-slider presets are their whole slider grid (the same in
 every draw). {sample} Targets: 95% intervals cover >= 93% of the in-domain items of every family;
 `auto` within 1.6 mHa for >= 99.5% of items and never more than 5 mHa off.
