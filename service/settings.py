@@ -185,11 +185,11 @@ class Settings(BaseSettings):
     """Which runtime serves each model version (docs/runtimes.md). `auto` (= `onnxruntime`
     today): the compiled `model.onnx` (ONNX Runtime) for every batch size wherever it is the file
     the card records and reproduces TensorFlow's stored outputs, without importing TensorFlow
-    unless a version needs it; `measure`: both loaded, the faster one per batch size as timed at
-    load (1, 8, 64); `tensorflow`: the SavedModel signature only. A compiled model that differs
-    from TensorFlow's stored outputs is refused and TensorFlow serves. `openvino`: the same
-    `model.onnx` with OpenVINO (an optional package, not in the image), else as `onnxruntime`;
-    `measure` also times OpenVINO where it is installed."""
+    unless a version needs it; `openvino`: the same with OpenVINO (an optional package, not in
+    the image), ONNX Runtime where OpenVINO is refused or missing; `measure`: TensorFlow and each
+    compiled runtime that verifies (OpenVINO where installed) loaded, the fastest per batch size
+    as timed at load (1, 8, 64); `tensorflow`: the SavedModel signature only. A compiled model
+    that differs from TensorFlow's stored outputs is refused and TensorFlow serves."""
 
     backends: dict[str, BackendSetting] = {}
     """Per-model overrides of `backend`, as JSON: `{"energy_from_potential": "tensorflow"}`."""
