@@ -1,10 +1,12 @@
 """The backends side by side, in process (docs/runtimes.md): per committed model version and batch
-size, the median call of TensorFlow's signature and of ONNX Runtime's compiled model on the
-version's verification batch (calls interleaved), their largest difference and what `measure`
-would pick; then per `MLDM_BACKEND` setting a fresh process's start-up, memory and imports."""
+size, the median call of TensorFlow's signature and of ONNX Runtime's compiled model (and
+OpenVINO's, where installed) on the version's verification batch (calls interleaved), their
+largest difference and what `measure` would pick; then per `MLDM_BACKEND` setting a fresh
+process's start-up, memory and imports."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -14,18 +16,22 @@ from typing import Any
 
 from bench import harness
 from service.backends.onnxruntime import OnnxRuntimeBackend
+from service.backends.openvino import OpenVinoBackend
 from service.backends.select import choose, measure, tile
 from service.backends.verify import VerificationBatch, compare
 from service.registry import BackendPolicy, load_version
 
 SIZES = (1, 8, 64)
-STARTUP_SETTINGS = ("tensorflow", "measure", "auto")
+OPENVINO = importlib.util.find_spec("openvino") is not None
+STARTUP_SETTINGS = ("tensorflow", "measure", "auto", *(("openvino",) if OPENVINO else ()))
 
 
 def bench_version(path: Path, calls: int) -> dict[str, Any]:
     tf = load_version(path.parent.name, int(path.name), path, BackendPolicy("tensorflow"))
     ort = OnnxRuntimeBackend.load(path, 1)
     runners = {"tensorflow": tf.backends["tensorflow"], "onnxruntime": ort}
+    if OPENVINO:
+        runners["openvino"] = OpenVinoBackend.load(path, 1)
     inputs = VerificationBatch.load(path).inputs
     # Interleaved calls, the warm-up included (select.measure, as `measure` does at load).
     timings = measure({n: r.run for n, r in runners.items()}, inputs, SIZES, calls)
@@ -33,10 +39,10 @@ def bench_version(path: Path, calls: int) -> dict[str, Any]:
     for size in SIZES:
         outputs = {name: r.run(tile(inputs, size)) for name, r in runners.items()}
         # Float outputs: the largest absolute difference; integer ones: elements that differ.
-        diff = compare(outputs["tensorflow"], outputs["onnxruntime"]).differences
+        diff = [compare(outputs["tensorflow"], outputs[n]).differences for n in list(runners)[1:]]
         rows[str(size)] = {
             "median_us": {name: round(timings[name][size] * 1e6, 1) for name in runners},
-            "max_abs_diff_to_tensorflow": max(diff.values(), default=0.0),
+            "max_abs_diff_to_tensorflow": max((v for d in diff for v in d.values()), default=0.0),
             "measure_picks": plan.for_size(size),
         }
     return {"sizes": rows, "measure": plan.describe()}
@@ -73,7 +79,8 @@ def _markdown(report: dict[str, Any]) -> str:
         for size, row in entry["sizes"].items():
             tf_us, ort_us = row["median_us"]["tensorflow"], row["median_us"]["onnxruntime"]
             diff, picks = f"{row['max_abs_diff_to_tensorflow']:.2g}", row["measure_picks"]
-            rows.append([key, size, tf_us, ort_us, f"{tf_us / ort_us:.1f}x", diff, picks])
+            ov_us = row["median_us"].get("openvino", "-")
+            rows.append([key, size, tf_us, ort_us, ov_us, f"{tf_us / ort_us:.1f}x", diff, picks])
     figures = ("load_s", "rss_mib", "peak_rss_mib")
     starts = (
         [f"`{s}`", *(r[k] for k in figures), "yes" if r["tensorflow_imported"] else "no"]
@@ -84,11 +91,11 @@ def _markdown(report: dict[str, Any]) -> str:
         "on a shared machine; the ratio between backends, measured interleaved, is the figure "
         f"to read. Median of {report['calls']} calls per cell, microseconds; inputs: each "
         "version's stored verification batch tiled to the batch size; ONNX Runtime with 1 "
-        "intra-op thread, TensorFlow with its defaults.",
+        "intra-op thread, OpenVINO (if installed) f32, 1 thread, TensorFlow with its defaults.",
         "",
         *harness.table(
-            "model (version) | batch | TensorFlow us: | ONNX Runtime us: | TF / ORT | max abs diff "
-            "to TF | measure picks",
+            "model (version) | batch | TensorFlow us: | ONNX Runtime us: | OpenVINO us: | TF / ORT "
+            "| max abs diff to TF | measure picks",
             rows,
         ),
         "",

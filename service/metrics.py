@@ -637,8 +637,8 @@ _MODEL_HELP = {
     "loaded": "1 for each loaded version.",
     "failed": "1 for each version that failed to load.",
     "latest": "The version served when a request names none (0: none loaded).",
-    "backend": "1 for each backend (tensorflow, onnxruntime) serving some batch sizes of a loaded "
-    "version (docs/runtimes.md).",
+    "backend": "1 for each backend (tensorflow, onnxruntime, openvino) serving some batch sizes "
+    "of a loaded version (docs/runtimes.md).",
     "refused": "1 for each compiled backend refused for a loaded version (its outputs differ "
     "from TensorFlow's, or it could not load); TensorFlow serves that version.",
 }

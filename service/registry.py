@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import importlib.util
 import json
 import logging
 import threading
@@ -20,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from service.backends.base import COMPILED, OPTIONAL
 from service.backends.onnxruntime import OnnxRuntimeBackend
+from service.backends.openvino import OpenVinoBackend
 from service.backends.select import MEASURE_SIZES, Plan, choose, measure
 from service.backends.tensorflow import TensorFlowBackend
 from service.backends.verify import VerificationBatch, compare
@@ -32,8 +35,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SIGNATURE_NAME = "serving_default"
-#: Settings that load a verified compiled model alone, without TensorFlow (docs/runtimes.md).
-COMPILED_FIRST = ("auto", "onnxruntime")
+#: Settings that load a verified compiled model alone, without TensorFlow (docs/runtimes.md):
+#: the compiled runtimes each tries in turn; TensorFlow serves when all are refused.
+COMPILED_FIRST: dict[str, tuple[str, ...]] = {
+    "auto": ("onnxruntime",),
+    "onnxruntime": ("onnxruntime",),
+    "openvino": ("openvino", "onnxruntime"),
+}
 NOT_COMPILED = "no model.onnx beside saved_model.pb (make compile-models)"
 
 
@@ -65,11 +73,14 @@ class BackendPolicy:
 
     default: str = "auto"
     """`auto` or `onnxruntime` (the compiled model wherever it verifies, TensorFlow only where it
-    does not), `measure` (both loaded, the faster per batch size at load) or `tensorflow`."""
+    does not), `openvino` (the same with OpenVINO, then ONNX Runtime), `measure` (every verified
+    runtime loaded, the fastest per batch size at load) or `tensorflow`."""
     per_model: Mapping[str, str] = field(default_factory=dict)
     """Overrides of `default` by model name."""
     onnxruntime_threads: int = 1
     """Intra-op threads of each ONNX Runtime session."""
+    openvino_threads: int = 1
+    """Inference threads of each OpenVINO compiled model."""
     measure_sizes: tuple[int, ...] = MEASURE_SIZES
     """The batch sizes `measure` times each backend at."""
     measure_repeats: int = 9
@@ -228,20 +239,21 @@ def load_version(
     """Load one SavedModel version, its signature's specs and, as the policy asks, a compiled
     backend verified against TensorFlow's stored outputs.
 
-    With `auto` (the default) or `onnxruntime`, a version whose compiled model verifies is loaded
-    without TensorFlow at all (specs from the model card's signature); TensorFlow is imported
-    only for a version whose compiled model is refused or missing, which it then serves."""
+    With `auto` (the default), `onnxruntime` or `openvino`, a version whose compiled model
+    verifies is loaded without TensorFlow at all (specs from the model card's signature);
+    TensorFlow is imported only for a version whose compiled model is refused or missing, which
+    it then serves."""
     policy = policy or BackendPolicy()
     if not (path / "saved_model.pb").is_file():
         raise FileNotFoundError(f"no saved_model.pb in {path}")
     card, markdown = _read_card(path)
     source = _Source(name, version, path, card, markdown)
-    refused, setting = None, policy.for_model(name)
+    refused: dict[str, str] | None = None
+    setting = policy.for_model(name)
     if setting in COMPILED_FIRST:
-        compiled = _load_compiled_only(source, policy, setting)
-        if isinstance(compiled, ModelVersion):
+        compiled, refused = _load_compiled_only(source, policy, setting)
+        if compiled is not None:
             return compiled
-        refused = compiled
 
     import tensorflow as tf
 
@@ -258,8 +270,8 @@ def load_version(
     reference = TensorFlowBackend(signature, keepalive=loaded)
     model = source.model(inputs, outputs, {"tensorflow": reference})
     if refused is not None:
-        if refused:
-            _refuse(model, refused)
+        for backend, reason in refused.items():
+            _refuse(model, backend, reason)
         model.card["serving"] = {"setting": setting}
         if not refused:
             model.card["serving"]["not_compiled"] = NOT_COMPILED
@@ -282,58 +294,81 @@ def _card_specs(card: Mapping[str, Any], side: str) -> dict[str, TensorSpec]:
     }
 
 
-def _load_compiled_only(source: _Source, policy: BackendPolicy, setting: str) -> ModelVersion | str:
-    """The version served by ONNX Runtime alone, without importing TensorFlow; otherwise why
-    not ("" for a version never compiled, which is no refusal)."""
+def _load_compiled(name: str, path: Path, policy: BackendPolicy) -> Backend:
+    """One compiled backend over `<path>/model.onnx` (ImportError without its package)."""
+    if name == "openvino":
+        return OpenVinoBackend.load(path, policy.openvino_threads)
+    return OnnxRuntimeBackend.load(path, policy.onnxruntime_threads)
+
+
+def _load_compiled_only(
+    source: _Source, policy: BackendPolicy, setting: str
+) -> tuple[ModelVersion | None, dict[str, str]]:
+    """The version served by the first of the setting's compiled runtimes that verifies, without
+    importing TensorFlow; otherwise None and why each was refused (none for a version never
+    compiled, which is no refusal)."""
     path, card = source.path, source.card
     onnx_path = path / "model.onnx"
     if not onnx_path.is_file():
-        return ""
+        return None, {}
+    candidates = COMPILED_FIRST[setting]
     compiled = card.get("compiled", {}).get("onnxruntime", {})
     # The card is rewritten by every export: a model.onnx whose hash the card does not hold was
     # compiled from another SavedModel (and its verification file is as stale).
     if compiled.get("sha256") != hashlib.sha256(onnx_path.read_bytes()).hexdigest():
-        return "model.onnx is not the one this version's card records (recompile it)"
-    try:
-        inputs, outputs = _card_specs(card, "inputs"), _card_specs(card, "outputs")
-        backend = OnnxRuntimeBackend.load(path, policy.onnxruntime_threads)
-        batch = VerificationBatch.load(path)
-        if sorted(batch.reference) != sorted(outputs):
-            return f"verification.npz has outputs {sorted(batch.reference)}, not {sorted(outputs)}"
-        result = compare(batch.reference, backend.run(batch.inputs))
-    except ImportError as exc:
-        return f"the onnxruntime package is not importable ({exc})"
-    except Exception as exc:  # any broken file costs only the compiled backend
-        return f"{type(exc).__name__}: {exc}"
-    if not result.equal:
-        return "differs from TensorFlow: " + "; ".join(result.problems)
-    model = source.model(inputs, outputs, {"onnxruntime": backend})
-    serving: dict[str, Any] = {
-        "setting": setting,
-        "tensorflow": "not loaded (the compiled model verified against the stored outputs)",
-        "verification": {
-            "items": len(next(iter(batch.inputs.values()))),
-            "onnxruntime_max_abs_diff": result.differences,
-        },
-    }
-    model.card["serving"] = serving
-    _serve_with(model, Plan.single("onnxruntime"), serving)
-    return model
+        stale = "model.onnx is not the one this version's card records (recompile it)"
+        return None, dict.fromkeys(candidates, stale)
+    refused: dict[str, str] = {}
+    for name in candidates:
+        try:
+            inputs, outputs = _card_specs(card, "inputs"), _card_specs(card, "outputs")
+            backend = _load_compiled(name, path, policy)
+            batch = VerificationBatch.load(path)
+            if sorted(batch.reference) != sorted(outputs):
+                refused[name] = (
+                    f"verification.npz has outputs {sorted(batch.reference)}, not {sorted(outputs)}"
+                )
+                continue
+            result = compare(batch.reference, backend.run(batch.inputs))
+        except ImportError as exc:
+            refused[name] = f"the {name} package is not importable ({exc})"
+            continue
+        except Exception as exc:  # any broken file costs only the compiled backend
+            refused[name] = f"{type(exc).__name__}: {exc}"
+            continue
+        if not result.equal:
+            refused[name] = "differs from TensorFlow: " + "; ".join(result.problems)
+            continue
+        model = source.model(inputs, outputs, {name: backend})
+        for other, reason in refused.items():
+            _refuse(model, other, reason, serves=name)
+        serving: dict[str, Any] = {
+            "setting": setting,
+            "tensorflow": "not loaded (the compiled model verified against the stored outputs)",
+            "verification": {
+                "items": len(next(iter(batch.inputs.values()))),
+                f"{name}_max_abs_diff": result.differences,
+            },
+        }
+        model.card["serving"] = serving
+        _serve_with(model, Plan.single(name), serving)
+        return model, {}
+    return None, refused
 
 
 def _choose_backend(model: ModelVersion, policy: BackendPolicy) -> None:
-    """`tensorflow` or `measure`: with `measure`, add the compiled backend if it reproduces
-    TensorFlow's stored outputs (and TensorFlow still does) and keep the faster one per batch
+    """`tensorflow` or `measure`: with `measure`, add each compiled backend that reproduces
+    TensorFlow's stored outputs (while TensorFlow still does) and keep the fastest per batch
     size; set the plan; record the facts in the card's `serving` section."""
     wanted = policy.for_model(model.name)
     serving: dict[str, Any] = {"setting": wanted}
     model.card["serving"] = serving
-    verified = None if wanted == "tensorflow" else _verified_onnxruntime(model, policy, serving)
+    verified = None if wanted == "tensorflow" else _verified_compiled(model, policy, serving)
     if verified is None:
         model.plan = Plan.single("tensorflow")
     else:
         compiled, batch = verified
-        model.backends["onnxruntime"] = compiled
+        model.backends.update(compiled)
         timings = measure(
             {key: backend.run for key, backend in model.backends.items()},
             batch.inputs,
@@ -363,56 +398,75 @@ def _serve_with(model: ModelVersion, plan: Plan, serving: dict[str, Any]) -> Non
     )
 
 
-def _verified_onnxruntime(
+def _verified_compiled(
     model: ModelVersion, policy: BackendPolicy, serving: dict[str, Any]
-) -> tuple[OnnxRuntimeBackend, VerificationBatch] | None:
-    """The ONNX Runtime backend of a version, with the stored verification batch (the one its
-    timing uses), if it loads and equals TensorFlow on that batch; otherwise None, with the
-    reason in `model.refused` (or, for a version that was never compiled, in
-    `serving["not_compiled"]`) and a log line."""
+) -> tuple[dict[str, Backend], VerificationBatch] | None:
+    """The compiled backends of a version (`COMPILED`) that load and equal TensorFlow on the
+    stored verification batch, with that batch (the one their timing uses); None if none does.
+    Each refused one has its reason in `model.refused` and a log line; a version never compiled
+    says so in `serving["not_compiled"]`; an optional runtime whose package is not installed is
+    only noted in `serving["not_installed"]`."""
     if not (model.path / "model.onnx").is_file():
         serving["not_compiled"] = NOT_COMPILED
         return None
     try:
-        backend = OnnxRuntimeBackend.load(model.path, policy.onnxruntime_threads)
         batch = VerificationBatch.load(model.path)
-    except ImportError as exc:
-        _refuse(model, f"the onnxruntime package is not importable ({exc})")
-        return None
-    except Exception as exc:  # an unreadable file must only cost the compiled backend
-        _refuse(model, f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # an unreadable file must only cost the compiled backends
+        for name in _installed(COMPILED):
+            _refuse(model, name, f"{type(exc).__name__}: {exc}")
         return None
     # The stored reference must still be this SavedModel's: a stale verification file (a model
     # re-exported without `make compile-models`) proves nothing about the compiled one.
     stale = compare(batch.reference, model.backends["tensorflow"].run(batch.inputs))
     if not stale.equal:
-        _refuse(model, "verification.npz is not this SavedModel's: " + "; ".join(stale.problems))
+        reason = "verification.npz is not this SavedModel's: " + "; ".join(stale.problems)
+        for name in _installed(COMPILED):
+            _refuse(model, name, reason)
         return None
-    try:
-        outputs = backend.run(batch.inputs)
-    except Exception as exc:
-        _refuse(model, f"fails on the verification batch: {type(exc).__name__}: {exc}")
-        return None
-    result = compare(batch.reference, outputs)
-    serving["verification"] = {
-        "items": len(next(iter(batch.inputs.values()))),
-        "onnxruntime_max_abs_diff": result.differences,
-    }
-    if not result.equal:
-        _refuse(model, "differs from TensorFlow: " + "; ".join(result.problems))
-        return None
-    return backend, batch
+    verified: dict[str, Backend] = {}
+    checked: dict[str, Any] = {"items": len(next(iter(batch.inputs.values())))}
+    for name in COMPILED:
+        try:
+            backend = _load_compiled(name, model.path, policy)
+        except ImportError as exc:
+            if name in OPTIONAL:
+                serving.setdefault("not_installed", {})[name] = str(exc)
+            else:
+                _refuse(model, name, f"the {name} package is not importable ({exc})")
+            continue
+        except Exception as exc:
+            _refuse(model, name, f"{type(exc).__name__}: {exc}")
+            continue
+        try:
+            outputs = backend.run(batch.inputs)
+        except Exception as exc:
+            _refuse(model, name, f"fails on the verification batch: {type(exc).__name__}: {exc}")
+            continue
+        result = compare(batch.reference, outputs)
+        checked[f"{name}_max_abs_diff"] = result.differences
+        if not result.equal:
+            _refuse(model, name, "differs from TensorFlow: " + "; ".join(result.problems))
+            continue
+        verified[name] = backend
+    serving["verification"] = checked
+    return (verified, batch) if verified else None
 
 
-def _refuse(model: ModelVersion, reason: str) -> None:
-    model.refused["onnxruntime"] = reason
+def _installed(names: Iterable[str]) -> list[str]:
+    """The names whose package is importable, or is not optional (their absence is a refusal)."""
+    return [n for n in names if n not in OPTIONAL or importlib.util.find_spec(n) is not None]
+
+
+def _refuse(model: ModelVersion, backend: str, reason: str, serves: str = "TensorFlow") -> None:
+    model.refused[backend] = reason
     logger.error(
-        "model %s version %s: onnxruntime refused, TensorFlow serves it: %s",
+        "model %s version %s: %s refused, %s serves it: %s",
         model.name,
         model.version,
+        backend,
+        serves,
         reason,
     )
-    return None
 
 
 def parse_version(text: str, field: str = "version") -> int:

@@ -20,7 +20,7 @@ __all__ = ["REPO_ROOT", "BatchingOverride", "ModelLimits", "Settings"]
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 #: What serves a model version (docs/runtimes.md): `auto` runs the compiled model where it verifies.
-BackendSetting = Literal["auto", "tensorflow", "onnxruntime", "measure"]
+BackendSetting = Literal["auto", "tensorflow", "onnxruntime", "openvino", "measure"]
 
 
 class BatchingOverride(BaseModel):
@@ -185,9 +185,11 @@ class Settings(BaseSettings):
     """Which runtime serves each model version (docs/runtimes.md). `auto` (= `onnxruntime`
     today): the compiled `model.onnx` (ONNX Runtime) for every batch size wherever it is the file
     the card records and reproduces TensorFlow's stored outputs, without importing TensorFlow
-    unless a version needs it; `measure`: both loaded, the faster one per batch size as timed at
-    load (1, 8, 64); `tensorflow`: the SavedModel signature only. A compiled model that differs
-    from TensorFlow's stored outputs is refused and TensorFlow serves."""
+    unless a version needs it; `openvino`: the same with OpenVINO (an optional package, not in
+    the image), ONNX Runtime where OpenVINO is refused or missing; `measure`: TensorFlow and each
+    compiled runtime that verifies (OpenVINO where installed) loaded, the fastest per batch size
+    as timed at load (1, 8, 64); `tensorflow`: the SavedModel signature only. A compiled model
+    that differs from TensorFlow's stored outputs is refused and TensorFlow serves."""
 
     backends: dict[str, BackendSetting] = {}
     """Per-model overrides of `backend`, as JSON: `{"energy_from_potential": "tensorflow"}`."""
@@ -195,6 +197,10 @@ class Settings(BaseSettings):
     onnxruntime_threads: int = Field(default=1, ge=1, le=64)
     """Intra-op threads of each ONNX Runtime session; 1 by default, as the server already runs
     `inference_threads` calls side by side."""
+
+    openvino_threads: int = Field(default=1, ge=1, le=64)
+    """Inference threads of each OpenVINO compiled model (`backend` `openvino` or `measure`, where
+    the optional openvino package is installed); 1 by default, as for ONNX Runtime."""
 
     inline_max_ms: float = Field(default=1.0, ge=0.0, le=100.0)
     """A model call on a compiled runtime (not TensorFlow) expected to take at most this long
@@ -314,11 +320,12 @@ class Settings(BaseSettings):
         return (*powers, largest)
 
     def backend_policy(self) -> BackendPolicy:
-        """The registry's backend choice from `backend`, `backends` and `onnxruntime_threads`."""
+        """The registry's backend choice from `backend`, `backends` and the runtimes' threads."""
         return BackendPolicy(
             default=self.backend,
             per_model=dict(self.backends),
             onnxruntime_threads=self.onnxruntime_threads,
+            openvino_threads=self.openvino_threads,
         )
 
     def admission_for(self, model: str) -> tuple[int, float]:

@@ -2,7 +2,8 @@
 
 `tensorflow` calls the SavedModel's `serving_default` signature: the reference, always there.
 `onnxruntime` runs the `model.onnx` compiled from the same SavedModel at export time
-(`make compile-models`). A compiled backend serves a version only after it has reproduced the
+(`make compile-models`); `openvino` compiles the same file with OpenVINO (an optional
+package). A compiled backend serves a version only after it has reproduced the
 TensorFlow outputs stored with the model (`verification.npz`) within the tolerances of
 `verify.py`; `select.py` picks one per batch size by measurement (`auto`). The registry wires
 them into `ModelVersion.predict`; the batcher and runner never see which one runs.

@@ -7,10 +7,14 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-BackendName = Literal["tensorflow", "onnxruntime"]
+BackendName = Literal["tensorflow", "onnxruntime", "openvino"]
 #: The reference, always available: what serves a version when nothing else may.
 REFERENCE: BackendName = "tensorflow"
-COMPILED: tuple[BackendName, ...] = ("onnxruntime",)
+#: The compiled runtimes, all reading the same `model.onnx`, in the order `measure` tries them.
+COMPILED: tuple[BackendName, ...] = ("onnxruntime", "openvino")
+#: Compiled runtimes whose package the server image leaves out: missing, they are skipped by
+#: `measure` (no refusal); asked for by name, their absence is a refusal with its reason.
+OPTIONAL: frozenset[BackendName] = frozenset({"openvino"})
 
 
 class Backend(Protocol):

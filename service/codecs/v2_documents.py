@@ -50,9 +50,11 @@ def model_config(
     # at small batches, TensorFlow at large ones) names the small batches' one, and `parameters`
     # says which serves which sizes (docs/runtimes.md).
     backend = model.plan.for_size(1)
+    compiled = backend in ("onnxruntime", "openvino")
+    platform = {"onnxruntime": "onnxruntime_onnx", "openvino": "openvino"}
     config: dict[str, Any] = {
         "name": model.name,
-        "platform": "onnxruntime_onnx" if backend == "onnxruntime" else "tensorflow_savedmodel",
+        "platform": platform.get(backend, "tensorflow_savedmodel"),
         "backend": backend,
         "version_policy": {"specific": {"versions": [model.version]}},
         "max_batch_size": max_batch_size,
@@ -79,7 +81,7 @@ def model_config(
             for s in model.outputs.values()
         ],
         "instance_group": [{"name": model.name, "kind": "KIND_CPU", "count": threads}],
-        "default_model_filename": "model.onnx" if backend == "onnxruntime" else "model.savedmodel",
+        "default_model_filename": "model.onnx" if compiled else "model.savedmodel",
         "parameters": {
             f"backend_batch_{sizes}": {"string_value": name}
             for sizes, name in model.plan.describe().items()

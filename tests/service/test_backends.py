@@ -1,15 +1,18 @@
 """The backends (service/backends/): a tiny SavedModel compiled with the project's own conversion
 (training/compile.py), equal outputs, refusal of a wrong compiled model, `auto`'s choice (the
 compiled model alone where it verifies) and `measure`'s (per batch size), the fallback without
-onnxruntime, and every committed version's compiled artefact verified."""
+onnxruntime, and every committed version's compiled artefact verified; the same for the optional
+OpenVINO backend over the same `model.onnx` where its package is installed."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,8 @@ from service.backends.verify import VerificationBatch, compare, tolerance_for
 from service.metrics import _ModelCollector
 from service.registry import BackendPolicy, ModelRegistry, load_version
 
+OPENVINO = importlib.util.find_spec("openvino") is not None
+needs_openvino = pytest.mark.skipif(not OPENVINO, reason="openvino (requirements-dev.lock)")
 REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
 COMMITTED = sorted(p.parent for p in REPO_MODELS.glob("*/*/saved_model.pb"))
 
@@ -94,7 +99,7 @@ def test_onnxruntime_serves_with_tensorflows_outputs_and_without_tensorflow(
     assert model.card["serving"]["by_batch_size"] == {"1+": "onnxruntime"}
 
 
-@pytest.mark.parametrize("setting", ["auto", "onnxruntime", "measure"])
+@pytest.mark.parametrize("setting", ["auto", "onnxruntime", "measure", "openvino"])
 def test_a_wrong_compiled_model_is_refused_and_tensorflow_serves(
     setting: str, compiled_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -123,14 +128,20 @@ def test_a_wrong_compiled_model_is_refused_and_tensorflow_serves(
     assert version.card["serving"]["refused"] == version.refused
     assert any("onnxruntime refused" in r.getMessage() for r in caplog.records)
 
+    # Every compiled runtime tried reads the same nudged file: each is refused (`openvino` is
+    # tried by its own setting, and by `measure` where the package is installed).
+    tried = setting == "openvino" or (setting == "measure" and OPENVINO)
+    assert set(version.refused) == {"onnxruntime"} | ({"openvino"} if tried else set())
+    if tried and OPENVINO:
+        assert "differs from TensorFlow" in version.refused["openvino"]
+
     registry = ModelRegistry(root, ("energy_from_potential",), BackendPolicy(default=setting))
     registry.load()
     families = {f.name: f for f in _ModelCollector(registry).collect()}
-    [sample] = families["mldm_model_version_backend_refused"].samples
-    assert sample.labels == {
-        "model": "energy_from_potential",
-        "version": "1",
-        "backend": "onnxruntime",
+    samples = families["mldm_model_version_backend_refused"].samples
+    assert sorted(s.labels["backend"] for s in samples) == sorted(version.refused)
+    assert {(s.labels["model"], s.labels["version"]) for s in samples} == {
+        ("energy_from_potential", "1")
     }
 
 
@@ -140,7 +151,10 @@ def test_a_missing_onnxruntime_package_falls_back_to_tensorflow(
 ) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises
     version = _version(compiled_dir, BackendPolicy(default=setting))
-    assert version.plan.backends == ["tensorflow"]
+    # `measure` still times OpenVINO where it is installed, and may keep it for some sizes.
+    assert "onnxruntime" not in version.backends and "tensorflow" in version.backends
+    if setting != "measure":
+        assert version.plan.backends == ["tensorflow"]
     assert "not importable" in version.refused["onnxruntime"]
     V = np.ones((2, 64), np.float32)
     assert version.predict({"potential": V})["energy"].shape == (2,)
@@ -165,7 +179,8 @@ def test_auto_takes_tensorflow_only_for_a_version_without_a_compiled_model(
 def test_measure_keeps_the_faster_backend_per_batch_size(compiled_dir: Path) -> None:
     version = _version(compiled_dir, BackendPolicy(default="measure", measure_repeats=3))
     measured = version.card["serving"]["measured_us"]
-    assert set(measured) == {"tensorflow", "onnxruntime"}
+    # OpenVINO, where installed, is timed beside the other two.
+    assert set(measured) == {"tensorflow", "onnxruntime"} | ({"openvino"} if OPENVINO else set())
     for size in ("1", "8", "64"):
         fastest = min(measured, key=lambda name: measured[name][size])
         assert version.backend_for(int(size)) == fastest
@@ -269,7 +284,16 @@ def test_a_model_onnx_the_card_does_not_record_is_refused(
     assert "card records" in version.refused["onnxruntime"]
 
 
-async def test_metadata_config_and_metrics_name_the_serving_backend(compiled_dir: Path) -> None:
+@pytest.mark.parametrize(
+    ("backend", "platform"),
+    [
+        ("onnxruntime", "onnxruntime_onnx"),
+        pytest.param("openvino", "openvino", marks=needs_openvino),
+    ],
+)
+async def test_metadata_config_and_metrics_name_the_serving_backend(
+    backend: str, platform: str, compiled_dir: Path
+) -> None:
     import httpx
 
     from service.app import create_app
@@ -278,7 +302,7 @@ async def test_metadata_config_and_metrics_name_the_serving_backend(compiled_dir
     settings = Settings(
         model_dir=compiled_dir,
         expected_models=("energy_from_potential",),
-        backend="onnxruntime",
+        backend=backend,
         warmup=False,
     )
     app = create_app(settings)
@@ -288,11 +312,117 @@ async def test_metadata_config_and_metrics_name_the_serving_backend(compiled_dir
             config = (await client.get("/v2/models/energy_from_potential/config")).json()
             metadata = (await client.get("/v2/models/energy_from_potential")).json()
             metrics = (await client.get("/metrics")).text
-    assert (config["backend"], config["platform"]) == ("onnxruntime", "onnxruntime_onnx")
-    assert config["parameters"] == {"backend_batch_1+": {"string_value": "onnxruntime"}}
+    assert (config["backend"], config["platform"]) == (backend, platform)
+    assert config["default_model_filename"] == "model.onnx"
+    assert config["parameters"] == {"backend_batch_1+": {"string_value": backend}}
     serving = metadata["parameters"]["model_card"]["serving"]
-    assert serving["backend"] == "onnxruntime" and serving["setting"] == "onnxruntime"
+    assert serving["backend"] == backend and serving["setting"] == backend
     assert (
-        'mldm_model_version_backend{backend="onnxruntime",model="energy_from_potential",'
+        f'mldm_model_version_backend{{backend="{backend}",model="energy_from_potential",'
         'version="1"} 1.0' in metrics
     )
+
+
+# OpenVINO -----------------------------------------------------------------------------------
+
+
+@needs_openvino
+def test_openvino_serves_with_tensorflows_outputs_and_without_tensorflow(
+    compiled_dir: Path,
+) -> None:
+    model = _version(compiled_dir, BackendPolicy(default="openvino"))
+    assert list(model.backends) == ["openvino"] and not model.refused
+    assert model.card["serving"]["by_batch_size"] == {"1+": "openvino"}
+    reference = _version(compiled_dir, BackendPolicy(default="tensorflow"))
+    assert model.inputs == reference.inputs and model.outputs == reference.outputs
+    for size in (1, 5, 64):  # a dynamic batch
+        V = np.random.default_rng(size).normal(size=(size, 64)).astype(np.float32)
+        got = model.predict({"potential": V})
+        expected = reference.predict({"potential": V})
+        assert compare(expected, got).equal, compare(expected, got).problems
+        assert got["energy"].shape == (size,) and got["in_domain"].dtype == np.bool_
+
+
+@needs_openvino
+def test_openvino_calls_from_several_threads_do_not_mix(compiled_dir: Path) -> None:
+    from service.backends.openvino import OpenVinoBackend
+
+    backend = OpenVinoBackend.load(compiled_dir / "energy_from_potential" / "1", threads=1)
+    batches = [np.full((3, 64), k / 10, np.float32) for k in range(4)]
+    alone = [backend.run({"potential": b})["energy"] for b in batches]
+    got: dict[int, list[np.ndarray]] = {k: [] for k in range(4)}
+
+    def call(k: int) -> None:
+        for _ in range(20):
+            got[k].append(backend.run({"potential": batches[k]})["energy"])
+
+    threads = [threading.Thread(target=call, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for k in range(4):
+        assert all(np.array_equal(e, alone[k]) for e in got[k])
+
+
+@needs_openvino
+def test_an_openvino_that_differs_is_refused_and_onnxruntime_serves(
+    compiled_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from service.backends.openvino import OpenVinoBackend
+
+    real_run = OpenVinoBackend.run
+
+    def off_by_1e4(self: OpenVinoBackend, inputs: Mapping[str, np.ndarray]) -> Any:
+        outputs = real_run(self, inputs)
+        outputs["energy"] = outputs["energy"] + np.float32(1e-4)  # 10x the energy tolerance
+        return outputs
+
+    monkeypatch.setattr(OpenVinoBackend, "run", off_by_1e4)
+    version = _version(compiled_dir, BackendPolicy(default="openvino"))
+    assert version.plan.backends == ["onnxruntime"]
+    assert list(version.refused) == ["openvino"]
+    assert "differs from TensorFlow: output 'energy'" in version.refused["openvino"]
+    assert version.card["serving"]["refused"] == version.refused
+    assert any("openvino refused, onnxruntime serves" in r.getMessage() for r in caplog.records)
+
+    measured = _version(compiled_dir, BackendPolicy(default="measure", measure_repeats=1))
+    assert "openvino" not in measured.backends and "openvino" in measured.refused
+
+
+def test_a_missing_openvino_package_falls_back_to_onnxruntime(
+    compiled_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` raises
+    version = _version(compiled_dir, BackendPolicy(per_model={"energy_from_potential": "openvino"}))
+    assert version.plan.backends == ["onnxruntime"] and "tensorflow" not in version.backends
+    assert "openvino package is not importable" in version.refused["openvino"]
+    assert version.card["serving"]["refused"] == version.refused
+    assert any("openvino refused, onnxruntime serves" in r.getMessage() for r in caplog.records)
+    V = np.ones((2, 64), np.float32)
+    assert version.predict({"potential": V})["energy"].shape == (2,)
+
+    # With neither package, TensorFlow serves and both reasons are kept.
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    version = _version(compiled_dir, BackendPolicy(default="openvino"))
+    assert version.plan.backends == ["tensorflow"]
+    assert set(version.refused) == {"openvino", "onnxruntime"}
+
+
+def test_measure_without_openvino_times_the_others_and_refuses_nothing(
+    compiled_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    version = _version(compiled_dir, BackendPolicy(default="measure", measure_repeats=1))
+    assert set(version.card["serving"]["measured_us"]) == {"tensorflow", "onnxruntime"}
+    assert not version.refused and "openvino" in version.card["serving"]["not_installed"]
+
+
+@needs_openvino
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: f"{p.parent.name}-v{p.name}")
+def test_every_committed_version_passes_verification_on_openvino(path: Path) -> None:
+    from service.backends.openvino import OpenVinoBackend
+
+    batch = VerificationBatch.load(path)
+    result = compare(batch.reference, OpenVinoBackend.load(path, threads=1).run(batch.inputs))
+    assert result.equal, result.problems

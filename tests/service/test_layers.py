@@ -19,7 +19,7 @@ GRPC_GEN = SERVICE.parent / "grpc_gen"
 LAYERS = [
     {"errors", "context", "codecs", "codecs.dtypes", "http_protocol", "api.responses"}
     | {"backends", "backends.base", "backends.tensorflow", "backends.onnxruntime"}
-    | {"backends.verify", "backends.select"},
+    | {"backends.verify", "backends.select", "backends.openvino"},
     {
         "arrays",
         "contracts",
