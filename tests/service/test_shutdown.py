@@ -128,7 +128,7 @@ def test_sigterm_mid_burst_completes_accepted_requests_and_exits_0(server: LiveS
     assert not dropped, (dropped, output)
     # Not vacuous: the signal arrived while requests of the burst were still being served.
     assert any(o.finished_after_signal for o in outcomes), (outcomes, output)
-    assert probes[-1] == "refused", probes
+    assert probes[-1] == "refused", (probes, output)
     assert code == 0, output
     assert "Application shutdown complete" in output, output
     assert "timeout graceful shutdown exceeded" not in output, output
