@@ -318,17 +318,19 @@ def _load_compiled_only(
     if compiled.get("sha256") != hashlib.sha256(onnx_path.read_bytes()).hexdigest():
         stale = "model.onnx is not the one this version's card records (recompile it)"
         return None, dict.fromkeys(candidates, stale)
+    # The specs and the verification batch are the version's, whichever runtime is tried.
+    try:
+        inputs, outputs = _card_specs(card, "inputs"), _card_specs(card, "outputs")
+        batch = VerificationBatch.load(path)
+    except Exception as exc:  # any broken file costs only the compiled backends
+        return None, dict.fromkeys(candidates, f"{type(exc).__name__}: {exc}")
+    if sorted(batch.reference) != sorted(outputs):
+        wrong = f"verification.npz has outputs {sorted(batch.reference)}, not {sorted(outputs)}"
+        return None, dict.fromkeys(candidates, wrong)
     refused: dict[str, str] = {}
     for name in candidates:
         try:
-            inputs, outputs = _card_specs(card, "inputs"), _card_specs(card, "outputs")
             backend = _load_compiled(name, path, policy)
-            batch = VerificationBatch.load(path)
-            if sorted(batch.reference) != sorted(outputs):
-                refused[name] = (
-                    f"verification.npz has outputs {sorted(batch.reference)}, not {sorted(outputs)}"
-                )
-                continue
             result = compare(batch.reference, backend.run(batch.inputs))
         except ImportError as exc:
             refused[name] = f"the {name} package is not importable ({exc})"
