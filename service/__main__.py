@@ -17,6 +17,7 @@ import math
 import os
 import shutil
 import signal
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -25,12 +26,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from service import logs
+from service import listening, logs
 from service.http_protocol import ConnectionLimits, NoDelayHttpToolsProtocol
 from service.settings import Settings
 
 #: uvicorn's exit status when the server could not start (app, models' directory, socket).
 STARTUP_FAILURE = 3
+
+#: How long a drain waits for the event loops to accept what the listening socket had queued.
+QUEUE_DRAIN_S = 2.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -120,7 +124,19 @@ def serve(settings: Settings, log_config: dict[str, Any]) -> bool:
         target_latency_s=settings.queue_max_wait_ms / 1000,
     )
     if config.workers == 1:
-        server = uvicorn.Server(config)
+
+        class DrainingServer(uvicorn.Server):
+            """uvicorn's server, whose drain accepts the connections already queued on the
+            listening socket before closing it (`service.listening`): closed at once, the kernel
+            reset them, and clients that connected a moment before the signal lost their
+            request."""
+
+            async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+                listeners = [s for server in self.servers for s in server.sockets or ()]
+                await listening.drain(listeners, QUEUE_DRAIN_S)
+                await super().shutdown(sockets)
+
+        server = DrainingServer(config)
         server.run()
         return server.started
 
@@ -134,6 +150,8 @@ def serve(settings: Settings, log_config: dict[str, Any]) -> bool:
         listening as soon as the workers close it: a late client is refused, not reset."""
 
         def _release(self) -> None:
+            # First the workers accept what the socket has queued (`service.listening`).
+            listening.drain_blocking(self.sockets, QUEUE_DRAIN_S)
             for sock in self.sockets:
                 sock.close()
 
