@@ -225,11 +225,15 @@ def routes(url: str) -> None:
 
 
 def sigterm(url: str, command: list[str], requests: int) -> None:
-    """`requests` slow-ish calls in flight when `command` sends SIGTERM: all must be answered."""
-    V = sample_potentials(64, seed=7)
+    """`requests` slow calls in flight when `command` sends SIGTERM: all must be answered, and
+    some of them after the signal (else nothing was in flight and the check proved nothing)."""
+    # 1,024 potentials a call: ~0.25 s of solver CPU each, one call at a time per solver thread,
+    # so the burst outlasts the signal (64 a call were all answered before it was sent).
+    V = sample_potentials(1024, seed=7)
     started = threading.Event()
     sent = collections.Counter[str]()
     lock = threading.Lock()
+    answered_at: list[float] = []
 
     def call(_: int) -> str:
         with Client(url, timeout=60, retries=0) as client:
@@ -238,7 +242,8 @@ def sigterm(url: str, command: list[str], requests: int) -> None:
                 if sent["sent"] == requests:
                     started.set()
             try:
-                client.exact(V)  # the exact solver: ~0.1-1 s of server CPU per call
+                client.exact(V)
+                answered_at.append(time.monotonic())
                 return "ok"
             except ServiceError as error:
                 return f"{type(error).__name__}: {error}"
@@ -250,12 +255,16 @@ def sigterm(url: str, command: list[str], requests: int) -> None:
         signalled = time.monotonic()
         subprocess.run(command, check=True, capture_output=True)
         outcomes = collections.Counter(f.result() for f in futures)
+    after = sum(t > signalled for t in answered_at)
+    last = max(answered_at, default=signalled) - signalled
     print(
-        f"sigterm: {requests} requests in flight, answers {dict(outcomes)}, "
-        f"last answer {time.monotonic() - signalled:.1f} s after the signal"
+        f"sigterm: {requests} requests sent, answers {dict(outcomes)}, {after} of them after the "
+        f"signal, the last {last:.1f} s after it"
     )
     if outcomes["ok"] != requests:
         _fail(f"sigterm: not every request in flight was answered: {dict(outcomes)}")
+    if not after:
+        _fail("sigterm: every answer came before the signal: nothing was in flight")
 
 
 def spread(

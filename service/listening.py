@@ -124,6 +124,7 @@ async def drain(sockets: list[Any], timeout_s: float) -> int:
     if not stop_accepting(sockets):
         return queued(sockets)
     deadline = time.monotonic() + timeout_s
+    _announce(queued(sockets))
     while (left := queued(sockets)) and time.monotonic() < deadline:
         await asyncio.sleep(0.005)
     return _report(left, timeout_s)
@@ -135,9 +136,15 @@ def drain_blocking(sockets: list[Any], timeout_s: float) -> int:
     if not stop_accepting(sockets):
         return queued(sockets)
     deadline = time.monotonic() + timeout_s
+    _announce(queued(sockets))
     while (left := queued(sockets)) and time.monotonic() < deadline:
         time.sleep(0.005)
     return _report(left, timeout_s)
+
+
+def _announce(waiting: int) -> None:
+    if waiting:
+        logger.info("%d connections queued on the listening socket: accepting them", waiting)
 
 
 def _report(left: int, timeout_s: float) -> int:

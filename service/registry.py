@@ -301,6 +301,16 @@ def _load_compiled(name: str, path: Path, policy: BackendPolicy) -> Backend:
     return OnnxRuntimeBackend.load(path, policy.onnxruntime_threads)
 
 
+def _unrecorded(card: Mapping[str, Any], onnx_path: Path) -> str | None:
+    """Why `model.onnx` cannot be trusted as this version's, or None. The card is rewritten by
+    every export: a model.onnx whose hash the card does not hold was compiled from another
+    SavedModel (and its verification file is as stale)."""
+    compiled = card.get("compiled", {}).get("onnxruntime", {})
+    if compiled.get("sha256") != hashlib.sha256(onnx_path.read_bytes()).hexdigest():
+        return "model.onnx is not the one this version's card records (recompile it)"
+    return None
+
+
 def _load_compiled_only(
     source: _Source, policy: BackendPolicy, setting: str
 ) -> tuple[ModelVersion | None, dict[str, str]]:
@@ -312,11 +322,7 @@ def _load_compiled_only(
     if not onnx_path.is_file():
         return None, {}
     candidates = COMPILED_FIRST[setting]
-    compiled = card.get("compiled", {}).get("onnxruntime", {})
-    # The card is rewritten by every export: a model.onnx whose hash the card does not hold was
-    # compiled from another SavedModel (and its verification file is as stale).
-    if compiled.get("sha256") != hashlib.sha256(onnx_path.read_bytes()).hexdigest():
-        stale = "model.onnx is not the one this version's card records (recompile it)"
+    if stale := _unrecorded(card, onnx_path):
         return None, dict.fromkeys(candidates, stale)
     # The specs and the verification batch are the version's, whichever runtime is tried.
     try:
@@ -410,6 +416,12 @@ def _verified_compiled(
     only noted in `serving["not_installed"]`."""
     if not (model.path / "model.onnx").is_file():
         serving["not_compiled"] = NOT_COMPILED
+        return None
+    # The same two staleness checks as without TensorFlow (the card's hash of model.onnx), and
+    # with it (the stored outputs are still this SavedModel's, below).
+    if unrecorded := _unrecorded(model.card, model.path / "model.onnx"):
+        for name in _installed(COMPILED):
+            _refuse(model, name, unrecorded)
         return None
     try:
         batch = VerificationBatch.load(model.path)

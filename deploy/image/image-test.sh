@@ -92,8 +92,8 @@ for setting in MLDM_PORT PORT; do
 done
 
 # SIGTERM while requests are in flight: the service drains them, then exits 0. Eight exact-solver
-# calls: the solver lane admits MLDM_SOLVER_MAX_QUEUE (8) per worker, so none is shed on arrival
-# and every one must be answered.
+# calls of 1,024 potentials: the solver lane admits MLDM_SOLVER_MAX_QUEUE (8) per worker, so none
+# is shed on arrival and every one must be answered; some must be answered after the signal.
 "$PYTHON" -m deploy.image_check sigterm "$url" --requests 8 -- "$ENGINE" kill --signal TERM "$main"
 status=$("$ENGINE" wait "$main")
 [[ "$status" == 0 ]] || { echo "FAIL: exit status $status after SIGTERM" >&2; "$ENGINE" logs --tail 30 "$main" >&2; exit 1; }

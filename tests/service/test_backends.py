@@ -270,8 +270,9 @@ def test_auto_serves_the_committed_models_without_importing_tensorflow() -> None
     assert done.stdout.split("\n")[-2] == "True ['onnxruntime'] False", done.stderr[-2000:]
 
 
+@pytest.mark.parametrize("setting", ["auto", "onnxruntime", "measure"])
 def test_a_model_onnx_the_card_does_not_record_is_refused(
-    compiled_dir: Path, tmp_path: Path
+    setting: str, compiled_dir: Path, tmp_path: Path
 ) -> None:
     root = tmp_path / "models"
     shutil.copytree(compiled_dir, root)
@@ -279,8 +280,9 @@ def test_a_model_onnx_the_card_does_not_record_is_refused(
     card = json.loads(card_path.read_text())
     del card["compiled"]  # what a re-export without `make compile-models` leaves
     card_path.write_text(json.dumps(card))
-    version = _version(root, BackendPolicy(default="onnxruntime"))
+    version = _version(root, BackendPolicy(default=setting))
     assert version.plan.backends == ["tensorflow"]
+    assert list(version.backends) == ["tensorflow"]
     assert "card records" in version.refused["onnxruntime"]
 
 
