@@ -4,8 +4,8 @@ The kernel completes a client's TCP handshake before the server accepts the conn
 in the listening socket's accept queue until the event loop takes it. Closing the listening
 socket resets every connection still queued, so a client that connected a moment before a
 SIGTERM was drained saw its request cut ("connection reset") instead of an answer or a clean
-refusal (`tests/service/test_shutdown.py`'s late probe: 5 of 39 runs on a loaded machine, when
-the event loop was busy as the listener closed).
+refusal (`tests/service/test_shutdown.py`'s late probe: 7 of 20 runs on a loaded machine, when
+the event loop was busy as the listener closed; 0 of 20 with this module).
 
 So the drain stops the queue from growing first, then lets the server accept what is queued,
 then closes:
