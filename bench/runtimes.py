@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import harness
+from service.backends.base import ONNX_FILE
 from service.backends.onnxruntime import OnnxRuntimeBackend
 from service.backends.openvino import OpenVinoBackend
 from service.backends.select import choose, measure, tile
@@ -28,10 +29,10 @@ STARTUP_SETTINGS = ("tensorflow", "measure", "auto", *(("openvino",) if OPENVINO
 
 def bench_version(path: Path, calls: int) -> dict[str, Any]:
     tf = load_version(path.parent.name, int(path.name), path, BackendPolicy("tensorflow"))
-    ort = OnnxRuntimeBackend.load(path, 1)
+    ort = OnnxRuntimeBackend.load(path / ONNX_FILE, 1)
     runners = {"tensorflow": tf.backends["tensorflow"], "onnxruntime": ort}
     if OPENVINO:
-        runners["openvino"] = OpenVinoBackend.load(path, 1)
+        runners["openvino"] = OpenVinoBackend.load(path / ONNX_FILE, 1)
     inputs = VerificationBatch.load(path).inputs
     # Interleaved calls, the warm-up included (select.measure, as `measure` does at load).
     timings = measure({n: r.run for n, r in runners.items()}, inputs, SIZES, calls)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from service.backends.base import COMPILED, OPTIONAL
+from service.backends.base import COMPILED, ONNX_FILE, OPTIONAL
 from service.backends.onnxruntime import OnnxRuntimeBackend
 from service.backends.openvino import OpenVinoBackend
 from service.backends.select import MEASURE_SIZES, Plan, choose, measure
@@ -297,8 +297,8 @@ def _card_specs(card: Mapping[str, Any], side: str) -> dict[str, TensorSpec]:
 def _load_compiled(name: str, path: Path, policy: BackendPolicy) -> Backend:
     """One compiled backend over `<path>/model.onnx` (ImportError without its package)."""
     if name == "openvino":
-        return OpenVinoBackend.load(path, policy.openvino_threads)
-    return OnnxRuntimeBackend.load(path, policy.onnxruntime_threads)
+        return OpenVinoBackend.load(path / ONNX_FILE, policy.openvino_threads)
+    return OnnxRuntimeBackend.load(path / ONNX_FILE, policy.onnxruntime_threads)
 
 
 def _unrecorded(card: Mapping[str, Any], onnx_path: Path) -> str | None:
@@ -318,7 +318,7 @@ def _load_compiled_only(
     importing TensorFlow; otherwise None and why each was refused (none for a version never
     compiled, which is no refusal)."""
     path, card = source.path, source.card
-    onnx_path = path / "model.onnx"
+    onnx_path = path / ONNX_FILE
     if not onnx_path.is_file():
         return None, {}
     candidates = COMPILED_FIRST[setting]
@@ -414,12 +414,12 @@ def _verified_compiled(
     Each refused one has its reason in `model.refused` and a log line; a version never compiled
     says so in `serving["not_compiled"]`; an optional runtime whose package is not installed is
     only noted in `serving["not_installed"]`."""
-    if not (model.path / "model.onnx").is_file():
+    if not (model.path / ONNX_FILE).is_file():
         serving["not_compiled"] = NOT_COMPILED
         return None
     # The same two staleness checks as without TensorFlow (the card's hash of model.onnx), and
     # with it (the stored outputs are still this SavedModel's, below).
-    if unrecorded := _unrecorded(model.card, model.path / "model.onnx"):
+    if unrecorded := _unrecorded(model.card, model.path / ONNX_FILE):
         for name in _installed(COMPILED):
             _refuse(model, name, unrecorded)
         return None

@@ -15,6 +15,8 @@ COMPILED: tuple[BackendName, ...] = ("onnxruntime", "openvino")
 #: Compiled runtimes whose package the server image leaves out: missing, they are skipped by
 #: `measure` (no refusal); asked for by name, their absence is a refusal with its reason.
 OPTIONAL: frozenset[BackendName] = frozenset({"openvino"})
+#: The compiled model every compiled runtime reads, beside `saved_model.pb` (`make compile-models`).
+ONNX_FILE = "model.onnx"
 
 
 class Backend(Protocol):

@@ -8,8 +8,6 @@ from typing import Any
 
 import numpy as np
 
-ONNX_FILE = "model.onnx"
-
 
 class OnnxRuntimeBackend:
     """One ONNX Runtime session on the CPU; `run` returns every output by name."""
@@ -21,14 +19,11 @@ class OnnxRuntimeBackend:
         self._outputs = [o.name for o in session.get_outputs()]
 
     @classmethod
-    def load(cls, version_dir: Path, threads: int) -> OnnxRuntimeBackend:
-        """The session over `<version_dir>/model.onnx`; ImportError without the onnxruntime
-        package, FileNotFoundError without the file (the registry reports either)."""
+    def load(cls, path: Path, threads: int) -> OnnxRuntimeBackend:
+        """The session over the compiled model at `path` (a version's `model.onnx`, which the
+        registry checks is there); ImportError without the onnxruntime package."""
         import onnxruntime as ort
 
-        path = version_dir / ONNX_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"no {ONNX_FILE} (run `make compile-models`)")
         options = ort.SessionOptions()
         # A model call is a few hundred microseconds at small batches: more threads than the
         # setting asks for only adds wake-up cost, and the server runs several calls at once.

@@ -10,8 +10,6 @@ from typing import Any
 
 import numpy as np
 
-ONNX_FILE = "model.onnx"
-
 
 def compile_config(threads: int) -> dict[str, Any]:
     """OpenVINO's CPU plugin settings. Without the f32 hint it runs bf16 on a CPU that has it
@@ -40,16 +38,13 @@ class OpenVinoBackend:
         self._local = threading.local()
 
     @classmethod
-    def load(cls, version_dir: Path, threads: int) -> OpenVinoBackend:
-        """`<version_dir>/model.onnx` compiled for the CPU; ImportError without the openvino
-        package, FileNotFoundError without the file (the registry reports either)."""
+    def load(cls, path: Path, threads: int) -> OpenVinoBackend:
+        """The compiled model at `path` (a version's `model.onnx`, which the registry checks is
+        there) compiled for the CPU; ImportError without the openvino package."""
         # Only the Core API is used: OpenVINO's telemetry lives in its model converter
         # (`convert_model`, `ovc`), which is never called, so nothing is sent.
         import openvino as ov
 
-        path = version_dir / ONNX_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"no {ONNX_FILE} (run `make compile-models`)")
         core = ov.Core()
         compiled = core.compile_model(core.read_model(str(path)), "CPU", compile_config(threads))
         return cls(compiled)

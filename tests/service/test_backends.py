@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from service.backends.base import ONNX_FILE
 from service.backends.onnxruntime import OnnxRuntimeBackend
 from service.backends.select import Plan, choose, measure
 from service.backends.verify import VerificationBatch, compare, tolerance_for
@@ -246,7 +247,8 @@ def test_every_committed_version_has_a_compiled_model_that_passes_verification(
     batch = VerificationBatch.load(path)
     for array in batch.inputs.values():  # real inputs, not a constant
         assert len(array) >= 16 and float(np.std(array.astype(np.float64))) > 0.0
-    result = compare(batch.reference, OnnxRuntimeBackend.load(path, threads=1).run(batch.inputs))
+    backend = OnnxRuntimeBackend.load(path / ONNX_FILE, threads=1)
+    result = compare(batch.reference, backend.run(batch.inputs))
     assert result.equal, result.problems
     import json
 
@@ -349,7 +351,8 @@ def test_openvino_serves_with_tensorflows_outputs_and_without_tensorflow(
 def test_openvino_calls_from_several_threads_do_not_mix(compiled_dir: Path) -> None:
     from service.backends.openvino import OpenVinoBackend
 
-    backend = OpenVinoBackend.load(compiled_dir / "energy_from_potential" / "1", threads=1)
+    path = compiled_dir / "energy_from_potential" / "1" / ONNX_FILE
+    backend = OpenVinoBackend.load(path, threads=1)
     batches = [np.full((3, 64), k / 10, np.float32) for k in range(4)]
     alone = [backend.run({"potential": b})["energy"] for b in batches]
     got: dict[int, list[np.ndarray]] = {k: [] for k in range(4)}
@@ -426,5 +429,6 @@ def test_every_committed_version_passes_verification_on_openvino(path: Path) -> 
     from service.backends.openvino import OpenVinoBackend
 
     batch = VerificationBatch.load(path)
-    result = compare(batch.reference, OpenVinoBackend.load(path, threads=1).run(batch.inputs))
+    backend = OpenVinoBackend.load(path / ONNX_FILE, threads=1)
+    result = compare(batch.reference, backend.run(batch.inputs))
     assert result.equal, result.problems
